@@ -1,0 +1,320 @@
+//! The system configuration: one TOML file describes a whole DAQ system.
+//!
+//! Every field has a default, so an empty file (or no file) is the 2x2x2 demo
+//! on 127.0.0.1. Unknown fields are errors, and [`SystemConfig::validate`]
+//! rejects impossible values with the field's name.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config {origin}: {source}")]
+    Parse {
+        origin: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config value {field} = {value}: {reason}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+/// A whole system: topology, generator, transfer, builder and writer settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemConfig {
+    /// Partition number; keeps the resources of systems sharing a host apart.
+    pub partition: u32,
+    /// Address every process binds to (port 0: the OS picks, the process reports it).
+    pub host: String,
+    /// How many processes of each kind.
+    pub topology: Topology,
+    /// The boardreaders' fragment generator (ToySimulator).
+    pub generator: GeneratorConfig,
+    /// Batching, queueing and the end-of-data handshake on both hops.
+    pub transfer: TransferConfig,
+    /// The aggregators' disk writer.
+    pub aggregator: AggregatorConfig,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topology {
+    /// Boardreaders; each contributes one fragment (its fragment id = its rank) per event.
+    pub boardreaders: u16,
+    /// Eventbuilders; sequence id `s` goes to eventbuilder `s % eventbuilders`.
+    pub eventbuilders: u16,
+    /// Disk-writing aggregators; 0 makes the eventbuilders discard built events.
+    pub aggregators: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToyFragmentType {
+    /// 12-bit ADC samples.
+    Toy1,
+    /// 14-bit ADC samples.
+    Toy2,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distribution {
+    Uniform,
+    Gaussian,
+    Monotonic,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneratorConfig {
+    /// TOY1 (12-bit ADC) or TOY2 (14-bit ADC).
+    pub fragment_type: ToyFragmentType,
+    /// ADC samples per fragment.
+    pub n_adc_counts: u32,
+    /// Pause between events in microseconds; 100000 = 10 Hz, 0 = as fast as possible.
+    pub throttle_us: u64,
+    /// Shape of the ADC values.
+    pub distribution: Distribution,
+    /// Seed; boardreader `i` uses `random_seed + i`.
+    pub random_seed: u64,
+    /// First sequence id of a run.
+    pub initial_sequence_id: u64,
+    /// timestamp = sequence id x this factor.
+    pub timestamp_scale_factor: u64,
+    /// Stop generating after this many events in a run; 0 = no limit.
+    pub max_events: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransferConfig {
+    /// Largest batch of fragments or events in one gRPC message.
+    pub batch_max_items: usize,
+    /// A partial batch is sent after this long.
+    pub batch_max_delay_ms: u64,
+    /// Batches queued per destination before the producer blocks (backpressure: block, never drop).
+    pub queue_batches: usize,
+    /// At stop, a receiver gives up on a source that sent nothing for this long; the shortfall is an error.
+    pub end_of_data_timeout_ms: u64,
+    /// How long a sender tries to reach its destinations at start.
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregatorConfig {
+    /// Write HDF5 data files; false receives and discards.
+    pub write_data: bool,
+    /// Deflate level for data files, 0 = uncompressed, 1-9.
+    pub deflate_level: u8,
+    /// Events buffered before one append to the file's datasets.
+    pub batch_events: usize,
+    /// Start a new file when one exceeds this many bytes; 0 = one file per run.
+    pub max_file_bytes: u64,
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        Self {
+            partition: 0,
+            host: "127.0.0.1".into(),
+            topology: Topology::default(),
+            generator: GeneratorConfig::default(),
+            transfer: TransferConfig::default(),
+            aggregator: AggregatorConfig::default(),
+        }
+    }
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self {
+            boardreaders: 2,
+            eventbuilders: 2,
+            aggregators: 2,
+        }
+    }
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        Self {
+            fragment_type: ToyFragmentType::Toy1,
+            n_adc_counts: 40,
+            throttle_us: 100_000,
+            distribution: Distribution::Uniform,
+            random_seed: 314_159,
+            initial_sequence_id: 1,
+            timestamp_scale_factor: 1,
+            max_events: 0,
+        }
+    }
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        Self {
+            batch_max_items: 256,
+            batch_max_delay_ms: 20,
+            queue_batches: 16,
+            end_of_data_timeout_ms: 5_000,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        Self {
+            write_data: true,
+            deflate_level: 0,
+            batch_events: 1_000,
+            max_file_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Largest `n_adc_counts`: keeps a fragment far below the gRPC message limit.
+pub const MAX_ADC_COUNTS: u32 = 1 << 22;
+
+impl SystemConfig {
+    /// Parses TOML text; `origin` names it in errors (a path or "embedded").
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            source: Box::new(e),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    pub fn to_toml(&self) -> String {
+        // Serializing plain structs of numbers, strings and enums cannot fail.
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Rejects values no system can run with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad<T: ToString>(field: &'static str, value: T, reason: &'static str) -> ConfigError {
+            ConfigError::Invalid {
+                field,
+                value: value.to_string(),
+                reason,
+            }
+        }
+        if self.host.parse::<std::net::IpAddr>().is_err() {
+            return Err(bad("host", &self.host, "must be an IP address"));
+        }
+        let t = &self.topology;
+        if t.boardreaders == 0 || t.boardreaders >= crate::fragment::INVALID_FRAGMENT_ID {
+            return Err(bad("topology.boardreaders", t.boardreaders, "must be 1 to 65534"));
+        }
+        if t.eventbuilders == 0 {
+            return Err(bad("topology.eventbuilders", t.eventbuilders, "must be at least 1"));
+        }
+        let g = &self.generator;
+        if g.n_adc_counts == 0 || g.n_adc_counts > MAX_ADC_COUNTS {
+            return Err(bad("generator.n_adc_counts", g.n_adc_counts, "must be 1 to 4194304"));
+        }
+        if g.initial_sequence_id == 0 || g.initial_sequence_id >= crate::fragment::MAX_SEQUENCE_ID {
+            return Err(bad(
+                "generator.initial_sequence_id",
+                g.initial_sequence_id,
+                "must be 1 to 2^48-2",
+            ));
+        }
+        let x = &self.transfer;
+        if x.batch_max_items == 0 {
+            return Err(bad("transfer.batch_max_items", x.batch_max_items, "must be at least 1"));
+        }
+        if x.queue_batches == 0 {
+            return Err(bad("transfer.queue_batches", x.queue_batches, "must be at least 1"));
+        }
+        if x.end_of_data_timeout_ms == 0 {
+            return Err(bad(
+                "transfer.end_of_data_timeout_ms",
+                x.end_of_data_timeout_ms,
+                "must be at least 1",
+            ));
+        }
+        let a = &self.aggregator;
+        if a.deflate_level > 9 {
+            return Err(bad("aggregator.deflate_level", a.deflate_level, "must be 0 to 9"));
+        }
+        if a.batch_events == 0 {
+            return Err(bad("aggregator.batch_events", a.batch_events, "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_2x2x2_demo_on_loopback() {
+        let c = SystemConfig::from_toml("", "embedded").expect("valid");
+        assert_eq!(c, SystemConfig::default());
+        assert_eq!(c.host, "127.0.0.1");
+        assert_eq!(
+            c.topology,
+            Topology {
+                boardreaders: 2,
+                eventbuilders: 2,
+                aggregators: 2
+            }
+        );
+        assert_eq!(c.generator.throttle_us, 100_000);
+    }
+
+    #[test]
+    fn default_round_trips_through_toml() {
+        let c = SystemConfig::default();
+        assert_eq!(SystemConfig::from_toml(&c.to_toml(), "x").expect("valid"), c);
+    }
+
+    #[test]
+    fn unknown_field_is_rejected_with_its_name() {
+        let err = SystemConfig::from_toml("[generator]\nthrotle_us = 5\n", "t.toml")
+            .expect_err("unknown field");
+        let msg = err.to_string();
+        assert!(msg.contains("throtle_us") && msg.contains("t.toml"), "{msg}");
+    }
+
+    #[test]
+    fn impossible_values_are_rejected_with_the_field() {
+        for (text, field) in [
+            ("[topology]\nboardreaders = 0", "topology.boardreaders"),
+            ("[topology]\neventbuilders = 0", "topology.eventbuilders"),
+            ("[generator]\nn_adc_counts = 0", "generator.n_adc_counts"),
+            ("[generator]\ninitial_sequence_id = 0", "generator.initial_sequence_id"),
+            ("[transfer]\nbatch_max_items = 0", "transfer.batch_max_items"),
+            ("[aggregator]\ndeflate_level = 10", "aggregator.deflate_level"),
+            ("host = \"localhost:5\"", "host"),
+        ] {
+            let err = SystemConfig::from_toml(text, "x").expect_err(text);
+            assert!(err.to_string().contains(field), "{text}: {err}");
+        }
+        let err = SystemConfig::from_toml("[generator]\ndistribution = \"poisson\"", "x")
+            .expect_err("bad enum");
+        assert!(err.to_string().contains("poisson"), "{err}");
+    }
+}

@@ -1,0 +1,221 @@
+//! Run control: the `RunControl` gRPC service every process serves, wrapped
+//! around the process's work (artdaq's App around its Core).
+//!
+//! The service owns the state machine: it checks each command against
+//! [`State::next`], rejects a command while another one runs (busy), and moves
+//! to [`State::Error`] when a command fails. The process implements [`App`]
+//! and never sees the state machine.
+
+use crate::config::SystemConfig;
+use crate::state::{Command, State};
+use proto::run_control_server::RunControl;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+/// What `init` gives a process.
+#[derive(Clone, Debug)]
+pub struct InitArgs {
+    pub config: SystemConfig,
+    /// Data addresses of the downstream processes, in rank order.
+    pub destinations: Vec<String>,
+}
+
+/// What `stop` asks of a process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StopArgs {
+    /// Boardreaders: generate up to this sequence id before end-of-data.
+    pub end_sequence_id: Option<u64>,
+}
+
+/// A command that failed inside the process.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AppError(pub String);
+
+impl AppError {
+    pub fn new(msg: impl std::fmt::Display) -> Self {
+        Self(msg.to_string())
+    }
+}
+
+/// The work of a process, driven by run control. Each method runs only when
+/// the state machine allows it, and never concurrently with another.
+#[tonic::async_trait]
+pub trait App: Send + Sync + 'static {
+    async fn init(&self, args: InitArgs) -> Result<(), AppError>;
+    async fn start(&self, run: u32, data_dir: PathBuf) -> Result<(), AppError>;
+    async fn pause(&self) -> Result<(), AppError>;
+    async fn resume(&self) -> Result<(), AppError>;
+    /// Ends the run; returns the problems found (a handshake shortfall),
+    /// which are reported but do not fail the command.
+    async fn stop(&self, args: StopArgs) -> Result<Vec<String>, AppError>;
+    async fn shutdown(&self) -> Result<(), AppError>;
+    /// Counters of the current or last run.
+    fn counters(&self) -> proto::Counters;
+}
+
+/// The `RunControl` service around an [`App`].
+pub struct Control<A: App> {
+    process: String,
+    app: Arc<A>,
+    state: Mutex<State>,
+    busy: tokio::sync::Mutex<()>,
+    run: Mutex<u32>,
+    exit: watch::Sender<bool>,
+}
+
+impl<A: App> Control<A> {
+    /// Returns the service and a receiver that turns true after `shutdown`.
+    pub fn new(process: impl Into<String>, app: Arc<A>) -> (Self, watch::Receiver<bool>) {
+        let (exit, rx) = watch::channel(false);
+        (
+            Self {
+                process: process.into(),
+                app,
+                state: Mutex::new(State::Booted),
+                busy: tokio::sync::Mutex::new(()),
+                run: Mutex::new(0),
+                exit,
+            },
+            rx,
+        )
+    }
+
+    fn state(&self) -> State {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_state(&self, s: State) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    async fn exec<F>(&self, command: Command, f: F) -> Result<Response<proto::CommandReply>, Status>
+    where
+        F: Future<Output = Result<Vec<String>, AppError>>,
+    {
+        let Ok(_guard) = self.busy.try_lock() else {
+            return Err(Status::unavailable(format!(
+                "{} is busy with another command; {command} rejected",
+                self.process
+            )));
+        };
+        let from = self.state();
+        let next = from
+            .next(command)
+            .map_err(|e| Status::failed_precondition(format!("{}: {e}", self.process)))?;
+        info!(process = %self.process, %command, %from, "command");
+        match f.await {
+            Ok(problems) => {
+                for p in &problems {
+                    warn!(process = %self.process, %command, problem = %p, "command finished with a problem");
+                }
+                self.set_state(next);
+                info!(process = %self.process, %command, state = %next, "command done");
+                Ok(Response::new(proto::CommandReply {
+                    state: next.to_string(),
+                    counters: Some(self.app.counters()),
+                    problems,
+                }))
+            }
+            Err(e) => {
+                // A failed init leaves the process as it was; anything else
+                // is an internal failure that only stop or shutdown clears.
+                let after = if command == Command::Init { from } else { State::Error };
+                self.set_state(after);
+                warn!(process = %self.process, %command, error = %e, state = %after, "command failed");
+                Err(Status::internal(format!("{}: {command} failed: {e}", self.process)))
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<A: App> RunControl for Control<A> {
+    async fn init(
+        &self,
+        request: Request<proto::InitRequest>,
+    ) -> Result<Response<proto::CommandReply>, Status> {
+        let req = request.into_inner();
+        let config = SystemConfig::from_toml(&req.config_toml, "init request")
+            .map_err(|e| Status::invalid_argument(format!("{}: {e}", self.process)))?;
+        let args = InitArgs {
+            config,
+            destinations: req.destinations,
+        };
+        self.exec(Command::Init, async { self.app.init(args).await.map(|_| vec![]) })
+            .await
+    }
+
+    async fn start(
+        &self,
+        request: Request<proto::StartRequest>,
+    ) -> Result<Response<proto::CommandReply>, Status> {
+        let req = request.into_inner();
+        let run = req.run;
+        self.exec(Command::Start, async {
+            self.app.start(run, PathBuf::from(req.data_dir)).await?;
+            *self.run.lock().unwrap_or_else(|p| p.into_inner()) = run;
+            Ok(vec![])
+        })
+        .await
+    }
+
+    async fn pause(
+        &self,
+        _: Request<proto::Empty>,
+    ) -> Result<Response<proto::CommandReply>, Status> {
+        self.exec(Command::Pause, async { self.app.pause().await.map(|_| vec![]) })
+            .await
+    }
+
+    async fn resume(
+        &self,
+        _: Request<proto::Empty>,
+    ) -> Result<Response<proto::CommandReply>, Status> {
+        self.exec(Command::Resume, async { self.app.resume().await.map(|_| vec![]) })
+            .await
+    }
+
+    async fn stop(
+        &self,
+        request: Request<proto::StopRequest>,
+    ) -> Result<Response<proto::CommandReply>, Status> {
+        let args = StopArgs {
+            end_sequence_id: request.into_inner().end_sequence_id,
+        };
+        self.exec(Command::Stop, self.app.stop(args)).await
+    }
+
+    async fn shutdown(
+        &self,
+        _: Request<proto::Empty>,
+    ) -> Result<Response<proto::CommandReply>, Status> {
+        let reply = self
+            .exec(Command::Shutdown, async { self.app.shutdown().await.map(|_| vec![]) })
+            .await?;
+        let _ = self.exit.send(true);
+        Ok(reply)
+    }
+
+    async fn status(
+        &self,
+        _: Request<proto::Empty>,
+    ) -> Result<Response<proto::StatusReply>, Status> {
+        let state = self.state();
+        Ok(Response::new(proto::StatusReply {
+            process: self.process.clone(),
+            state: state.to_string(),
+            legal_commands: state
+                .legal_commands()
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+            counters: Some(self.app.counters()),
+            run: *self.run.lock().unwrap_or_else(|p| p.into_inner()),
+        }))
+    }
+}

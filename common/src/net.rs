@@ -1,0 +1,126 @@
+//! gRPC transport settings shared by every endpoint, and the readiness line
+//! a process prints once it has bound its address.
+//!
+//! Tuning (measured, see shared/reference/dependencies.md): 16 MiB HTTP/2
+//! stream and connection windows and a 1 MiB max frame on *both* ends double
+//! loopback throughput over tonic's defaults.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint, Server};
+
+/// A tonic server with the data-path tuning.
+pub fn server() -> Server {
+    Server::builder()
+        .initial_stream_window_size(proto::WINDOW_BYTES)
+        .initial_connection_window_size(proto::WINDOW_BYTES)
+        .max_frame_size(proto::MAX_FRAME_BYTES)
+        .tcp_nodelay(true)
+}
+
+fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .initial_stream_window_size(proto::WINDOW_BYTES)
+        .initial_connection_window_size(proto::WINDOW_BYTES)
+        .max_frame_size(proto::MAX_FRAME_BYTES)
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(2)))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("bad address {addr}: {source}")]
+    BadAddress {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+    #[error("cannot reach {addr} within {timeout_ms} ms: {source}")]
+    Unreachable {
+        addr: String,
+        timeout_ms: u64,
+        source: tonic::transport::Error,
+    },
+}
+
+/// Connects to `addr` (host:port), retrying until `timeout` has passed.
+pub async fn connect(addr: &str, timeout: Duration) -> Result<Channel, ConnectError> {
+    let ep = endpoint(addr).map_err(|source| ConnectError::BadAddress {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let deadline = Instant::now() + timeout;
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        match ep.connect().await {
+            Ok(ch) => return Ok(ch),
+            Err(source) if Instant::now() >= deadline => {
+                return Err(ConnectError::Unreachable {
+                    addr: addr.to_string(),
+                    timeout_ms: timeout.as_millis() as u64,
+                    source,
+                });
+            }
+            Err(_) => {
+                // Retry back-off while the peer comes up; not synchronization.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+/// Prefix of the one line a process prints on stdout when it is ready.
+pub const READY_PREFIX: &str = "DAQ-READY";
+
+/// The readiness line: `DAQ-READY <process> <addr> <pid>`.
+pub fn ready_line(process: &str, addr: SocketAddr) -> String {
+    format!("{READY_PREFIX} {process} {addr} {}", std::process::id())
+}
+
+/// A parsed readiness line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ready {
+    pub process: String,
+    pub addr: SocketAddr,
+    pub pid: u32,
+}
+
+/// Parses a readiness line; `None` for any other line.
+pub fn parse_ready_line(line: &str) -> Option<Ready> {
+    let mut it = line.split_whitespace();
+    if it.next()? != READY_PREFIX {
+        return None;
+    }
+    let process = it.next()?.to_string();
+    let addr = it.next()?.parse().ok()?;
+    let pid = it.next()?.parse().ok()?;
+    Some(Ready { process, addr, pid })
+}
+
+/// Initializes tracing to stderr (`RUST_LOG` overrides `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_line_round_trips() {
+        let addr: SocketAddr = "127.0.0.1:4321".parse().expect("addr");
+        let line = ready_line("eventbuilder-1", addr);
+        let r = parse_ready_line(&line).expect("parses");
+        assert_eq!(r.process, "eventbuilder-1");
+        assert_eq!(r.addr, addr);
+        assert_eq!(r.pid, std::process::id());
+        assert_eq!(parse_ready_line("INFO something else"), None);
+        assert_eq!(parse_ready_line("DAQ-READY x notanaddr 1"), None);
+    }
+}

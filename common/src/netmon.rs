@@ -1,0 +1,342 @@
+//! Event serialization between eventbuilders and aggregators: the
+//! NetMonOutput (encode) and NetMonInput (decode) sides.
+//!
+//! An event travels as one self-describing binary record (little endian):
+//! ```text
+//! magic "DAQE" | version u16 = 1 | flags u16 (bit 0: complete)
+//! run u32 | subrun u32 | event u64 | sequence_id u64 | timestamp u64
+//! history: count u16, then per entry: name length u16, name (UTF-8), time_ns u64
+//! missing fragment ids: count u16, then u16 each
+//! fragments: count u32, then each artdaq fragment back to back (its word_count gives its length)
+//! ```
+//! [`decode`] owns everything it deserializes: the history is a plain value
+//! inside the returned [`Event`], and fragments are slices of the received
+//! buffer (no copy). Nothing is allocated that the event does not own.
+
+use crate::fragment::{Fragment, FragmentError};
+use bytes::{BufMut, Bytes, BytesMut};
+
+const MAGIC: &[u8; 4] = b"DAQE";
+pub const FORMAT_VERSION: u16 = 1;
+
+/// Run, subrun and event auxiliaries of one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventAux {
+    pub run: u32,
+    pub subrun: u32,
+    pub event: u64,
+    pub sequence_id: u64,
+    pub timestamp: u64,
+    pub complete: bool,
+}
+
+/// One process an event passed through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub process: String,
+    /// Wall-clock time (ns since the Unix epoch) when the process handled the event.
+    pub time_ns: u64,
+}
+
+/// The processes an event passed through, in order (art's History).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    pub entries: Vec<HistoryEntry>,
+}
+
+/// A built event: auxiliaries, history, fragments and (if incomplete) the
+/// fragment ids that never arrived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub aux: EventAux,
+    pub history: History,
+    pub missing: Vec<u16>,
+    pub fragments: Vec<Fragment>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NetMonError {
+    #[error("serialized event truncated in {field}: {needed} bytes needed, {left} left")]
+    Truncated {
+        field: &'static str,
+        needed: usize,
+        left: usize,
+    },
+    #[error("serialized event has bad magic {0:02x?}")]
+    BadMagic([u8; 4]),
+    #[error("serialized event format version {0} is not supported (expected {FORMAT_VERSION})")]
+    UnsupportedVersion(u16),
+    #[error("history entry {index} has a process name that is not UTF-8")]
+    BadProcessName { index: usize },
+    #[error("fragment {index} of the event is malformed: {source}")]
+    Fragment { index: usize, source: FragmentError },
+    #[error("serialized event has {0} trailing bytes")]
+    TrailingBytes(usize),
+    #[error("event has too many {what}: {count}")]
+    TooMany { what: &'static str, count: usize },
+}
+
+impl Event {
+    /// Serialized size in bytes.
+    pub fn encoded_len(&self) -> usize {
+        4 + 2 + 2 + 4 + 4 + 8 + 8 + 8
+            + 2
+            + self
+                .history
+                .entries
+                .iter()
+                .map(|h| 2 + h.process.len() + 8)
+                .sum::<usize>()
+            + 2
+            + 2 * self.missing.len()
+            + 4
+            + self.fragments.iter().map(Fragment::len).sum::<usize>()
+    }
+
+    /// Payload bytes of all fragments (header, metadata and payload).
+    pub fn fragment_bytes(&self) -> usize {
+        self.fragments.iter().map(Fragment::len).sum()
+    }
+}
+
+/// NetMonOutput: serializes an event into one buffer.
+pub fn encode(event: &Event) -> Result<Bytes, NetMonError> {
+    fn count16(what: &'static str, n: usize) -> Result<u16, NetMonError> {
+        u16::try_from(n).map_err(|_| NetMonError::TooMany { what, count: n })
+    }
+    let mut b = BytesMut::with_capacity(event.encoded_len());
+    b.put_slice(MAGIC);
+    b.put_u16_le(FORMAT_VERSION);
+    b.put_u16_le(u16::from(event.aux.complete));
+    b.put_u32_le(event.aux.run);
+    b.put_u32_le(event.aux.subrun);
+    b.put_u64_le(event.aux.event);
+    b.put_u64_le(event.aux.sequence_id);
+    b.put_u64_le(event.aux.timestamp);
+    b.put_u16_le(count16("history entries", event.history.entries.len())?);
+    for h in &event.history.entries {
+        b.put_u16_le(count16("bytes in a process name", h.process.len())?);
+        b.put_slice(h.process.as_bytes());
+        b.put_u64_le(h.time_ns);
+    }
+    b.put_u16_le(count16("missing fragments", event.missing.len())?);
+    for m in &event.missing {
+        b.put_u16_le(*m);
+    }
+    let n = u32::try_from(event.fragments.len()).map_err(|_| NetMonError::TooMany {
+        what: "fragments",
+        count: event.fragments.len(),
+    })?;
+    b.put_u32_le(n);
+    for f in &event.fragments {
+        b.put_slice(f.bytes());
+    }
+    Ok(b.freeze())
+}
+
+/// A cursor over a serialized event that names the field it fails in.
+pub(crate) struct Reader {
+    buf: Bytes,
+    pos: usize,
+}
+
+impl Reader {
+    pub(crate) fn new(buf: Bytes) -> Self {
+        Self { buf, pos: 0 }
+    }
+    fn take(&mut self, n: usize, field: &'static str) -> Result<Bytes, NetMonError> {
+        let left = self.buf.len() - self.pos;
+        if n > left {
+            return Err(NetMonError::Truncated {
+                field,
+                needed: n,
+                left,
+            });
+        }
+        let s = self.buf.slice(self.pos..self.pos + n);
+        self.pos += n;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], NetMonError> {
+        let s = self.take(N, field)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(&s);
+        Ok(a)
+    }
+    fn u16(&mut self, f: &'static str) -> Result<u16, NetMonError> {
+        Ok(u16::from_le_bytes(self.array(f)?))
+    }
+    fn u32(&mut self, f: &'static str) -> Result<u32, NetMonError> {
+        Ok(u32::from_le_bytes(self.array(f)?))
+    }
+    fn u64(&mut self, f: &'static str) -> Result<u64, NetMonError> {
+        Ok(u64::from_le_bytes(self.array(f)?))
+    }
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+}
+
+/// Reads the fixed header and auxiliaries.
+pub(crate) fn decode_aux(r: &mut Reader) -> Result<EventAux, NetMonError> {
+    let magic: [u8; 4] = r.array("magic")?;
+    if &magic != MAGIC {
+        return Err(NetMonError::BadMagic(magic));
+    }
+    let version = r.u16("version")?;
+    if version != FORMAT_VERSION {
+        return Err(NetMonError::UnsupportedVersion(version));
+    }
+    let flags = r.u16("flags")?;
+    Ok(EventAux {
+        complete: flags & 1 != 0,
+        run: r.u32("run")?,
+        subrun: r.u32("subrun")?,
+        event: r.u64("event")?,
+        sequence_id: r.u64("sequence_id")?,
+        timestamp: r.u64("timestamp")?,
+    })
+}
+
+/// Reads the history record.
+pub(crate) fn decode_history(r: &mut Reader) -> Result<History, NetMonError> {
+    let n = r.u16("history count")? as usize;
+    let mut entries = Vec::with_capacity(n);
+    for index in 0..n {
+        let len = r.u16("history name length")? as usize;
+        let name = r.take(len, "history name")?;
+        let process = std::str::from_utf8(&name)
+            .map_err(|_| NetMonError::BadProcessName { index })?
+            .to_owned();
+        let time_ns = r.u64("history time")?;
+        entries.push(HistoryEntry { process, time_ns });
+    }
+    Ok(History { entries })
+}
+
+/// Reads the missing ids and the fragments after the history.
+pub(crate) fn decode_rest(
+    r: &mut Reader,
+    aux: EventAux,
+    history: History,
+) -> Result<Event, NetMonError> {
+    let n_missing = r.u16("missing count")? as usize;
+    let mut missing = Vec::with_capacity(n_missing);
+    for _ in 0..n_missing {
+        missing.push(r.u16("missing fragment id")?);
+    }
+    let n = r.u32("fragment count")? as usize;
+    // Never trust a count for an allocation: at least one header per fragment.
+    let mut fragments = Vec::with_capacity(n.min(r.remaining() / crate::fragment::HEADER_BYTES));
+    for index in 0..n {
+        let rest = &r.buf[r.pos..];
+        let len = Fragment::peek_len(rest).ok_or(NetMonError::Truncated {
+            field: "fragment header",
+            needed: 4,
+            left: rest.len(),
+        })?;
+        let bytes = r.take(len, "fragment")?;
+        fragments.push(Fragment::parse(bytes).map_err(|source| NetMonError::Fragment { index, source })?);
+    }
+    if r.remaining() != 0 {
+        return Err(NetMonError::TrailingBytes(r.remaining()));
+    }
+    Ok(Event {
+        aux,
+        history,
+        missing,
+        fragments,
+    })
+}
+
+/// NetMonInput, the corrected path: deserializes an event it fully owns.
+pub fn decode(buf: Bytes) -> Result<Event, NetMonError> {
+    let mut r = Reader::new(buf);
+    let aux = decode_aux(&mut r)?;
+    let history = decode_history(&mut r)?;
+    decode_rest(&mut r, aux, history)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fragment::{FragmentSpec, FragmentType};
+
+    fn sample() -> Event {
+        let frag = |id: u16, n: usize| {
+            Fragment::build(
+                FragmentSpec {
+                    fragment_type: FragmentType::User(1),
+                    sequence_id: 42,
+                    fragment_id: id,
+                    timestamp: 420,
+                },
+                &[7; 8],
+                &vec![id as u8; n],
+            )
+            .expect("valid")
+        };
+        Event {
+            aux: EventAux {
+                run: 3,
+                subrun: 1,
+                event: 42,
+                sequence_id: 42,
+                timestamp: 420,
+                complete: false,
+            },
+            history: History {
+                entries: vec![
+                    HistoryEntry {
+                        process: "eventbuilder-0".into(),
+                        time_ns: 5,
+                    },
+                    HistoryEntry {
+                        process: "é".into(),
+                        time_ns: u64::MAX,
+                    },
+                ],
+            },
+            missing: vec![2, 65534],
+            fragments: vec![frag(0, 80), frag(1, 0)],
+        }
+    }
+
+    #[test]
+    fn event_round_trips_exactly() {
+        let e = sample();
+        let b = encode(&e).expect("encodes");
+        assert_eq!(b.len(), e.encoded_len());
+        assert_eq!(decode(b).expect("decodes"), e);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_never_a_panic() {
+        let b = encode(&sample()).expect("encodes");
+        for cut in 0..b.len() {
+            let err = decode(b.slice(..cut)).expect_err("truncated");
+            assert!(
+                matches!(err, NetMonError::Truncated { .. } | NetMonError::Fragment { .. }),
+                "cut {cut}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_header_fields_are_named() {
+        let b = encode(&sample()).expect("encodes").to_vec();
+        let mut m = b.clone();
+        m[0] = b'X';
+        assert_eq!(decode(m.into()), Err(NetMonError::BadMagic(*b"XAQE")));
+        let mut v = b.clone();
+        v[4] = 9;
+        assert_eq!(decode(v.into()), Err(NetMonError::UnsupportedVersion(9)));
+        let mut t = b.clone();
+        t.push(0);
+        assert_eq!(decode(t.into()), Err(NetMonError::TrailingBytes(1)));
+        // First history name starts after 40 header bytes and 4 count/length bytes.
+        let mut u = b;
+        u[44] = 0xFF;
+        assert_eq!(decode(u.into()), Err(NetMonError::BadProcessName { index: 0 }));
+    }
+}

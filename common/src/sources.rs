@@ -1,0 +1,211 @@
+//! The receiving side of the end-of-data handshake: per-source counts of
+//! what arrived and what the source announced, and the wait at stop until
+//! every source is accounted for.
+//!
+//! A receiver stops waiting for a source once the source's stream has ended
+//! with an end-of-data count equal to what arrived, or once no source has
+//! made progress for the timeout; each source short of its count is then a
+//! problem named in the reply to stop, never silent.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceState {
+    /// Data items received (fragments or events; end-of-data excluded).
+    pub received: u64,
+    /// The count the source announced in its end-of-data.
+    pub announced: Option<u64>,
+    /// The stream ended (cleanly or not).
+    pub ended: bool,
+    /// Why the stream was rejected, if it was.
+    pub error: Option<String>,
+}
+
+impl SourceState {
+    fn done(&self) -> bool {
+        self.ended
+    }
+}
+
+/// Per-source handshake state of one run.
+#[derive(Debug)]
+pub struct Sources {
+    kind: &'static str,
+    states: Mutex<Vec<SourceState>>,
+    progress: Notify,
+}
+
+impl Sources {
+    /// `kind` names the sources in problems ("boardreader", "eventbuilder").
+    pub fn new(kind: &'static str, n: usize) -> Self {
+        Self {
+            kind,
+            states: Mutex::new(vec![SourceState::default(); n]),
+            progress: Notify::new(),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Vec<SourceState>) -> R) -> R {
+        let mut g = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let r = f(&mut g);
+        drop(g);
+        self.progress.notify_waiters();
+        r
+    }
+
+    pub fn len(&self) -> usize {
+        self.states.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Counts `n` items from `source`.
+    pub fn received(&self, source: usize, n: u64) {
+        self.with(|s| {
+            if let Some(st) = s.get_mut(source) {
+                st.received += n;
+            }
+        });
+    }
+
+    /// Records the source's end-of-data count.
+    pub fn announced(&self, source: usize, count: u64) {
+        self.with(|s| {
+            if let Some(st) = s.get_mut(source) {
+                st.announced = Some(count);
+            }
+        });
+    }
+
+    /// Records the end of a source's stream, with the reason if rejected.
+    pub fn ended(&self, source: usize, error: Option<String>) {
+        self.with(|s| {
+            if let Some(st) = s.get_mut(source) {
+                st.ended = true;
+                if error.is_some() {
+                    st.error = error;
+                }
+            }
+        });
+    }
+
+    pub fn snapshot(&self) -> Vec<SourceState> {
+        self.states.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Total items received from all sources.
+    pub fn total_received(&self) -> u64 {
+        self.snapshot().iter().map(|s| s.received).sum()
+    }
+
+    /// Waits until every source is done, or until none made progress for
+    /// `idle_timeout`; returns one problem per source that fell short.
+    pub async fn wait_all(&self, idle_timeout: Duration) -> Vec<String> {
+        let mut last = self.snapshot();
+        let mut last_change = Instant::now();
+        loop {
+            let notified = self.progress.notified();
+            let now = self.snapshot();
+            if now.iter().all(SourceState::done) {
+                break;
+            }
+            if now != last {
+                last = now;
+                last_change = Instant::now();
+            }
+            let left = idle_timeout.saturating_sub(last_change.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            let _ = tokio::time::timeout(left, notified).await;
+        }
+        self.problems()
+    }
+
+    /// One line per source that is not accounted for.
+    pub fn problems(&self) -> Vec<String> {
+        let kind = self.kind;
+        self.snapshot()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match (&s.error, s.announced, s.ended) {
+                (Some(e), _, _) => Some(format!(
+                    "{kind}-{i}: stream rejected after {} items: {e}",
+                    s.received
+                )),
+                (None, Some(a), _) if a != s.received => Some(format!(
+                    "{kind}-{i}: end-of-data announced {a}, received {}",
+                    s.received
+                )),
+                (None, Some(_), true) => None,
+                (None, Some(_), false) => Some(format!(
+                    "{kind}-{i}: stream did not end after its end-of-data"
+                )),
+                (None, None, true) => Some(format!(
+                    "{kind}-{i}: stream ended without end-of-data after {} items",
+                    s.received
+                )),
+                (None, None, false) => Some(format!(
+                    "{kind}-{i}: no end-of-data (received {}) before the stop timeout",
+                    s.received
+                )),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn all_sources_accounted_for_gives_no_problem() {
+        let s = Sources::new("boardreader", 2);
+        s.received(0, 5);
+        s.announced(0, 5);
+        s.ended(0, None);
+        s.received(1, 3);
+        s.announced(1, 3);
+        s.ended(1, None);
+        assert!(s.wait_all(Duration::from_secs(5)).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn shortfall_and_silence_are_named() {
+        let s = Sources::new("eventbuilder", 3);
+        s.received(0, 4);
+        s.announced(0, 5);
+        s.ended(0, None);
+        s.received(1, 2);
+        s.ended(2, Some("malformed".into()));
+        let p = s.wait_all(Duration::from_millis(50)).await;
+        assert_eq!(
+            p,
+            vec![
+                "eventbuilder-0: end-of-data announced 5, received 4".to_string(),
+                "eventbuilder-1: no end-of-data (received 2) before the stop timeout".to_string(),
+                "eventbuilder-2: stream rejected after 0 items: malformed".to_string(),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn wait_returns_when_the_last_source_ends() {
+        let s = std::sync::Arc::new(Sources::new("boardreader", 1));
+        let s2 = s.clone();
+        let h = tokio::spawn(async move { s2.wait_all(Duration::from_secs(30)).await });
+        tokio::task::yield_now().await;
+        s.received(0, 1);
+        s.announced(0, 1);
+        s.ended(0, None);
+        let p = tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .expect("returns before the idle timeout")
+            .expect("joins");
+        assert!(p.is_empty());
+    }
+}
