@@ -1,1 +1,102 @@
-//! placeholder
+//! Aggregator: the disk writer. Receives serialized events from every
+//! eventbuilder through NetMonInput and writes them to HDF5 files. Run
+//! control (this file) is kept apart from the data path (`core`) and the
+//! file format (`datafile`).
+
+pub mod core;
+pub mod datafile;
+
+use common::control::{App, AppError, Control, InitArgs, StopArgs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+
+pub struct Aggregator {
+    rank: u16,
+    shared: Arc<core::Shared>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    init: Option<InitArgs>,
+    run: Option<core::Run>,
+}
+
+impl Aggregator {
+    pub fn new(rank: u16, shared: Arc<core::Shared>) -> Self {
+        Self {
+            rank,
+            shared,
+            inner: Mutex::default(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl App for Aggregator {
+    async fn init(&self, args: InitArgs) -> Result<(), AppError> {
+        let t = args.config.topology;
+        if self.rank >= t.aggregators {
+            return Err(AppError::new(format!(
+                "rank {} is outside the topology's {} aggregators",
+                self.rank, t.aggregators
+            )));
+        }
+        self.inner.lock().await.init = Some(args);
+        Ok(())
+    }
+
+    async fn start(&self, run: u32, data_dir: PathBuf) -> Result<(), AppError> {
+        let mut inner = self.inner.lock().await;
+        let init = inner
+            .init
+            .as_ref()
+            .ok_or_else(|| AppError::new("not initialized"))?;
+        let r = core::Run::start(&self.shared, run, &init.config, &core::data_dir(data_dir))
+            .map_err(AppError::new)?;
+        inner.run = Some(r);
+        Ok(())
+    }
+
+    async fn pause(&self) -> Result<(), AppError> {
+        Ok(())
+    }
+
+    async fn resume(&self) -> Result<(), AppError> {
+        Ok(())
+    }
+
+    async fn stop(&self, _args: StopArgs) -> Result<Vec<String>, AppError> {
+        let run = self.inner.lock().await.run.take();
+        Ok(match run {
+            Some(r) => r.stop(&self.shared).await,
+            None => vec![],
+        })
+    }
+
+    async fn shutdown(&self) -> Result<(), AppError> {
+        Ok(())
+    }
+
+    fn counters(&self) -> proto::Counters {
+        self.shared.counters.to_proto()
+    }
+}
+
+/// Runs an aggregator on `listener` until shutdown.
+pub async fn run(rank: u16, listener: TcpListener) -> std::io::Result<()> {
+    let name = format!("aggregator-{rank}");
+    let shared = core::Shared::new(name.clone());
+    let app = Arc::new(Aggregator::new(rank, shared.clone()));
+    let (control, exit) = Control::new(name.clone(), app);
+    let router = common::net::server()
+        .add_service(proto::run_control_server::RunControlServer::new(control))
+        .add_service(
+            proto::event_sink_server::EventSinkServer::new(core::EventSink { shared })
+                .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(proto::MAX_MESSAGE_BYTES),
+        );
+    common::process::serve(&name, listener, router, exit).await
+}

@@ -1,1 +1,120 @@
-//! placeholder
+//! Boardreader: polls a fragment generator and sends its fragments to the
+//! eventbuilders. Run control (this file) is kept apart from the data path
+//! (`core`) and the generators (`generator`).
+
+pub mod core;
+pub mod generator;
+
+use common::control::{App, AppError, Control, InitArgs, StopArgs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+
+/// The boardreader's state behind run control.
+pub struct BoardReader {
+    rank: u16,
+    counters: Arc<core::SendCounters>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    init: Option<InitArgs>,
+    run: Option<core::Run>,
+}
+
+impl BoardReader {
+    pub fn new(rank: u16) -> Self {
+        Self {
+            rank,
+            counters: Arc::default(),
+            inner: Mutex::default(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl App for BoardReader {
+    async fn init(&self, args: InitArgs) -> Result<(), AppError> {
+        let n = usize::from(args.config.topology.eventbuilders);
+        if args.destinations.len() != n {
+            return Err(AppError::new(format!(
+                "init names {} eventbuilder addresses, the topology has {n}",
+                args.destinations.len()
+            )));
+        }
+        if self.rank >= args.config.topology.boardreaders {
+            return Err(AppError::new(format!(
+                "rank {} is outside the topology's {} boardreaders",
+                self.rank, args.config.topology.boardreaders
+            )));
+        }
+        self.inner.lock().await.init = Some(args);
+        Ok(())
+    }
+
+    async fn start(&self, run: u32, _data_dir: PathBuf) -> Result<(), AppError> {
+        let mut inner = self.inner.lock().await;
+        let init = inner
+            .init
+            .as_ref()
+            .ok_or_else(|| AppError::new("not initialized"))?;
+        let r = core::Run::start(
+            self.rank,
+            run,
+            &init.config,
+            &init.destinations,
+            self.counters.clone(),
+        )
+        .await
+        .map_err(AppError::new)?;
+        inner.run = Some(r);
+        Ok(())
+    }
+
+    async fn pause(&self) -> Result<(), AppError> {
+        if let Some(r) = &self.inner.lock().await.run {
+            r.pause();
+        }
+        Ok(())
+    }
+
+    async fn resume(&self) -> Result<(), AppError> {
+        if let Some(r) = &self.inner.lock().await.run {
+            r.resume();
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, args: StopArgs) -> Result<Vec<String>, AppError> {
+        let run = self.inner.lock().await.run.take();
+        Ok(match run {
+            Some(r) => r.stop(args.end_sequence_id).await,
+            None => vec![],
+        })
+    }
+
+    async fn shutdown(&self) -> Result<(), AppError> {
+        Ok(())
+    }
+
+    fn counters(&self) -> proto::Counters {
+        proto::Counters {
+            fragments_sent: self.counters.fragments_sent.load(Ordering::Relaxed),
+            bytes_sent: self.counters.bytes_sent.load(Ordering::Relaxed),
+            last_sequence_id: self.counters.last_sequence_id.load(Ordering::Relaxed),
+            ..Default::default()
+        }
+    }
+}
+
+/// Runs a boardreader on `listener` until shutdown.
+pub async fn run(rank: u16, listener: TcpListener) -> std::io::Result<()> {
+    let name = format!("boardreader-{rank}");
+    let (control, exit) = Control::new(name.clone(), Arc::new(BoardReader::new(rank)));
+    let router = common::net::server()
+        .add_service(proto::run_control_server::RunControlServer::new(control));
+    common::process::serve(&name, listener, router, exit).await
+}

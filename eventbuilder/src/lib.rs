@@ -1,1 +1,109 @@
-//! placeholder
+//! Eventbuilder: receives the fragments of every boardreader, assembles
+//! events and ships them, serialized, to the aggregators. Run control (this
+//! file) is kept apart from the data path (`core`) and assembly (`store`).
+
+pub mod core;
+pub mod store;
+
+use common::control::{App, AppError, Control, InitArgs, StopArgs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+
+pub struct EventBuilder {
+    rank: u16,
+    shared: Arc<core::Shared>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    init: Option<InitArgs>,
+    run: Option<core::Run>,
+}
+
+impl EventBuilder {
+    pub fn new(rank: u16, shared: Arc<core::Shared>) -> Self {
+        Self {
+            rank,
+            shared,
+            inner: Mutex::default(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl App for EventBuilder {
+    async fn init(&self, args: InitArgs) -> Result<(), AppError> {
+        let t = args.config.topology;
+        if args.destinations.len() != usize::from(t.aggregators) {
+            return Err(AppError::new(format!(
+                "init names {} aggregator addresses, the topology has {}",
+                args.destinations.len(),
+                t.aggregators
+            )));
+        }
+        if self.rank >= t.eventbuilders {
+            return Err(AppError::new(format!(
+                "rank {} is outside the topology's {} eventbuilders",
+                self.rank, t.eventbuilders
+            )));
+        }
+        self.inner.lock().await.init = Some(args);
+        Ok(())
+    }
+
+    async fn start(&self, run: u32, _data_dir: PathBuf) -> Result<(), AppError> {
+        let mut inner = self.inner.lock().await;
+        let init = inner
+            .init
+            .as_ref()
+            .ok_or_else(|| AppError::new("not initialized"))?;
+        let r = core::Run::start(&self.shared, self.rank, run, &init.config, &init.destinations)
+            .await
+            .map_err(AppError::new)?;
+        inner.run = Some(r);
+        Ok(())
+    }
+
+    async fn pause(&self) -> Result<(), AppError> {
+        Ok(())
+    }
+
+    async fn resume(&self) -> Result<(), AppError> {
+        Ok(())
+    }
+
+    async fn stop(&self, _args: StopArgs) -> Result<Vec<String>, AppError> {
+        let run = self.inner.lock().await.run.take();
+        Ok(match run {
+            Some(r) => r.stop(&self.shared).await,
+            None => vec![],
+        })
+    }
+
+    async fn shutdown(&self) -> Result<(), AppError> {
+        Ok(())
+    }
+
+    fn counters(&self) -> proto::Counters {
+        self.shared.counters.to_proto()
+    }
+}
+
+/// Runs an eventbuilder on `listener` until shutdown.
+pub async fn run(rank: u16, listener: TcpListener) -> std::io::Result<()> {
+    let name = format!("eventbuilder-{rank}");
+    let shared = core::Shared::new(name.clone());
+    let app = Arc::new(EventBuilder::new(rank, shared.clone()));
+    let (control, exit) = Control::new(name.clone(), app);
+    let router = common::net::server()
+        .add_service(proto::run_control_server::RunControlServer::new(control))
+        .add_service(
+            proto::fragment_sink_server::FragmentSinkServer::new(core::FragmentSink { shared })
+                .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(proto::MAX_MESSAGE_BYTES),
+        );
+    common::process::serve(&name, listener, router, exit).await
+}

@@ -1,0 +1,352 @@
+//! The data path of a boardreader run: a generator thread polls the
+//! generator into per-destination batches (artdaq's two threads: the
+//! generator here, the gRPC streams on the runtime), routes sequence id `s`
+//! to eventbuilder `s % n`, and ends every stream with an EndOfData fragment
+//! carrying the count sent to that destination.
+//!
+//! Backpressure: each destination has a bounded queue of
+//! `transfer.queue_batches` batches; when it is full the generator blocks
+//! (nothing is dropped), which is how a slow eventbuilder throttles it.
+
+use bytes::Bytes;
+use common::config::SystemConfig;
+use common::fragment::Fragment;
+use proto::fragment_sink_client::FragmentSinkClient;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::generator::{Generator, ToySimulator};
+
+/// What run control asks of the generator thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunCommand {
+    Run,
+    Pause,
+    /// Generate up to this sequence id (or stop now if `None`), then end.
+    Stop(Option<u64>),
+}
+
+/// Counters of the current run, updated once per batch.
+#[derive(Debug, Default)]
+pub struct SendCounters {
+    pub fragments_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub last_sequence_id: AtomicU64,
+}
+
+impl SendCounters {
+    pub fn reset(&self) {
+        self.fragments_sent.store(0, Ordering::Relaxed);
+        self.bytes_sent.store(0, Ordering::Relaxed);
+        self.last_sequence_id.store(0, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("cannot connect to eventbuilder {rank} at {addr}: {source}")]
+    Connect {
+        rank: usize,
+        addr: String,
+        source: common::net::ConnectError,
+    },
+    #[error("init gave {got} destinations for {expected} eventbuilders")]
+    Destinations { got: usize, expected: usize },
+}
+
+/// A running boardreader run.
+pub struct Run {
+    command: watch::Sender<RunCommand>,
+    generator: JoinHandle<GeneratorOutcome>,
+    streams: Vec<JoinHandle<Result<proto::TransferSummary, tonic::Status>>>,
+}
+
+struct GeneratorOutcome {
+    sent_per_destination: Vec<u64>,
+    error: Option<String>,
+}
+
+impl Run {
+    /// Connects to every eventbuilder, opens one stream each and starts the
+    /// generator thread.
+    pub async fn start(
+        rank: u16,
+        run: u32,
+        config: &SystemConfig,
+        destinations: &[String],
+        counters: Arc<SendCounters>,
+    ) -> Result<Self, SendError> {
+        let n = usize::from(config.topology.eventbuilders);
+        if destinations.len() != n {
+            return Err(SendError::Destinations {
+                got: destinations.len(),
+                expected: n,
+            });
+        }
+        let timeout = Duration::from_millis(config.transfer.connect_timeout_ms);
+        let mut queues = Vec::with_capacity(n);
+        let mut streams = Vec::with_capacity(n);
+        for (i, addr) in destinations.iter().enumerate() {
+            let channel = common::net::connect(addr, timeout)
+                .await
+                .map_err(|source| SendError::Connect {
+                    rank: i,
+                    addr: addr.clone(),
+                    source,
+                })?;
+            let mut client = FragmentSinkClient::new(channel)
+                .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(proto::MAX_MESSAGE_BYTES);
+            let (tx, rx) = mpsc::channel::<proto::FragmentBatch>(config.transfer.queue_batches);
+            queues.push(tx);
+            streams.push(tokio::spawn(async move {
+                let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+                client.send(stream).await.map(tonic::Response::into_inner)
+            }));
+        }
+        counters.reset();
+        let (command, rx) = watch::channel(RunCommand::Run);
+        let generator = ToySimulator::new(rank, &config.generator);
+        let loop_cfg = LoopConfig {
+            rank,
+            run,
+            initial_sequence_id: config.generator.initial_sequence_id,
+            max_events: config.generator.max_events,
+            throttle: Duration::from_micros(config.generator.throttle_us),
+            batch_max_items: config.transfer.batch_max_items,
+            batch_max_delay: Duration::from_millis(config.transfer.batch_max_delay_ms),
+        };
+        let handle = tokio::runtime::Handle::current();
+        let generator = tokio::task::spawn_blocking(move || {
+            generate(loop_cfg, generator, rx, queues, counters, handle)
+        });
+        info!(rank, run, destinations = n, "run started");
+        Ok(Self {
+            command,
+            generator,
+            streams,
+        })
+    }
+
+    pub fn pause(&self) {
+        let _ = self.command.send(RunCommand::Pause);
+    }
+
+    pub fn resume(&self) {
+        let _ = self.command.send(RunCommand::Run);
+    }
+
+    /// Ends the run: the generator finishes (up to `end_sequence_id`), sends
+    /// end-of-data on every stream, and each eventbuilder's reply is checked
+    /// against what was sent. Returns the problems found.
+    pub async fn stop(self, end_sequence_id: Option<u64>) -> Vec<String> {
+        let _ = self.command.send(RunCommand::Stop(end_sequence_id));
+        let mut problems = Vec::new();
+        let outcome = match self.generator.await {
+            Ok(o) => o,
+            Err(e) => {
+                problems.push(format!("generator thread failed: {e}"));
+                return problems;
+            }
+        };
+        if let Some(e) = outcome.error {
+            problems.push(e);
+        }
+        for (i, stream) in self.streams.into_iter().enumerate() {
+            let sent = outcome.sent_per_destination.get(i).copied().unwrap_or(0);
+            match stream.await {
+                Ok(Ok(summary)) => {
+                    if summary.received != sent || summary.announced != Some(sent) {
+                        problems.push(format!(
+                            "eventbuilder-{i}: sent {sent}, it received {} (announced {:?})",
+                            summary.received, summary.announced
+                        ));
+                    }
+                }
+                Ok(Err(status)) => problems.push(format!(
+                    "eventbuilder-{i}: stream failed after {sent} fragments: {}",
+                    status.message()
+                )),
+                Err(e) => problems.push(format!("eventbuilder-{i}: stream task failed: {e}")),
+            }
+        }
+        problems
+    }
+}
+
+struct LoopConfig {
+    rank: u16,
+    run: u32,
+    initial_sequence_id: u64,
+    max_events: u64,
+    throttle: Duration,
+    batch_max_items: usize,
+    batch_max_delay: Duration,
+}
+
+/// Per-destination batch being filled.
+struct Pending {
+    fragments: Vec<Bytes>,
+    since: Instant,
+}
+
+/// The generator thread: poll, batch, route, and at the end flush and send
+/// end-of-data.
+fn generate(
+    cfg: LoopConfig,
+    mut generator: ToySimulator,
+    mut command: watch::Receiver<RunCommand>,
+    queues: Vec<mpsc::Sender<proto::FragmentBatch>>,
+    counters: Arc<SendCounters>,
+    rt: tokio::runtime::Handle,
+) -> GeneratorOutcome {
+    let n = queues.len() as u64;
+    let mut pending: Vec<Pending> = (0..queues.len())
+        .map(|_| Pending {
+            fragments: Vec::with_capacity(cfg.batch_max_items),
+            since: Instant::now(),
+        })
+        .collect();
+    let mut sent = vec![0u64; queues.len()];
+    let mut error = None;
+    let last_allowed = if cfg.max_events > 0 {
+        cfg.initial_sequence_id + cfg.max_events - 1
+    } else {
+        u64::MAX
+    };
+    let mut seq = cfg.initial_sequence_id;
+    let mut next_due = Instant::now();
+
+    let flush = |d: usize, p: &mut Pending, sent: &mut [u64]| -> Result<(), String> {
+        if p.fragments.is_empty() {
+            return Ok(());
+        }
+        let fragments = std::mem::replace(&mut p.fragments, Vec::with_capacity(cfg.batch_max_items));
+        let count = fragments.len() as u64;
+        let bytes: usize = fragments.iter().map(Bytes::len).sum();
+        queues[d]
+            .blocking_send(proto::FragmentBatch {
+                source: u32::from(cfg.rank),
+                run: cfg.run,
+                fragments,
+            })
+            .map_err(|_| format!("eventbuilder-{d}: stream closed during the run"))?;
+        sent[d] += count;
+        counters.fragments_sent.fetch_add(count, Ordering::Relaxed);
+        counters.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        Ok(())
+    };
+
+    'run: loop {
+        let cmd = *command.borrow_and_update();
+        let end = match cmd {
+            RunCommand::Stop(None) => break 'run,
+            RunCommand::Stop(Some(end)) => end.min(last_allowed),
+            RunCommand::Run if seq <= last_allowed => u64::MAX,
+            RunCommand::Run | RunCommand::Pause => {
+                // Paused, or the event limit is reached: flush what is
+                // pending, then wait for the next command.
+                for (d, p) in pending.iter_mut().enumerate() {
+                    if let Err(e) = flush(d, p, &mut sent) {
+                        error = Some(e);
+                        break 'run;
+                    }
+                }
+                if rt.block_on(command.changed()).is_err() {
+                    break 'run;
+                }
+                next_due = Instant::now();
+                continue;
+            }
+        };
+        if seq > end {
+            break;
+        }
+        // Throttle only while running freely; the catch-up to a stop's end
+        // sequence id runs at full speed.
+        if matches!(cmd, RunCommand::Run) && !cfg.throttle.is_zero() {
+            let now = Instant::now();
+            if next_due > now {
+                if next_due - now >= cfg.batch_max_delay {
+                    for (d, p) in pending.iter_mut().enumerate() {
+                        if let Err(e) = flush(d, p, &mut sent) {
+                            error = Some(e);
+                            break 'run;
+                        }
+                    }
+                }
+                // Wait for the next event or a command, whichever is first.
+                let wait = next_due - now;
+                if let Ok(Ok(())) = rt.block_on(tokio::time::timeout(wait, command.changed())) {
+                    continue;
+                }
+            }
+            next_due = next_due.max(now) + cfg.throttle;
+        }
+        let fragment = match generator.fragment(seq) {
+            Ok(f) => f,
+            Err(e) => {
+                error = Some(format!("generator failed at sequence id {seq}: {e}"));
+                break;
+            }
+        };
+        let d = (seq % n) as usize;
+        let p = &mut pending[d];
+        if p.fragments.is_empty() {
+            p.since = Instant::now();
+        }
+        p.fragments.push(fragment.into_bytes());
+        counters.last_sequence_id.store(seq, Ordering::Relaxed);
+        seq += 1;
+        let full = p.fragments.len() >= cfg.batch_max_items;
+        if full {
+            if let Err(e) = flush(d, p, &mut sent) {
+                error = Some(e);
+                break;
+            }
+        }
+        for (d, p) in pending.iter_mut().enumerate() {
+            if !p.fragments.is_empty() && p.since.elapsed() >= cfg.batch_max_delay {
+                if let Err(e) = flush(d, p, &mut sent) {
+                    error = Some(e);
+                    break 'run;
+                }
+            }
+        }
+    }
+
+    // End of run: flush, then end-of-data with the count, on every stream.
+    for (d, p) in pending.iter_mut().enumerate() {
+        if error.is_none() {
+            if let Err(e) = flush(d, p, &mut sent) {
+                error = Some(e);
+            }
+        }
+    }
+    for (d, q) in queues.iter().enumerate() {
+        match Fragment::end_of_data(cfg.rank, seq.min(common::fragment::MAX_SEQUENCE_ID - 1), sent[d]) {
+            Ok(eod) => {
+                if q
+                    .blocking_send(proto::FragmentBatch {
+                        source: u32::from(cfg.rank),
+                        run: cfg.run,
+                        fragments: vec![eod.into_bytes()],
+                    })
+                    .is_err()
+                {
+                    warn!(destination = d, "stream closed before end-of-data");
+                }
+            }
+            Err(e) => error!(destination = d, error = %e, "cannot build end-of-data"),
+        }
+    }
+    info!(rank = cfg.rank, run = cfg.run, last_sequence_id = seq.saturating_sub(1), sent = ?sent, "generator finished");
+    GeneratorOutcome {
+        sent_per_destination: sent,
+        error,
+    }
+}

@@ -1,0 +1,348 @@
+//! Boots and drives a local DAQ system: spawns the process binaries, learns
+//! their addresses from the readiness line, and sends run-control commands
+//! in DAQInterface order (downstream first for init/start/resume, upstream
+//! first for pause/stop/shutdown).
+
+use anyhow::{Context, Result, anyhow, bail};
+use common::config::SystemConfig;
+use common::net::parse_ready_line;
+use futures::future::join_all;
+use proto::run_control_client::RunControlClient;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+/// How long a process may take from spawn to its readiness line.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a command may take before daqctl gives up on it.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    BoardReader,
+    EventBuilder,
+    Aggregator,
+}
+
+impl Kind {
+    pub fn binary(self) -> &'static str {
+        match self {
+            Kind::BoardReader => "boardreader",
+            Kind::EventBuilder => "eventbuilder",
+            Kind::Aggregator => "aggregator",
+        }
+    }
+}
+
+/// One spawned process.
+pub struct Proc {
+    pub name: String,
+    pub kind: Kind,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    child: Child,
+    client: RunControlClient<Channel>,
+}
+
+/// Directory holding the process binaries: `DAQ_BIN_DIR`, else daqctl's own.
+pub fn bin_dir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("DAQ_BIN_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    let exe = std::env::current_exe().context("cannot locate the daqctl executable")?;
+    exe.parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow!("daqctl executable has no parent directory"))
+}
+
+async fn spawn(bin_dir: &Path, kind: Kind, rank: u16, host: &str, logs: &Path) -> Result<Proc> {
+    let name = format!("{}-{rank}", kind.binary());
+    let bin = bin_dir.join(kind.binary());
+    if !bin.exists() {
+        bail!(
+            "{} not found (build it with `cargo build --release`, or set DAQ_BIN_DIR)",
+            bin.display()
+        );
+    }
+    let log = logs.join(format!("{name}.log"));
+    let log_file = std::fs::File::create(&log)
+        .with_context(|| format!("cannot create log {}", log.display()))?;
+    let mut child = Command::new(&bin)
+        .arg("--rank")
+        .arg(rank.to_string())
+        .arg("--listen")
+        .arg(format!("{host}:0"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("{name}: no stdout"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(READY_TIMEOUT, async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(r) = parse_ready_line(&line) {
+                return Ok::<_, std::io::Error>(Some(r));
+            }
+        }
+        Ok(None)
+    })
+    .await;
+    let ready = match ready {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => bail!("{name} exited before it was ready; see {}", log.display()),
+        Ok(Err(e)) => bail!("{name}: reading its stdout failed: {e}"),
+        Err(_) => bail!(
+            "{name} was not ready within {} s; see {}",
+            READY_TIMEOUT.as_secs(),
+            log.display()
+        ),
+    };
+    // Keep draining stdout so the process never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let channel = common::net::connect(&ready.addr.to_string(), Duration::from_secs(10))
+        .await
+        .with_context(|| format!("{name}: cannot connect to run control"))?;
+    Ok(Proc {
+        name,
+        kind,
+        addr: ready.addr,
+        log,
+        child,
+        client: RunControlClient::new(channel),
+    })
+}
+
+/// A whole local system.
+pub struct System {
+    /// Ordered upstream first: boardreaders, eventbuilders, aggregators.
+    pub procs: Vec<Proc>,
+}
+
+/// A command's reply, by process.
+pub struct Reply {
+    pub process: String,
+    pub reply: proto::CommandReply,
+}
+
+fn status_error(name: &str, command: &str, s: tonic::Status) -> anyhow::Error {
+    anyhow!("{name}: {command} failed ({:?}): {}", s.code(), s.message())
+}
+
+impl System {
+    /// Spawns every process of `config`'s topology, concurrently.
+    pub async fn boot(config: &SystemConfig, logs: &Path) -> Result<Self> {
+        let dir = bin_dir()?;
+        let t = config.topology;
+        let mut wanted = Vec::new();
+        for r in 0..t.boardreaders {
+            wanted.push((Kind::BoardReader, r));
+        }
+        for r in 0..t.eventbuilders {
+            wanted.push((Kind::EventBuilder, r));
+        }
+        for r in 0..t.aggregators {
+            wanted.push((Kind::Aggregator, r));
+        }
+        let spawned = join_all(
+            wanted
+                .iter()
+                .map(|&(k, r)| spawn(&dir, k, r, &config.host, logs)),
+        )
+        .await;
+        let mut procs = Vec::new();
+        let mut errors = Vec::new();
+        for p in spawned {
+            match p {
+                Ok(p) => procs.push(p),
+                Err(e) => errors.push(format!("{e:#}")),
+            }
+        }
+        if !errors.is_empty() {
+            bail!("boot failed: {}", errors.join("; "));
+        }
+        Ok(Self { procs })
+    }
+
+    pub fn addrs(&self, kind: Kind) -> Vec<String> {
+        self.procs
+            .iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| p.addr.to_string())
+            .collect()
+    }
+
+    /// Processes of one kind, in rank order.
+    fn tier(&mut self, kind: Kind) -> impl Iterator<Item = &mut Proc> {
+        self.procs.iter_mut().filter(move |p| p.kind == kind)
+    }
+
+    /// Sends a command to every process of `kind` at once.
+    async fn on_tier<F, Fut>(&mut self, kind: Kind, command: &str, f: F) -> Result<Vec<Reply>>
+    where
+        F: Fn(RunControlClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<proto::CommandReply>, tonic::Status>>,
+    {
+        let calls = self.tier(kind).map(|p| {
+            let name = p.name.clone();
+            let fut = f(p.client.clone());
+            async move {
+                match tokio::time::timeout(COMMAND_TIMEOUT, fut).await {
+                    Ok(Ok(r)) => Ok(Reply {
+                        process: name,
+                        reply: r.into_inner(),
+                    }),
+                    Ok(Err(s)) => Err(status_error(&name, command, s)),
+                    Err(_) => Err(anyhow!(
+                        "{name}: {command} timed out after {} s",
+                        COMMAND_TIMEOUT.as_secs()
+                    )),
+                }
+            }
+        });
+        join_all(calls.collect::<Vec<_>>())
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// Init, downstream first; each process learns its destinations.
+    pub async fn init(&mut self, config: &SystemConfig) -> Result<()> {
+        let toml = config.to_toml();
+        let ag = self.addrs(Kind::Aggregator);
+        let eb = self.addrs(Kind::EventBuilder);
+        for (kind, dest) in [
+            (Kind::Aggregator, vec![]),
+            (Kind::EventBuilder, ag),
+            (Kind::BoardReader, eb),
+        ] {
+            let toml = toml.clone();
+            self.on_tier(kind, "init", move |mut c| {
+                let req = proto::InitRequest {
+                    config_toml: toml.clone(),
+                    destinations: dest.clone(),
+                };
+                async move { c.init(req).await }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Start, downstream first.
+    pub async fn start(&mut self, run: u32, data_dir: &Path) -> Result<()> {
+        let data_dir = data_dir.display().to_string();
+        for kind in [Kind::Aggregator, Kind::EventBuilder, Kind::BoardReader] {
+            let data_dir = data_dir.clone();
+            self.on_tier(kind, "start", move |mut c| {
+                let req = proto::StartRequest {
+                    run,
+                    data_dir: data_dir.clone(),
+                };
+                async move { c.start(req).await }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Stop, upstream first, with a synchronized end of run: the
+    /// boardreaders pause, then all generate up to the highest sequence id
+    /// any of them reached, so every event is complete. Returns every
+    /// reply (with the problems each process found).
+    pub async fn stop(&mut self) -> Result<Vec<Reply>> {
+        let paused = self
+            .on_tier(Kind::BoardReader, "pause", |mut c| async move {
+                c.pause(proto::Empty {}).await
+            })
+            .await?;
+        let end = paused
+            .iter()
+            .filter_map(|r| r.reply.counters.as_ref().map(|c| c.last_sequence_id))
+            .max()
+            .filter(|&s| s > 0);
+        let mut replies = self
+            .on_tier(Kind::BoardReader, "stop", move |mut c| async move {
+                c.stop(proto::StopRequest {
+                    end_sequence_id: end,
+                })
+                .await
+            })
+            .await?;
+        for kind in [Kind::EventBuilder, Kind::Aggregator] {
+            replies.extend(
+                self.on_tier(kind, "stop", |mut c| async move {
+                    c.stop(proto::StopRequest::default()).await
+                })
+                .await?,
+            );
+        }
+        Ok(replies)
+    }
+
+    /// Status of every process, in order.
+    pub async fn status(&mut self) -> Result<Vec<proto::StatusReply>> {
+        let calls = self.procs.iter().map(|p| {
+            let mut c = p.client.clone();
+            let name = p.name.clone();
+            async move {
+                c.status(proto::Empty {})
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|s| status_error(&name, "status", s))
+            }
+        });
+        join_all(calls.collect::<Vec<_>>()).await.into_iter().collect()
+    }
+
+    /// A process that exited on its own, if any.
+    pub fn exited(&mut self) -> Option<String> {
+        self.procs.iter_mut().find_map(|p| match p.child.try_wait() {
+            Ok(Some(status)) => Some(format!(
+                "{} exited unexpectedly ({status}); see {}",
+                p.name,
+                p.log.display()
+            )),
+            _ => None,
+        })
+    }
+
+    /// Shutdown, upstream first, then waits for every process to exit.
+    pub async fn shutdown(mut self) -> Result<()> {
+        let mut errors = Vec::new();
+        for kind in [Kind::BoardReader, Kind::EventBuilder, Kind::Aggregator] {
+            if let Err(e) = self
+                .on_tier(kind, "shutdown", |mut c| async move {
+                    c.shutdown(proto::Empty {}).await
+                })
+                .await
+            {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        for p in &mut self.procs {
+            match tokio::time::timeout(Duration::from_secs(10), p.child.wait()).await {
+                Ok(Ok(s)) if s.success() => {}
+                Ok(Ok(s)) => errors.push(format!("{} exited with {s}", p.name)),
+                Ok(Err(e)) => errors.push(format!("{}: wait failed: {e}", p.name)),
+                Err(_) => {
+                    let _ = p.child.kill().await;
+                    errors.push(format!("{} did not exit after shutdown; killed", p.name));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            bail!("shutdown: {}", errors.join("; "))
+        }
+    }
+}

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Dump daq-events HDF5 data files as one JSON document on stdout.
+
+Usage: h5dump_events.py FILE.h5 [FILE.h5 ...]
+
+Output:
+    {"files": [{"path": ..., "attrs": {"run", "subrun", "process",
+                "format_version", "events"},
+                "events": [{"run", "subrun", "event", "sequence_id",
+                            "timestamp", "complete",
+                            "fragments": [{"fragment_id", "type",
+                                           "sequence_id", "timestamp",
+                                           "metadata_hex", "payload_hex"}]}]}]}
+
+"attrs.events" is null when the writer did not close the file. Like the Rust
+reader (aggregator/src/datafile.rs, which documents the layout), it takes the
+shortest consistent prefix of the events when the columns differ in length,
+as they may after the writer crashed.
+
+Needs only h5py, numpy and the standard library. Exits 1 with a message on
+stderr if a file cannot be read or is not a daq-events file.
+"""
+
+import json
+import sys
+
+import h5py
+import numpy as np
+
+FORMAT_NAME = "daq-events"
+FORMAT_VERSION = 1
+FRAGMENT_COLUMNS = ("fragment_id", "type", "sequence_id", "timestamp", "metadata_bytes", "data_end")
+EVENT_COLUMNS = ("run", "subrun", "event", "sequence_id", "timestamp", "complete", "fragment_end")
+
+
+class DumpError(Exception):
+    pass
+
+
+def text(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray) and value.size == 1:
+        return text(value.reshape(-1)[0])
+    return str(value)
+
+
+def integer(value):
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            raise DumpError(f"expected a scalar, got shape {value.shape}")
+        value = value.reshape(-1)[0]
+    return int(value)
+
+
+def dump_file(path):
+    with h5py.File(path, "r", locking=False) as f:
+        attrs = f.attrs
+        if "format" not in attrs or text(attrs["format"]) != FORMAT_NAME:
+            raise DumpError(f"{path} is not a {FORMAT_NAME} file")
+        version = integer(attrs["format_version"])
+        if version != FORMAT_VERSION:
+            raise DumpError(f"{path} has unsupported format version {version}")
+        file_attrs = {
+            "run": integer(attrs["run"]),
+            "subrun": integer(attrs["subrun"]),
+            "process": text(attrs["process"]),
+            "format_version": version,
+            "events": integer(attrs["events"]) if "events" in attrs else None,
+        }
+        data = f["fragments/data"][()]
+        frag = {name: f["fragments"][name][()].tolist() for name in FRAGMENT_COLUMNS}
+        ev = {name: f["events"][name][()].tolist() for name in EVENT_COLUMNS}
+
+    # Fragments present in every fragment column whose bytes are within data.
+    fragments = []
+    start = 0
+    for j in range(min(len(c) for c in frag.values())):
+        end = frag["data_end"][j]
+        if end < start:
+            raise DumpError(f"corrupt data in {path}: fragment {j} data_end {end} is before {start}")
+        if end > len(data):
+            break
+        split = start + frag["metadata_bytes"][j]
+        if split > end:
+            raise DumpError(f"corrupt data in {path}: fragment {j} metadata exceeds its data")
+        fragments.append({
+            "fragment_id": frag["fragment_id"][j],
+            "type": frag["type"][j],
+            "sequence_id": frag["sequence_id"][j],
+            "timestamp": frag["timestamp"][j],
+            "metadata_hex": data[start:split].tobytes().hex(),
+            "payload_hex": data[split:end].tobytes().hex(),
+        })
+        start = end
+
+    # Events present in every event column whose fragments are all present.
+    events = []
+    first = 0
+    for i in range(min(len(c) for c in ev.values())):
+        end = ev["fragment_end"][i]
+        if end < first:
+            raise DumpError(f"corrupt data in {path}: event row {i} fragment_end {end} is before {first}")
+        if end > len(fragments):
+            break
+        events.append({
+            "run": ev["run"][i],
+            "subrun": ev["subrun"][i],
+            "event": ev["event"][i],
+            "sequence_id": ev["sequence_id"][i],
+            "timestamp": ev["timestamp"][i],
+            "complete": bool(ev["complete"][i]),
+            "fragments": fragments[first:end],
+        })
+        first = end
+
+    return {"path": path, "attrs": file_attrs, "events": events}
+
+
+def main(argv):
+    if len(argv) < 2 or argv[1] in ("-h", "--help"):
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    try:
+        files = [dump_file(path) for path in argv[1:]]
+    except (OSError, KeyError, DumpError) as err:
+        print(f"h5dump_events: {err}", file=sys.stderr)
+        return 1
+    json.dump({"files": files}, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
