@@ -43,7 +43,10 @@ impl Counters {
         ] {
             c.store(0, Ordering::Relaxed);
         }
-        self.data_files.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.data_files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     pub fn to_proto(&self) -> proto::Counters {
@@ -165,13 +168,20 @@ impl Run {
         let mut problems = self.ingress.sources.wait_all(self.finish_timeout).await;
         shared.set_ingress(None);
         let (ack, done) = oneshot::channel();
-        if self.ingress.tx.send(WriterInput::Finish(ack)).await.is_err() {
+        if self
+            .ingress
+            .tx
+            .send(WriterInput::Finish(ack))
+            .await
+            .is_err()
+        {
             problems.push("writer ended before stop".into());
         } else {
             match done.await {
                 Ok(Ok(Some(files))) => {
                     let c = &shared.counters;
-                    c.bytes_written.store(files.bytes_on_disk, Ordering::Relaxed);
+                    c.bytes_written
+                        .store(files.bytes_on_disk, Ordering::Relaxed);
                     *c.data_files.lock().unwrap_or_else(|p| p.into_inner()) = files
                         .files
                         .iter()
@@ -191,7 +201,11 @@ impl Run {
 }
 
 /// The writer thread: append every event, close the files at the end.
-fn write_loop(shared: Arc<Shared>, mut writer: Option<RunWriter>, mut rx: mpsc::Receiver<WriterInput>) {
+fn write_loop(
+    shared: Arc<Shared>,
+    mut writer: Option<RunWriter>,
+    mut rx: mpsc::Receiver<WriterInput>,
+) {
     let mut failed: Option<String> = None;
     while let Some(msg) = rx.blocking_recv() {
         match msg {
@@ -225,14 +239,20 @@ fn write_loop(shared: Arc<Shared>, mut writer: Option<RunWriter>, mut rx: mpsc::
                         }
                     }
                     if failed.is_none() {
-                        shared.counters.events_written.fetch_add(n, Ordering::Relaxed);
+                        shared
+                            .counters
+                            .events_written
+                            .fetch_add(n, Ordering::Relaxed);
                     }
                 }
             }
             WriterInput::Finish(ack) => {
                 let result = match (writer.take(), failed.take()) {
                     (_, Some(e)) => Err(e),
-                    (Some(w), None) => w.close().map(Some).map_err(|e| format!("closing data files failed: {e}")),
+                    (Some(w), None) => w
+                        .close()
+                        .map(Some)
+                        .map_err(|e| format!("closing data files failed: {e}")),
                     (None, None) => Ok(None),
                 };
                 let _ = ack.send(result);
@@ -249,7 +269,10 @@ pub struct EventSink {
 
 impl EventSink {
     fn reject(&self, ingress: &Ingress, source: Option<usize>, msg: String) -> Status {
-        self.shared.counters.streams_rejected.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .counters
+            .streams_rejected
+            .fetch_add(1, Ordering::Relaxed);
         warn!(process = %self.shared.process, ?source, error = %msg, "event stream rejected");
         if let Some(s) = source {
             ingress.sources.ended(s, Some(msg.clone()));
@@ -287,11 +310,19 @@ impl proto::event_sink_server::EventSink for EventSink {
                 }
             };
             if batch.run != ingress.run {
-                return Err(self.reject(&ingress, source, format!("batch for run {} during run {}", batch.run, ingress.run)));
+                return Err(self.reject(
+                    &ingress,
+                    source,
+                    format!("batch for run {} during run {}", batch.run, ingress.run),
+                ));
             }
             let src = batch.source as usize;
             if src >= n_sources || source.is_some_and(|s| s != src) {
-                return Err(self.reject(&ingress, source, format!("batch from unexpected source {src}")));
+                return Err(self.reject(
+                    &ingress,
+                    source,
+                    format!("batch from unexpected source {src}"),
+                ));
             }
             source = Some(src);
             let mut events = Vec::with_capacity(batch.events.len());
@@ -300,13 +331,23 @@ impl proto::event_sink_server::EventSink for EventSink {
                 bytes += raw.len() as u64;
                 match netmon::decode(raw) {
                     Ok(e) => events.push(e),
-                    Err(e) => return Err(self.reject(&ingress, source, format!("malformed event from eventbuilder-{src}: {e}"))),
+                    Err(e) => {
+                        return Err(self.reject(
+                            &ingress,
+                            source,
+                            format!("malformed event from eventbuilder-{src}: {e}"),
+                        ));
+                    }
                 }
             }
             let n = events.len() as u64;
             if n > 0 {
                 if ingress.tx.send(WriterInput::Events(events)).await.is_err() {
-                    return Err(self.reject(&ingress, source, "run ended while events were arriving".into()));
+                    return Err(self.reject(
+                        &ingress,
+                        source,
+                        "run ended while events were arriving".into(),
+                    ));
                 }
                 received += n;
                 ingress.sources.received(src, n);
@@ -322,7 +363,10 @@ impl proto::event_sink_server::EventSink for EventSink {
         if let Some(s) = source {
             ingress.sources.ended(s, None);
         }
-        Ok(Response::new(proto::TransferSummary { received, announced }))
+        Ok(Response::new(proto::TransferSummary {
+            received,
+            announced,
+        }))
     }
 }
 

@@ -676,12 +676,10 @@ fn configure(ds: &mut DatasetBuilder, kind: Kind, chunk: u64, options: &WriterOp
 }
 
 fn validate(attrs: &FileAttributes, options: &WriterOptions) -> Result<(), DataFileError> {
-    if let Compression::Deflate(level) = options.compression {
-        if !(1..=9).contains(&level) {
-            return Err(DataFileError::InvalidOptions(format!(
-                "deflate level {level} is outside 1..=9"
-            )));
-        }
+    if let Compression::Deflate(level @ (0 | 10..)) = options.compression {
+        return Err(DataFileError::InvalidOptions(format!(
+            "deflate level {level} is outside 1..=9"
+        )));
     }
     if options.batch_events == 0 {
         return Err(DataFileError::InvalidOptions(
@@ -832,10 +830,11 @@ impl RunWriter {
         open.write_batch(&self.buffers)?;
         self.buffers.clear();
         let max = self.options.max_file_bytes;
-        if max > 0 && open.file.file_size() > max {
-            if let Some(full) = self.current.take() {
-                full.finish()?;
-            }
+        if let Some(full) = self
+            .current
+            .take_if(|open| max > 0 && open.file.file_size() > max)
+        {
+            full.finish()?;
         }
         Ok(())
     }

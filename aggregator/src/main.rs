@@ -3,7 +3,10 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(version, about = "DAQ aggregator: NetMonInput receiver and HDF5 disk writer")]
+#[command(
+    version,
+    about = "DAQ aggregator: NetMonInput receiver and HDF5 disk writer"
+)]
 struct Args {
     #[command(flatten)]
     process: common::process::ProcessArgs,

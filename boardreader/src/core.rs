@@ -188,10 +188,66 @@ struct LoopConfig {
     batch_max_delay: Duration,
 }
 
-/// Per-destination batch being filled.
-struct Pending {
-    fragments: Vec<Bytes>,
-    since: Instant,
+/// Per-destination batches being filled, and what was sent so far.
+struct Batcher {
+    rank: u16,
+    run: u32,
+    max_items: usize,
+    max_delay: Duration,
+    queues: Vec<mpsc::Sender<proto::FragmentBatch>>,
+    pending: Vec<Vec<Bytes>>,
+    since: Vec<Instant>,
+    sent: Vec<u64>,
+    counters: Arc<SendCounters>,
+}
+
+impl Batcher {
+    /// Adds a fragment for destination `d`, sending the batch when full.
+    fn push(&mut self, d: usize, fragment: Bytes) -> Result<(), String> {
+        if self.pending[d].is_empty() {
+            self.since[d] = Instant::now();
+        }
+        self.pending[d].push(fragment);
+        if self.pending[d].len() >= self.max_items {
+            self.flush(d)?;
+        }
+        Ok(())
+    }
+
+    /// Sends destination `d`'s batch; blocks while its queue is full.
+    fn flush(&mut self, d: usize) -> Result<(), String> {
+        if self.pending[d].is_empty() {
+            return Ok(());
+        }
+        let fragments = std::mem::replace(&mut self.pending[d], Vec::with_capacity(self.max_items));
+        let count = fragments.len() as u64;
+        let bytes: usize = fragments.iter().map(Bytes::len).sum();
+        self.queues[d]
+            .blocking_send(proto::FragmentBatch {
+                source: u32::from(self.rank),
+                run: self.run,
+                fragments,
+            })
+            .map_err(|_| format!("eventbuilder-{d}: stream closed during the run"))?;
+        self.sent[d] += count;
+        self.counters
+            .fragments_sent
+            .fetch_add(count, Ordering::Relaxed);
+        self.counters
+            .bytes_sent
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends every batch older than the batch delay (all of them if `all`).
+    fn flush_due(&mut self, all: bool) -> Result<(), String> {
+        for d in 0..self.pending.len() {
+            if all || self.since[d].elapsed() >= self.max_delay {
+                self.flush(d)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The generator thread: poll, batch, route, and at the end flush and send
@@ -204,15 +260,20 @@ fn generate(
     counters: Arc<SendCounters>,
     rt: tokio::runtime::Handle,
 ) -> GeneratorOutcome {
-    let n = queues.len() as u64;
-    let mut pending: Vec<Pending> = (0..queues.len())
-        .map(|_| Pending {
-            fragments: Vec::with_capacity(cfg.batch_max_items),
-            since: Instant::now(),
-        })
-        .collect();
-    let mut sent = vec![0u64; queues.len()];
-    let mut error = None;
+    let n = queues.len();
+    let mut out = Batcher {
+        rank: cfg.rank,
+        run: cfg.run,
+        max_items: cfg.batch_max_items,
+        max_delay: cfg.batch_max_delay,
+        pending: (0..n)
+            .map(|_| Vec::with_capacity(cfg.batch_max_items))
+            .collect(),
+        since: vec![Instant::now(); n],
+        sent: vec![0; n],
+        queues,
+        counters,
+    };
     let last_allowed = if cfg.max_events > 0 {
         cfg.initial_sequence_id + cfg.max_events - 1
     } else {
@@ -220,123 +281,69 @@ fn generate(
     };
     let mut seq = cfg.initial_sequence_id;
     let mut next_due = Instant::now();
-
-    let flush = |d: usize, p: &mut Pending, sent: &mut [u64]| -> Result<(), String> {
-        if p.fragments.is_empty() {
-            return Ok(());
-        }
-        let fragments = std::mem::replace(&mut p.fragments, Vec::with_capacity(cfg.batch_max_items));
-        let count = fragments.len() as u64;
-        let bytes: usize = fragments.iter().map(Bytes::len).sum();
-        queues[d]
-            .blocking_send(proto::FragmentBatch {
-                source: u32::from(cfg.rank),
-                run: cfg.run,
-                fragments,
-            })
-            .map_err(|_| format!("eventbuilder-{d}: stream closed during the run"))?;
-        sent[d] += count;
-        counters.fragments_sent.fetch_add(count, Ordering::Relaxed);
-        counters.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
-        Ok(())
-    };
-
-    'run: loop {
-        let cmd = *command.borrow_and_update();
-        let end = match cmd {
-            RunCommand::Stop(None) => break 'run,
-            RunCommand::Stop(Some(end)) => end.min(last_allowed),
-            RunCommand::Run if seq <= last_allowed => u64::MAX,
-            RunCommand::Run | RunCommand::Pause => {
-                // Paused, or the event limit is reached: flush what is
-                // pending, then wait for the next command.
-                for (d, p) in pending.iter_mut().enumerate() {
-                    if let Err(e) = flush(d, p, &mut sent) {
-                        error = Some(e);
-                        break 'run;
+    let result: Result<(), String> = (|| {
+        loop {
+            let cmd = *command.borrow_and_update();
+            let end = match cmd {
+                RunCommand::Stop(None) => return Ok(()),
+                RunCommand::Stop(Some(end)) => end.min(last_allowed),
+                RunCommand::Run if seq <= last_allowed => u64::MAX,
+                RunCommand::Run | RunCommand::Pause => {
+                    // Paused, or the event limit is reached: send what is
+                    // pending, then wait for the next command.
+                    out.flush_due(true)?;
+                    if rt.block_on(command.changed()).is_err() {
+                        return Ok(());
                     }
-                }
-                if rt.block_on(command.changed()).is_err() {
-                    break 'run;
-                }
-                next_due = Instant::now();
-                continue;
-            }
-        };
-        if seq > end {
-            break;
-        }
-        // Throttle only while running freely; the catch-up to a stop's end
-        // sequence id runs at full speed.
-        if matches!(cmd, RunCommand::Run) && !cfg.throttle.is_zero() {
-            let now = Instant::now();
-            if next_due > now {
-                if next_due - now >= cfg.batch_max_delay {
-                    for (d, p) in pending.iter_mut().enumerate() {
-                        if let Err(e) = flush(d, p, &mut sent) {
-                            error = Some(e);
-                            break 'run;
-                        }
-                    }
-                }
-                // Wait for the next event or a command, whichever is first.
-                let wait = next_due - now;
-                if let Ok(Ok(())) = rt.block_on(tokio::time::timeout(wait, command.changed())) {
+                    next_due = Instant::now();
                     continue;
                 }
+            };
+            if seq > end {
+                return Ok(());
             }
-            next_due = next_due.max(now) + cfg.throttle;
-        }
-        let fragment = match generator.fragment(seq) {
-            Ok(f) => f,
-            Err(e) => {
-                error = Some(format!("generator failed at sequence id {seq}: {e}"));
-                break;
-            }
-        };
-        let d = (seq % n) as usize;
-        let p = &mut pending[d];
-        if p.fragments.is_empty() {
-            p.since = Instant::now();
-        }
-        p.fragments.push(fragment.into_bytes());
-        counters.last_sequence_id.store(seq, Ordering::Relaxed);
-        seq += 1;
-        let full = p.fragments.len() >= cfg.batch_max_items;
-        if full {
-            if let Err(e) = flush(d, p, &mut sent) {
-                error = Some(e);
-                break;
-            }
-        }
-        for (d, p) in pending.iter_mut().enumerate() {
-            if !p.fragments.is_empty() && p.since.elapsed() >= cfg.batch_max_delay {
-                if let Err(e) = flush(d, p, &mut sent) {
-                    error = Some(e);
-                    break 'run;
+            // Throttle only while running freely; the catch-up to a stop's
+            // end sequence id runs at full speed.
+            if cmd == RunCommand::Run && !cfg.throttle.is_zero() {
+                let now = Instant::now();
+                if next_due > now {
+                    let wait = next_due - now;
+                    // A long wait sends pending batches first, so that
+                    // events are not held back by the throttle.
+                    out.flush_due(wait >= cfg.batch_max_delay)?;
+                    // Wait for the next event or a command, whichever is first.
+                    if let Ok(Ok(())) = rt.block_on(tokio::time::timeout(wait, command.changed())) {
+                        continue;
+                    }
                 }
+                next_due = next_due.max(now) + cfg.throttle;
             }
+            let fragment = generator
+                .fragment(seq)
+                .map_err(|e| format!("generator failed at sequence id {seq}: {e}"))?;
+            out.push((seq % n as u64) as usize, fragment.into_bytes())?;
+            out.counters.last_sequence_id.store(seq, Ordering::Relaxed);
+            seq += 1;
+            out.flush_due(false)?;
         }
-    }
-
+    })();
     // End of run: flush, then end-of-data with the count, on every stream.
-    for (d, p) in pending.iter_mut().enumerate() {
-        if error.is_none() {
-            if let Err(e) = flush(d, p, &mut sent) {
-                error = Some(e);
-            }
-        }
-    }
+    let error = result.and_then(|()| out.flush_due(true)).err();
+    let sent = out.sent.clone();
+    let queues = &out.queues;
     for (d, q) in queues.iter().enumerate() {
-        match Fragment::end_of_data(cfg.rank, seq.min(common::fragment::MAX_SEQUENCE_ID - 1), sent[d]) {
+        match Fragment::end_of_data(
+            cfg.rank,
+            seq.min(common::fragment::MAX_SEQUENCE_ID - 1),
+            sent[d],
+        ) {
             Ok(eod) => {
-                if q
-                    .blocking_send(proto::FragmentBatch {
-                        source: u32::from(cfg.rank),
-                        run: cfg.run,
-                        fragments: vec![eod.into_bytes()],
-                    })
-                    .is_err()
+                if q.blocking_send(proto::FragmentBatch {
+                    source: u32::from(cfg.rank),
+                    run: cfg.run,
+                    fragments: vec![eod.into_bytes()],
+                })
+                .is_err()
                 {
                     warn!(destination = d, "stream closed before end-of-data");
                 }

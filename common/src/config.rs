@@ -223,15 +223,27 @@ impl SystemConfig {
             return Err(bad("host", &self.host, "must be an IP address"));
         }
         let t = &self.topology;
-        if t.boardreaders == 0 || t.boardreaders >= crate::fragment::INVALID_FRAGMENT_ID {
-            return Err(bad("topology.boardreaders", t.boardreaders, "must be 1 to 65534"));
+        if t.boardreaders == 0 || t.boardreaders == crate::fragment::INVALID_FRAGMENT_ID {
+            return Err(bad(
+                "topology.boardreaders",
+                t.boardreaders,
+                "must be 1 to 65534",
+            ));
         }
         if t.eventbuilders == 0 {
-            return Err(bad("topology.eventbuilders", t.eventbuilders, "must be at least 1"));
+            return Err(bad(
+                "topology.eventbuilders",
+                t.eventbuilders,
+                "must be at least 1",
+            ));
         }
         let g = &self.generator;
         if g.n_adc_counts == 0 || g.n_adc_counts > MAX_ADC_COUNTS {
-            return Err(bad("generator.n_adc_counts", g.n_adc_counts, "must be 1 to 4194304"));
+            return Err(bad(
+                "generator.n_adc_counts",
+                g.n_adc_counts,
+                "must be 1 to 4194304",
+            ));
         }
         if g.initial_sequence_id == 0 || g.initial_sequence_id >= crate::fragment::MAX_SEQUENCE_ID {
             return Err(bad(
@@ -242,10 +254,18 @@ impl SystemConfig {
         }
         let x = &self.transfer;
         if x.batch_max_items == 0 {
-            return Err(bad("transfer.batch_max_items", x.batch_max_items, "must be at least 1"));
+            return Err(bad(
+                "transfer.batch_max_items",
+                x.batch_max_items,
+                "must be at least 1",
+            ));
         }
         if x.queue_batches == 0 {
-            return Err(bad("transfer.queue_batches", x.queue_batches, "must be at least 1"));
+            return Err(bad(
+                "transfer.queue_batches",
+                x.queue_batches,
+                "must be at least 1",
+            ));
         }
         if x.end_of_data_timeout_ms == 0 {
             return Err(bad(
@@ -256,10 +276,18 @@ impl SystemConfig {
         }
         let a = &self.aggregator;
         if a.deflate_level > 9 {
-            return Err(bad("aggregator.deflate_level", a.deflate_level, "must be 0 to 9"));
+            return Err(bad(
+                "aggregator.deflate_level",
+                a.deflate_level,
+                "must be 0 to 9",
+            ));
         }
         if a.batch_events == 0 {
-            return Err(bad("aggregator.batch_events", a.batch_events, "must be at least 1"));
+            return Err(bad(
+                "aggregator.batch_events",
+                a.batch_events,
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -288,7 +316,10 @@ mod tests {
     #[test]
     fn default_round_trips_through_toml() {
         let c = SystemConfig::default();
-        assert_eq!(SystemConfig::from_toml(&c.to_toml(), "x").expect("valid"), c);
+        assert_eq!(
+            SystemConfig::from_toml(&c.to_toml(), "x").expect("valid"),
+            c
+        );
     }
 
     #[test]
@@ -296,7 +327,10 @@ mod tests {
         let err = SystemConfig::from_toml("[generator]\nthrotle_us = 5\n", "t.toml")
             .expect_err("unknown field");
         let msg = err.to_string();
-        assert!(msg.contains("throtle_us") && msg.contains("t.toml"), "{msg}");
+        assert!(
+            msg.contains("throtle_us") && msg.contains("t.toml"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -305,9 +339,18 @@ mod tests {
             ("[topology]\nboardreaders = 0", "topology.boardreaders"),
             ("[topology]\neventbuilders = 0", "topology.eventbuilders"),
             ("[generator]\nn_adc_counts = 0", "generator.n_adc_counts"),
-            ("[generator]\ninitial_sequence_id = 0", "generator.initial_sequence_id"),
-            ("[transfer]\nbatch_max_items = 0", "transfer.batch_max_items"),
-            ("[aggregator]\ndeflate_level = 10", "aggregator.deflate_level"),
+            (
+                "[generator]\ninitial_sequence_id = 0",
+                "generator.initial_sequence_id",
+            ),
+            (
+                "[transfer]\nbatch_max_items = 0",
+                "transfer.batch_max_items",
+            ),
+            (
+                "[aggregator]\ndeflate_level = 10",
+                "aggregator.deflate_level",
+            ),
             ("host = \"localhost:5\"", "host"),
         ] {
             let err = SystemConfig::from_toml(text, "x").expect_err(text);

@@ -124,10 +124,17 @@ impl<A: App> Control<A> {
             Err(e) => {
                 // A failed init leaves the process as it was; anything else
                 // is an internal failure that only stop or shutdown clears.
-                let after = if command == Command::Init { from } else { State::Error };
+                let after = if command == Command::Init {
+                    from
+                } else {
+                    State::Error
+                };
                 self.set_state(after);
                 warn!(process = %self.process, %command, error = %e, state = %after, "command failed");
-                Err(Status::internal(format!("{}: {command} failed: {e}", self.process)))
+                Err(Status::internal(format!(
+                    "{}: {command} failed: {e}",
+                    self.process
+                )))
             }
         }
     }
@@ -146,8 +153,10 @@ impl<A: App> RunControl for Control<A> {
             config,
             destinations: req.destinations,
         };
-        self.exec(Command::Init, async { self.app.init(args).await.map(|_| vec![]) })
-            .await
+        self.exec(Command::Init, async {
+            self.app.init(args).await.map(|_| vec![])
+        })
+        .await
     }
 
     async fn start(
@@ -168,16 +177,20 @@ impl<A: App> RunControl for Control<A> {
         &self,
         _: Request<proto::Empty>,
     ) -> Result<Response<proto::CommandReply>, Status> {
-        self.exec(Command::Pause, async { self.app.pause().await.map(|_| vec![]) })
-            .await
+        self.exec(Command::Pause, async {
+            self.app.pause().await.map(|_| vec![])
+        })
+        .await
     }
 
     async fn resume(
         &self,
         _: Request<proto::Empty>,
     ) -> Result<Response<proto::CommandReply>, Status> {
-        self.exec(Command::Resume, async { self.app.resume().await.map(|_| vec![]) })
-            .await
+        self.exec(Command::Resume, async {
+            self.app.resume().await.map(|_| vec![])
+        })
+        .await
     }
 
     async fn stop(
@@ -195,7 +208,9 @@ impl<A: App> RunControl for Control<A> {
         _: Request<proto::Empty>,
     ) -> Result<Response<proto::CommandReply>, Status> {
         let reply = self
-            .exec(Command::Shutdown, async { self.app.shutdown().await.map(|_| vec![]) })
+            .exec(Command::Shutdown, async {
+                self.app.shutdown().await.map(|_| vec![])
+            })
             .await?;
         let _ = self.exit.send(true);
         Ok(reply)

@@ -101,7 +101,10 @@ pub enum FragmentError {
     #[error("fragment length {bytes} is not a whole number of 8-byte words")]
     NotWordAligned { bytes: usize },
     #[error("fragment word_count {word_count} disagrees with the buffer's {buffer_words} words")]
-    WordCountMismatch { word_count: u32, buffer_words: usize },
+    WordCountMismatch {
+        word_count: u32,
+        buffer_words: usize,
+    },
     #[error("fragment header version {version} is not supported (expected {HEADER_VERSION})")]
     UnknownVersion { version: u16 },
     #[error(
@@ -215,7 +218,7 @@ impl Fragment {
                 expected: HEADER_BYTES,
             });
         }
-        if bytes.len() % WORD_BYTES != 0 {
+        if !bytes.len().is_multiple_of(WORD_BYTES) {
             return Err(FragmentError::NotWordAligned { bytes: bytes.len() });
         }
         let header = FragmentHeader::decode([
@@ -255,8 +258,14 @@ impl Fragment {
 
     /// Builds a valid, complete fragment. `metadata` must be whole words;
     /// `payload` is zero-padded to a whole number of words.
-    pub fn build(spec: FragmentSpec, metadata: &[u8], payload: &[u8]) -> Result<Self, FragmentError> {
-        if metadata.len() % WORD_BYTES != 0 || metadata.len() / WORD_BYTES > u8::MAX as usize {
+    pub fn build(
+        spec: FragmentSpec,
+        metadata: &[u8],
+        payload: &[u8],
+    ) -> Result<Self, FragmentError> {
+        if !metadata.len().is_multiple_of(WORD_BYTES)
+            || metadata.len() / WORD_BYTES > u8::MAX as usize
+        {
             return Err(FragmentError::BadMetadata {
                 bytes: metadata.len(),
             });
@@ -304,7 +313,11 @@ impl Fragment {
     }
 
     /// An EndOfData fragment whose single payload word is `count`.
-    pub fn end_of_data(fragment_id: u16, sequence_id: u64, count: u64) -> Result<Self, FragmentError> {
+    pub fn end_of_data(
+        fragment_id: u16,
+        sequence_id: u64,
+        count: u64,
+    ) -> Result<Self, FragmentError> {
         Self::build(
             FragmentSpec {
                 fragment_type: FragmentType::EndOfData,
@@ -499,7 +512,8 @@ mod tests {
         assert_eq!(FragmentType::from_u8(232), FragmentType::Container);
         assert_eq!(FragmentType::from_u8(233), FragmentType::Error);
         assert_eq!(FragmentType::from_u8(234), FragmentType::Reserved(234));
-        assert!(FragmentType::User(1).is_system() == false);
+        assert!(!FragmentType::User(1).is_system());
+        assert!(FragmentType::EndOfData.is_system());
     }
 
     #[test]

@@ -79,7 +79,13 @@ pub enum NetMonError {
 impl Event {
     /// Serialized size in bytes.
     pub fn encoded_len(&self) -> usize {
-        4 + 2 + 2 + 4 + 4 + 8 + 8 + 8
+        4 + 2
+            + 2
+            + 4
+            + 4
+            + 8
+            + 8
+            + 8
             + 2
             + self
                 .history
@@ -236,7 +242,9 @@ pub(crate) fn decode_rest(
             left: rest.len(),
         })?;
         let bytes = r.take(len, "fragment")?;
-        fragments.push(Fragment::parse(bytes).map_err(|source| NetMonError::Fragment { index, source })?);
+        fragments.push(
+            Fragment::parse(bytes).map_err(|source| NetMonError::Fragment { index, source })?,
+        );
     }
     if r.remaining() != 0 {
         return Err(NetMonError::TrailingBytes(r.remaining()));
@@ -316,7 +324,10 @@ mod tests {
         for cut in 0..b.len() {
             let err = decode(b.slice(..cut)).expect_err("truncated");
             assert!(
-                matches!(err, NetMonError::Truncated { .. } | NetMonError::Fragment { .. }),
+                matches!(
+                    err,
+                    NetMonError::Truncated { .. } | NetMonError::Fragment { .. }
+                ),
                 "cut {cut}: {err}"
             );
         }
@@ -337,6 +348,9 @@ mod tests {
         // First history name starts after 40 header bytes and 4 count/length bytes.
         let mut u = b;
         u[44] = 0xFF;
-        assert_eq!(decode(u.into()), Err(NetMonError::BadProcessName { index: 0 }));
+        assert_eq!(
+            decode(u.into()),
+            Err(NetMonError::BadProcessName { index: 0 })
+        );
     }
 }

@@ -94,7 +94,10 @@ impl Sources {
     }
 
     pub fn snapshot(&self) -> Vec<SourceState> {
-        self.states.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Total items received from all sources.

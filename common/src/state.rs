@@ -39,7 +39,10 @@ pub struct IllegalCommand {
 }
 
 fn list(cmds: &[Command]) -> String {
-    cmds.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+    cmds.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl State {
@@ -172,7 +175,10 @@ mod tests {
                 assert_eq!(err.state, s);
                 assert_eq!(err.command, c);
                 let msg = err.to_string();
-                assert!(msg.contains(s.as_str()) && msg.contains(c.as_str()), "{msg}");
+                assert!(
+                    msg.contains(s.as_str()) && msg.contains(c.as_str()),
+                    "{msg}"
+                );
                 for l in s.legal_commands() {
                     assert!(msg.contains(l.as_str()), "{msg}");
                 }

@@ -137,7 +137,11 @@ async fn wait(
                 statuses
                     .iter()
                     .filter(|s| s.process.starts_with("boardreader"))
-                    .all(|s| s.counters.as_ref().is_some_and(|c| c.last_sequence_id >= last))
+                    .all(|s| {
+                        s.counters
+                            .as_ref()
+                            .is_some_and(|c| c.last_sequence_id >= last)
+                    })
             }
         };
         if done || last_print.elapsed() >= Duration::from_secs(1) {

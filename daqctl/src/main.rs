@@ -11,7 +11,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(version, about = "Run control for the DAQ: boot, drive and record systems")]
+#[command(
+    version,
+    about = "Run control for the DAQ: boot, drive and record systems"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

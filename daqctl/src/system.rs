@@ -300,19 +300,24 @@ impl System {
                     .map_err(|s| status_error(&name, "status", s))
             }
         });
-        join_all(calls.collect::<Vec<_>>()).await.into_iter().collect()
+        join_all(calls.collect::<Vec<_>>())
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// A process that exited on its own, if any.
     pub fn exited(&mut self) -> Option<String> {
-        self.procs.iter_mut().find_map(|p| match p.child.try_wait() {
-            Ok(Some(status)) => Some(format!(
-                "{} exited unexpectedly ({status}); see {}",
-                p.name,
-                p.log.display()
-            )),
-            _ => None,
-        })
+        self.procs
+            .iter_mut()
+            .find_map(|p| match p.child.try_wait() {
+                Ok(Some(status)) => Some(format!(
+                    "{} exited unexpectedly ({status}); see {}",
+                    p.name,
+                    p.log.display()
+                )),
+                _ => None,
+            })
     }
 
     /// Shutdown, upstream first, then waits for every process to exit.

@@ -213,7 +213,13 @@ impl Run {
         // New streams for this run are refused from here on.
         shared.set_ingress(None);
         let (ack, done) = oneshot::channel();
-        if self.ingress.tx.send(BuilderInput::Finish(ack)).await.is_err() {
+        if self
+            .ingress
+            .tx
+            .send(BuilderInput::Finish(ack))
+            .await
+            .is_err()
+        {
             problems.push("builder task ended before stop".into());
         } else {
             match done.await {
@@ -277,10 +283,10 @@ impl Builder {
                 },
                 _ = tick.tick() => {
                     for d in 0..self.outputs.len() {
-                        if !self.outputs[d].pending.is_empty() && self.outputs[d].since.elapsed() >= self.batch_max_delay {
-                            if let Err(e) = self.flush(d).await {
-                                warn!(process = %self.process, error = %e, "event output failed");
-                            }
+                        let due = !self.outputs[d].pending.is_empty()
+                            && self.outputs[d].since.elapsed() >= self.batch_max_delay;
+                        if due && let Err(e) = self.flush(d).await {
+                            warn!(process = %self.process, error = %e, "event output failed");
                         }
                     }
                 }
@@ -295,13 +301,19 @@ impl Builder {
                 Insert::Pending => {}
                 Insert::Duplicate => dropped += 1,
                 Insert::Complete(a) => {
-                    self.shared.counters.events_built.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .counters
+                        .events_built
+                        .fetch_add(1, Ordering::Relaxed);
                     self.emit(a).await?;
                 }
             }
         }
         if dropped > 0 {
-            self.shared.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+            self.shared
+                .counters
+                .dropped
+                .fetch_add(dropped, Ordering::Relaxed);
             warn!(process = %self.process, dropped, "duplicate fragments dropped");
         }
         Ok(())
@@ -339,7 +351,9 @@ impl Builder {
         }
         out.pending_bytes += bytes.len();
         out.pending.push(bytes);
-        if out.pending.len() >= self.batch_max_items || out.pending_bytes >= proto::MAX_MESSAGE_BYTES / 4 {
+        if out.pending.len() >= self.batch_max_items
+            || out.pending_bytes >= proto::MAX_MESSAGE_BYTES / 4
+        {
             self.flush(d).await?;
         }
         Ok(())
@@ -379,7 +393,10 @@ impl Builder {
         if !leftovers.is_empty() {
             let n = leftovers.len() as u64;
             warn!(process = %self.process, events = n, "incomplete events released at stop");
-            self.shared.counters.events_incomplete.fetch_add(n, Ordering::Relaxed);
+            self.shared
+                .counters
+                .events_incomplete
+                .fetch_add(n, Ordering::Relaxed);
             problems.push(format!("{n} incomplete events released at stop"));
             for a in leftovers {
                 if let Err(e) = self.emit(a).await {
@@ -406,7 +423,9 @@ impl Builder {
             }
         }
         for (d, out) in self.outputs.iter_mut().enumerate() {
-            let Some(stream) = out.stream.take() else { continue };
+            let Some(stream) = out.stream.take() else {
+                continue;
+            };
             match stream.await {
                 Ok(Ok(s)) if s.received == out.sent && s.announced == Some(out.sent) => {}
                 Ok(Ok(s)) => problems.push(format!(
@@ -432,7 +451,10 @@ pub struct FragmentSink {
 
 impl FragmentSink {
     fn reject(&self, ingress: &Ingress, source: Option<usize>, msg: String) -> Status {
-        self.shared.counters.streams_rejected.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .counters
+            .streams_rejected
+            .fetch_add(1, Ordering::Relaxed);
         warn!(process = %self.shared.process, ?source, error = %msg, "fragment stream rejected");
         if let Some(s) = source {
             ingress.sources.ended(s, Some(msg.clone()));
@@ -470,11 +492,19 @@ impl proto::fragment_sink_server::FragmentSink for FragmentSink {
                 }
             };
             if batch.run != ingress.run {
-                return Err(self.reject(&ingress, source, format!("batch for run {} during run {}", batch.run, ingress.run)));
+                return Err(self.reject(
+                    &ingress,
+                    source,
+                    format!("batch for run {} during run {}", batch.run, ingress.run),
+                ));
             }
             let src = batch.source as usize;
             if src >= n_sources || source.is_some_and(|s| s != src) {
-                return Err(self.reject(&ingress, source, format!("batch from unexpected source {src}")));
+                return Err(self.reject(
+                    &ingress,
+                    source,
+                    format!("batch from unexpected source {src}"),
+                ));
             }
             source = Some(src);
             let mut fragments = Vec::with_capacity(batch.fragments.len());
@@ -483,8 +513,15 @@ impl proto::fragment_sink_server::FragmentSink for FragmentSink {
                 let f = match Fragment::parse(raw) {
                     Ok(f) => f,
                     Err(e) => {
-                        self.shared.counters.fragments_rejected.fetch_add(1, Ordering::Relaxed);
-                        return Err(self.reject(&ingress, source, format!("malformed fragment from boardreader-{src}: {e}")));
+                        self.shared
+                            .counters
+                            .fragments_rejected
+                            .fetch_add(1, Ordering::Relaxed);
+                        return Err(self.reject(
+                            &ingress,
+                            source,
+                            format!("malformed fragment from boardreader-{src}: {e}"),
+                        ));
                     }
                 };
                 if f.kind() == FragmentType::EndOfData {
@@ -493,13 +530,29 @@ impl proto::fragment_sink_server::FragmentSink for FragmentSink {
                             announced = Some(c);
                             ingress.sources.announced(src, c);
                         }
-                        Err(e) => return Err(self.reject(&ingress, source, format!("bad end-of-data: {e}"))),
+                        Err(e) => {
+                            return Err(self.reject(
+                                &ingress,
+                                source,
+                                format!("bad end-of-data: {e}"),
+                            ));
+                        }
                     }
                     continue;
                 }
                 if usize::from(f.fragment_id()) != src {
-                    self.shared.counters.fragments_rejected.fetch_add(1, Ordering::Relaxed);
-                    return Err(self.reject(&ingress, source, format!("fragment id {} on the stream of boardreader-{src}", f.fragment_id())));
+                    self.shared
+                        .counters
+                        .fragments_rejected
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(self.reject(
+                        &ingress,
+                        source,
+                        format!(
+                            "fragment id {} on the stream of boardreader-{src}",
+                            f.fragment_id()
+                        ),
+                    ));
                 }
                 bytes += f.len() as u64;
                 fragments.push(f);
@@ -508,8 +561,17 @@ impl proto::fragment_sink_server::FragmentSink for FragmentSink {
             if n == 0 {
                 continue;
             }
-            if ingress.tx.send(BuilderInput::Fragments(fragments)).await.is_err() {
-                return Err(self.reject(&ingress, source, "run ended while fragments were arriving".into()));
+            if ingress
+                .tx
+                .send(BuilderInput::Fragments(fragments))
+                .await
+                .is_err()
+            {
+                return Err(self.reject(
+                    &ingress,
+                    source,
+                    "run ended while fragments were arriving".into(),
+                ));
             }
             received += n;
             ingress.sources.received(src, n);
@@ -520,6 +582,9 @@ impl proto::fragment_sink_server::FragmentSink for FragmentSink {
         if let Some(s) = source {
             ingress.sources.ended(s, None);
         }
-        Ok(Response::new(proto::TransferSummary { received, announced }))
+        Ok(Response::new(proto::TransferSummary {
+            received,
+            announced,
+        }))
     }
 }

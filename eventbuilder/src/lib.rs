@@ -60,9 +60,15 @@ impl App for EventBuilder {
             .init
             .as_ref()
             .ok_or_else(|| AppError::new("not initialized"))?;
-        let r = core::Run::start(&self.shared, self.rank, run, &init.config, &init.destinations)
-            .await
-            .map_err(AppError::new)?;
+        let r = core::Run::start(
+            &self.shared,
+            self.rank,
+            run,
+            &init.config,
+            &init.destinations,
+        )
+        .await
+        .map_err(AppError::new)?;
         inner.run = Some(r);
         Ok(())
     }

@@ -3,7 +3,10 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(version, about = "DAQ eventbuilder: fragment receiver and event builder")]
+#[command(
+    version,
+    about = "DAQ eventbuilder: fragment receiver and event builder"
+)]
 struct Args {
     #[command(flatten)]
     process: common::process::ProcessArgs,
