@@ -60,7 +60,9 @@ pub enum SendError {
 
 /// A running boardreader run.
 pub struct Run {
-    command: watch::Sender<RunCommand>,
+    command: watch::Sender<(u64, RunCommand)>,
+    /// Number of the last command the generator has acted on while idle.
+    idle_ack: watch::Receiver<u64>,
     generator: JoinHandle<GeneratorOutcome>,
     streams: Vec<JoinHandle<Result<proto::TransferSummary, tonic::Status>>>,
 }
@@ -109,7 +111,8 @@ impl Run {
             }));
         }
         counters.reset();
-        let (command, rx) = watch::channel(RunCommand::Run);
+        let (command, rx) = watch::channel((0, RunCommand::Run));
+        let (ack_tx, idle_ack) = watch::channel(0);
         let generator = ToySimulator::new(rank, &config.generator);
         let loop_cfg = LoopConfig {
             rank,
@@ -122,29 +125,47 @@ impl Run {
         };
         let handle = tokio::runtime::Handle::current();
         let generator = tokio::task::spawn_blocking(move || {
-            generate(loop_cfg, generator, rx, queues, counters, handle)
+            generate(loop_cfg, generator, rx, ack_tx, queues, counters, handle)
         });
         info!(rank, run, destinations = n, "run started");
         Ok(Self {
             command,
+            idle_ack,
             generator,
             streams,
         })
     }
 
-    pub fn pause(&self) {
-        let _ = self.command.send(RunCommand::Pause);
+    fn send(&self, cmd: RunCommand) -> u64 {
+        let mut id = 0;
+        self.command.send_modify(|(n, c)| {
+            *n += 1;
+            *c = cmd;
+            id = *n;
+        });
+        id
+    }
+
+    /// Pauses generation and returns once the generator is idle, so the
+    /// last sequence id it reports is final until resume or stop.
+    pub async fn pause(&mut self) -> Result<(), String> {
+        let id = self.send(RunCommand::Pause);
+        self.idle_ack
+            .wait_for(|&acked| acked >= id)
+            .await
+            .map(|_| ())
+            .map_err(|_| "generator ended before it paused".to_string())
     }
 
     pub fn resume(&self) {
-        let _ = self.command.send(RunCommand::Run);
+        self.send(RunCommand::Run);
     }
 
     /// Ends the run: the generator finishes (up to `end_sequence_id`), sends
     /// end-of-data on every stream, and each eventbuilder's reply is checked
     /// against what was sent. Returns the problems found.
     pub async fn stop(self, end_sequence_id: Option<u64>) -> Vec<String> {
-        let _ = self.command.send(RunCommand::Stop(end_sequence_id));
+        self.send(RunCommand::Stop(end_sequence_id));
         let mut problems = Vec::new();
         let outcome = match self.generator.await {
             Ok(o) => o,
@@ -255,7 +276,8 @@ impl Batcher {
 fn generate(
     cfg: LoopConfig,
     mut generator: ToySimulator,
-    mut command: watch::Receiver<RunCommand>,
+    mut command: watch::Receiver<(u64, RunCommand)>,
+    idle_ack: watch::Sender<u64>,
     queues: Vec<mpsc::Sender<proto::FragmentBatch>>,
     counters: Arc<SendCounters>,
     rt: tokio::runtime::Handle,
@@ -283,7 +305,7 @@ fn generate(
     let mut next_due = Instant::now();
     let result: Result<(), String> = (|| {
         loop {
-            let cmd = *command.borrow_and_update();
+            let (id, cmd) = *command.borrow_and_update();
             let end = match cmd {
                 RunCommand::Stop(None) => return Ok(()),
                 RunCommand::Stop(Some(end)) => end.min(last_allowed),
@@ -292,6 +314,7 @@ fn generate(
                     // Paused, or the event limit is reached: send what is
                     // pending, then wait for the next command.
                     out.flush_due(true)?;
+                    idle_ack.send_replace(id);
                     if rt.block_on(command.changed()).is_err() {
                         return Ok(());
                     }

@@ -75,10 +75,10 @@ impl App for BoardReader {
     }
 
     async fn pause(&self) -> Result<(), AppError> {
-        if let Some(r) = &self.inner.lock().await.run {
-            r.pause();
+        match &mut self.inner.lock().await.run {
+            Some(r) => r.pause().await.map_err(AppError::new),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     async fn resume(&self) -> Result<(), AppError> {

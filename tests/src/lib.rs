@@ -1,1 +1,124 @@
-//! placeholder
+//! Helpers for the end-to-end tests: build the real binaries, run daqctl,
+//! spawn single processes on ephemeral loopback ports.
+
+use anyhow::{Context, Result, anyhow, bail};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Builds the process binaries and daqctl (same profile as this test) once,
+/// and returns the directory that holds them.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| build().unwrap_or_else(|e| panic!("building the binaries failed: {e:#}")))
+}
+
+fn build() -> Result<PathBuf> {
+    // The test executable lives in <target>/<profile>/deps/.
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("unexpected test executable path {}", exe.display()))?
+        .to_path_buf();
+    let profile = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_string();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--bins"]);
+    for p in ["boardreader", "eventbuilder", "aggregator", "daqctl"] {
+        cmd.args(["-p", p]);
+    }
+    if profile == "release" {
+        cmd.arg("--release");
+    } else if profile != "debug" {
+        cmd.args(["--profile", &profile]);
+    }
+    let status = cmd
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build failed: {status}");
+    }
+    Ok(dir)
+}
+
+/// Runs `daqctl` with `args`, returning its output (stdout, stderr, status).
+pub fn daqctl(args: &[&str]) -> Result<Output> {
+    let out = Command::new(bin_dir().join("daqctl"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running daqctl")?;
+    Ok(out)
+}
+
+/// Reads a run's summary.json.
+pub fn summary(run_root: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(run_root.join("summary.json"))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// A process binary started alone on an ephemeral loopback port.
+pub struct Spawned {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `binary --rank <rank>` on 127.0.0.1:0 and waits for its readiness line.
+pub fn spawn(binary: &str, rank: u16) -> Result<Spawned> {
+    let mut child = Command::new(bin_dir().join(binary))
+        .args(["--rank", &rank.to_string(), "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {binary}"))?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(r) = common::net::parse_ready_line(&line) {
+                let _ = tx.send(r.addr.to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .with_context(|| format!("{binary} printed no readiness line"))?;
+    Ok(Spawned { child, addr })
+}
+
+/// The Python interpreter with h5py for the interop checks: `DAQ_TEST_PYTHON`.
+/// In CI (`CI` set) it is required; elsewhere the check is skipped without it.
+pub fn h5py_python() -> Option<String> {
+    match std::env::var("DAQ_TEST_PYTHON") {
+        Ok(p) => Some(p),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but DAQ_TEST_PYTHON (a python with h5py) is not")
+        }
+        Err(_) => {
+            eprintln!("note: DAQ_TEST_PYTHON unset; h5py read-back skipped");
+            None
+        }
+    }
+}
+
+/// Path of the h5py dump script shipped with the tests.
+pub fn h5dump_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("h5dump_events.py")
+}

@@ -1,0 +1,208 @@
+//! Bad commands and bad input get clear errors, and the processes survive.
+
+use bytes::Bytes;
+use common::config::SystemConfig;
+use common::fragment::{Fragment, FragmentSpec, FragmentType};
+use daq_tests::{daqctl, spawn};
+use proto::fragment_sink_client::FragmentSinkClient;
+use proto::run_control_client::RunControlClient;
+use std::time::Duration;
+use tonic::Code;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn control(addr: &str) -> RunControlClient<tonic::transport::Channel> {
+    let ch = common::net::connect(addr, Duration::from_secs(10))
+        .await
+        .expect("connects");
+    RunControlClient::new(ch)
+}
+
+#[test]
+fn start_before_init_is_refused_naming_the_state_and_legal_commands() {
+    let p = spawn("eventbuilder", 0).expect("spawns");
+    rt().block_on(async {
+        let mut c = control(&p.addr).await;
+        let err = c
+            .start(proto::StartRequest {
+                run: 1,
+                data_dir: String::new(),
+            })
+            .await
+            .expect_err("illegal");
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert_eq!(
+            err.message(),
+            "eventbuilder-0: command start is illegal in state booted; legal commands: init, shutdown"
+        );
+        let st = c.status(proto::Empty {}).await.expect("status").into_inner();
+        assert_eq!(st.state, "booted");
+        assert_eq!(st.legal_commands, vec!["init", "shutdown"]);
+        // A config the process cannot accept is refused as invalid.
+        let err = c
+            .init(proto::InitRequest {
+                config_toml: "[generator]\nn_adc_counts = 0\n".into(),
+                destinations: vec![],
+            })
+            .await
+            .expect_err("invalid");
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("generator.n_adc_counts"), "{}", err.message());
+        let r = c.shutdown(proto::Empty {}).await.expect("shutdown");
+        assert_eq!(r.into_inner().state, "booted");
+    });
+}
+
+#[test]
+fn config_errors_stop_daqctl_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (text, needle) in [
+        ("[generator]\nthrotle_us = 0\n", "throtle_us"),
+        ("[topology]\neventbuilders = 0\n", "topology.eventbuilders"),
+        (
+            "[aggregator]\ndeflate_level = 12\n",
+            "aggregator.deflate_level",
+        ),
+    ] {
+        let cfg = dir.path().join("bad.toml");
+        std::fs::write(&cfg, text).expect("write");
+        let out = daqctl(&[
+            "demo",
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "--run-dir",
+            dir.path().join("runs").to_str().expect("utf-8"),
+        ])
+        .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
+        assert!(stderr.contains(needle), "{text}: {stderr}");
+        assert!(
+            !dir.path().join("runs").exists(),
+            "no run record for a bad config"
+        );
+    }
+    for bad in ["--duration=-3", "--duration=0", "--duration=nan"] {
+        let out = daqctl(&["demo", bad]).expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(
+            stderr.contains("--duration must be a positive number"),
+            "{bad}: {stderr}"
+        );
+    }
+}
+
+fn data_fragment(seq: u64, id: u16) -> Bytes {
+    Fragment::build(
+        FragmentSpec {
+            fragment_type: FragmentType::User(1),
+            sequence_id: seq,
+            fragment_id: id,
+            timestamp: seq,
+        },
+        &[],
+        &[0xAA; 16],
+    )
+    .expect("valid")
+    .into_bytes()
+}
+
+#[test]
+fn malformed_fragment_rejects_its_stream_and_nothing_else() {
+    let p = spawn("eventbuilder", 0).expect("spawns");
+    rt().block_on(async {
+        let mut c = control(&p.addr).await;
+        let mut config = SystemConfig::default();
+        config.topology.eventbuilders = 1;
+        config.topology.aggregators = 0;
+        config.transfer.end_of_data_timeout_ms = 2_000;
+        c.init(proto::InitRequest {
+            config_toml: config.to_toml(),
+            destinations: vec![],
+        })
+        .await
+        .expect("init");
+        c.start(proto::StartRequest {
+            run: 7,
+            data_dir: String::new(),
+        })
+        .await
+        .expect("start");
+        let ch = common::net::connect(&p.addr, Duration::from_secs(10))
+            .await
+            .expect("connects");
+
+        // Boardreader 1's stream carries a fragment whose word_count lies.
+        let mut bad = data_fragment(1, 1).to_vec();
+        bad[0] = 99;
+        let mut sink = FragmentSinkClient::new(ch.clone());
+        let err = sink
+            .send(tokio_stream::iter(vec![proto::FragmentBatch {
+                source: 1,
+                run: 7,
+                fragments: vec![data_fragment(1, 1), Bytes::from(bad)],
+            }]))
+            .await
+            .expect_err("rejected");
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(
+            err.message().contains("word_count 99 disagrees"),
+            "{}",
+            err.message()
+        );
+
+        // Boardreader 0's stream is unaffected: 3 fragments and end-of-data.
+        let mut good = FragmentSinkClient::new(ch);
+        let eod = Fragment::end_of_data(0, 4, 3).expect("eod").into_bytes();
+        let summary = good
+            .send(tokio_stream::iter(vec![
+                proto::FragmentBatch {
+                    source: 0,
+                    run: 7,
+                    fragments: (1..=3).map(|s| data_fragment(s, 0)).collect(),
+                },
+                proto::FragmentBatch {
+                    source: 0,
+                    run: 7,
+                    fragments: vec![eod],
+                },
+            ]))
+            .await
+            .expect("good stream accepted")
+            .into_inner();
+        assert_eq!((summary.received, summary.announced), (3, Some(3)));
+
+        let st = c.status(proto::Empty {}).await.expect("alive").into_inner();
+        assert_eq!(st.state, "running");
+        let counters = st.counters.expect("counters");
+        assert_eq!(counters.streams_rejected, 1);
+        assert_eq!(counters.fragments_rejected, 1);
+        // A batch with a malformed fragment is rejected whole: only stream
+        // 0's three fragments were taken.
+        assert_eq!(counters.fragments_received, 3);
+
+        // Stop names the rejected source; events 1-3 miss boardreader 1's
+        // fragment and are released incomplete.
+        let stop = c
+            .stop(proto::StopRequest::default())
+            .await
+            .expect("stop")
+            .into_inner();
+        let c2 = stop.counters.expect("counters");
+        assert_eq!((c2.events_built, c2.events_incomplete), (0, 3));
+        assert!(
+            stop.problems
+                .iter()
+                .any(|p| p.starts_with("boardreader-1: stream rejected after 0 items")),
+            "{:?}",
+            stop.problems
+        );
+        assert_eq!(stop.state, "ready");
+    });
+}

@@ -1,0 +1,196 @@
+//! End-to-end: `daqctl demo` boots the real 2x2x2 system on loopback and the
+//! run record proves nothing was lost; the data files hold exactly what the
+//! generators produced.
+
+use aggregator::datafile::read_file;
+use boardreader::generator::{Generator, ToySimulator};
+use common::config::SystemConfig;
+use daq_tests::{daqctl, h5dump_script, h5py_python, summary};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn u(v: &Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("summary field {k} missing: {v}"))
+}
+
+/// Runs a demo and returns the run directory and its summary; asserts success.
+fn demo(run_dir: &Path, args: &[&str]) -> (PathBuf, Value) {
+    let mut all = vec!["demo", "--run-dir", run_dir.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    let out = daqctl(&all).expect("daqctl runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "daqctl {all:?} failed: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("OK: nothing lost"), "{stdout}");
+    let root = std::fs::read_dir(run_dir)
+        .expect("run dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("summary.json").exists())
+        .max()
+        .expect("a run record");
+    let s = summary(&root).expect("summary.json");
+    (root, s)
+}
+
+/// The equalities of a run that lost nothing, exactly.
+fn assert_nothing_lost(s: &Value) {
+    let n_br = s["topology"]["boardreaders"].as_u64().expect("topology");
+    assert_eq!(u(s, "fragments_sent"), u(s, "fragments_received"), "{s}");
+    assert_eq!(u(s, "fragments_sent"), n_br * u(s, "events_built"), "{s}");
+    assert_eq!(u(s, "events_written"), u(s, "events_built"), "{s}");
+    assert_eq!(u(s, "events_incomplete"), 0, "{s}");
+    assert!(u(s, "events_built") > 0, "{s}");
+    assert_eq!(s["errors"], Value::Array(vec![]), "{s}");
+    for (name, p) in s["processes"].as_object().expect("processes") {
+        assert_eq!(p["problems"], Value::Array(vec![]), "{name}: {p}");
+    }
+}
+
+/// Reads every data file of a run and checks each event against the
+/// generator: sequence ids are exactly `expected`, every fragment's metadata
+/// and payload are what ToySimulator produces for its board and seed.
+fn check_data_files(root: &Path, s: &Value, expected: &BTreeSet<u64>) -> Vec<PathBuf> {
+    let config = SystemConfig::from_file(&root.join("config.toml")).expect("config.toml");
+    let n_br = config.topology.boardreaders;
+    let mut generators: Vec<ToySimulator> = (0..n_br)
+        .map(|b| ToySimulator::new(b, &config.generator))
+        .collect();
+    let files: Vec<PathBuf> = s["data_files"]
+        .as_array()
+        .expect("data_files")
+        .iter()
+        .map(|f| root.join(f.as_str().expect("path")))
+        .collect();
+    assert_eq!(files.len(), usize::from(config.topology.aggregators));
+    let mut seen = BTreeSet::new();
+    let run = u(s, "run") as u32;
+    for f in &files {
+        let file = read_file(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert_eq!(file.run, run);
+        assert_eq!(file.recorded_events, Some(file.events.len() as u64));
+        for e in &file.events {
+            assert!(
+                seen.insert(e.sequence_id),
+                "sequence id {} twice",
+                e.sequence_id
+            );
+            assert_eq!((e.run, e.event), (run, e.sequence_id));
+            assert!(e.complete);
+            assert_eq!(e.fragments.len(), usize::from(n_br));
+            for (i, frag) in e.fragments.iter().enumerate() {
+                let want = generators[i].fragment(e.sequence_id).expect("generates");
+                assert_eq!(frag.fragment_id as usize, i);
+                assert_eq!(frag.sequence_id, e.sequence_id);
+                assert_eq!(frag.timestamp, want.timestamp());
+                assert_eq!(frag.fragment_type, want.header().fragment_type);
+                assert_eq!(
+                    frag.metadata,
+                    want.metadata(),
+                    "seq {} frag {i}",
+                    e.sequence_id
+                );
+                assert_eq!(
+                    frag.payload,
+                    want.payload(),
+                    "seq {} frag {i}",
+                    e.sequence_id
+                );
+            }
+        }
+    }
+    assert_eq!(&seen, expected);
+    files
+}
+
+/// Reads the same files with h5py (through tests/h5dump_events.py) and
+/// compares every field with the Rust reader.
+fn check_with_h5py(files: &[PathBuf]) {
+    let Some(python) = h5py_python() else { return };
+    let out = std::process::Command::new(&python)
+        .arg(h5dump_script())
+        .args(files)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "h5dump_events.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dump: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let dumped = dump["files"].as_array().expect("files");
+    assert_eq!(dumped.len(), files.len());
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    for (f, d) in files.iter().zip(dumped) {
+        let file = read_file(f).expect("reads");
+        let events = d["events"].as_array().expect("events");
+        assert_eq!(events.len(), file.events.len(), "{}", f.display());
+        assert_eq!(d["attrs"]["run"].as_u64(), Some(u64::from(file.run)));
+        for (e, j) in file.events.iter().zip(events) {
+            assert_eq!(j["sequence_id"].as_u64(), Some(e.sequence_id));
+            assert_eq!(j["complete"].as_bool(), Some(e.complete));
+            let frags = j["fragments"].as_array().expect("fragments");
+            assert_eq!(frags.len(), e.fragments.len());
+            for (fr, jf) in e.fragments.iter().zip(frags) {
+                assert_eq!(jf["fragment_id"].as_u64(), Some(u64::from(fr.fragment_id)));
+                assert_eq!(jf["payload_hex"].as_str(), Some(hex(&fr.payload).as_str()));
+                assert_eq!(
+                    jf["metadata_hex"].as_str(),
+                    Some(hex(&fr.metadata).as_str())
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn full_speed_run_of_fixed_length_writes_exactly_what_was_generated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (root, s) = demo(dir.path(), &["--events", "3000", "--throttle-us", "0"]);
+    assert_nothing_lost(&s);
+    assert_eq!(u(&s, "events_built"), 3000);
+    assert_eq!(u(&s, "fragments_sent"), 6000);
+    let files = check_data_files(&root, &s, &(1..=3000).collect());
+    check_with_h5py(&files);
+}
+
+#[test]
+fn full_speed_timed_run_ends_every_event_complete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (root, s) = demo(dir.path(), &["--duration", "3", "--throttle-us", "0"]);
+    assert_nothing_lost(&s);
+    // The synchronized end of run: every boardreader ends on the same event,
+    // so the sequence ids are exactly 1..=events_built.
+    let n = u(&s, "events_built");
+    check_data_files(&root, &s, &(1..=n).collect());
+}
+
+#[test]
+fn default_rate_run_loses_nothing_and_run_numbers_increase() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (root1, s1) = demo(dir.path(), &["--duration", "1.5"]);
+    assert_nothing_lost(&s1);
+    assert_eq!(u(&s1, "throttle_us"), 100_000);
+    // 10 Hz for 1.5 s: a handful of events, not thousands.
+    assert!(u(&s1, "events_built") <= 30, "{s1}");
+    assert_eq!(u(&s1, "run"), 1);
+    assert!(root1.ends_with("run_000001"));
+    let (root2, s2) = demo(dir.path(), &["--events", "5"]);
+    assert_eq!(u(&s2, "run"), 2);
+    assert!(root2.ends_with("run_000002"));
+    assert_nothing_lost(&s2);
+    assert_eq!(u(&s2, "events_built"), 5);
+    for sub in [
+        "config.toml",
+        "logs/boardreader-0.log",
+        "logs/aggregator-1.log",
+    ] {
+        assert!(root2.join(sub).exists(), "{sub}");
+    }
+}
