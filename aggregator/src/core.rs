@@ -10,7 +10,7 @@
 use crate::datafile::{
     Compression, EventView, FileAttributes, FragmentView, RunFiles, RunWriter, WriterOptions,
 };
-use common::config::SystemConfig;
+use common::config::{NetMonInput, SystemConfig};
 use common::netmon::{self, Event};
 use common::sources::Sources;
 use std::path::{Path, PathBuf};
@@ -74,6 +74,8 @@ enum WriterInput {
 
 struct Ingress {
     run: u32,
+    /// Deserialization path: fixed, or legacy (leaks on purpose).
+    decode: fn(bytes::Bytes) -> Result<Event, netmon::NetMonError>,
     sources: Sources,
     tx: mpsc::Sender<WriterInput>,
 }
@@ -148,13 +150,17 @@ impl Run {
         let (tx, rx) = mpsc::channel(config.transfer.queue_batches);
         let ingress = Arc::new(Ingress {
             run,
+            decode: match config.aggregator.netmon_input {
+                NetMonInput::Fixed => netmon::decode,
+                NetMonInput::Legacy => netmon::decode_legacy,
+            },
             sources: Sources::new("eventbuilder", usize::from(config.topology.eventbuilders)),
             tx,
         });
         let s = shared.clone();
         let writer = tokio::task::spawn_blocking(move || write_loop(s, writer, rx));
         shared.set_ingress(Some(ingress.clone()));
-        info!(process = %shared.process, run, "run started");
+        info!(process = %shared.process, run, netmon_input = config.aggregator.netmon_input.as_str(), "run started");
         Ok(Self {
             ingress,
             writer,
@@ -329,7 +335,7 @@ impl proto::event_sink_server::EventSink for EventSink {
             let mut bytes = 0u64;
             for raw in batch.events {
                 bytes += raw.len() as u64;
-                match netmon::decode(raw) {
+                match (ingress.decode)(raw) {
                     Ok(e) => events.push(e),
                     Err(e) => {
                         return Err(self.reject(

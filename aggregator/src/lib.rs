@@ -9,6 +9,7 @@ pub mod datafile;
 use common::control::{App, AppError, Control, InitArgs, StopArgs};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
@@ -78,6 +79,10 @@ impl App for Aggregator {
 
     async fn shutdown(&self) -> Result<(), AppError> {
         Ok(())
+    }
+
+    fn events_handled(&self) -> u64 {
+        self.shared.counters.events_received.load(Ordering::Relaxed)
     }
 
     fn counters(&self) -> proto::Counters {

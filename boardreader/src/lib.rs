@@ -100,6 +100,10 @@ impl App for BoardReader {
         Ok(())
     }
 
+    fn events_handled(&self) -> u64 {
+        self.counters.fragments_sent.load(Ordering::Relaxed)
+    }
+
     fn counters(&self) -> proto::Counters {
         proto::Counters {
             fragments_sent: self.counters.fragments_sent.load(Ordering::Relaxed),

@@ -43,6 +43,45 @@ pub struct SystemConfig {
     pub transfer: TransferConfig,
     /// The aggregators' disk writer.
     pub aggregator: AggregatorConfig,
+    /// Heap instrumentation of every process.
+    pub heap: HeapConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeapConfig {
+    /// Period of the heap sampler while running (rows in heap/<process>.csv); 0 = off.
+    pub sample_interval_ms: u64,
+}
+
+impl Default for HeapConfig {
+    fn default() -> Self {
+        Self {
+            sample_interval_ms: 1_000,
+        }
+    }
+}
+
+/// How aggregators deserialize events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMonInput {
+    /// Owns what it deserializes (the corrected path).
+    #[default]
+    Fixed,
+    /// Reproduces the original artdaq bug on purpose: per event the history
+    /// is deserialized into its own heap allocation, a copy is kept and the
+    /// original is orphaned (a real leak, for validating the instrumentation).
+    Legacy,
+}
+
+impl NetMonInput {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetMonInput::Fixed => "fixed",
+            NetMonInput::Legacy => "legacy",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +153,8 @@ pub struct TransferConfig {
 pub struct AggregatorConfig {
     /// Write HDF5 data files; false receives and discards.
     pub write_data: bool,
+    /// Event deserialization: "fixed" (default) or "legacy" (leaks on purpose).
+    pub netmon_input: NetMonInput,
     /// Deflate level for data files, 0 = uncompressed, 1-9.
     pub deflate_level: u8,
     /// Events buffered before one append to the file's datasets.
@@ -131,6 +172,7 @@ impl Default for SystemConfig {
             generator: GeneratorConfig::default(),
             transfer: TransferConfig::default(),
             aggregator: AggregatorConfig::default(),
+            heap: HeapConfig::default(),
         }
     }
 }
@@ -176,6 +218,7 @@ impl Default for AggregatorConfig {
     fn default() -> Self {
         Self {
             write_data: true,
+            netmon_input: NetMonInput::Fixed,
             deflate_level: 0,
             batch_events: 1_000,
             max_file_bytes: 1 << 30,

@@ -7,11 +7,15 @@
 //! and never sees the state machine.
 
 use crate::config::SystemConfig;
+use crate::heap::{self, HeapSnapshot};
+use crate::sampler::Sampler;
 use crate::state::{Command, State};
 use proto::run_control_server::RunControl;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::time::Duration;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
@@ -56,6 +60,22 @@ pub trait App: Send + Sync + 'static {
     async fn shutdown(&self) -> Result<(), AppError>;
     /// Counters of the current or last run.
     fn counters(&self) -> proto::Counters;
+    /// Events handled in the current or last run (fragments sent by a
+    /// boardreader, events built by an eventbuilder, events received by an
+    /// aggregator): the x axis of the heap-growth analysis.
+    fn events_handled(&self) -> u64;
+}
+
+/// Heap instrumentation state kept by run control.
+#[derive(Default)]
+struct HeapState {
+    /// Snapshot and events handled, by boundary label (`before_start`, ...).
+    boundaries: BTreeMap<String, (HeapSnapshot, u64)>,
+    /// The run record directory of the current run.
+    record_dir: Option<PathBuf>,
+    sample_interval: Duration,
+    sampler: Option<Sampler>,
+    profiles: Vec<String>,
 }
 
 /// The `RunControl` service around an [`App`].
@@ -66,6 +86,7 @@ pub struct Control<A: App> {
     busy: tokio::sync::Mutex<()>,
     run: Mutex<u32>,
     exit: watch::Sender<bool>,
+    heap: Mutex<HeapState>,
 }
 
 impl<A: App> Control<A> {
@@ -80,6 +101,7 @@ impl<A: App> Control<A> {
                 busy: tokio::sync::Mutex::new(()),
                 run: Mutex::new(0),
                 exit,
+                heap: Mutex::new(HeapState::default()),
             },
             rx,
         )
@@ -89,11 +111,75 @@ impl<A: App> Control<A> {
         *self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn heap_state(&self) -> std::sync::MutexGuard<'_, HeapState> {
+        self.heap.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a heap snapshot at a run-state boundary, and dumps a heap
+    /// profile there when profiling is on and a run record is known.
+    fn boundary(&self, label: &str) {
+        let snap = heap::snapshot();
+        let events = self.app.events_handled();
+        let mut h = self.heap_state();
+        h.boundaries.insert(label.to_string(), (snap, events));
+        let profiled = matches!(label, "before_start" | "before_stop" | "after_stop");
+        if let (true, Some(dir)) = (profiled && heap::profiling_enabled(), &h.record_dir) {
+            let path = dir
+                .join("heap")
+                .join(format!("{}.{label}.heap", self.process));
+            let _ = std::fs::create_dir_all(dir.join("heap"));
+            match heap::dump_profile(&path) {
+                Ok(()) => h.profiles.push(path.display().to_string()),
+                Err(e) => warn!(process = %self.process, error = %e, "heap profile not written"),
+            }
+        }
+        info!(process = %self.process, label, allocated = snap.allocated, rss_anon = snap.rss_anon, events, "heap");
+    }
+
+    /// Starts the periodic sampler for a run (if configured).
+    fn start_sampler(&self) {
+        let mut h = self.heap_state();
+        let (Some(dir), false) = (h.record_dir.clone(), h.sample_interval.is_zero()) else {
+            return;
+        };
+        let app = self.app.clone();
+        let path = dir.join("heap").join(format!("{}.csv", self.process));
+        match Sampler::start(
+            path,
+            h.sample_interval,
+            Arc::new(move || app.events_handled()),
+        ) {
+            Ok(s) => h.sampler = Some(s),
+            Err(e) => warn!(process = %self.process, error = %e, "heap sampler not started"),
+        }
+    }
+
+    async fn stop_sampler(&self) {
+        let s = self.heap_state().sampler.take();
+        if let Some(s) = s {
+            s.stop().await;
+        }
+    }
+
     fn set_state(&self, s: State) {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
     }
 
     async fn exec<F>(&self, command: Command, f: F) -> Result<Response<proto::CommandReply>, Status>
+    where
+        F: Future<Output = Result<Vec<String>, AppError>>,
+    {
+        self.exec_prepared(command, || {}, f).await
+    }
+
+    /// Like `exec`, with `prepare` run once the command is known to be legal,
+    /// before the `before_<command>` heap boundary.
+    async fn exec_prepared<F>(
+        &self,
+        command: Command,
+        prepare: impl FnOnce(),
+        f: F,
+    ) -> Result<Response<proto::CommandReply>, Status>
     where
         F: Future<Output = Result<Vec<String>, AppError>>,
     {
@@ -108,8 +194,11 @@ impl<A: App> Control<A> {
             .next(command)
             .map_err(|e| Status::failed_precondition(format!("{}: {e}", self.process)))?;
         info!(process = %self.process, %command, %from, "command");
+        prepare();
+        self.boundary(&format!("before_{command}"));
         match f.await {
             Ok(problems) => {
+                self.boundary(&format!("after_{command}"));
                 for p in &problems {
                     warn!(process = %self.process, %command, problem = %p, "command finished with a problem");
                 }
@@ -149,6 +238,7 @@ impl<A: App> RunControl for Control<A> {
         let req = request.into_inner();
         let config = SystemConfig::from_toml(&req.config_toml, "init request")
             .map_err(|e| Status::invalid_argument(format!("{}: {e}", self.process)))?;
+        self.heap_state().sample_interval = Duration::from_millis(config.heap.sample_interval_ms);
         let args = InitArgs {
             config,
             destinations: req.destinations,
@@ -165,12 +255,20 @@ impl<A: App> RunControl for Control<A> {
     ) -> Result<Response<proto::CommandReply>, Status> {
         let req = request.into_inner();
         let run = req.run;
-        self.exec(Command::Start, async {
-            self.app.start(run, PathBuf::from(req.data_dir)).await?;
-            *self.run.lock().unwrap_or_else(|p| p.into_inner()) = run;
-            Ok(vec![])
-        })
-        .await
+        let record_dir = (!req.record_dir.is_empty()).then(|| PathBuf::from(&req.record_dir));
+        let reply = self
+            .exec_prepared(
+                Command::Start,
+                || self.heap_state().record_dir = record_dir,
+                async {
+                    self.app.start(run, PathBuf::from(req.data_dir)).await?;
+                    *self.run.lock().unwrap_or_else(|p| p.into_inner()) = run;
+                    Ok(vec![])
+                },
+            )
+            .await?;
+        self.start_sampler();
+        Ok(reply)
     }
 
     async fn pause(
@@ -200,7 +298,9 @@ impl<A: App> RunControl for Control<A> {
         let args = StopArgs {
             end_sequence_id: request.into_inner().end_sequence_id,
         };
-        self.exec(Command::Stop, self.app.stop(args)).await
+        let reply = self.exec(Command::Stop, self.app.stop(args)).await;
+        self.stop_sampler().await;
+        reply
     }
 
     async fn shutdown(
@@ -231,6 +331,25 @@ impl<A: App> RunControl for Control<A> {
                 .collect(),
             counters: Some(self.app.counters()),
             run: *self.run.lock().unwrap_or_else(|p| p.into_inner()),
+        }))
+    }
+
+    async fn heap(&self, _: Request<proto::Empty>) -> Result<Response<proto::HeapReply>, Status> {
+        let current =
+            crate::record::snapshot_to_proto(&heap::snapshot(), self.app.events_handled());
+        let h = self.heap_state();
+        Ok(Response::new(proto::HeapReply {
+            boundaries: h
+                .boundaries
+                .iter()
+                .map(|(label, (s, events))| proto::LabeledSnapshot {
+                    label: label.clone(),
+                    snapshot: Some(crate::record::snapshot_to_proto(s, *events)),
+                })
+                .collect(),
+            current: Some(current),
+            profiling: heap::profiling_enabled(),
+            profiles: h.profiles.clone(),
         }))
     }
 }

@@ -4,9 +4,11 @@
 pub mod config;
 pub mod control;
 pub mod fragment;
+pub mod heap;
 pub mod net;
 pub mod netmon;
 pub mod process;
 pub mod record;
+pub mod sampler;
 pub mod sources;
 pub mod state;

@@ -5,7 +5,8 @@
 //! ```text
 //! magic "DAQE" | version u16 = 1 | flags u16 (bit 0: complete)
 //! run u32 | subrun u32 | event u64 | sequence_id u64 | timestamp u64
-//! history: count u16, then per entry: name length u16, name (UTF-8), time_ns u64
+//! history: count u16, then per entry: process, release, parameter_set_id
+//!   (each: length u16, UTF-8 bytes), time_ns u64
 //! missing fragment ids: count u16, then u16 each
 //! fragments: count u32, then each artdaq fragment back to back (its word_count gives its length)
 //! ```
@@ -30,10 +31,14 @@ pub struct EventAux {
     pub complete: bool,
 }
 
-/// One process an event passed through.
+/// One process an event passed through (art's ProcessConfiguration).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryEntry {
     pub process: String,
+    /// Software release that handled the event.
+    pub release: String,
+    /// Digest of the configuration the process ran with.
+    pub parameter_set_id: String,
     /// Wall-clock time (ns since the Unix epoch) when the process handled the event.
     pub time_ns: u64,
 }
@@ -66,8 +71,8 @@ pub enum NetMonError {
     BadMagic([u8; 4]),
     #[error("serialized event format version {0} is not supported (expected {FORMAT_VERSION})")]
     UnsupportedVersion(u16),
-    #[error("history entry {index} has a process name that is not UTF-8")]
-    BadProcessName { index: usize },
+    #[error("history entry {index}: {field} is not UTF-8")]
+    BadHistoryString { index: usize, field: &'static str },
     #[error("fragment {index} of the event is malformed: {source}")]
     Fragment { index: usize, source: FragmentError },
     #[error("serialized event has {0} trailing bytes")]
@@ -91,7 +96,7 @@ impl Event {
                 .history
                 .entries
                 .iter()
-                .map(|h| 2 + h.process.len() + 8)
+                .map(|h| 6 + h.process.len() + h.release.len() + h.parameter_set_id.len() + 8)
                 .sum::<usize>()
             + 2
             + 2 * self.missing.len()
@@ -121,8 +126,10 @@ pub fn encode(event: &Event) -> Result<Bytes, NetMonError> {
     b.put_u64_le(event.aux.timestamp);
     b.put_u16_le(count16("history entries", event.history.entries.len())?);
     for h in &event.history.entries {
-        b.put_u16_le(count16("bytes in a process name", h.process.len())?);
-        b.put_slice(h.process.as_bytes());
+        for s in [&h.process, &h.release, &h.parameter_set_id] {
+            b.put_u16_le(count16("bytes in a history string", s.len())?);
+            b.put_slice(s.as_bytes());
+        }
         b.put_u64_le(h.time_ns);
     }
     b.put_u16_le(count16("missing fragments", event.missing.len())?);
@@ -209,13 +216,23 @@ pub(crate) fn decode_history(r: &mut Reader) -> Result<History, NetMonError> {
     let n = r.u16("history count")? as usize;
     let mut entries = Vec::with_capacity(n);
     for index in 0..n {
-        let len = r.u16("history name length")? as usize;
-        let name = r.take(len, "history name")?;
-        let process = std::str::from_utf8(&name)
-            .map_err(|_| NetMonError::BadProcessName { index })?
-            .to_owned();
+        let mut string = |field| -> Result<String, NetMonError> {
+            let len = r.u16(field)? as usize;
+            let raw = r.take(len, field)?;
+            std::str::from_utf8(&raw)
+                .map(str::to_owned)
+                .map_err(|_| NetMonError::BadHistoryString { index, field })
+        };
+        let process = string("history process")?;
+        let release = string("history release")?;
+        let parameter_set_id = string("history parameter set id")?;
         let time_ns = r.u64("history time")?;
-        entries.push(HistoryEntry { process, time_ns });
+        entries.push(HistoryEntry {
+            process,
+            release,
+            parameter_set_id,
+            time_ns,
+        });
     }
     Ok(History { entries })
 }
@@ -265,6 +282,23 @@ pub fn decode(buf: Bytes) -> Result<Event, NetMonError> {
     decode_rest(&mut r, aux, history)
 }
 
+/// NetMonInput, the legacy path: reproduces the artdaq bug fixed in April
+/// 2016 on purpose. The history is deserialized into its own heap
+/// allocation, a copy of it is kept in the event, and the original is never
+/// freed: one orphaned history (a box, its entry vector and three strings
+/// per entry, about 180 bytes for one entry) per event. Exists only to prove that the heap instrumentation
+/// finds a real leak; never the default.
+#[inline(never)]
+pub fn decode_legacy(buf: Bytes) -> Result<Event, NetMonError> {
+    let mut r = Reader::new(buf);
+    let aux = decode_aux(&mut r)?;
+    let original: Box<History> = Box::new(decode_history(&mut r)?);
+    let kept = History::clone(&original);
+    // The leaky line: the deserialized original is orphaned, not owned.
+    Box::leak(original);
+    decode_rest(&mut r, aux, kept)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,10 +331,14 @@ mod tests {
                 entries: vec![
                     HistoryEntry {
                         process: "eventbuilder-0".into(),
+                        release: "daq 0.1.0".into(),
+                        parameter_set_id: "0123456789abcdef0123456789abcdef".into(),
                         time_ns: 5,
                     },
                     HistoryEntry {
                         process: "é".into(),
+                        release: String::new(),
+                        parameter_set_id: "x".into(),
                         time_ns: u64::MAX,
                     },
                 ],
@@ -316,6 +354,34 @@ mod tests {
         let b = encode(&e).expect("encodes");
         assert_eq!(b.len(), e.encoded_len());
         assert_eq!(decode(b).expect("decodes"), e);
+    }
+
+    #[test]
+    fn legacy_path_decodes_the_same_event() {
+        let e = sample();
+        let b = encode(&e).expect("encodes");
+        assert_eq!(decode_legacy(b).expect("decodes"), e);
+    }
+
+    #[test]
+    fn legacy_path_orphans_memory_per_event_and_fixed_does_not() {
+        let b = encode(&sample()).expect("encodes");
+        let growth = |f: fn(Bytes) -> Result<Event, NetMonError>| {
+            // Warm up, then measure many decodes on this thread.
+            for _ in 0..100 {
+                drop(f(b.clone()));
+            }
+            let before = crate::heap::snapshot().allocated;
+            for _ in 0..20_000 {
+                drop(f(b.clone()));
+            }
+            crate::heap::snapshot().allocated as i64 - before as i64
+        };
+        let fixed = growth(decode);
+        let legacy = growth(decode_legacy);
+        // Box<History> (24 B) + 2 entries (2 x 80 B) + six strings: >= 250 B per event.
+        assert!(legacy >= 20_000 * 250, "legacy grew {legacy} B");
+        assert!(fixed.abs() < 20_000 * 8, "fixed grew {fixed} B");
     }
 
     #[test]
@@ -350,7 +416,10 @@ mod tests {
         u[44] = 0xFF;
         assert_eq!(
             decode(u.into()),
-            Err(NetMonError::BadProcessName { index: 0 })
+            Err(NetMonError::BadHistoryString {
+                index: 0,
+                field: "history process"
+            })
         );
     }
 }

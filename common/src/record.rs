@@ -10,6 +10,7 @@
 //! ```
 
 use crate::config::Topology;
+use crate::heap::HeapSnapshot;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -56,12 +57,65 @@ impl From<proto::Counters> for Counters {
     }
 }
 
+/// A heap snapshot as the run record stores it: the snapshot and the
+/// events the process had handled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeapRecord {
+    #[serde(flatten)]
+    pub snapshot: HeapSnapshot,
+    pub events: u64,
+}
+
+pub fn snapshot_to_proto(s: &HeapSnapshot, events: u64) -> proto::HeapSnapshot {
+    proto::HeapSnapshot {
+        unix_ms: s.unix_ms,
+        allocated: s.allocated,
+        active: s.active,
+        resident: s.resident,
+        mapped: s.mapped,
+        retained: s.retained,
+        metadata: s.metadata,
+        rss_anon: s.rss_anon,
+        vm_rss: s.vm_rss,
+        live_allocations: s.live_allocations,
+        events,
+    }
+}
+
+impl From<proto::HeapSnapshot> for HeapRecord {
+    fn from(p: proto::HeapSnapshot) -> Self {
+        Self {
+            snapshot: HeapSnapshot {
+                unix_ms: p.unix_ms,
+                allocated: p.allocated,
+                active: p.active,
+                resident: p.resident,
+                mapped: p.mapped,
+                retained: p.retained,
+                metadata: p.metadata,
+                rss_anon: p.rss_anon,
+                vm_rss: p.vm_rss,
+                live_allocations: p.live_allocations,
+            },
+            events: p.events,
+        }
+    }
+}
+
+/// Heap snapshot labels every run record holds, in run order.
+pub const HEAP_BOUNDARIES: [&str; 3] = ["before_start", "before_stop", "after_stop"];
+
 /// One process's part of a run record.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProcessRecord {
     pub counters: Counters,
     /// Problems the process reported (e.g. an end-of-data shortfall).
     pub problems: Vec<String>,
+    /// Heap snapshots by boundary (`before_start`, `before_stop`, `after_stop`, ...).
+    pub heap: BTreeMap<String, HeapRecord>,
+    /// Heap profiles written at the boundaries (with profiling on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
 }
 
 /// `summary.json`.

@@ -16,11 +16,30 @@ pub enum Length {
     Events(u64),
 }
 
+/// How progress is shown while the run lasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// A line per second on stderr.
+    Lines,
+    /// A progress bar with elapsed time, events and each process's allocated bytes.
+    Bar,
+}
+
 pub struct DemoOptions {
     pub config: SystemConfig,
     pub length: Length,
     pub run_dir: PathBuf,
+    /// Dump jemalloc heap profiles at the run-state boundaries.
+    pub heap_profile: bool,
+    pub progress: Progress,
 }
+
+/// Environment that turns jemalloc heap profiling on in a process
+/// (sampling on average every 2^12 bytes allocated).
+pub const HEAP_PROFILE_ENV: (&str, &str) = (
+    "_RJEM_MALLOC_CONF",
+    "prof:true,prof_active:true,lg_prof_sample:12",
+);
 
 /// What a finished demo run produced.
 pub struct Outcome {
@@ -54,10 +73,25 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
         paths.root.display()
     );
 
-    let mut system = System::boot(&config, &paths.logs()).await?;
+    let env: Vec<(String, String)> = if opts.heap_profile {
+        vec![(HEAP_PROFILE_ENV.0.into(), HEAP_PROFILE_ENV.1.into())]
+    } else {
+        vec![]
+    };
+    let mut system = System::boot(&config, &paths.logs(), &env).await?;
     let mut errors = Vec::new();
-    let result = drive(&mut system, &config, run, &paths, opts.length, &mut errors).await;
+    let result = drive(
+        &mut system,
+        &config,
+        run,
+        &paths,
+        opts.length,
+        opts.progress,
+        &mut errors,
+    )
+    .await;
     let statuses = system.status().await;
+    let heaps = system.heap().await;
     if let Err(e) = system.shutdown().await {
         errors.push(format!("{e:#}"));
     }
@@ -69,7 +103,14 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
         }
     };
     let statuses = statuses?;
-    let summary = summarize(&config, run, &paths, duration, statuses, replies, errors);
+    let heaps = heaps?;
+    let collected = Collected {
+        statuses,
+        heaps,
+        replies,
+        errors,
+    };
+    let summary = summarize(&config, run, &paths, duration, collected);
     std::fs::write(
         paths.summary(),
         serde_json::to_string_pretty(&summary).context("serializing summary")?,
@@ -84,14 +125,16 @@ async fn drive(
     run: u32,
     paths: &RunPaths,
     length: Length,
+    progress: Progress,
     errors: &mut Vec<String>,
 ) -> Result<(Duration, Vec<Reply>)> {
     system.init(config).await?;
     let data_dir = std::path::absolute(paths.data())?;
-    system.start(run, &data_dir).await?;
+    let record_dir = std::path::absolute(&paths.root)?;
+    system.start(run, &data_dir, &record_dir).await?;
     let started = Instant::now();
     eprintln!("run {run}: running");
-    if let Err(e) = wait(system, config, length, started).await {
+    if let Err(e) = wait(system, config, length, progress, started).await {
         errors.push(format!("{e:#}"));
     }
     eprintln!("run {run}: stopping");
@@ -105,10 +148,15 @@ async fn wait(
     system: &mut System,
     config: &SystemConfig,
     length: Length,
+    progress: Progress,
     started: Instant,
 ) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut last_print = Instant::now();
+    let bar = match (progress, length) {
+        (Progress::Bar, Length::Duration(d)) => Some(crate::soak::progress_bar(d)),
+        _ => None,
+    };
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
@@ -144,6 +192,23 @@ async fn wait(
                     })
             }
         };
+        if let Some(bar) = &bar {
+            if last_print.elapsed() >= Duration::from_secs(1) || done {
+                last_print = Instant::now();
+                let heaps = system.heap().await?;
+                crate::soak::update_bar(
+                    bar,
+                    started.elapsed(),
+                    sum("boardreader", |c| c.fragments_sent),
+                    &heaps,
+                );
+            }
+            if done {
+                bar.finish();
+                return Ok(());
+            }
+            continue;
+        }
         if done || last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
             eprintln!(
@@ -160,15 +225,27 @@ async fn wait(
     }
 }
 
+/// What the processes reported at the end of a run.
+struct Collected {
+    statuses: Vec<proto::StatusReply>,
+    heaps: Vec<(String, proto::HeapReply)>,
+    replies: Vec<Reply>,
+    errors: Vec<String>,
+}
+
 fn summarize(
     config: &SystemConfig,
     run: u32,
     paths: &RunPaths,
     duration: Duration,
-    statuses: Vec<proto::StatusReply>,
-    replies: Vec<Reply>,
-    mut errors: Vec<String>,
+    collected: Collected,
 ) -> RunSummary {
+    let Collected {
+        statuses,
+        heaps,
+        replies,
+        mut errors,
+    } = collected;
     let mut processes = std::collections::BTreeMap::new();
     for s in statuses {
         let counters = s.counters.map(record::Counters::from).unwrap_or_default();
@@ -176,9 +253,19 @@ fn summarize(
             s.process,
             ProcessRecord {
                 counters,
-                problems: vec![],
+                ..Default::default()
             },
         );
+    }
+    for (name, h) in heaps {
+        if let Some(rec) = processes.get_mut(&name) {
+            rec.heap = h
+                .boundaries
+                .into_iter()
+                .filter_map(|b| Some((b.label, record::HeapRecord::from(b.snapshot?))))
+                .collect();
+            rec.profiles = h.profiles;
+        }
     }
     for r in replies {
         for p in &r.reply.problems {
@@ -208,7 +295,7 @@ fn summarize(
     let mut summary = RunSummary {
         run,
         topology: config.topology,
-        netmon_input: "fixed".into(),
+        netmon_input: config.aggregator.netmon_input.as_str().into(),
         throttle_us: config.generator.throttle_us,
         started_unix_s: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -277,6 +364,16 @@ pub fn render(o: &Outcome) -> String {
     for f in &s.data_files {
         line(format!("             {f}"));
     }
+    line(format!("  netmon     {}", s.netmon_input));
+    out.push_str(&crate::heap::table(s));
+    let profiles: Vec<&String> = s.processes.values().flat_map(|p| &p.profiles).collect();
+    if !profiles.is_empty() {
+        out.push_str(&crate::heap::profile_help(s, &o.paths.root));
+    }
+    let mut line = |l: String| {
+        out.push_str(&l);
+        out.push('\n');
+    };
     line(format!("  record     {}", o.paths.root.display()));
     if s.errors.is_empty() {
         line(format!(

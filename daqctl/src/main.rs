@@ -1,11 +1,14 @@
 //! `daqctl`: run control and analysis CLI for the DAQ (its DAQInterface).
 
 mod demo;
+mod heap;
+mod plot;
+mod soak;
 mod system;
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use common::config::SystemConfig;
+use common::config::{NetMonInput, SystemConfig, Topology};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,7 +16,7 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(
     version,
-    about = "Run control for the DAQ: boot, drive and record systems"
+    about = "Run control for the DAQ: boot, drive and record systems, analyse their heaps"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,39 +28,143 @@ enum Cmd {
     /// Boot a local system (default: the 2x2x2 demo), run it, stop it and
     /// write the run record.
     Demo(DemoArgs),
+    /// A long run with a progress bar, periodic heap samples, a leak verdict
+    /// per process (soak.json) and a memory-over-time plot (soak.svg).
+    Soak(SoakArgs),
+    /// Heap snapshots of run records.
+    #[command(subcommand)]
+    Heap(HeapCmd),
+}
+
+#[derive(Subcommand)]
+enum HeapCmd {
+    /// Print the heap table (process x before start / before stop / after stop) of a run.
+    Report {
+        /// A run record directory (runs/run_000001).
+        run: PathBuf,
+    },
+    /// Compare a short and a long run: growth with the events is a leak,
+    /// the same growth in both is stale allocations.
+    Compare { run_a: PathBuf, run_b: PathBuf },
+}
+
+/// Options shared by demo and soak.
+#[derive(clap::Args)]
+struct SystemArgs {
+    /// System configuration (TOML); the built-in default is the 2x2x2 demo on 127.0.0.1.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory of run records.
+    #[arg(long, default_value = "runs")]
+    run_dir: PathBuf,
+    /// Processes: NxMxK (boardreaders x eventbuilders x aggregators); NxM means K = 0 (eventbuilders discard built events).
+    #[arg(long, value_parser = parse_topology)]
+    topology: Option<Topology>,
+    /// Override the generator's throttle (microseconds between events; 0 = as fast as possible).
+    #[arg(long)]
+    throttle_us: Option<u64>,
+    /// Aggregators receive and deserialize events but write no files.
+    #[arg(long)]
+    no_disk_writing: bool,
+    /// How aggregators deserialize events: fixed, or legacy (the original artdaq leak, on purpose).
+    #[arg(long, value_parser = parse_netmon)]
+    netmon_input: Option<NetMonInput>,
+    /// Heap sample period in seconds (0 = no samples).
+    #[arg(long)]
+    sample_interval: Option<f64>,
+    /// Turn jemalloc heap profiling on and dump a profile per process at each run-state boundary.
+    #[arg(long)]
+    heap_profile: bool,
 }
 
 #[derive(clap::Args)]
 struct DemoArgs {
-    /// System configuration (TOML); the built-in default is the 2x2x2 demo on 127.0.0.1.
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    system: SystemArgs,
     /// Run for this many seconds (default 10).
     #[arg(long, conflicts_with = "events")]
     duration: Option<f64>,
     /// Run until every boardreader has generated this many events.
     #[arg(long)]
     events: Option<u64>,
-    /// Directory of run records.
-    #[arg(long, default_value = "runs")]
-    run_dir: PathBuf,
-    /// Override the generator's throttle (microseconds between events; 0 = as fast as possible).
-    #[arg(long)]
-    throttle_us: Option<u64>,
 }
 
-fn load_config(path: Option<&PathBuf>) -> Result<SystemConfig> {
-    Ok(match path {
+#[derive(clap::Args)]
+struct SoakArgs {
+    #[command(flatten)]
+    system: SystemArgs,
+    /// How long: 60s, 90m, 15h, 1h30m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Duration,
+}
+
+fn parse_topology(s: &str) -> Result<Topology, String> {
+    let parts: Vec<&str> = s.split('x').collect();
+    let num = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("{p:?} is not a process count"))
+    };
+    match parts.as_slice() {
+        [b, e] => Ok(Topology {
+            boardreaders: num(b)?,
+            eventbuilders: num(e)?,
+            aggregators: 0,
+        }),
+        [b, e, a] => Ok(Topology {
+            boardreaders: num(b)?,
+            eventbuilders: num(e)?,
+            aggregators: num(a)?,
+        }),
+        _ => Err(format!("{s:?}: expected NxM or NxMxK, e.g. 2x2x2")),
+    }
+}
+
+fn parse_netmon(s: &str) -> Result<NetMonInput, String> {
+    match s {
+        "fixed" => Ok(NetMonInput::Fixed),
+        "legacy" => Ok(NetMonInput::Legacy),
+        _ => Err(format!("{s:?}: expected fixed or legacy")),
+    }
+}
+
+/// The configuration after the file, the defaults of the command and the flags.
+fn resolve(a: &SystemArgs, soak_defaults: bool) -> Result<SystemConfig> {
+    let mut c = match &a.config {
         Some(p) => SystemConfig::from_file(p)?,
-        None => SystemConfig::default(),
-    })
+        None => {
+            let mut c = SystemConfig::default();
+            if soak_defaults {
+                // 1 kHz: a 60 s soak handles tens of thousands of events, so
+                // a per-event leak of 100 bytes is megabytes, not noise.
+                c.generator.throttle_us = 1_000;
+            }
+            c
+        }
+    };
+    if let Some(t) = a.topology {
+        c.topology = t;
+    }
+    if let Some(t) = a.throttle_us {
+        c.generator.throttle_us = t;
+    }
+    if a.no_disk_writing {
+        c.aggregator.write_data = false;
+    }
+    if let Some(n) = a.netmon_input {
+        c.aggregator.netmon_input = n;
+    }
+    if let Some(s) = a.sample_interval {
+        if !(s.is_finite() && s >= 0.0) {
+            bail!("--sample-interval must be a number of seconds >= 0, not {s}");
+        }
+        c.heap.sample_interval_ms = (s * 1000.0).round() as u64;
+    }
+    c.validate()?;
+    Ok(c)
 }
 
 async fn demo(args: DemoArgs) -> Result<bool> {
-    let mut config = load_config(args.config.as_ref())?;
-    if let Some(t) = args.throttle_us {
-        config.generator.throttle_us = t;
-    }
+    let config = resolve(&args.system, false)?;
     let length = match (args.duration, args.events) {
         (_, Some(0)) => bail!("--events must be at least 1"),
         (_, Some(n)) => demo::Length::Events(n),
@@ -70,10 +177,34 @@ async fn demo(args: DemoArgs) -> Result<bool> {
     let outcome = demo::run(demo::DemoOptions {
         config,
         length,
-        run_dir: args.run_dir,
+        run_dir: args.system.run_dir,
+        heap_profile: args.system.heap_profile,
+        progress: demo::Progress::Lines,
     })
     .await?;
     print!("{}", demo::render(&outcome));
+    Ok(outcome.summary.errors.is_empty())
+}
+
+async fn soak(args: SoakArgs) -> Result<bool> {
+    if args.duration.is_zero() {
+        bail!("--duration must be longer than 0");
+    }
+    let config = resolve(&args.system, true)?;
+    if config.heap.sample_interval_ms == 0 {
+        bail!("a soak needs heap samples: --sample-interval must be > 0");
+    }
+    let outcome = demo::run(demo::DemoOptions {
+        config,
+        length: demo::Length::Duration(args.duration),
+        run_dir: args.system.run_dir,
+        heap_profile: args.system.heap_profile,
+        progress: demo::Progress::Bar,
+    })
+    .await?;
+    print!("{}", demo::render(&outcome));
+    let (_, text) = soak::analyse(&outcome.paths.root, &outcome.summary)?;
+    print!("{text}");
     Ok(outcome.summary.errors.is_empty())
 }
 
@@ -82,6 +213,17 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Demo(a) => demo(a).await,
+        Cmd::Soak(a) => soak(a).await,
+        Cmd::Heap(HeapCmd::Report { run }) => heap::report(&run).map(|t| {
+            print!("{t}");
+            true
+        }),
+        Cmd::Heap(HeapCmd::Compare { run_a, run_b }) => {
+            heap::compare(&run_a, &run_b).map(|(_, t)| {
+                print!("{t}");
+                true
+            })
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

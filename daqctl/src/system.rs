@@ -59,7 +59,14 @@ pub fn bin_dir() -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("daqctl executable has no parent directory"))
 }
 
-async fn spawn(bin_dir: &Path, kind: Kind, rank: u16, host: &str, logs: &Path) -> Result<Proc> {
+async fn spawn(
+    bin_dir: &Path,
+    kind: Kind,
+    rank: u16,
+    host: &str,
+    logs: &Path,
+    env: &[(String, String)],
+) -> Result<Proc> {
     let name = format!("{}-{rank}", kind.binary());
     let bin = bin_dir.join(kind.binary());
     if !bin.exists() {
@@ -76,6 +83,7 @@ async fn spawn(bin_dir: &Path, kind: Kind, rank: u16, host: &str, logs: &Path) -
         .arg(rank.to_string())
         .arg("--listen")
         .arg(format!("{host}:0"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log_file))
@@ -138,8 +146,13 @@ fn status_error(name: &str, command: &str, s: tonic::Status) -> anyhow::Error {
 }
 
 impl System {
-    /// Spawns every process of `config`'s topology, concurrently.
-    pub async fn boot(config: &SystemConfig, logs: &Path) -> Result<Self> {
+    /// Spawns every process of `config`'s topology, concurrently, with
+    /// `env` added to their environment.
+    pub async fn boot(
+        config: &SystemConfig,
+        logs: &Path,
+        env: &[(String, String)],
+    ) -> Result<Self> {
         let dir = bin_dir()?;
         let t = config.topology;
         let mut wanted = Vec::new();
@@ -155,7 +168,7 @@ impl System {
         let spawned = join_all(
             wanted
                 .iter()
-                .map(|&(k, r)| spawn(&dir, k, r, &config.host, logs)),
+                .map(|&(k, r)| spawn(&dir, k, r, &config.host, logs, env)),
         )
         .await;
         let mut procs = Vec::new();
@@ -238,14 +251,17 @@ impl System {
     }
 
     /// Start, downstream first.
-    pub async fn start(&mut self, run: u32, data_dir: &Path) -> Result<()> {
+    pub async fn start(&mut self, run: u32, data_dir: &Path, record_dir: &Path) -> Result<()> {
         let data_dir = data_dir.display().to_string();
+        let record_dir = record_dir.display().to_string();
         for kind in [Kind::Aggregator, Kind::EventBuilder, Kind::BoardReader] {
             let data_dir = data_dir.clone();
+            let record_dir = record_dir.clone();
             self.on_tier(kind, "start", move |mut c| {
                 let req = proto::StartRequest {
                     run,
                     data_dir: data_dir.clone(),
+                    record_dir: record_dir.clone(),
                 };
                 async move { c.start(req).await }
             })
@@ -298,6 +314,24 @@ impl System {
                     .await
                     .map(tonic::Response::into_inner)
                     .map_err(|s| status_error(&name, "status", s))
+            }
+        });
+        join_all(calls.collect::<Vec<_>>())
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// Heap snapshots of every process, in order.
+    pub async fn heap(&mut self) -> Result<Vec<(String, proto::HeapReply)>> {
+        let calls = self.procs.iter().map(|p| {
+            let mut c = p.client.clone();
+            let name = p.name.clone();
+            async move {
+                c.heap(proto::Empty {})
+                    .await
+                    .map(|r| (name.clone(), r.into_inner()))
+                    .map_err(|s| status_error(&name, "heap", s))
             }
         });
         join_all(calls.collect::<Vec<_>>())

@@ -187,6 +187,8 @@ impl Run {
         let builder = Builder {
             shared: shared.clone(),
             process: shared.process.clone(),
+            release: concat!("daq ", env!("CARGO_PKG_VERSION")).to_string(),
+            parameter_set_id: parameter_set_id(&config.to_toml()),
             rank,
             run,
             n_eb: u64::from(config.topology.eventbuilders),
@@ -246,6 +248,8 @@ struct Output {
 struct Builder {
     shared: Arc<Shared>,
     process: String,
+    release: String,
+    parameter_set_id: String,
     rank: u16,
     run: u32,
     n_eb: u64,
@@ -253,6 +257,18 @@ struct Builder {
     outputs: Vec<Output>,
     batch_max_items: usize,
     batch_max_delay: Duration,
+}
+
+/// A 128-bit digest of the configuration text, as 32 hex digits
+/// (FNV-1a, two lanes; identifies a configuration, not a security hash).
+fn parameter_set_id(config: &str) -> String {
+    let mut lanes = [0xcbf2_9ce4_8422_2325u64, 0x6c62_272e_07bb_0142u64];
+    for b in config.bytes() {
+        for l in &mut lanes {
+            *l = (*l ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    }
+    format!("{:016x}{:016x}", lanes[0], lanes[1])
 }
 
 fn now_ns() -> u64 {
@@ -337,6 +353,8 @@ impl Builder {
             history: History {
                 entries: vec![HistoryEntry {
                     process: self.process.clone(),
+                    release: self.release.clone(),
+                    parameter_set_id: self.parameter_set_id.clone(),
                     time_ns: now_ns(),
                 }],
             },

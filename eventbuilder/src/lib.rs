@@ -8,6 +8,7 @@ pub mod store;
 use common::control::{App, AppError, Control, InitArgs, StopArgs};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
@@ -91,6 +92,11 @@ impl App for EventBuilder {
 
     async fn shutdown(&self) -> Result<(), AppError> {
         Ok(())
+    }
+
+    fn events_handled(&self) -> u64 {
+        let c = &self.shared.counters;
+        c.events_built.load(Ordering::Relaxed) + c.events_incomplete.load(Ordering::Relaxed)
     }
 
     fn counters(&self) -> proto::Counters {

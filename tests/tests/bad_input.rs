@@ -32,6 +32,7 @@ fn start_before_init_is_refused_naming_the_state_and_legal_commands() {
             .start(proto::StartRequest {
                 run: 1,
                 data_dir: String::new(),
+                record_dir: String::new(),
             })
             .await
             .expect_err("illegal");
@@ -131,6 +132,7 @@ fn malformed_fragment_rejects_its_stream_and_nothing_else() {
         c.start(proto::StartRequest {
             run: 7,
             data_dir: String::new(),
+            record_dir: String::new(),
         })
         .await
         .expect("start");

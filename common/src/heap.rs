@@ -1,0 +1,206 @@
+//! Heap instrumentation: the one module that touches jemalloc.
+//!
+//! Linking `common` makes jemalloc (tikv-jemallocator, jemalloc 5.3) the
+//! global allocator of every binary and every test. [`snapshot`] advances
+//! jemalloc's stats epoch (stats are cached until then) and reads the global
+//! counters, the merged arenas' live allocation counts, and RssAnon/VmRSS
+//! from /proc/self/status.
+//!
+//! Heap profiling: jemalloc is built with profiling support; it is off unless
+//! the process starts with `_RJEM_MALLOC_CONF=prof:true` (the symbols are
+//! prefixed, so `MALLOC_CONF` is ignored). Then [`dump_profile`] writes a
+//! profile that `jeprof --base=a.heap BIN b.heap` diffs by call site.
+#![allow(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+use std::ffi::CString;
+use std::path::Path;
+use tikv_jemalloc_ctl::{epoch, raw, stats};
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// One reading of the process's memory, in bytes (counts for `live_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeapSnapshot {
+    /// Unix time of the reading, in milliseconds.
+    pub unix_ms: u64,
+    /// Bytes the application holds (jemalloc `stats.allocated`).
+    pub allocated: u64,
+    /// Bytes in active pages (`stats.active`).
+    pub active: u64,
+    /// Bytes in physically resident pages jemalloc maps (`stats.resident`).
+    pub resident: u64,
+    /// Bytes in active extents (`stats.mapped`).
+    pub mapped: u64,
+    /// Bytes retained as virtual memory for reuse (`stats.retained`).
+    pub retained: u64,
+    /// jemalloc's own metadata (`stats.metadata`).
+    pub metadata: u64,
+    /// Anonymous resident memory of the process (/proc/self/status RssAnon).
+    pub rss_anon: u64,
+    /// Resident set size (/proc/self/status VmRSS).
+    pub vm_rss: u64,
+    /// Live allocations (nmalloc - ndalloc over all arenas, small + large);
+    /// allocations still in thread caches count as live.
+    pub live_allocations: u64,
+}
+
+/// Field names in CSV order, after `unix_ms`.
+pub const FIELDS: [&str; 9] = [
+    "allocated",
+    "active",
+    "resident",
+    "mapped",
+    "retained",
+    "metadata",
+    "rss_anon",
+    "vm_rss",
+    "live_allocations",
+];
+
+impl HeapSnapshot {
+    pub fn values(&self) -> [u64; 9] {
+        [
+            self.allocated,
+            self.active,
+            self.resident,
+            self.mapped,
+            self.retained,
+            self.metadata,
+            self.rss_anon,
+            self.vm_rss,
+            self.live_allocations,
+        ]
+    }
+
+    pub fn field(&self, name: &str) -> Option<u64> {
+        FIELDS
+            .iter()
+            .position(|f| *f == name)
+            .map(|i| self.values()[i])
+    }
+}
+
+fn read_u64(name: &[u8]) -> u64 {
+    // SAFETY: every name passed here is a NUL-terminated jemalloc stats key
+    // whose value type is uint64_t (per jemalloc's mallctl documentation).
+    unsafe { raw::read::<u64>(name) }.unwrap_or(0)
+}
+
+/// Reads every figure now (advancing the stats epoch first).
+pub fn snapshot() -> HeapSnapshot {
+    let _ = epoch::advance();
+    let (rss_anon, vm_rss) = proc_status();
+    // 4096 is MALLCTL_ARENAS_ALL: the arenas merged.
+    let live = |kind: &str| {
+        let n = read_u64(format!("stats.arenas.4096.{kind}.nmalloc\0").as_bytes());
+        let d = read_u64(format!("stats.arenas.4096.{kind}.ndalloc\0").as_bytes());
+        n.saturating_sub(d)
+    };
+    HeapSnapshot {
+        unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        allocated: stats::allocated::read().unwrap_or(0) as u64,
+        active: stats::active::read().unwrap_or(0) as u64,
+        resident: stats::resident::read().unwrap_or(0) as u64,
+        mapped: stats::mapped::read().unwrap_or(0) as u64,
+        retained: stats::retained::read().unwrap_or(0) as u64,
+        metadata: stats::metadata::read().unwrap_or(0) as u64,
+        rss_anon,
+        vm_rss,
+        live_allocations: live("small") + live("large"),
+    }
+}
+
+/// RssAnon and VmRSS in bytes; zero where /proc is not available.
+fn proc_status() -> (u64, u64) {
+    let Ok(text) = std::fs::read_to_string("/proc/self/status") else {
+        return (0, 0);
+    };
+    let kb = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |v| v * 1024)
+    };
+    (kb("RssAnon:"), kb("VmRSS:"))
+}
+
+/// Whether jemalloc profiling is on (`_RJEM_MALLOC_CONF=prof:true`).
+pub fn profiling_enabled() -> bool {
+    tikv_jemalloc_ctl::profiling::prof::read().unwrap_or(false)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("heap profiling is off (start the process with _RJEM_MALLOC_CONF=prof:true)")]
+    Disabled,
+    #[error("profile path {0} contains a NUL byte")]
+    BadPath(String),
+    #[error("jemalloc prof.dump to {path} failed: {reason}")]
+    Dump { path: String, reason: String },
+}
+
+/// Writes a heap profile to `path` (jemalloc `prof.dump`).
+pub fn dump_profile(path: &Path) -> Result<(), ProfileError> {
+    if !profiling_enabled() {
+        return Err(ProfileError::Disabled);
+    }
+    let shown = path.display().to_string();
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| ProfileError::BadPath(shown.clone()))?;
+    // SAFETY: prof.dump takes a `const char *` file name; `c` is a valid
+    // NUL-terminated string that outlives the call.
+    unsafe { raw::write(b"prof.dump\0", c.as_ptr()) }.map_err(|e| ProfileError::Dump {
+        path: shown,
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_sees_a_large_allocation_and_its_release() {
+        let before = snapshot();
+        assert!(before.allocated > 0 && before.vm_rss > 0 && before.rss_anon > 0);
+        let block = vec![1u8; 64 << 20];
+        let during = snapshot();
+        assert!(
+            during.allocated >= before.allocated + (64 << 20) - (1 << 20),
+            "{before:?} {during:?}"
+        );
+        assert!(during.live_allocations >= 1);
+        drop(block);
+        let after = snapshot();
+        assert!(after.allocated + (60 << 20) < during.allocated, "{after:?}");
+    }
+
+    #[test]
+    fn fields_are_named_in_order() {
+        let s = HeapSnapshot {
+            allocated: 1,
+            vm_rss: 8,
+            live_allocations: 9,
+            ..Default::default()
+        };
+        assert_eq!(s.field("allocated"), Some(1));
+        assert_eq!(s.field("vm_rss"), Some(8));
+        assert_eq!(s.field("live_allocations"), Some(9));
+        assert_eq!(s.field("nope"), None);
+    }
+
+    #[test]
+    fn dump_without_profiling_says_how_to_enable_it() {
+        if profiling_enabled() {
+            return; // The test process was started with profiling on.
+        }
+        let err = dump_profile(Path::new("/tmp/x.heap")).expect_err("disabled");
+        assert!(err.to_string().contains("_RJEM_MALLOC_CONF=prof:true"));
+    }
+}

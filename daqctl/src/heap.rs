@@ -1,0 +1,295 @@
+//! Heap analysis: the per-process heap table of a run record, the comparison
+//! of a short and a long run (leak or stale allocations), and the robust
+//! trend (Theil-Sen) that soak verdicts use.
+
+use anyhow::{Context, Result, bail};
+use common::record::{HEAP_BOUNDARIES, RunSummary};
+use serde::Serialize;
+use std::path::Path;
+
+/// Smallest per-event growth called a leak: one allocation of jemalloc's
+/// smallest size class (8 bytes) per event. Anything that leaks at least
+/// one object per event reaches it; allocator noise over thousands of
+/// events stays far below it.
+pub const LEAK_BYTES_PER_EVENT: f64 = 8.0;
+/// Smallest absolute growth called a leak: below it the growth is within
+/// what the allocator's caches and the in-flight buffers move by.
+pub const LEAK_MIN_BYTES: f64 = 1024.0 * 1024.0;
+
+fn kib(v: i64) -> String {
+    format!("{:.1}", v as f64 / 1024.0)
+}
+
+fn signed_kib(v: i64) -> String {
+    format!("{:+.1}", v as f64 / 1024.0)
+}
+
+/// The heap table: process x before start / before stop / after stop
+/// (jemalloc allocated, KiB), with the growth during the run and the growth
+/// left after it, and RssAnon after stop.
+pub fn table(s: &RunSummary) -> String {
+    let mut out = format!(
+        "  heap       {:<16} {:>13} {:>13} {:>13} {:>12} {:>12} {:>14}\n",
+        "allocated KiB",
+        "before_start",
+        "before_stop",
+        "after_stop",
+        "run growth",
+        "left after",
+        "rss_anon after"
+    );
+    for (name, p) in &s.processes {
+        let get = |l: &str| p.heap.get(l).map(|h| h.snapshot.allocated as i64);
+        let [a, b, c] = HEAP_BOUNDARIES.map(get);
+        let cell = |v: Option<i64>| v.map(kib).unwrap_or_else(|| "-".into());
+        let diff = |x: Option<i64>, y: Option<i64>| match (x, y) {
+            (Some(x), Some(y)) => signed_kib(y - x),
+            _ => "-".into(),
+        };
+        let rss = p
+            .heap
+            .get("after_stop")
+            .map(|h| kib(h.snapshot.rss_anon as i64))
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "             {:<16} {:>13} {:>13} {:>13} {:>12} {:>12} {:>14}\n",
+            name,
+            cell(a),
+            cell(b),
+            cell(c),
+            diff(a, b),
+            diff(a, c),
+            rss
+        ));
+    }
+    out
+}
+
+/// How to diff the heap profiles of a run, by process.
+pub fn profile_help(s: &RunSummary, root: &Path) -> String {
+    let mut out = String::from(
+        "  profiles   diff a process's heap by call site with jeprof (Debian: libjemalloc-dev):\n",
+    );
+    for (name, p) in &s.processes {
+        if p.profiles.is_empty() {
+            continue;
+        }
+        let kind = name.rsplit_once('-').map_or(name.as_str(), |(k, _)| k);
+        let heap = root.join("heap");
+        out.push_str(&format!(
+            "             jeprof --text --base={} $(which {kind}) {}\n",
+            heap.join(format!("{name}.before_start.heap")).display(),
+            heap.join(format!("{name}.before_stop.heap")).display(),
+        ));
+    }
+    out
+}
+
+/// Reads a run record's summary.json (`run` is the run's directory).
+pub fn load(run: &Path) -> Result<RunSummary> {
+    let path = run.join("summary.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {} (is {} a run record?)",
+            path.display(),
+            run.display()
+        )
+    })?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid run summary", path.display()))
+}
+
+/// `daqctl heap report RUN`.
+pub fn report(run: &Path) -> Result<String> {
+    let s = load(run)?;
+    let t = s.topology;
+    Ok(format!(
+        "run {}  topology {}x{}x{}  netmon {}  duration {:.1} s  events built {}\n{}",
+        s.run,
+        t.boardreaders,
+        t.eventbuilders,
+        t.aggregators,
+        s.netmon_input,
+        s.duration_s,
+        s.events_built,
+        table(&s)
+    ))
+}
+
+/// The classification of one process in a short-vs-long comparison.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Comparison {
+    pub process: String,
+    pub events_a: u64,
+    pub events_b: u64,
+    /// after_stop - before_start, bytes.
+    pub growth_a: i64,
+    pub growth_b: i64,
+    pub bytes_per_event_b: f64,
+    pub verdict: &'static str,
+}
+
+/// Classifies one process from the growth left after a short run (a) and a
+/// long run (b): a leak grows with the events handled, stale allocations
+/// are the same whatever the length.
+pub fn classify(
+    process: &str,
+    events_a: u64,
+    growth_a: i64,
+    events_b: u64,
+    growth_b: i64,
+) -> Comparison {
+    let per_event_b = if events_b > 0 {
+        growth_b as f64 / events_b as f64
+    } else {
+        0.0
+    };
+    let more_events = events_b as f64 / (events_a.max(1)) as f64;
+    let verdict = if growth_a.abs().max(growth_b.abs()) as f64 <= LEAK_MIN_BYTES {
+        "stable"
+    } else if growth_b as f64 > LEAK_MIN_BYTES
+        && per_event_b >= LEAK_BYTES_PER_EVENT
+        && more_events > 1.5
+        && growth_b as f64 >= growth_a.max(0) as f64 * (1.0 + (more_events - 1.0) / 2.0)
+    {
+        // b handled k times the events and its growth is at least halfway
+        // to k times a's: it grows with the work.
+        "leak"
+    } else {
+        "stale"
+    };
+    Comparison {
+        process: process.to_string(),
+        events_a,
+        events_b,
+        growth_a,
+        growth_b,
+        bytes_per_event_b: per_event_b,
+        verdict,
+    }
+}
+
+/// `daqctl heap compare RUN_A RUN_B` (a: the shorter run).
+pub fn compare(a: &Path, b: &Path) -> Result<(Vec<Comparison>, String)> {
+    let (mut sa, mut sb) = (load(a)?, load(b)?);
+    let events = |s: &RunSummary, p: &str| {
+        s.processes
+            .get(p)
+            .and_then(|r| r.heap.get("before_stop"))
+            .map_or(0, |h| h.events)
+    };
+    if events(&sa, "boardreader-0") > events(&sb, "boardreader-0") {
+        std::mem::swap(&mut sa, &mut sb);
+    }
+    let mut rows = Vec::new();
+    for (name, pa) in &sa.processes {
+        let Some(pb) = sb.processes.get(name) else {
+            continue;
+        };
+        let left = |r: &common::record::ProcessRecord| -> Option<(i64, u64)> {
+            let start = r.heap.get("before_start")?;
+            let after = r.heap.get("after_stop")?;
+            Some((
+                after.snapshot.allocated as i64 - start.snapshot.allocated as i64,
+                after.events,
+            ))
+        };
+        let (Some((ga, ea)), Some((gb, eb))) = (left(pa), left(pb)) else {
+            continue;
+        };
+        rows.push(classify(name, ea, ga, eb, gb));
+    }
+    if rows.is_empty() {
+        bail!("the two runs have no process with heap snapshots in common");
+    }
+    let mut out = format!(
+        "short run {} ({:.0} s) vs long run {} ({:.0} s): allocated after stop minus before start\n",
+        sa.run, sa.duration_s, sb.run, sb.duration_s
+    );
+    out.push_str(&format!(
+        "  {:<16} {:>12} {:>12} {:>14} {:>14} {:>12}  verdict\n",
+        "process", "events a", "events b", "growth a KiB", "growth b KiB", "B/event b"
+    ));
+    for r in &rows {
+        out.push_str(&format!(
+            "  {:<16} {:>12} {:>12} {:>14} {:>14} {:>12.1}  {}\n",
+            r.process,
+            r.events_a,
+            r.events_b,
+            signed_kib(r.growth_a),
+            signed_kib(r.growth_b),
+            r.bytes_per_event_b,
+            r.verdict
+        ));
+    }
+    out.push_str(&format!(
+        "  leak: grows with the events (>= {LEAK_BYTES_PER_EVENT} B/event and > {:.0} KiB); stale: the same in both runs; stable: below {:.0} KiB\n",
+        LEAK_MIN_BYTES / 1024.0,
+        LEAK_MIN_BYTES / 1024.0
+    ));
+    Ok((rows, out))
+}
+
+/// Theil-Sen slope: the median of the pairwise slopes, robust to outliers
+/// and to the allocator's sawtooth. `None` with fewer than two distinct x.
+pub fn theil_sen(points: &[(f64, f64)]) -> Option<f64> {
+    // Subsample to bound the O(n^2) pairs on long soaks (15 h at 1 s = 54k points).
+    const MAX_POINTS: usize = 2000;
+    let step = points.len().div_ceil(MAX_POINTS).max(1);
+    let pts: Vec<(f64, f64)> = points.iter().step_by(step).copied().collect();
+    let mut slopes = Vec::with_capacity(pts.len() * pts.len() / 2);
+    for i in 0..pts.len() {
+        for j in i + 1..pts.len() {
+            let dx = pts[j].0 - pts[i].0;
+            if dx != 0.0 {
+                slopes.push((pts[j].1 - pts[i].1) / dx);
+            }
+        }
+    }
+    if slopes.is_empty() {
+        return None;
+    }
+    let mid = slopes.len() / 2;
+    let (_, m, _) = slopes.select_nth_unstable_by(mid, f64::total_cmp);
+    Some(*m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn theil_sen_ignores_a_sawtooth_and_outliers() {
+        // 100 B/s growth plus a 1 MB sawtooth every 10 points and two spikes.
+        let mut pts: Vec<(f64, f64)> = (0..200)
+            .map(|i| {
+                let x = i as f64;
+                (x, 100.0 * x + if i % 10 < 5 { 0.0 } else { 1e6 })
+            })
+            .collect();
+        pts[50].1 = 1e9;
+        pts[150].1 = -1e9;
+        let s = theil_sen(&pts).expect("slope");
+        assert!((s - 100.0).abs() < 1.0, "{s}");
+        assert_eq!(theil_sen(&[(1.0, 1.0), (1.0, 5.0)]), None);
+        assert_eq!(theil_sen(&[(0.0, 0.0), (2.0, 6.0)]), Some(3.0));
+    }
+
+    #[test]
+    fn growth_proportional_to_events_is_a_leak_and_constant_growth_is_stale() {
+        // 10x the events, 10x the growth at 100 B/event.
+        let c = classify("aggregator-0", 100_000, 10_000_000, 1_000_000, 100_000_000);
+        assert_eq!(c.verdict, "leak");
+        assert_eq!(c.bytes_per_event_b, 100.0);
+        // 10x the events, the same 5 MB both times: allocated once, kept.
+        assert_eq!(
+            classify("eventbuilder-0", 100_000, 5_000_000, 1_000_000, 5_100_000).verdict,
+            "stale"
+        );
+        // Tiny differences either way.
+        assert_eq!(
+            classify("boardreader-0", 100_000, 20_000, 1_000_000, -50_000).verdict,
+            "stable"
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! Memory-over-time plots as SVG: one small panel per process (allocated and
+//! RssAnon against elapsed time), in the style of Ganglia's host graphs.
+//! Plain SVG text, viewable in any browser; no font or system library needed.
+
+use crate::soak::SoakReport;
+use common::sampler::Sample;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+const PANEL_W: f64 = 460.0;
+const PANEL_H: f64 = 230.0;
+const MARGIN_L: f64 = 64.0;
+const MARGIN_R: f64 = 12.0;
+const MARGIN_T: f64 = 28.0;
+const MARGIN_B: f64 = 34.0;
+const COLUMNS: usize = 2;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A "nice" tick step for a range (1, 2 or 5 times a power of ten).
+fn step(range: f64, ticks: f64) -> f64 {
+    if range <= 0.0 || !range.is_finite() {
+        return 1.0;
+    }
+    let raw = range / ticks;
+    let p = 10f64.powf(raw.log10().floor());
+    let m = raw / p;
+    p * if m < 1.5 {
+        1.0
+    } else if m < 3.5 {
+        2.0
+    } else if m < 7.5 {
+        5.0
+    } else {
+        10.0
+    }
+}
+
+fn panel(
+    out: &mut String,
+    x0: f64,
+    y0: f64,
+    name: &str,
+    verdict: &str,
+    samples: &[Sample],
+    warmup_s: f64,
+) {
+    let pw = PANEL_W - MARGIN_L - MARGIN_R;
+    let ph = PANEL_H - MARGIN_T - MARGIN_B;
+    let mib = |v: u64| v as f64 / 1048576.0;
+    let t_max = samples.last().map_or(1.0, |s| s.elapsed_s).max(1.0);
+    let (hours, unit) = if t_max > 7200.0 {
+        (3600.0, "h")
+    } else if t_max > 120.0 {
+        (60.0, "min")
+    } else {
+        (1.0, "s")
+    };
+    let y_max = samples
+        .iter()
+        .map(|s| mib(s.snapshot.allocated).max(mib(s.snapshot.rss_anon)))
+        .fold(0.0f64, f64::max)
+        .max(1.0)
+        * 1.1;
+    let sx = |t: f64| x0 + MARGIN_L + t / t_max * pw;
+    let sy = |v: f64| y0 + MARGIN_T + ph - v / y_max * ph;
+    let color = if verdict == "leak" {
+        "#b00020"
+    } else {
+        "#1b5e20"
+    };
+    let _ = writeln!(
+        out,
+        r##"<rect x="{x0}" y="{y0}" width="{PANEL_W}" height="{PANEL_H}" fill="#fafafa" stroke="#ccc"/>
+<text x="{}" y="{}" font-size="13" font-family="sans-serif">{} <tspan fill="{color}" font-weight="bold">{}</tspan></text>"##,
+        x0 + MARGIN_L,
+        y0 + 18.0,
+        esc(name),
+        esc(verdict)
+    );
+    // Grid and ticks.
+    let ys = step(y_max, 4.0);
+    let mut v = 0.0;
+    while v <= y_max {
+        let _ = writeln!(
+            out,
+            r##"<line x1="{}" y1="{y}" x2="{}" y2="{y}" stroke="#e0e0e0"/><text x="{}" y="{}" font-size="10" text-anchor="end" font-family="sans-serif">{v:.1} MiB</text>"##,
+            x0 + MARGIN_L,
+            x0 + MARGIN_L + pw,
+            x0 + MARGIN_L - 4.0,
+            sy(v) + 3.0,
+            y = sy(v)
+        );
+        v += ys;
+    }
+    let xs = step(t_max / hours, 5.0) * hours;
+    let mut t = 0.0;
+    while t <= t_max {
+        let _ = writeln!(
+            out,
+            r##"<line x1="{x}" y1="{}" x2="{x}" y2="{}" stroke="#e0e0e0"/><text x="{x}" y="{}" font-size="10" text-anchor="middle" font-family="sans-serif">{}{unit}</text>"##,
+            y0 + MARGIN_T,
+            y0 + MARGIN_T + ph,
+            y0 + MARGIN_T + ph + 13.0,
+            (t / hours * 100.0).round() / 100.0,
+            x = sx(t)
+        );
+        t += xs;
+    }
+    // The warm-up, excluded from the trend.
+    let _ = writeln!(
+        out,
+        r##"<rect x="{}" y="{}" width="{}" height="{ph}" fill="#000" fill-opacity="0.05"/>"##,
+        sx(0.0),
+        y0 + MARGIN_T,
+        sx(warmup_s.min(t_max)) - sx(0.0)
+    );
+    for (field, stroke) in [("allocated", "#1f77b4"), ("rss_anon", "#ff7f0e")] {
+        let mut pts = String::new();
+        for s in samples {
+            let v = s.snapshot.field(field).unwrap_or(0);
+            let _ = write!(pts, "{:.1},{:.1} ", sx(s.elapsed_s), sy(mib(v)));
+        }
+        let _ = writeln!(
+            out,
+            r##"<polyline points="{pts}" fill="none" stroke="{stroke}" stroke-width="1.5"/>"##
+        );
+    }
+    let _ = writeln!(
+        out,
+        r##"<text x="{}" y="{}" font-size="10" font-family="sans-serif"><tspan fill="#1f77b4">allocated</tspan>  <tspan fill="#ff7f0e">RssAnon</tspan>  (shaded: warm-up)</text>"##,
+        x0 + MARGIN_L,
+        y0 + PANEL_H - 6.0
+    );
+}
+
+/// The whole figure.
+pub fn svg(samples: &BTreeMap<String, Vec<Sample>>, report: &SoakReport) -> String {
+    let rows = samples.len().div_ceil(COLUMNS).max(1);
+    let w = PANEL_W * COLUMNS as f64;
+    let h = PANEL_H * rows as f64 + 30.0;
+    let mut out = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}">
+<rect width="100%" height="100%" fill="white"/>
+<text x="10" y="20" font-size="15" font-family="sans-serif">run {} ({} , netmon {}): memory over time per process</text>
+"##,
+        report.run,
+        esc(&report.topology),
+        esc(&report.netmon_input)
+    );
+    for (i, (name, s)) in samples.iter().enumerate() {
+        let verdict = report.processes.get(name).map_or("", |t| t.verdict);
+        let x0 = (i % COLUMNS) as f64 * PANEL_W;
+        let y0 = 30.0 + (i / COLUMNS) as f64 * PANEL_H;
+        panel(&mut out, x0, y0, name, verdict, s, report.warmup_s);
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_steps_are_round() {
+        assert_eq!(step(10.0, 5.0), 2.0);
+        assert_eq!(step(37.0, 4.0), 10.0);
+        assert_eq!(step(0.3, 3.0), 0.1);
+        assert_eq!(step(0.0, 3.0), 1.0);
+    }
+}
