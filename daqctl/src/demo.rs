@@ -296,6 +296,7 @@ fn summarize(
         run,
         topology: config.topology,
         netmon_input: config.aggregator.netmon_input.as_str().into(),
+        disk_writing: config.aggregator.write_data,
         throttle_us: config.generator.throttle_us,
         started_unix_s: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -315,9 +316,7 @@ fn summarize(
         errors: vec![],
         processes,
     };
-    if config.aggregator.write_data || config.topology.aggregators == 0 {
-        errors.extend(summary.accounting_errors());
-    }
+    errors.extend(summary.accounting_errors());
     summary.errors = errors;
     summary
 }
@@ -376,8 +375,15 @@ pub fn render(o: &Outcome) -> String {
     };
     line(format!("  record     {}", o.paths.root.display()));
     if s.errors.is_empty() {
+        let written = if t.aggregators == 0 {
+            "no aggregators: built events discarded"
+        } else if s.disk_writing {
+            "every built event written"
+        } else {
+            "disk writing off"
+        };
         line(format!(
-            "OK: nothing lost (fragments sent = received = {} x events built; every built event written)",
+            "OK: nothing lost (fragments sent = received = {} x events built; {written})",
             t.boardreaders
         ));
     } else {

@@ -45,7 +45,13 @@ enum HeapCmd {
     },
     /// Compare a short and a long run: growth with the events is a leak,
     /// the same growth in both is stale allocations.
-    Compare { run_a: PathBuf, run_b: PathBuf },
+    Compare {
+        run_a: PathBuf,
+        run_b: PathBuf,
+        /// Print the classification as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Options shared by demo and soak.
@@ -218,12 +224,15 @@ async fn main() -> ExitCode {
             print!("{t}");
             true
         }),
-        Cmd::Heap(HeapCmd::Compare { run_a, run_b }) => {
-            heap::compare(&run_a, &run_b).map(|(_, t)| {
-                print!("{t}");
-                true
-            })
-        }
+        Cmd::Heap(HeapCmd::Compare { run_a, run_b, json }) => heap::compare(&run_a, &run_b)
+            .and_then(|(rows, text)| {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    print!("{text}");
+                }
+                Ok(true)
+            }),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
