@@ -65,24 +65,122 @@ pub fn table(s: &RunSummary) -> String {
     out
 }
 
+/// The binary of a process (`aggregator-1` -> `<bin dir>/aggregator`).
+fn binary_of(process: &str) -> Result<std::path::PathBuf> {
+    let kind = process.rsplit_once('-').map_or(process, |(k, _)| k);
+    Ok(crate::system::bin_dir()?.join(kind))
+}
+
+/// The jeprof arguments that diff a process's profiles between two boundaries.
+fn jeprof_args(root: &Path, process: &str, from: &str, to: &str) -> Result<Vec<String>> {
+    let heap = root.join("heap");
+    Ok(vec![
+        "--text".into(),
+        "--cum".into(),
+        format!(
+            "--base={}",
+            heap.join(format!("{process}.{from}.heap")).display()
+        ),
+        binary_of(process)?.display().to_string(),
+        heap.join(format!("{process}.{to}.heap"))
+            .display()
+            .to_string(),
+    ])
+}
+
 /// How to diff the heap profiles of a run, by process.
 pub fn profile_help(s: &RunSummary, root: &Path) -> String {
     let mut out = String::from(
-        "  profiles   diff a process's heap by call site with jeprof (Debian: libjemalloc-dev):\n",
+        "  profiles   growth by call site, before start -> after stop (needs jeprof, Debian libjemalloc-dev):\n",
     );
     for (name, p) in &s.processes {
         if p.profiles.is_empty() {
             continue;
         }
-        let kind = name.rsplit_once('-').map_or(name.as_str(), |(k, _)| k);
-        let heap = root.join("heap");
         out.push_str(&format!(
-            "             jeprof --text --base={} $(which {kind}) {}\n",
-            heap.join(format!("{name}.before_start.heap")).display(),
-            heap.join(format!("{name}.before_stop.heap")).display(),
+            "             daqctl heap sites {} --process {name}\n",
+            root.display()
         ));
     }
+    if let Some((name, _)) = s.processes.iter().find(|(_, p)| !p.profiles.is_empty())
+        && let Ok(args) = jeprof_args(root, name, "before_start", "after_stop")
+    {
+        out.push_str(&format!("             (raw: jeprof {})\n", args.join(" ")));
+    }
     out
+}
+
+/// One growing call site of a heap-profile diff.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Site {
+    pub function: String,
+    /// Bytes allocated under this function (cumulative) that grew between the profiles.
+    pub bytes: f64,
+    pub percent: f64,
+}
+
+/// Crates whose functions count as call sites (the runtime, the allocator
+/// and the standard library are the stack around them, not the cause).
+const OWN_CRATES: [&str; 4] = [
+    "common::",
+    "aggregator::",
+    "eventbuilder::",
+    "boardreader::",
+];
+
+/// Parses `jeprof --text --cum` output into this project's functions,
+/// largest cumulative growth first.
+pub fn parse_sites(jeprof_text: &str) -> Vec<Site> {
+    let mut sites: Vec<Site> = jeprof_text
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            if cols.len() < 6 || cols.last() == Some(&"(inline)") {
+                return None;
+            }
+            let cum_mb: f64 = cols[3].parse().ok()?;
+            let pct: f64 = cols[4].trim_end_matches('%').parse().ok()?;
+            let function = cols[5..].join(" ");
+            OWN_CRATES
+                .iter()
+                .any(|c| function.starts_with(c))
+                .then_some(Site {
+                    function,
+                    bytes: cum_mb * 1024.0 * 1024.0,
+                    percent: pct,
+                })
+        })
+        .collect();
+    sites.sort_by(|a, b| b.bytes.total_cmp(&a.bytes));
+    sites.dedup_by(|a, b| a.function == b.function);
+    sites
+}
+
+/// `daqctl heap sites RUN --process P`: the project's functions under which
+/// the heap grew between two boundaries, from the run's heap profiles.
+pub fn sites(root: &Path, process: &str, from: &str, to: &str) -> Result<Vec<Site>> {
+    let heap = root.join("heap");
+    for label in [from, to] {
+        let p = heap.join(format!("{process}.{label}.heap"));
+        if !p.exists() {
+            bail!(
+                "{} not found: run with --heap-profile to dump heap profiles",
+                p.display()
+            );
+        }
+    }
+    let out = std::process::Command::new("jeprof")
+        .args(jeprof_args(root, process, from, to)?)
+        .output()
+        .context("cannot run jeprof (Debian: apt-get install libjemalloc-dev)")?;
+    if !out.status.success() {
+        bail!(
+            "jeprof failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(parse_sites(&String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Reads a run record's summary.json (`run` is the run's directory).
@@ -257,6 +355,23 @@ pub fn theil_sen(points: &[(f64, f64)]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jeprof_output_is_reduced_to_this_projects_functions() {
+        let text = "Total: 8.3 MB
+     8.3 100.0% 100.0%      8.3 100.0% prof_backtrace_impl
+     0.0   0.0% 100.0%      8.3  99.9% tokio::runtime::scheduler::multi_thread::worker::run
+     0.0   0.0% 100.0%      8.2  99.4% common::netmon::decode_legacy
+     0.0   0.0% 100.0%      3.0  36.7% common::netmon::decode_history
+     0.0   0.0% 100.0%      3.7  44.7% decode_history
+     0.0   0.0% 100.0%      0.1   1.0% aggregator::core::write_loop (inline)
+";
+        let s = parse_sites(text);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].function, "common::netmon::decode_legacy");
+        assert_eq!(s[0].percent, 99.4);
+        assert_eq!(s[1].function, "common::netmon::decode_history");
+    }
 
     #[test]
     fn theil_sen_ignores_a_sawtooth_and_outliers() {

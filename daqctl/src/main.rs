@@ -52,6 +52,22 @@ enum HeapCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The functions under which a process's heap grew between two run-state
+    /// boundaries (from a run with --heap-profile; uses jeprof).
+    Sites {
+        /// A run record directory made with --heap-profile.
+        run: PathBuf,
+        /// The process, e.g. aggregator-0.
+        #[arg(long)]
+        process: String,
+        #[arg(long, default_value = "before_start")]
+        from: String,
+        #[arg(long, default_value = "after_stop")]
+        to: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Options shared by demo and soak.
@@ -233,6 +249,28 @@ async fn main() -> ExitCode {
                 }
                 Ok(true)
             }),
+        Cmd::Heap(HeapCmd::Sites {
+            run,
+            process,
+            from,
+            to,
+            json,
+        }) => heap::sites(&run, &process, &from, &to).and_then(|sites| {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&sites)?);
+            } else {
+                println!("heap growth of {process}, {from} -> {to}, by function (cumulative):");
+                for s in sites.iter().take(15) {
+                    println!(
+                        "  {:>10.1} KiB {:>6.1}%  {}",
+                        s.bytes / 1024.0,
+                        s.percent,
+                        s.function
+                    );
+                }
+            }
+            Ok(true)
+        }),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

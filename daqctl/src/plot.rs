@@ -146,7 +146,7 @@ pub fn svg(samples: &BTreeMap<String, Vec<Sample>>, report: &SoakReport) -> Stri
     let mut out = format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}">
 <rect width="100%" height="100%" fill="white"/>
-<text x="10" y="20" font-size="15" font-family="sans-serif">run {} ({} , netmon {}): memory over time per process</text>
+<text x="10" y="20" font-size="15" font-family="sans-serif">run {} ({}, netmon {}): memory over time per process</text>
 "##,
         report.run,
         esc(&report.topology),

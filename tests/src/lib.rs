@@ -122,3 +122,21 @@ pub fn h5py_python() -> Option<String> {
 pub fn h5dump_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("h5dump_events.py")
 }
+
+/// Whether `jeprof` (Debian libjemalloc-dev) is on PATH for the heap-profile
+/// checks. In CI (`CI` set) it is required; elsewhere they are skipped without it.
+pub fn jeprof_available() -> bool {
+    let found = Command::new("jeprof")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found && std::env::var_os("CI").is_some() {
+        panic!("CI is set but jeprof (Debian libjemalloc-dev) is not installed");
+    }
+    if !found {
+        eprintln!("note: jeprof not found; heap-profile check skipped");
+    }
+    found
+}

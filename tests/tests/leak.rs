@@ -164,3 +164,54 @@ fn heap_compare_tells_a_leak_from_stale_allocations() {
     }
     assert_eq!(text.matches(" leak\n").count(), 2, "{text}");
 }
+
+#[test]
+fn heap_profile_names_the_legacy_deserializer_as_the_top_growing_site() {
+    if !daq_tests::jeprof_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = daqctl(&[
+        "demo",
+        "--events",
+        "20000",
+        "--throttle-us",
+        "0",
+        "--netmon-input",
+        "legacy",
+        "--no-disk-writing",
+        "--heap-profile",
+        "--run-dir",
+        dir.path().to_str().expect("utf-8"),
+    ])
+    .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("daqctl heap sites"), "{stdout}");
+    let root = latest_run(dir.path());
+    for boundary in ["before_start", "before_stop", "after_stop"] {
+        assert!(
+            root.join("heap")
+                .join(format!("aggregator-0.{boundary}.heap"))
+                .exists()
+        );
+    }
+    let out = daqctl(&[
+        "heap",
+        "sites",
+        root.to_str().expect("utf-8"),
+        "--process",
+        "aggregator-0",
+        "--json",
+    ])
+    .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sites: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let top = &sites[0];
+    assert_eq!(top["function"], "common::netmon::decode_legacy", "{sites}");
+    assert!(top["percent"].as_f64().expect("percent") > 80.0, "{sites}");
+}
