@@ -95,7 +95,18 @@ fn legacy_input_leaks_in_the_aggregators_and_nowhere_else() {
 fn fixed_input_is_stable_everywhere_and_so_is_the_2x2_system() {
     let dir = tempfile::tempdir().expect("tempdir");
     for topology in ["2x2x2", "2x2"] {
-        let (_, report) = soak(dir.path(), "fixed", topology);
+        let (root, report) = soak(dir.path(), "fixed", topology);
+        // What a run leaves behind in a fixed-mode process stays below the
+        // documented bound (one-time connection buffers and caches).
+        let summary = daq_tests::summary(&root).expect("summary");
+        for (name, p) in summary["processes"].as_object().expect("processes") {
+            let at = |b: &str| p["heap"][b]["allocated"].as_i64().expect("allocated");
+            let left = at("after_stop") - at("before_start");
+            assert!(
+                left.abs() < 1 << 20,
+                "{topology} {name}: {left} B left after the run"
+            );
+        }
         for (name, verdict) in verdicts(&report) {
             assert_eq!(
                 verdict, "stable",
