@@ -1,26 +1,35 @@
-//! The data path of an aggregator run: the `EventSink` service takes event
-//! streams from every eventbuilder and deserializes each event through
-//! NetMonInput (owned deserialization); a writer thread appends the events
-//! to the run's HDF5 files.
+//! The data path of an aggregator run.
 //!
-//! Backpressure: decoded batches reach the writer through a bounded queue;
-//! when the disk is slower than the network the receivers stop reading,
-//! which stalls the eventbuilders' streams. Nothing is dropped.
+//! ```text
+//! EventSink streams (one per eventbuilder): NetMonInput deserializes each
+//!   event (fixed: owned; legacy: the original leak, on purpose)
+//!   -> ingest task: copies the event's fragments into a buffer of the
+//!      aggregator's shared-memory store and publishes it
+//!   -> writer thread: takes events out of shared memory and appends them,
+//!      straight from the mapping, to the run's HDF5 files
+//! ```
+//!
+//! Backpressure: when every buffer is full the ingest task waits for the
+//! writer to free one; the receivers' queue fills and they stop reading,
+//! which stalls the eventbuilders' streams. Nothing is dropped; the wait is
+//! counted (`backpressure_wait_ms`).
 
 use crate::datafile::{
     Compression, EventView, FileAttributes, FragmentView, RunFiles, RunWriter, WriterOptions,
 };
 use common::config::{NetMonInput, SystemConfig};
+use common::fragment::split_packed;
 use common::netmon::{self, Event};
+use common::shm::{ShmReader, ShmStore, StoreSpec, segment_path};
 use common::sources::Sources;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -29,6 +38,8 @@ pub struct Counters {
     pub events_written: AtomicU64,
     pub bytes_written: AtomicU64,
     pub streams_rejected: AtomicU64,
+    pub oversize_events: AtomicU64,
+    pub backpressure_wait_ms: AtomicU64,
     pub data_files: Mutex<Vec<String>>,
 }
 
@@ -40,6 +51,8 @@ impl Counters {
             &self.events_written,
             &self.bytes_written,
             &self.streams_rejected,
+            &self.oversize_events,
+            &self.backpressure_wait_ms,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -57,6 +70,8 @@ impl Counters {
             events_written: l(&self.events_written),
             bytes_written: l(&self.bytes_written),
             streams_rejected: l(&self.streams_rejected),
+            oversize_fragments: l(&self.oversize_events),
+            backpressure_wait_ms: l(&self.backpressure_wait_ms),
             data_files: self
                 .data_files
                 .lock()
@@ -67,8 +82,9 @@ impl Counters {
     }
 }
 
-enum WriterInput {
+enum IngestInput {
     Events(Vec<Event>),
+    /// Everything received is in; drain, close the files, report.
     Finish(oneshot::Sender<Result<Option<RunFiles>, String>>),
 }
 
@@ -77,7 +93,7 @@ struct Ingress {
     /// Deserialization path: fixed, or legacy (leaks on purpose).
     decode: fn(bytes::Bytes) -> Result<Event, netmon::NetMonError>,
     sources: Sources,
-    tx: mpsc::Sender<WriterInput>,
+    tx: mpsc::Sender<IngestInput>,
 }
 
 /// State shared by run control and the `EventSink` service.
@@ -108,14 +124,24 @@ impl Shared {
     }
 }
 
+/// Wakes between the ingest task and the writer thread.
+#[derive(Default)]
+struct Signals {
+    published: Notify,
+    freed: Notify,
+    /// Set by the ingest task once everything received is published.
+    finishing: AtomicBool,
+}
+
 pub struct Run {
     ingress: Arc<Ingress>,
-    writer: JoinHandle<()>,
+    ingest: JoinHandle<()>,
     finish_timeout: Duration,
 }
 
 impl Run {
-    /// Opens the run's first data file (if writing) and starts receiving.
+    /// Creates the shared-memory store, opens the run's first data file (if
+    /// writing) and starts receiving.
     pub fn start(
         shared: &Arc<Shared>,
         run: u32,
@@ -146,7 +172,39 @@ impl Run {
         } else {
             None
         };
+        let a = &config.aggregator;
+        let store = ShmStore::create(
+            &segment_path(config.partition, &shared.process),
+            StoreSpec {
+                buffer_count: a.buffer_count,
+                buffer_bytes: a.buffer_bytes,
+            },
+        )
+        .map_err(|e| format!("shared-memory event store: {e}"))?;
+        if store.replaced_stale() {
+            warn!(process = %shared.process, path = %store.path().display(), "replaced a stale shared-memory segment left by a crashed process");
+        }
         shared.counters.reset();
+        let signals = Arc::new(Signals::default());
+        let (done_tx, done_rx) = oneshot::channel();
+        let w = WriterThread {
+            shared: shared.clone(),
+            reader: store.reader(),
+            signals: signals.clone(),
+            run,
+            writer,
+            delay: Duration::from_micros(a.write_delay_us),
+            rt: tokio::runtime::Handle::current(),
+        };
+        std::thread::Builder::new()
+            .name(format!("{}-writer", shared.process))
+            .spawn(move || {
+                // Timers and notifications of the runtime are used from here.
+                let _context = w.rt.clone();
+                let _entered = _context.enter();
+                let _ = done_tx.send(w.run());
+            })
+            .map_err(|e| format!("cannot start the writer thread: {e}"))?;
         let (tx, rx) = mpsc::channel(config.transfer.queue_batches);
         let ingress = Arc::new(Ingress {
             run,
@@ -157,19 +215,25 @@ impl Run {
             sources: Sources::new("eventbuilder", usize::from(config.topology.eventbuilders)),
             tx,
         });
-        let s = shared.clone();
-        let writer = tokio::task::spawn_blocking(move || write_loop(s, writer, rx));
+        let ingest = Ingest {
+            shared: shared.clone(),
+            store,
+            signals,
+            buffer_bytes: a.buffer_bytes as usize,
+        };
+        let ingest = tokio::spawn(ingest.run(rx, done_rx));
         shared.set_ingress(Some(ingress.clone()));
         info!(process = %shared.process, run, netmon_input = config.aggregator.netmon_input.as_str(), "run started");
         Ok(Self {
             ingress,
-            writer,
+            ingest,
             finish_timeout: Duration::from_millis(config.transfer.end_of_data_timeout_ms),
         })
     }
 
     /// Waits for every eventbuilder's end-of-data (or the idle timeout),
-    /// then closes the data files. Returns the problems found.
+    /// then drains shared memory and closes the data files. Returns the
+    /// problems found.
     pub async fn stop(self, shared: &Shared) -> Vec<String> {
         let mut problems = self.ingress.sources.wait_all(self.finish_timeout).await;
         shared.set_ingress(None);
@@ -177,11 +241,11 @@ impl Run {
         if self
             .ingress
             .tx
-            .send(WriterInput::Finish(ack))
+            .send(IngestInput::Finish(ack))
             .await
             .is_err()
         {
-            problems.push("writer ended before stop".into());
+            problems.push("ingest ended before stop".into());
         } else {
             match done.await {
                 Ok(Ok(Some(files))) => {
@@ -199,73 +263,187 @@ impl Run {
                 Err(_) => problems.push("writer ended during stop".into()),
             }
         }
-        if let Err(e) = self.writer.await {
-            problems.push(format!("writer failed: {e}"));
+        if let Err(e) = self.ingest.await {
+            problems.push(format!("ingest task failed: {e}"));
         }
         problems
     }
 }
 
-/// The writer thread: append every event, close the files at the end.
-fn write_loop(
+/// The ingest task: the single writer of the aggregator's store.
+struct Ingest {
     shared: Arc<Shared>,
-    mut writer: Option<RunWriter>,
-    mut rx: mpsc::Receiver<WriterInput>,
-) {
-    let mut failed: Option<String> = None;
-    while let Some(msg) = rx.blocking_recv() {
-        match msg {
-            WriterInput::Events(events) => {
-                let n = events.len() as u64;
-                if let (Some(w), None) = (writer.as_mut(), &failed) {
-                    let mut fragments: Vec<FragmentView<'_>> = Vec::new();
-                    for e in &events {
-                        fragments.clear();
-                        fragments.extend(e.fragments.iter().map(|f| FragmentView {
-                            fragment_id: f.fragment_id(),
-                            fragment_type: f.header().fragment_type,
-                            sequence_id: f.sequence_id(),
-                            timestamp: f.timestamp(),
-                            metadata: f.metadata(),
-                            payload: f.payload(),
-                        }));
-                        let view = EventView {
-                            run: e.aux.run,
-                            subrun: e.aux.subrun,
-                            event: e.aux.event,
-                            sequence_id: e.aux.sequence_id,
-                            timestamp: e.aux.timestamp,
-                            complete: e.aux.complete,
-                            fragments: &fragments,
-                        };
-                        if let Err(err) = w.append(&view) {
-                            warn!(process = %shared.process, error = %err, "data file write failed; events from here on are lost");
-                            failed = Some(format!("data file write failed: {err}"));
-                            break;
-                        }
-                    }
-                    if failed.is_none() {
-                        shared
-                            .counters
-                            .events_written
-                            .fetch_add(n, Ordering::Relaxed);
+    store: ShmStore,
+    signals: Arc<Signals>,
+    buffer_bytes: usize,
+}
+
+type Done = oneshot::Receiver<Result<Option<RunFiles>, String>>;
+
+impl Ingest {
+    async fn run(mut self, mut rx: mpsc::Receiver<IngestInput>, done: Done) {
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                IngestInput::Events(events) => {
+                    for e in events {
+                        self.place(e).await;
                     }
                 }
-            }
-            WriterInput::Finish(ack) => {
-                let result = match (writer.take(), failed.take()) {
-                    (_, Some(e)) => Err(e),
-                    (Some(w), None) => w
-                        .close()
-                        .map(Some)
-                        .map_err(|e| format!("closing data files failed: {e}")),
-                    (None, None) => Ok(None),
-                };
-                let _ = ack.send(result);
-                return;
+                IngestInput::Finish(ack) => {
+                    self.signals.finishing.store(true, Ordering::Release);
+                    self.signals.published.notify_one();
+                    let result = done
+                        .await
+                        .unwrap_or_else(|_| Err("writer thread ended without a result".into()));
+                    let _ = ack.send(result);
+                    // The store (and its segment) goes when this task ends.
+                    return;
+                }
             }
         }
     }
+
+    /// Copies one event into a free buffer, waiting for one if need be.
+    async fn place(&mut self, e: Event) {
+        let seq = e.aux.sequence_id;
+        if e.fragment_bytes() > self.buffer_bytes {
+            self.shared
+                .counters
+                .oversize_events
+                .fetch_add(1, Ordering::Relaxed);
+            error!(process = %self.shared.process, seq, bytes = e.fragment_bytes(), "event larger than a buffer rejected");
+            return;
+        }
+        let n = e.fragments.len() as u32;
+        let mut waited: Option<Instant> = None;
+        let idx = loop {
+            if let Some(idx) = self.store.claim(seq, n) {
+                break idx;
+            }
+            waited.get_or_insert_with(Instant::now);
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.signals.freed.notified())
+                .await;
+        };
+        if let Some(t) = waited {
+            self.shared
+                .counters
+                .backpressure_wait_ms
+                .fetch_add(t.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        for f in &e.fragments {
+            if let Err(err) = self.store.append(idx, f.bytes()) {
+                error!(process = %self.shared.process, seq, error = %err, "event copy into shared memory failed");
+                break;
+            }
+        }
+        if let Err(err) = self.store.publish(idx, e.aux.complete) {
+            error!(process = %self.shared.process, seq, error = %err, "event publish failed");
+        }
+        self.signals.published.notify_one();
+    }
+}
+
+/// The disk writer: a thread that takes events out of shared memory.
+struct WriterThread {
+    shared: Arc<Shared>,
+    reader: ShmReader,
+    signals: Arc<Signals>,
+    run: u32,
+    writer: Option<RunWriter>,
+    delay: Duration,
+    rt: tokio::runtime::Handle,
+}
+
+impl WriterThread {
+    fn run(mut self) -> Result<Option<RunFiles>, String> {
+        let mut failed: Option<String> = None;
+        let mut written = 0u64;
+        loop {
+            let Some(guard) = self.reader.take() else {
+                self.shared
+                    .counters
+                    .events_written
+                    .fetch_add(std::mem::take(&mut written), Ordering::Relaxed);
+                if self.signals.finishing.load(Ordering::Acquire) && self.reader.counts().full == 0
+                {
+                    break;
+                }
+                let _ = self.rt.block_on(tokio::time::timeout(
+                    Duration::from_millis(50),
+                    self.signals.published.notified(),
+                ));
+                continue;
+            };
+            if let (Some(w), None) = (self.writer.as_mut(), &failed) {
+                let r = append(
+                    w,
+                    self.run,
+                    guard.sequence_id(),
+                    guard.complete(),
+                    guard.data(),
+                );
+                match r {
+                    Ok(()) => written += 1,
+                    Err(e) => {
+                        error!(process = %self.shared.process, error = %e, "data file write failed; events from here on are lost");
+                        failed = Some(e);
+                    }
+                }
+            }
+            drop(guard);
+            self.signals.freed.notify_one();
+            if written >= 256 {
+                self.shared
+                    .counters
+                    .events_written
+                    .fetch_add(std::mem::take(&mut written), Ordering::Relaxed);
+            }
+            if !self.delay.is_zero() {
+                std::thread::sleep(self.delay);
+            }
+        }
+        match (self.writer.take(), failed) {
+            (_, Some(e)) => Err(e),
+            (Some(w), None) => w
+                .close()
+                .map(Some)
+                .map_err(|e| format!("closing data files failed: {e}")),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// Appends one event, straight from its shared-memory buffer.
+fn append(
+    w: &mut RunWriter,
+    run: u32,
+    seq: u64,
+    complete: bool,
+    data: &[u8],
+) -> Result<(), String> {
+    let mut fragments = Vec::with_capacity(4);
+    for f in split_packed(data) {
+        let f = f.map_err(|e| format!("event {seq}: corrupt buffer: {e}"))?;
+        fragments.push(FragmentView {
+            fragment_id: f.header.fragment_id,
+            fragment_type: f.header.fragment_type,
+            sequence_id: f.header.sequence_id,
+            timestamp: f.header.timestamp,
+            metadata: f.metadata(),
+            payload: f.payload(),
+        });
+    }
+    let view = EventView {
+        run,
+        subrun: 1,
+        event: seq,
+        sequence_id: seq,
+        timestamp: fragments.first().map_or(0, |f| f.timestamp),
+        complete,
+        fragments: &fragments,
+    };
+    w.append(&view)
+        .map_err(|e| format!("data file write failed: {e}"))
 }
 
 /// The `EventSink` gRPC service: one client stream per eventbuilder per run.
@@ -348,7 +526,7 @@ impl proto::event_sink_server::EventSink for EventSink {
             }
             let n = events.len() as u64;
             if n > 0 {
-                if ingress.tx.send(WriterInput::Events(events)).await.is_err() {
+                if ingress.tx.send(IngestInput::Events(events)).await.is_err() {
                     return Err(self.reject(
                         &ingress,
                         source,

@@ -41,6 +41,8 @@ pub struct SystemConfig {
     pub generator: GeneratorConfig,
     /// Batching, queueing and the end-of-data handshake on both hops.
     pub transfer: TransferConfig,
+    /// The eventbuilders' shared-memory event store.
+    pub eventbuilder: EventBuilderConfig,
     /// The aggregators' disk writer.
     pub aggregator: AggregatorConfig,
     /// Heap instrumentation of every process.
@@ -150,11 +152,57 @@ pub struct TransferConfig {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct EventBuilderConfig {
+    /// Buffers in the shared-memory event store; one event is assembled per buffer.
+    pub buffer_count: u32,
+    /// Bytes per buffer: room for every fragment of one event.
+    pub buffer_bytes: u64,
+    /// A buffer untouched this long is released downstream as incomplete.
+    pub stale_timeout_ms: u64,
+    /// Largest fragment accepted; larger ones are rejected and counted. 0 = buffer_bytes / boardreaders.
+    pub max_fragment_bytes: u64,
+}
+
+impl Default for EventBuilderConfig {
+    fn default() -> Self {
+        Self {
+            buffer_count: 256,
+            buffer_bytes: 64 * 1024,
+            stale_timeout_ms: 5_000,
+            max_fragment_bytes: 0,
+        }
+    }
+}
+
+impl SystemConfig {
+    /// The largest fragment an eventbuilder accepts.
+    pub fn max_fragment_bytes(&self) -> u64 {
+        match self.eventbuilder.max_fragment_bytes {
+            0 => self.eventbuilder.buffer_bytes / u64::from(self.topology.boardreaders.max(1)),
+            n => n,
+        }
+    }
+
+    /// Bytes of one ToySimulator fragment: header, one metadata word, an
+    /// 8-byte header and the samples, padded to whole words.
+    pub fn generator_fragment_bytes(&self) -> u64 {
+        32 + 8 + (8 + 2 * u64::from(self.generator.n_adc_counts)).div_ceil(8) * 8
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct AggregatorConfig {
     /// Write HDF5 data files; false receives and discards.
     pub write_data: bool,
     /// Event deserialization: "fixed" (default) or "legacy" (leaks on purpose).
     pub netmon_input: NetMonInput,
+    /// Buffers in the shared-memory store events are copied into before writing.
+    pub buffer_count: u32,
+    /// Bytes per buffer: room for one event's fragments.
+    pub buffer_bytes: u64,
+    /// Diagnostic: the disk writer sleeps this long per event (to exercise backpressure); 0 = off.
+    pub write_delay_us: u64,
     /// Deflate level for data files, 0 = uncompressed, 1-9.
     pub deflate_level: u8,
     /// Events buffered before one append to the file's datasets.
@@ -171,6 +219,7 @@ impl Default for SystemConfig {
             topology: Topology::default(),
             generator: GeneratorConfig::default(),
             transfer: TransferConfig::default(),
+            eventbuilder: EventBuilderConfig::default(),
             aggregator: AggregatorConfig::default(),
             heap: HeapConfig::default(),
         }
@@ -219,6 +268,9 @@ impl Default for AggregatorConfig {
         Self {
             write_data: true,
             netmon_input: NetMonInput::Fixed,
+            buffer_count: 256,
+            buffer_bytes: 64 * 1024,
+            write_delay_us: 0,
             deflate_level: 0,
             batch_events: 1_000,
             max_file_bytes: 1 << 30,
@@ -317,7 +369,44 @@ impl SystemConfig {
                 "must be at least 1",
             ));
         }
+        let e = &self.eventbuilder;
+        if e.buffer_count == 0 {
+            return Err(bad(
+                "eventbuilder.buffer_count",
+                e.buffer_count,
+                "must be at least 1",
+            ));
+        }
+        if e.stale_timeout_ms == 0 {
+            return Err(bad(
+                "eventbuilder.stale_timeout_ms",
+                e.stale_timeout_ms,
+                "must be at least 1",
+            ));
+        }
+        let event = self.generator_fragment_bytes() * u64::from(t.boardreaders);
+        if e.buffer_bytes < event {
+            return Err(bad(
+                "eventbuilder.buffer_bytes",
+                e.buffer_bytes,
+                "too small for one event of the generator's fragments",
+            ));
+        }
         let a = &self.aggregator;
+        if a.buffer_count == 0 {
+            return Err(bad(
+                "aggregator.buffer_count",
+                a.buffer_count,
+                "must be at least 1",
+            ));
+        }
+        if a.buffer_bytes < event {
+            return Err(bad(
+                "aggregator.buffer_bytes",
+                a.buffer_bytes,
+                "too small for one event of the generator's fragments",
+            ));
+        }
         if a.deflate_level > 9 {
             return Err(bad(
                 "aggregator.deflate_level",
@@ -395,6 +484,18 @@ mod tests {
                 "aggregator.deflate_level",
             ),
             ("host = \"localhost:5\"", "host"),
+            (
+                "[eventbuilder]\nbuffer_bytes = 100",
+                "eventbuilder.buffer_bytes",
+            ),
+            (
+                "[eventbuilder]\nbuffer_count = 0",
+                "eventbuilder.buffer_count",
+            ),
+            (
+                "[generator]\nn_adc_counts = 100000",
+                "eventbuilder.buffer_bytes",
+            ),
         ] {
             let err = SystemConfig::from_toml(text, "x").expect_err(text);
             assert!(err.to_string().contains(field), "{text}: {err}");

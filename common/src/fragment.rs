@@ -208,43 +208,103 @@ fn read_word(b: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
+/// Checks a whole binary fragment and returns its header.
+fn validate(bytes: &[u8]) -> Result<FragmentHeader, FragmentError> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(FragmentError::TooShort {
+            bytes: bytes.len(),
+            expected: HEADER_BYTES,
+        });
+    }
+    if !bytes.len().is_multiple_of(WORD_BYTES) {
+        return Err(FragmentError::NotWordAligned { bytes: bytes.len() });
+    }
+    let header = FragmentHeader::decode([
+        read_word(bytes, 0),
+        read_word(bytes, 1),
+        read_word(bytes, 2),
+        read_word(bytes, 3),
+    ]);
+    if header.version != HEADER_VERSION {
+        return Err(FragmentError::UnknownVersion {
+            version: header.version,
+        });
+    }
+    let buffer_words = bytes.len() / WORD_BYTES;
+    if header.word_count as usize != buffer_words {
+        return Err(FragmentError::WordCountMismatch {
+            word_count: header.word_count,
+            buffer_words,
+        });
+    }
+    if HEADER_WORDS + header.metadata_word_count as usize > buffer_words {
+        return Err(FragmentError::MetadataTooLong {
+            metadata_words: header.metadata_word_count,
+            word_count: header.word_count,
+        });
+    }
+    Ok(header)
+}
+
+/// A validated fragment borrowed from a buffer (e.g. shared memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragmentRef<'a> {
+    pub header: FragmentHeader,
+    pub bytes: &'a [u8],
+}
+
+impl<'a> FragmentRef<'a> {
+    /// Validates like [`Fragment::parse`], without taking ownership.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, FragmentError> {
+        Ok(Self {
+            header: validate(bytes)?,
+            bytes,
+        })
+    }
+
+    pub fn metadata(&self) -> &'a [u8] {
+        let end = HEADER_BYTES + self.header.metadata_word_count as usize * WORD_BYTES;
+        &self.bytes[HEADER_BYTES..end]
+    }
+
+    pub fn payload(&self) -> &'a [u8] {
+        let start = HEADER_BYTES + self.header.metadata_word_count as usize * WORD_BYTES;
+        &self.bytes[start..]
+    }
+}
+
+/// Splits fragments packed back to back (each length from its word_count).
+pub fn split_packed(
+    mut buf: &[u8],
+) -> impl Iterator<Item = Result<FragmentRef<'_>, FragmentError>> {
+    std::iter::from_fn(move || {
+        if buf.is_empty() {
+            return None;
+        }
+        let len = match Fragment::peek_len(buf) {
+            Some(l) if l >= HEADER_BYTES && l <= buf.len() => l,
+            _ => {
+                let err = FragmentError::TooShort {
+                    bytes: buf.len(),
+                    expected: Fragment::peek_len(buf)
+                        .unwrap_or(HEADER_BYTES)
+                        .max(HEADER_BYTES),
+                };
+                buf = &[];
+                return Some(Err(err));
+            }
+        };
+        let (head, rest) = buf.split_at(len);
+        buf = rest;
+        Some(FragmentRef::parse(head))
+    })
+}
+
 impl Fragment {
     /// Validates a binary fragment: length, word alignment, header version,
     /// `word_count` against the buffer and the metadata size.
     pub fn parse(bytes: Bytes) -> Result<Self, FragmentError> {
-        if bytes.len() < HEADER_BYTES {
-            return Err(FragmentError::TooShort {
-                bytes: bytes.len(),
-                expected: HEADER_BYTES,
-            });
-        }
-        if !bytes.len().is_multiple_of(WORD_BYTES) {
-            return Err(FragmentError::NotWordAligned { bytes: bytes.len() });
-        }
-        let header = FragmentHeader::decode([
-            read_word(&bytes, 0),
-            read_word(&bytes, 1),
-            read_word(&bytes, 2),
-            read_word(&bytes, 3),
-        ]);
-        if header.version != HEADER_VERSION {
-            return Err(FragmentError::UnknownVersion {
-                version: header.version,
-            });
-        }
-        let buffer_words = bytes.len() / WORD_BYTES;
-        if header.word_count as usize != buffer_words {
-            return Err(FragmentError::WordCountMismatch {
-                word_count: header.word_count,
-                buffer_words,
-            });
-        }
-        if HEADER_WORDS + header.metadata_word_count as usize > buffer_words {
-            return Err(FragmentError::MetadataTooLong {
-                metadata_words: header.metadata_word_count,
-                word_count: header.word_count,
-            });
-        }
+        let header = validate(&bytes)?;
         Ok(Self { header, bytes })
     }
 
@@ -495,6 +555,42 @@ mod tests {
         let g = Fragment::parse(f.bytes().clone()).expect("parses");
         assert_eq!(g, f);
         assert_eq!(Fragment::peek_len(f.bytes()), Some(48));
+    }
+
+    #[test]
+    fn packed_fragments_split_back_and_truncation_is_an_error() {
+        let a = Fragment::build(
+            FragmentSpec {
+                fragment_type: FragmentType::User(1),
+                sequence_id: 5,
+                fragment_id: 0,
+                timestamp: 1,
+            },
+            &[9; 8],
+            &[1, 2, 3],
+        )
+        .expect("valid");
+        let b = Fragment::end_of_data(1, 5, 3).expect("valid");
+        let mut packed = a.bytes().to_vec();
+        packed.extend_from_slice(b.bytes());
+        let got: Vec<_> = split_packed(&packed)
+            .collect::<Result<_, _>>()
+            .expect("splits");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].header, *a.header());
+        assert_eq!(got[0].metadata(), a.metadata());
+        assert_eq!(got[1].payload(), b.payload());
+        let cut = &packed[..packed.len() - 8];
+        let r: Vec<_> = split_packed(cut).collect();
+        assert_eq!(r.len(), 2);
+        assert!(r[0].is_ok());
+        assert_eq!(
+            r[1],
+            Err(FragmentError::TooShort {
+                bytes: 32,
+                expected: 40
+            })
+        );
     }
 
     #[test]

@@ -130,6 +130,16 @@ fn proc_status() -> (u64, u64) {
     (kb("RssAnon:"), kb("VmRSS:"))
 }
 
+/// Bytes allocated and freed by the calling thread since it started
+/// (jemalloc `thread.allocated` / `thread.deallocated`): unlike the global
+/// stats, unaffected by other threads.
+pub fn thread_allocation_totals() -> (u64, u64) {
+    use tikv_jemalloc_ctl::thread;
+    let a = thread::allocatedp::read().map(|p| p.get()).unwrap_or(0);
+    let d = thread::deallocatedp::read().map(|p| p.get()).unwrap_or(0);
+    (a, d)
+}
+
 /// Whether jemalloc profiling is on (`_RJEM_MALLOC_CONF=prof:true`).
 pub fn profiling_enabled() -> bool {
     tikv_jemalloc_ctl::profiling::prof::read().unwrap_or(false)
@@ -167,18 +177,36 @@ mod tests {
 
     #[test]
     fn snapshot_sees_a_large_allocation_and_its_release() {
+        // Other tests of this binary allocate tens of MB at the same time:
+        // 512 MiB stands well clear of them.
+        const BIG: u64 = 512 << 20;
         let before = snapshot();
         assert!(before.allocated > 0 && before.vm_rss > 0 && before.rss_anon > 0);
-        let block = vec![1u8; 64 << 20];
+        let block = vec![1u8; BIG as usize];
         let during = snapshot();
         assert!(
-            during.allocated >= before.allocated + (64 << 20) - (1 << 20),
+            during.allocated >= before.allocated + BIG - (128 << 20),
             "{before:?} {during:?}"
         );
+        assert!(during.rss_anon >= BIG - (128 << 20), "{during:?}");
         assert!(during.live_allocations >= 1);
         drop(block);
         let after = snapshot();
-        assert!(after.allocated + (60 << 20) < during.allocated, "{after:?}");
+        assert!(
+            after.allocated + BIG - (128 << 20) < during.allocated,
+            "{after:?}"
+        );
+    }
+
+    #[test]
+    fn thread_totals_count_this_threads_allocations_only() {
+        let (a0, d0) = thread_allocation_totals();
+        let v = vec![0u8; 1 << 20];
+        let (a1, _) = thread_allocation_totals();
+        drop(v);
+        let (_, d1) = thread_allocation_totals();
+        assert!(a1 - a0 >= 1 << 20);
+        assert!(d1 - d0 >= 1 << 20);
     }
 
     #[test]

@@ -10,5 +10,6 @@ pub mod netmon;
 pub mod process;
 pub mod record;
 pub mod sampler;
+pub mod shm;
 pub mod sources;
 pub mod state;

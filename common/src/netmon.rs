@@ -371,11 +371,13 @@ mod tests {
             for _ in 0..100 {
                 drop(f(b.clone()));
             }
-            let before = crate::heap::snapshot().allocated;
+            // Per-thread totals: other tests' allocations do not count.
+            let (a0, d0) = crate::heap::thread_allocation_totals();
             for _ in 0..20_000 {
                 drop(f(b.clone()));
             }
-            crate::heap::snapshot().allocated as i64 - before as i64
+            let (a1, d1) = crate::heap::thread_allocation_totals();
+            (a1 - a0) as i64 - (d1 - d0) as i64
         };
         let fixed = growth(decode);
         let legacy = growth(decode_legacy);

@@ -32,6 +32,12 @@ pub struct Counters {
     pub streams_rejected: u64,
     pub dropped: u64,
     pub last_sequence_id: u64,
+    #[serde(default)]
+    pub late_fragments: u64,
+    #[serde(default)]
+    pub oversize_fragments: u64,
+    #[serde(default)]
+    pub backpressure_wait_ms: u64,
     pub data_files: Vec<String>,
 }
 
@@ -52,6 +58,9 @@ impl From<proto::Counters> for Counters {
             streams_rejected: c.streams_rejected,
             dropped: c.dropped,
             last_sequence_id: c.last_sequence_id,
+            late_fragments: c.late_fragments,
+            oversize_fragments: c.oversize_fragments,
+            backpressure_wait_ms: c.backpressure_wait_ms,
             data_files: c.data_files,
         }
     }

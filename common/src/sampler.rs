@@ -61,13 +61,20 @@ impl Sampler {
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             let started = Instant::now();
-            let mut tick = tokio::time::interval(interval);
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The first row at once, then one per interval, the last at stop.
+            let mut first = true;
             loop {
-                let last = tokio::select! {
-                    biased;
-                    _ = tick.tick() => false,
-                    _ = stopped.wait_for(|s| *s) => true,
+                let last = if std::mem::take(&mut first) {
+                    false
+                } else {
+                    tokio::select! {
+                        biased;
+                        _ = stopped.wait_for(|s| *s) => true,
+                        _ = tick.tick() => false,
+                    }
                 };
                 let line = row(started.elapsed(), events(), &heap::snapshot());
                 if let Err(e) = file.write_all(line.as_bytes()) {
@@ -176,7 +183,7 @@ mod tests {
         .expect("starts");
         s.stop().await;
         let rows = read_csv(&path).expect("reads");
-        // The first tick fires at once; stop writes the last row.
+        // The first row is written at once; stop writes the last.
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].events, rows[1].events), (5, 10));
         assert!(rows[1].snapshot.allocated > 0);

@@ -79,6 +79,10 @@ struct SystemArgs {
     /// Directory of run records.
     #[arg(long, default_value = "runs")]
     run_dir: PathBuf,
+    /// Partition number: systems with different partitions share a host
+    /// without sharing shared-memory segments.
+    #[arg(long)]
+    partition: Option<u32>,
     /// Processes: NxMxK (boardreaders x eventbuilders x aggregators); NxM means K = 0 (eventbuilders discard built events).
     #[arg(long, value_parser = parse_topology)]
     topology: Option<Topology>,
@@ -163,6 +167,9 @@ fn resolve(a: &SystemArgs, soak_defaults: bool) -> Result<SystemConfig> {
             c
         }
     };
+    if let Some(p) = a.partition {
+        c.partition = p;
+    }
     if let Some(t) = a.topology {
         c.topology = t;
     }

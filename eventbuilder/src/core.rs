@@ -1,28 +1,37 @@
-//! The data path of an eventbuilder run: the `FragmentSink` service takes
-//! fragment streams from every boardreader, the builder task assembles
-//! events in the [`EventStore`](crate::store::EventStore), serializes each
-//! built event (NetMonOutput) and streams it to aggregator
-//! `(sequence_id / n_eventbuilders) % n_aggregators`, which spreads each
-//! eventbuilder's consecutive events over all aggregators.
+//! The data path of an eventbuilder run.
 //!
-//! Backpressure: fragment streams feed the builder through a bounded queue;
-//! event batches leave through one bounded queue per aggregator. A full
-//! queue blocks the stage before it (nothing is dropped), down to the
-//! boardreaders' gRPC streams.
+//! ```text
+//! FragmentSink streams (one per boardreader)
+//!   -> builder task: each fragment written into the shared-memory buffer of
+//!      its sequence id (crate::assembly); complete events published,
+//!      stale ones released incomplete
+//!   -> sender task: takes published events out of shared memory,
+//!      serializes them (NetMonOutput) and streams each to aggregator
+//!      (sequence_id / n_eventbuilders) % n_aggregators
+//! ```
+//!
+//! Backpressure, per boardreader: each source may have `queue_batches`
+//! batches in the builder at once (a semaphore permit per batch). When no
+//! buffer is free for a new event, the builder parks that source's batch and
+//! goes on with the others, whose fragments complete the open events; the
+//! parked source's stream stalls until the sender frees a buffer. Nothing
+//! is dropped; the time spent waiting is counted (`backpressure_wait_ms`).
 
-use crate::store::{Assembled, EventStore, Insert, MemoryStore};
+use crate::assembly::{Assembly, Placed, Released};
 use common::config::SystemConfig;
 use common::fragment::{Fragment, FragmentType};
 use common::netmon::{self, Event, EventAux, History, HistoryEntry};
+use common::shm::{ShmReader, ShmStore, StoreSpec, segment_path};
 use common::sources::Sources;
 use proto::event_sink_client::EventSinkClient;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Counters of the current run, updated once per batch.
 #[derive(Debug, Default)]
@@ -36,11 +45,14 @@ pub struct Counters {
     pub events_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub dropped: AtomicU64,
+    pub late_fragments: AtomicU64,
+    pub oversize_fragments: AtomicU64,
+    pub backpressure_wait_ms: AtomicU64,
 }
 
 impl Counters {
-    fn reset(&self) {
-        for c in [
+    fn all(&self) -> [&AtomicU64; 12] {
+        [
             &self.fragments_received,
             &self.bytes_received,
             &self.fragments_rejected,
@@ -50,7 +62,14 @@ impl Counters {
             &self.events_sent,
             &self.bytes_sent,
             &self.dropped,
-        ] {
+            &self.late_fragments,
+            &self.oversize_fragments,
+            &self.backpressure_wait_ms,
+        ]
+    }
+
+    fn reset(&self) {
+        for c in self.all() {
             c.store(0, Ordering::Relaxed);
         }
     }
@@ -67,6 +86,9 @@ impl Counters {
             events_sent: l(&self.events_sent),
             bytes_sent: l(&self.bytes_sent),
             dropped: l(&self.dropped),
+            late_fragments: l(&self.late_fragments),
+            oversize_fragments: l(&self.oversize_fragments),
+            backpressure_wait_ms: l(&self.backpressure_wait_ms),
             ..Default::default()
         }
     }
@@ -74,7 +96,13 @@ impl Counters {
 
 /// What the builder task takes from the receivers and from stop.
 enum BuilderInput {
-    Fragments(Vec<Fragment>),
+    Fragments {
+        source: usize,
+        fragments: Vec<Fragment>,
+        /// Held until the batch is in shared memory: bounds each source's
+        /// batches in the builder.
+        permit: OwnedSemaphorePermit,
+    },
     /// Release what is left, end the aggregator streams, report problems.
     Finish(oneshot::Sender<Vec<String>>),
 }
@@ -83,6 +111,7 @@ enum BuilderInput {
 struct Ingress {
     run: u32,
     sources: Sources,
+    permits: Vec<Arc<Semaphore>>,
     tx: mpsc::Sender<BuilderInput>,
 }
 
@@ -131,6 +160,15 @@ pub enum RunError {
     },
     #[error("init gave {got} destinations for {expected} aggregators")]
     Destinations { got: usize, expected: usize },
+    #[error("shared-memory event store: {0}")]
+    Store(#[from] common::shm::ShmError),
+}
+
+/// Wakes between the two tasks: the builder published, the sender freed.
+#[derive(Default)]
+struct Signals {
+    published: Notify,
+    freed: Notify,
 }
 
 impl Run {
@@ -175,31 +213,64 @@ impl Run {
                 sent: 0,
             });
         }
+        let e = &config.eventbuilder;
+        let store = ShmStore::create(
+            &segment_path(config.partition, &shared.process),
+            StoreSpec {
+                buffer_count: e.buffer_count,
+                buffer_bytes: e.buffer_bytes,
+            },
+        )?;
+        if store.replaced_stale() {
+            warn!(process = %shared.process, path = %store.path().display(), "replaced a stale shared-memory segment left by a crashed process");
+        }
+        let reader = store.reader();
         shared.counters.reset();
         let n_br = usize::from(config.topology.boardreaders);
-        // Room for a few batches from every boardreader before they block.
-        let (tx, rx) = mpsc::channel(config.transfer.queue_batches * n_br.max(1));
+        let q = config.transfer.queue_batches;
+        let (tx, rx) = mpsc::channel(q * n_br.max(1) + 1);
         let ingress = Arc::new(Ingress {
             run,
             sources: Sources::new("boardreader", n_br),
+            permits: (0..n_br).map(|_| Arc::new(Semaphore::new(q))).collect(),
             tx,
         });
-        let builder = Builder {
+        let signals = Arc::new(Signals::default());
+        let (finish_tx, finish_rx) = oneshot::channel();
+        let sender = Sender {
             shared: shared.clone(),
+            reader,
+            signals: signals.clone(),
             process: shared.process.clone(),
             release: concat!("daq ", env!("CARGO_PKG_VERSION")).to_string(),
             parameter_set_id: parameter_set_id(&config.to_toml()),
             rank,
             run,
             n_eb: u64::from(config.topology.eventbuilders),
-            store: Box::new(MemoryStore::new(n_br)),
+            expected: n_br as u16,
             outputs,
             batch_max_items: config.transfer.batch_max_items,
             batch_max_delay: Duration::from_millis(config.transfer.batch_max_delay_ms),
         };
+        let sender = tokio::spawn(sender.run(finish_rx));
+        let builder = Builder {
+            shared: shared.clone(),
+            assembly: Assembly::new(store, n_br as u32, config.max_fragment_bytes()),
+            signals,
+            parked: (0..n_br).map(|_| VecDeque::new()).collect(),
+            stale_timeout: Duration::from_millis(e.stale_timeout_ms),
+            sender: Some((sender, finish_tx)),
+        };
         let builder = tokio::spawn(builder.run(rx));
         shared.set_ingress(Some(ingress.clone()));
-        info!(rank, run, aggregators = n_ag, "run started");
+        info!(
+            rank,
+            run,
+            aggregators = n_ag,
+            buffers = e.buffer_count,
+            buffer_bytes = e.buffer_bytes,
+            "run started"
+        );
         Ok(Self {
             builder,
             finish_timeout: Duration::from_millis(config.transfer.end_of_data_timeout_ms),
@@ -236,6 +307,176 @@ impl Run {
     }
 }
 
+/// A batch of one source waiting for room in shared memory.
+struct Parked {
+    fragments: Vec<Fragment>,
+    next: usize,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Per-batch tallies, added to the counters once per batch.
+#[derive(Default)]
+struct Tally {
+    built: u64,
+    duplicate: u64,
+    late: u64,
+    oversize: u64,
+}
+
+struct Builder {
+    shared: Arc<Shared>,
+    assembly: Assembly,
+    signals: Arc<Signals>,
+    parked: Vec<VecDeque<Parked>>,
+    stale_timeout: Duration,
+    sender: Option<(JoinHandle<Vec<String>>, oneshot::Sender<()>)>,
+}
+
+impl Builder {
+    /// Places parked fragments in order, per source; returns true when some
+    /// source is blocked for want of a free buffer.
+    fn place_parked(&mut self) -> bool {
+        let mut tally = Tally::default();
+        let mut blocked = false;
+        for queue in &mut self.parked {
+            'source: while let Some(batch) = queue.front_mut() {
+                while batch.next < batch.fragments.len() {
+                    match self.assembly.place(&batch.fragments[batch.next]) {
+                        Placed::NoBuffer => {
+                            blocked = true;
+                            break 'source;
+                        }
+                        Placed::Pending => {}
+                        Placed::Complete => tally.built += 1,
+                        Placed::Duplicate => tally.duplicate += 1,
+                        Placed::Late => tally.late += 1,
+                        Placed::Oversize => tally.oversize += 1,
+                    }
+                    batch.next += 1;
+                }
+                queue.pop_front();
+            }
+        }
+        let c = &self.shared.counters;
+        c.events_built.fetch_add(tally.built, Ordering::Relaxed);
+        c.dropped.fetch_add(tally.duplicate, Ordering::Relaxed);
+        c.late_fragments.fetch_add(tally.late, Ordering::Relaxed);
+        c.oversize_fragments
+            .fetch_add(tally.oversize, Ordering::Relaxed);
+        if tally.built > 0 {
+            self.signals.published.notify_one();
+        }
+        let process = &self.shared.process;
+        if tally.duplicate > 0 {
+            warn!(%process, fragments = tally.duplicate, "duplicate fragments dropped");
+        }
+        if tally.late > 0 {
+            error!(%process, fragments = tally.late, "late fragments for released events dropped");
+        }
+        if tally.oversize > 0 {
+            error!(%process, fragments = tally.oversize, "over-size fragments rejected");
+        }
+        blocked
+    }
+
+    fn released_incomplete(&self, released: Vec<Released>, why: &str) {
+        if released.is_empty() {
+            return;
+        }
+        let n = released.len() as u64;
+        self.shared
+            .counters
+            .events_incomplete
+            .fetch_add(n, Ordering::Relaxed);
+        for r in released.iter().take(10) {
+            warn!(process = %self.shared.process, seq = r.sequence_id, missing = ?r.missing, why, "event released incomplete");
+        }
+        if n > 10 {
+            warn!(process = %self.shared.process, events = n, why, "events released incomplete");
+        }
+        self.signals.published.notify_one();
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<BuilderInput>) {
+        let mut tick = tokio::time::interval(
+            (self.stale_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(250)),
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut blocked_since: Option<Instant> = None;
+        loop {
+            let blocked = self.place_parked();
+            match (blocked, blocked_since) {
+                (true, None) => blocked_since = Some(Instant::now()),
+                (false, Some(t)) => {
+                    self.add_wait(t);
+                    blocked_since = None;
+                }
+                _ => {}
+            }
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(BuilderInput::Fragments { source, fragments, permit }) => {
+                        if let Some(q) = self.parked.get_mut(source) {
+                            q.push_back(Parked { fragments, next: 0, _permit: permit });
+                        }
+                    }
+                    Some(BuilderInput::Finish(ack)) => {
+                        if let Some(t) = blocked_since {
+                            self.add_wait(t);
+                        }
+                        let problems = self.finish().await;
+                        let _ = ack.send(problems);
+                        return;
+                    }
+                    None => return,
+                },
+                _ = self.signals.freed.notified(), if blocked => {}
+                _ = tick.tick() => {
+                    let stale = self.assembly.release_stale(self.stale_timeout);
+                    self.released_incomplete(stale, "stale");
+                }
+            }
+        }
+    }
+
+    fn add_wait(&self, since: Instant) {
+        self.shared
+            .counters
+            .backpressure_wait_ms
+            .fetch_add(since.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// End of run: place what is parked (making room by releasing the oldest
+    /// open events if nothing frees), release every open event incomplete,
+    /// then let the sender drain and end its streams.
+    async fn finish(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        while self.place_parked() {
+            let freed =
+                tokio::time::timeout(Duration::from_millis(200), self.signals.freed.notified())
+                    .await;
+            if freed.is_err() {
+                let oldest: Vec<Released> = self.assembly.release_oldest().into_iter().collect();
+                self.released_incomplete(oldest, "stop: no free buffer");
+            }
+        }
+        let left = self.assembly.release_all();
+        if !left.is_empty() {
+            problems.push(format!("{} incomplete events released at stop", left.len()));
+        }
+        self.released_incomplete(left, "stop");
+        if let Some((sender, finish)) = self.sender.take() {
+            let _ = finish.send(());
+            self.signals.published.notify_one();
+            match sender.await {
+                Ok(p) => problems.extend(p),
+                Err(e) => problems.push(format!("sender task failed: {e}")),
+            }
+        }
+        problems
+    }
+}
+
 struct Output {
     tx: Option<mpsc::Sender<proto::EventBatch>>,
     stream: Option<JoinHandle<Result<proto::TransferSummary, Status>>>,
@@ -245,15 +486,19 @@ struct Output {
     sent: u64,
 }
 
-struct Builder {
+/// The sender task: published events out of shared memory, serialized, to
+/// the aggregators.
+struct Sender {
     shared: Arc<Shared>,
+    reader: ShmReader,
+    signals: Arc<Signals>,
     process: String,
     release: String,
     parameter_set_id: String,
     rank: u16,
     run: u32,
     n_eb: u64,
-    store: Box<dyn EventStore>,
+    expected: u16,
     outputs: Vec<Output>,
     batch_max_items: usize,
     batch_max_delay: Duration,
@@ -278,25 +523,25 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-impl Builder {
-    async fn run(mut self, mut rx: mpsc::Receiver<BuilderInput>) {
+impl Sender {
+    async fn run(mut self, mut finish: oneshot::Receiver<()>) -> Vec<String> {
         let mut tick = tokio::time::interval(self.batch_max_delay.max(Duration::from_millis(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut finishing = false;
         loop {
+            if let Err(e) = self.drain().await {
+                warn!(process = %self.process, error = %e, "event output failed");
+            }
+            if finishing {
+                return self.finish().await;
+            }
             tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(BuilderInput::Fragments(v)) => {
-                        if let Err(e) = self.insert(v).await {
-                            warn!(process = %self.process, error = %e, "event output failed");
-                        }
-                    }
-                    Some(BuilderInput::Finish(ack)) => {
-                        let problems = self.finish().await;
-                        let _ = ack.send(problems);
-                        return;
-                    }
-                    None => return,
-                },
+                _ = self.signals.published.notified() => {}
+                r = &mut finish, if !finishing => {
+                    // The builder has published everything: one more drain, then end.
+                    let _ = r;
+                    finishing = true;
+                }
                 _ = tick.tick() => {
                     for d in 0..self.outputs.len() {
                         let due = !self.outputs[d].pending.is_empty()
@@ -310,45 +555,52 @@ impl Builder {
         }
     }
 
-    async fn insert(&mut self, fragments: Vec<Fragment>) -> Result<(), String> {
-        let mut dropped = 0;
-        for f in fragments {
-            match self.store.insert(f) {
-                Insert::Pending => {}
-                Insert::Duplicate => dropped += 1,
-                Insert::Complete(a) => {
-                    self.shared
-                        .counters
-                        .events_built
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.emit(a).await?;
-                }
-            }
+    /// Takes every published event out of shared memory and queues it.
+    async fn drain(&mut self) -> Result<(), String> {
+        loop {
+            let Some(event) = self.take_one() else {
+                return Ok(());
+            };
+            self.signals.freed.notify_one();
+            let event = event?;
+            self.emit(event).await?;
         }
-        if dropped > 0 {
-            self.shared
-                .counters
-                .dropped
-                .fetch_add(dropped, Ordering::Relaxed);
-            warn!(process = %self.process, dropped, "duplicate fragments dropped");
-        }
-        Ok(())
     }
 
-    /// Serializes an event and queues it for its aggregator.
-    async fn emit(&mut self, a: Assembled) -> Result<(), String> {
-        if self.outputs.is_empty() {
-            return Ok(()); // No aggregators: built events are discarded.
+    /// One published event, copied out of shared memory (its buffer is
+    /// released before the copy is sent on).
+    fn take_one(&self) -> Option<Result<Event, String>> {
+        let guard = self.reader.take()?;
+        let seq = guard.sequence_id();
+        let complete = guard.complete();
+        let data = bytes::Bytes::copy_from_slice(guard.data());
+        drop(guard);
+        Some(self.event(seq, complete, data))
+    }
+
+    fn event(&self, seq: u64, complete: bool, mut data: bytes::Bytes) -> Result<Event, String> {
+        let mut fragments = Vec::with_capacity(usize::from(self.expected));
+        while !data.is_empty() {
+            let len = Fragment::peek_len(&data).unwrap_or(0);
+            if len == 0 || len > data.len() {
+                return Err(format!("event {seq}: corrupt buffer in shared memory"));
+            }
+            let f = Fragment::parse(data.split_to(len)).map_err(|e| format!("event {seq}: {e}"))?;
+            fragments.push(f);
         }
-        let timestamp = a.fragments.first().map(Fragment::timestamp).unwrap_or(0);
-        let event = Event {
+        fragments.sort_by_key(Fragment::fragment_id);
+        let missing = (0..self.expected)
+            .filter(|id| !fragments.iter().any(|f| f.fragment_id() == *id))
+            .collect();
+        let timestamp = fragments.first().map(Fragment::timestamp).unwrap_or(0);
+        Ok(Event {
             aux: EventAux {
                 run: self.run,
                 subrun: 1,
-                event: a.sequence_id,
-                sequence_id: a.sequence_id,
+                event: seq,
+                sequence_id: seq,
                 timestamp,
-                complete: a.is_complete(),
+                complete,
             },
             history: History {
                 entries: vec![HistoryEntry {
@@ -358,11 +610,19 @@ impl Builder {
                     time_ns: now_ns(),
                 }],
             },
-            missing: a.missing,
-            fragments: a.fragments,
-        };
+            missing,
+            fragments,
+        })
+    }
+
+    /// Serializes an event and queues it for its aggregator.
+    async fn emit(&mut self, event: Event) -> Result<(), String> {
+        if self.outputs.is_empty() {
+            return Ok(()); // No aggregators: built events are discarded.
+        }
+        let seq = event.aux.sequence_id;
         let bytes = netmon::encode(&event).map_err(|e| e.to_string())?;
-        let d = ((a.sequence_id / self.n_eb) % self.outputs.len() as u64) as usize;
+        let d = ((seq / self.n_eb) % self.outputs.len() as u64) as usize;
         let out = &mut self.outputs[d];
         if out.pending.is_empty() {
             out.since = Instant::now();
@@ -403,26 +663,10 @@ impl Builder {
         Ok(())
     }
 
-    /// End of run: release partial events as incomplete, flush, send
-    /// end-of-data with the count to every aggregator, check the replies.
+    /// End of run: flush, send end-of-data with the count to every
+    /// aggregator, check the replies.
     async fn finish(&mut self) -> Vec<String> {
         let mut problems = Vec::new();
-        let leftovers = self.store.drain_incomplete();
-        if !leftovers.is_empty() {
-            let n = leftovers.len() as u64;
-            warn!(process = %self.process, events = n, "incomplete events released at stop");
-            self.shared
-                .counters
-                .events_incomplete
-                .fetch_add(n, Ordering::Relaxed);
-            problems.push(format!("{n} incomplete events released at stop"));
-            for a in leftovers {
-                if let Err(e) = self.emit(a).await {
-                    problems.push(e);
-                    break;
-                }
-            }
-        }
         for d in 0..self.outputs.len() {
             if let Err(e) = self.flush(d).await {
                 problems.push(e);
@@ -457,7 +701,7 @@ impl Builder {
                 Err(e) => problems.push(format!("aggregator-{d}: stream task failed: {e}")),
             }
         }
-        info!(process = %self.process, run = self.run, sent = ?self.outputs.iter().map(|o| o.sent).collect::<Vec<_>>(), "builder finished");
+        info!(process = %self.process, run = self.run, sent = ?self.outputs.iter().map(|o| o.sent).collect::<Vec<_>>(), "sender finished");
         problems
     }
 }
@@ -579,9 +823,22 @@ impl proto::fragment_sink_server::FragmentSink for FragmentSink {
             if n == 0 {
                 continue;
             }
+            // One permit per batch in the builder: a source whose events
+            // cannot be placed stalls here, the others go on.
+            let Ok(permit) = ingress.permits[src].clone().acquire_owned().await else {
+                return Err(self.reject(
+                    &ingress,
+                    source,
+                    "run ended while fragments were arriving".into(),
+                ));
+            };
             if ingress
                 .tx
-                .send(BuilderInput::Fragments(fragments))
+                .send(BuilderInput::Fragments {
+                    source: src,
+                    fragments,
+                    permit,
+                })
                 .await
                 .is_err()
             {

@@ -2,8 +2,8 @@
 //! events and ships them, serialized, to the aggregators. Run control (this
 //! file) is kept apart from the data path (`core`) and assembly (`store`).
 
+pub mod assembly;
 pub mod core;
-pub mod store;
 
 use common::control::{App, AppError, Control, InitArgs, StopArgs};
 use std::path::PathBuf;

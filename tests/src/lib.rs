@@ -49,10 +49,25 @@ fn build() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// A partition number no other system of this test run uses, so that tests
+/// running side by side never share a shared-memory segment.
+pub fn unique_partition() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    1000 + (std::process::id() % 100_000) * 100 + n
+}
+
 /// Runs `daqctl` with `args`, returning its output (stdout, stderr, status).
+/// `demo` and `soak` get a `--partition` of their own unless one is given.
 pub fn daqctl(args: &[&str]) -> Result<Output> {
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    if matches!(args.first().map(String::as_str), Some("demo" | "soak"))
+        && !args.iter().any(|a| a.starts_with("--partition"))
+    {
+        args.push(format!("--partition={}", unique_partition()));
+    }
     let out = Command::new(bin_dir().join("daqctl"))
-        .args(args)
+        .args(&args)
         .stdin(Stdio::null())
         .output()
         .context("running daqctl")?;

@@ -1,0 +1,274 @@
+//! Event assembly in shared memory: each fragment is written straight into
+//! the buffer of its sequence id in the eventbuilder's
+//! [`ShmStore`](common::shm::ShmStore); an event is published when it holds
+//! one fragment of every boardreader, or released incomplete when its
+//! buffer has been untouched for the stale timeout.
+//!
+//! Late fragments (for an event already released) are dropped and counted,
+//! never written into a buffer that was reused; duplicates too; fragments
+//! larger than `max_fragment_bytes` are rejected before anything is written.
+
+use common::fragment::Fragment;
+use common::shm::ShmStore;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+/// How many released sequence ids are remembered to recognise late fragments.
+pub const RELEASED_MEMORY: usize = 1 << 16;
+
+/// What became of a fragment offered to the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placed {
+    /// Written; its event waits for other fragments.
+    Pending,
+    /// Written, and its event is complete and published.
+    Complete,
+    /// Its event already has a fragment with this id: dropped.
+    Duplicate,
+    /// Its event was already released downstream: dropped.
+    Late,
+    /// Larger than allowed: rejected, nothing written.
+    Oversize,
+    /// No buffer is free for a new event: nothing written, offer it again
+    /// once the next stage has released a buffer (backpressure).
+    NoBuffer,
+}
+
+struct Open {
+    idx: usize,
+    have: Vec<bool>,
+    count: u32,
+}
+
+/// A released-incomplete event: its sequence id and missing fragment ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Released {
+    pub sequence_id: u64,
+    pub missing: Vec<u16>,
+}
+
+pub struct Assembly {
+    store: ShmStore,
+    expected: u32,
+    max_fragment_bytes: usize,
+    open: HashMap<u64, Open>,
+    released: HashSet<u64>,
+    released_order: VecDeque<u64>,
+}
+
+impl Assembly {
+    /// Events of `expected` fragments (ids `0..expected`).
+    pub fn new(store: ShmStore, expected: u32, max_fragment_bytes: u64) -> Self {
+        Self {
+            store,
+            expected,
+            max_fragment_bytes: usize::try_from(max_fragment_bytes).unwrap_or(usize::MAX),
+            open: HashMap::new(),
+            released: HashSet::new(),
+            released_order: VecDeque::new(),
+        }
+    }
+
+    pub fn store(&self) -> &ShmStore {
+        &self.store
+    }
+
+    /// Events being assembled.
+    pub fn open_events(&self) -> usize {
+        self.open.len()
+    }
+
+    fn remember_released(&mut self, seq: u64) {
+        if self.released.insert(seq) {
+            self.released_order.push_back(seq);
+            if self.released_order.len() > RELEASED_MEMORY
+                && let Some(old) = self.released_order.pop_front()
+            {
+                self.released.remove(&old);
+            }
+        }
+    }
+
+    /// Offers one data fragment.
+    pub fn place(&mut self, f: &Fragment) -> Placed {
+        let seq = f.sequence_id();
+        let id = usize::from(f.fragment_id());
+        if f.len() > self.max_fragment_bytes || id >= self.expected as usize {
+            return Placed::Oversize;
+        }
+        if self.released.contains(&seq) {
+            return Placed::Late;
+        }
+        if !self.open.contains_key(&seq) {
+            let Some(idx) = self.store.claim(seq, self.expected) else {
+                return Placed::NoBuffer;
+            };
+            self.open.insert(
+                seq,
+                Open {
+                    idx,
+                    have: vec![false; self.expected as usize],
+                    count: 0,
+                },
+            );
+        }
+        let Some(open) = self.open.get_mut(&seq) else {
+            return Placed::NoBuffer;
+        };
+        if open.have[id] {
+            return Placed::Duplicate;
+        }
+        if self.store.append(open.idx, f.bytes()).is_err() {
+            // The buffer cannot take it: nothing was written.
+            return Placed::Oversize;
+        }
+        open.have[id] = true;
+        open.count += 1;
+        if open.count < self.expected {
+            return Placed::Pending;
+        }
+        let idx = open.idx;
+        self.open.remove(&seq);
+        self.remember_released(seq);
+        match self.store.publish(idx, true) {
+            Ok(()) => Placed::Complete,
+            Err(_) => Placed::Oversize,
+        }
+    }
+
+    fn release(&mut self, seq: u64) -> Option<Released> {
+        let open = self.open.remove(&seq)?;
+        self.remember_released(seq);
+        let missing = open
+            .have
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| !**h)
+            .map(|(i, _)| i as u16)
+            .collect();
+        self.store.publish(open.idx, false).ok()?;
+        Some(Released {
+            sequence_id: seq,
+            missing,
+        })
+    }
+
+    /// Releases, incomplete, every event untouched for `age`, oldest first.
+    pub fn release_stale(&mut self, age: Duration) -> Vec<Released> {
+        let stale = self.store.stale_writing(age);
+        stale
+            .into_iter()
+            .filter_map(|(_, seq)| self.release(seq))
+            .collect()
+    }
+
+    /// Releases every open event, incomplete, in sequence-id order (at stop).
+    pub fn release_all(&mut self) -> Vec<Released> {
+        let mut seqs: Vec<u64> = self.open.keys().copied().collect();
+        seqs.sort_unstable();
+        seqs.into_iter().filter_map(|s| self.release(s)).collect()
+    }
+
+    /// Releases the oldest open event, incomplete (to make room at stop).
+    pub fn release_oldest(&mut self) -> Option<Released> {
+        let seq = self.open.keys().min().copied()?;
+        self.release(seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::fragment::{FragmentSpec, FragmentType};
+    use common::shm::{StoreSpec, segment_path_in};
+
+    fn frag(seq: u64, id: u16, n: usize) -> Fragment {
+        Fragment::build(
+            FragmentSpec {
+                fragment_type: FragmentType::User(1),
+                sequence_id: seq,
+                fragment_id: id,
+                timestamp: seq,
+            },
+            &[],
+            &vec![id as u8; n],
+        )
+        .expect("valid")
+    }
+
+    fn assembly(name: &str, buffers: u32) -> (tempfile::TempDir, Assembly) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ShmStore::create(
+            &segment_path_in(dir.path(), 0, name),
+            StoreSpec {
+                buffer_count: buffers,
+                buffer_bytes: 4096,
+            },
+        )
+        .expect("store");
+        (dir, Assembly::new(store, 2, 1024))
+    }
+
+    #[test]
+    fn fragments_complete_their_event_and_it_is_read_back_whole() {
+        let (_d, mut a) = assembly("t1", 4);
+        let reader = a.store().reader();
+        assert_eq!(a.place(&frag(7, 1, 16)), Placed::Pending);
+        assert_eq!(a.place(&frag(8, 0, 16)), Placed::Pending);
+        assert_eq!(a.place(&frag(7, 0, 16)), Placed::Complete);
+        let g = reader.take().expect("published");
+        assert_eq!(
+            (g.sequence_id(), g.fragment_count(), g.complete()),
+            (7, 2, true)
+        );
+        let mut want = frag(7, 1, 16).bytes().to_vec();
+        want.extend_from_slice(frag(7, 0, 16).bytes());
+        assert_eq!(g.data(), &want[..]);
+        assert_eq!(a.open_events(), 1);
+    }
+
+    #[test]
+    fn stale_events_are_released_with_their_missing_ids_and_late_fragments_dropped() {
+        let (_d, mut a) = assembly("t2", 4);
+        let reader = a.store().reader();
+        assert_eq!(a.place(&frag(3, 1, 8)), Placed::Pending);
+        let r = a.release_stale(Duration::ZERO);
+        assert_eq!(
+            r,
+            vec![Released {
+                sequence_id: 3,
+                missing: vec![0]
+            }]
+        );
+        let g = reader.take().expect("released");
+        assert!(!g.complete());
+        assert_eq!(g.fragment_count(), 1);
+        drop(g);
+        // The buffer is free again, but event 3 is gone for good.
+        assert_eq!(a.place(&frag(3, 0, 8)), Placed::Late);
+        assert!(reader.take().is_none());
+    }
+
+    #[test]
+    fn duplicates_and_oversize_fragments_are_refused_and_nothing_is_written() {
+        let (_d, mut a) = assembly("t3", 4);
+        assert_eq!(a.place(&frag(1, 0, 8)), Placed::Pending);
+        assert_eq!(a.place(&frag(1, 0, 8)), Placed::Duplicate);
+        assert_eq!(a.place(&frag(2, 0, 2000)), Placed::Oversize);
+        assert_eq!(a.open_events(), 1);
+        assert_eq!(a.store().counts().writing, 1);
+    }
+
+    #[test]
+    fn no_free_buffer_is_backpressure_not_loss() {
+        let (_d, mut a) = assembly("t4", 2);
+        let reader = a.store().reader();
+        assert_eq!(a.place(&frag(1, 0, 8)), Placed::Pending);
+        assert_eq!(a.place(&frag(2, 0, 8)), Placed::Pending);
+        assert_eq!(a.place(&frag(3, 0, 8)), Placed::NoBuffer);
+        assert_eq!(a.place(&frag(1, 1, 8)), Placed::Complete);
+        drop(reader.take().expect("event 1"));
+        assert_eq!(a.place(&frag(3, 0, 8)), Placed::Pending);
+        assert_eq!(a.release_all().len(), 2);
+    }
+}
