@@ -41,13 +41,16 @@ pub struct HeapSnapshot {
     pub rss_anon: u64,
     /// Resident set size (/proc/self/status VmRSS).
     pub vm_rss: u64,
+    /// Peak resident set size since the process started (VmHWM).
+    #[serde(default)]
+    pub vm_hwm: u64,
     /// Live allocations (nmalloc - ndalloc over all arenas, small + large);
     /// allocations still in thread caches count as live.
     pub live_allocations: u64,
 }
 
 /// Field names in CSV order, after `unix_ms`.
-pub const FIELDS: [&str; 9] = [
+pub const FIELDS: [&str; 10] = [
     "allocated",
     "active",
     "resident",
@@ -57,10 +60,11 @@ pub const FIELDS: [&str; 9] = [
     "rss_anon",
     "vm_rss",
     "live_allocations",
+    "vm_hwm",
 ];
 
 impl HeapSnapshot {
-    pub fn values(&self) -> [u64; 9] {
+    pub fn values(&self) -> [u64; 10] {
         [
             self.allocated,
             self.active,
@@ -71,6 +75,7 @@ impl HeapSnapshot {
             self.rss_anon,
             self.vm_rss,
             self.live_allocations,
+            self.vm_hwm,
         ]
     }
 
@@ -91,7 +96,7 @@ fn read_u64(name: &[u8]) -> u64 {
 /// Reads every figure now (advancing the stats epoch first).
 pub fn snapshot() -> HeapSnapshot {
     let _ = epoch::advance();
-    let (rss_anon, vm_rss) = proc_status();
+    let (rss_anon, vm_rss, vm_hwm) = proc_status();
     // 4096 is MALLCTL_ARENAS_ALL: the arenas merged.
     let live = |kind: &str| {
         let n = read_u64(format!("stats.arenas.4096.{kind}.nmalloc\0").as_bytes());
@@ -111,14 +116,15 @@ pub fn snapshot() -> HeapSnapshot {
         metadata: stats::metadata::read().unwrap_or(0) as u64,
         rss_anon,
         vm_rss,
+        vm_hwm,
         live_allocations: live("small") + live("large"),
     }
 }
 
-/// RssAnon and VmRSS in bytes; zero where /proc is not available.
-fn proc_status() -> (u64, u64) {
+/// RssAnon, VmRSS and VmHWM in bytes; zero where /proc is not available.
+fn proc_status() -> (u64, u64, u64) {
     let Ok(text) = std::fs::read_to_string("/proc/self/status") else {
-        return (0, 0);
+        return (0, 0, 0);
     };
     let kb = |key: &str| {
         text.lines()
@@ -127,7 +133,7 @@ fn proc_status() -> (u64, u64) {
             .and_then(|v| v.parse::<u64>().ok())
             .map_or(0, |v| v * 1024)
     };
-    (kb("RssAnon:"), kb("VmRSS:"))
+    (kb("RssAnon:"), kb("VmRSS:"), kb("VmHWM:"))
 }
 
 /// Bytes allocated and freed by the calling thread since it started

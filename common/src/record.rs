@@ -87,6 +87,7 @@ pub fn snapshot_to_proto(s: &HeapSnapshot, events: u64) -> proto::HeapSnapshot {
         rss_anon: s.rss_anon,
         vm_rss: s.vm_rss,
         live_allocations: s.live_allocations,
+        vm_hwm: s.vm_hwm,
         events,
     }
 }
@@ -105,6 +106,7 @@ impl From<proto::HeapSnapshot> for HeapRecord {
                 rss_anon: p.rss_anon,
                 vm_rss: p.vm_rss,
                 live_allocations: p.live_allocations,
+                vm_hwm: p.vm_hwm,
             },
             events: p.events,
         }

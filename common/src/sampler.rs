@@ -139,7 +139,7 @@ pub fn read_csv(path: &Path) -> Result<Vec<Sample>, CsvError> {
         let elapsed_s: f64 = cols[0]
             .parse()
             .map_err(|_| bad(format!("bad elapsed_s {:?}", cols[0])))?;
-        let mut nums = [0u64; 11];
+        let mut nums = [0u64; 12];
         for (k, c) in cols[1..].iter().enumerate() {
             nums[k] = c.parse().map_err(|_| bad(format!("bad number {c:?}")))?;
         }
@@ -157,6 +157,7 @@ pub fn read_csv(path: &Path) -> Result<Vec<Sample>, CsvError> {
                 rss_anon: nums[8],
                 vm_rss: nums[9],
                 live_allocations: nums[10],
+                vm_hwm: nums[11],
             },
         });
     }

@@ -137,7 +137,7 @@ impl Sources {
             .enumerate()
             .filter_map(|(i, s)| match (&s.error, s.announced, s.ended) {
                 (Some(e), _, _) => Some(format!(
-                    "{kind}-{i}: stream rejected after {} items: {e}",
+                    "{kind}-{i}: stream ended in error after {} items: {e}",
                     s.received
                 )),
                 (None, Some(a), _) if a != s.received => Some(format!(
@@ -191,7 +191,7 @@ mod tests {
             vec![
                 "eventbuilder-0: end-of-data announced 5, received 4".to_string(),
                 "eventbuilder-1: no end-of-data (received 2) before the stop timeout".to_string(),
-                "eventbuilder-2: stream rejected after 0 items: malformed".to_string(),
+                "eventbuilder-2: stream ended in error after 0 items: malformed".to_string(),
             ]
         );
     }

@@ -79,6 +79,9 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
         vec![]
     };
     let mut system = System::boot(&config, &paths.logs(), &env).await?;
+    for p in &system.procs {
+        eprintln!("  {:<16} pid {:<8} {}", p.name, p.pid, p.addr);
+    }
     let mut errors = Vec::new();
     let result = drive(
         &mut system,
@@ -90,11 +93,12 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
         &mut errors,
     )
     .await;
-    let statuses = system.status().await;
-    let heaps = system.heap().await;
-    if let Err(e) = system.shutdown().await {
-        errors.push(format!("{e:#}"));
-    }
+    errors.extend(system.reap());
+    let (statuses, e) = system.status().await;
+    errors.extend(e);
+    let (heaps, e) = system.heap().await;
+    errors.extend(e);
+    errors.extend(system.shutdown().await);
     let (duration, replies) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -102,8 +106,6 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
             (Duration::ZERO, Vec::new())
         }
     };
-    let statuses = statuses?;
-    let heaps = heaps?;
     let collected = Collected {
         statuses,
         heaps,
@@ -134,11 +136,12 @@ async fn drive(
     system.start(run, &data_dir, &record_dir).await?;
     let started = Instant::now();
     eprintln!("run {run}: running");
-    if let Err(e) = wait(system, config, length, progress, started).await {
+    if let Err(e) = wait(system, config, length, progress, started, errors).await {
         errors.push(format!("{e:#}"));
     }
     eprintln!("run {run}: stopping");
-    let replies = system.stop().await?;
+    let (replies, e) = system.stop().await;
+    errors.extend(e);
     Ok((started.elapsed(), replies))
 }
 
@@ -150,6 +153,7 @@ async fn wait(
     length: Length,
     progress: Progress,
     started: Instant,
+    errors: &mut Vec<String>,
 ) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut last_print = Instant::now();
@@ -167,10 +171,13 @@ async fn wait(
             }
             _ = tick.tick() => {}
         }
-        if let Some(e) = system.exited() {
-            anyhow::bail!(e);
+        // A process that dies does not end the run: the others go on (its
+        // events end incomplete) until the run is stopped as planned.
+        for e in system.reap() {
+            eprintln!("error: {e}");
+            errors.push(e);
         }
-        let statuses = system.status().await?;
+        let (statuses, _) = system.status().await;
         let sum = |kind: &str, f: fn(&proto::Counters) -> u64| -> u64 {
             statuses
                 .iter()
@@ -180,6 +187,7 @@ async fn wait(
         };
         let done = match length {
             Length::Duration(d) => started.elapsed() >= d,
+            Length::Events(_) if system.all_dead(Kind::BoardReader) => true,
             Length::Events(n) => {
                 let last = config.generator.initial_sequence_id + n - 1;
                 statuses
@@ -195,7 +203,7 @@ async fn wait(
         if let Some(bar) = &bar {
             if last_print.elapsed() >= Duration::from_secs(1) || done {
                 last_print = Instant::now();
-                let heaps = system.heap().await?;
+                let (heaps, _) = system.heap().await;
                 crate::soak::update_bar(
                     bar,
                     started.elapsed(),

@@ -2,6 +2,7 @@
 
 mod demo;
 mod heap;
+mod monitor;
 mod plot;
 mod soak;
 mod system;
@@ -31,6 +32,21 @@ enum Cmd {
     /// A long run with a progress bar, periodic heap samples, a leak verdict
     /// per process (soak.json) and a memory-over-time plot (soak.svg).
     Soak(SoakArgs),
+    /// Attach to a running process's shared-memory event store as a
+    /// non-destructive reader (online monitor) and print a line per second.
+    Monitor {
+        /// The process, e.g. aggregator-0 or eventbuilder-1.
+        #[arg(long)]
+        process: String,
+        #[arg(long, default_value_t = 0)]
+        partition: u32,
+        /// Stop after this many seconds (default: when the run ends or on Ctrl-C).
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// How long to wait for the store to appear, in seconds.
+        #[arg(long, default_value_t = 30.0)]
+        wait: f64,
+    },
     /// Heap snapshots of run records.
     #[command(subcommand)]
     Heap(HeapCmd),
@@ -243,6 +259,28 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Demo(a) => demo(a).await,
         Cmd::Soak(a) => soak(a).await,
+        Cmd::Monitor {
+            process,
+            partition,
+            seconds,
+            wait,
+        } => match (seconds, wait) {
+            (Some(s), _) if !(s.is_finite() && s > 0.0) => Err(anyhow::anyhow!(
+                "--seconds must be a positive number, not {s}"
+            )),
+            (_, w) if !(w.is_finite() && w >= 0.0) => Err(anyhow::anyhow!(
+                "--wait must be a number of seconds >= 0, not {w}"
+            )),
+            (s, w) => {
+                monitor::run(monitor::MonitorArgs {
+                    process,
+                    partition,
+                    duration: s.map(Duration::from_secs_f64),
+                    wait: Duration::from_secs_f64(w),
+                })
+                .await
+            }
+        },
         Cmd::Heap(HeapCmd::Report { run }) => heap::report(&run).map(|t| {
             print!("{t}");
             true

@@ -44,6 +44,8 @@ pub struct Proc {
     pub kind: Kind,
     pub addr: SocketAddr,
     pub log: PathBuf,
+    pub pid: u32,
+    alive: bool,
     child: Child,
     client: RunControlClient<Channel>,
 }
@@ -123,6 +125,8 @@ async fn spawn(
         name,
         kind,
         addr: ready.addr,
+        pid: ready.pid,
+        alive: true,
         log,
         child,
         client: RunControlClient::new(channel),
@@ -193,13 +197,21 @@ impl System {
             .collect()
     }
 
-    /// Processes of one kind, in rank order.
+    /// Live processes of one kind, in rank order.
     fn tier(&mut self, kind: Kind) -> impl Iterator<Item = &mut Proc> {
-        self.procs.iter_mut().filter(move |p| p.kind == kind)
+        self.procs
+            .iter_mut()
+            .filter(move |p| p.kind == kind && p.alive)
     }
 
-    /// Sends a command to every process of `kind` at once.
-    async fn on_tier<F, Fut>(&mut self, kind: Kind, command: &str, f: F) -> Result<Vec<Reply>>
+    /// Sends a command to every live process of `kind` at once. Returns the
+    /// replies and one error per process that failed; never stops early.
+    async fn on_tier<F, Fut>(
+        &mut self,
+        kind: Kind,
+        command: &str,
+        f: F,
+    ) -> (Vec<Reply>, Vec<String>)
     where
         F: Fn(RunControlClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<proto::CommandReply>, tonic::Status>>,
@@ -213,18 +225,29 @@ impl System {
                         process: name,
                         reply: r.into_inner(),
                     }),
-                    Ok(Err(s)) => Err(status_error(&name, command, s)),
-                    Err(_) => Err(anyhow!(
+                    Ok(Err(s)) => Err(format!("{:#}", status_error(&name, command, s))),
+                    Err(_) => Err(format!(
                         "{name}: {command} timed out after {} s",
                         COMMAND_TIMEOUT.as_secs()
                     )),
                 }
             }
         });
-        join_all(calls.collect::<Vec<_>>())
-            .await
-            .into_iter()
-            .collect()
+        split(join_all(calls.collect::<Vec<_>>()).await)
+    }
+
+    /// Like `on_tier`, failing on the first error (for init and start).
+    async fn on_tier_all<F, Fut>(&mut self, kind: Kind, command: &str, f: F) -> Result<Vec<Reply>>
+    where
+        F: Fn(RunControlClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<proto::CommandReply>, tonic::Status>>,
+    {
+        let (replies, errors) = self.on_tier(kind, command, f).await;
+        if errors.is_empty() {
+            Ok(replies)
+        } else {
+            bail!("{}", errors.join("; "))
+        }
     }
 
     /// Init, downstream first; each process learns its destinations.
@@ -238,7 +261,7 @@ impl System {
             (Kind::BoardReader, eb),
         ] {
             let toml = toml.clone();
-            self.on_tier(kind, "init", move |mut c| {
+            self.on_tier_all(kind, "init", move |mut c| {
                 let req = proto::InitRequest {
                     config_toml: toml.clone(),
                     destinations: dest.clone(),
@@ -257,7 +280,7 @@ impl System {
         for kind in [Kind::Aggregator, Kind::EventBuilder, Kind::BoardReader] {
             let data_dir = data_dir.clone();
             let record_dir = record_dir.clone();
-            self.on_tier(kind, "start", move |mut c| {
+            self.on_tier_all(kind, "start", move |mut c| {
                 let req = proto::StartRequest {
                     run,
                     data_dir: data_dir.clone(),
@@ -272,116 +295,151 @@ impl System {
 
     /// Stop, upstream first, with a synchronized end of run: the
     /// boardreaders pause, then all generate up to the highest sequence id
-    /// any of them reached, so every event is complete. Returns every
-    /// reply (with the problems each process found).
-    pub async fn stop(&mut self) -> Result<Vec<Reply>> {
-        let paused = self
+    /// any of them reached, so every event is complete. A process that fails
+    /// does not keep the others from stopping. Returns every reply (with the
+    /// problems each process found) and the failures.
+    pub async fn stop(&mut self) -> (Vec<Reply>, Vec<String>) {
+        let (paused, mut errors) = self
             .on_tier(Kind::BoardReader, "pause", |mut c| async move {
                 c.pause(proto::Empty {}).await
             })
-            .await?;
+            .await;
         let end = paused
             .iter()
             .filter_map(|r| r.reply.counters.as_ref().map(|c| c.last_sequence_id))
             .max()
             .filter(|&s| s > 0);
-        let mut replies = self
+        let (mut replies, e) = self
             .on_tier(Kind::BoardReader, "stop", move |mut c| async move {
                 c.stop(proto::StopRequest {
                     end_sequence_id: end,
                 })
                 .await
             })
-            .await?;
+            .await;
+        errors.extend(e);
         for kind in [Kind::EventBuilder, Kind::Aggregator] {
-            replies.extend(
-                self.on_tier(kind, "stop", |mut c| async move {
+            let (r, e) = self
+                .on_tier(kind, "stop", |mut c| async move {
                     c.stop(proto::StopRequest::default()).await
                 })
-                .await?,
-            );
+                .await;
+            replies.extend(r);
+            errors.extend(e);
         }
-        Ok(replies)
+        (replies, errors)
     }
 
-    /// Status of every process, in order.
-    pub async fn status(&mut self) -> Result<Vec<proto::StatusReply>> {
-        let calls = self.procs.iter().map(|p| {
+    /// Status of every live process, in order, and the failures.
+    pub async fn status(&mut self) -> (Vec<proto::StatusReply>, Vec<String>) {
+        let calls = self.procs.iter().filter(|p| p.alive).map(|p| {
             let mut c = p.client.clone();
             let name = p.name.clone();
             async move {
                 c.status(proto::Empty {})
                     .await
                     .map(tonic::Response::into_inner)
-                    .map_err(|s| status_error(&name, "status", s))
+                    .map_err(|s| format!("{:#}", status_error(&name, "status", s)))
             }
         });
-        join_all(calls.collect::<Vec<_>>())
-            .await
-            .into_iter()
-            .collect()
+        split(join_all(calls.collect::<Vec<_>>()).await)
     }
 
-    /// Heap snapshots of every process, in order.
-    pub async fn heap(&mut self) -> Result<Vec<(String, proto::HeapReply)>> {
-        let calls = self.procs.iter().map(|p| {
+    /// Heap snapshots of every live process, in order, and the failures.
+    pub async fn heap(&mut self) -> (Vec<(String, proto::HeapReply)>, Vec<String>) {
+        let calls = self.procs.iter().filter(|p| p.alive).map(|p| {
             let mut c = p.client.clone();
             let name = p.name.clone();
             async move {
                 c.heap(proto::Empty {})
                     .await
                     .map(|r| (name.clone(), r.into_inner()))
-                    .map_err(|s| status_error(&name, "heap", s))
+                    .map_err(|s| format!("{:#}", status_error(&name, "heap", s)))
             }
         });
-        join_all(calls.collect::<Vec<_>>())
-            .await
-            .into_iter()
-            .collect()
+        split(join_all(calls.collect::<Vec<_>>()).await)
     }
 
-    /// A process that exited on its own, if any.
-    pub fn exited(&mut self) -> Option<String> {
-        self.procs
-            .iter_mut()
-            .find_map(|p| match p.child.try_wait() {
-                Ok(Some(status)) => Some(format!(
+    /// Marks processes that exited on their own; one error for each.
+    pub fn reap(&mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for p in self.procs.iter_mut().filter(|p| p.alive) {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                p.alive = false;
+                errors.push(format!(
                     "{} exited unexpectedly ({status}); see {}",
                     p.name,
                     p.log.display()
-                )),
-                _ => None,
-            })
-    }
-
-    /// Shutdown, upstream first, then waits for every process to exit.
-    pub async fn shutdown(mut self) -> Result<()> {
-        let mut errors = Vec::new();
-        for kind in [Kind::BoardReader, Kind::EventBuilder, Kind::Aggregator] {
-            if let Err(e) = self
-                .on_tier(kind, "shutdown", |mut c| async move {
-                    c.shutdown(proto::Empty {}).await
-                })
-                .await
-            {
-                errors.push(format!("{e:#}"));
+                ));
             }
         }
-        for p in &mut self.procs {
+        errors
+    }
+
+    /// Whether every process of `kind` is gone.
+    pub fn all_dead(&self, kind: Kind) -> bool {
+        self.procs
+            .iter()
+            .filter(|p| p.kind == kind)
+            .all(|p| !p.alive)
+    }
+
+    /// Shutdown, upstream first, then waits for every process to exit. A
+    /// process still running (its stop failed) is stopped first; one that
+    /// will not exit gets SIGTERM (so it removes its shared memory), then
+    /// SIGKILL.
+    pub async fn shutdown(mut self) -> Vec<String> {
+        let mut errors = self.reap();
+        for kind in [Kind::BoardReader, Kind::EventBuilder, Kind::Aggregator] {
+            let (_, e) = self
+                .on_tier(kind, "shutdown", |mut c| async move {
+                    match c.shutdown(proto::Empty {}).await {
+                        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                            c.stop(proto::StopRequest::default()).await?;
+                            c.shutdown(proto::Empty {}).await
+                        }
+                        r => r,
+                    }
+                })
+                .await;
+            errors.extend(e);
+        }
+        for p in self.procs.iter_mut().filter(|p| p.alive) {
             match tokio::time::timeout(Duration::from_secs(10), p.child.wait()).await {
                 Ok(Ok(s)) if s.success() => {}
                 Ok(Ok(s)) => errors.push(format!("{} exited with {s}", p.name)),
                 Ok(Err(e)) => errors.push(format!("{}: wait failed: {e}", p.name)),
                 Err(_) => {
-                    let _ = p.child.kill().await;
-                    errors.push(format!("{} did not exit after shutdown; killed", p.name));
+                    if let Some(pid) = p.child.id() {
+                        let _ = std::process::Command::new("kill")
+                            .arg(pid.to_string())
+                            .status();
+                    }
+                    if tokio::time::timeout(Duration::from_secs(5), p.child.wait())
+                        .await
+                        .is_err()
+                    {
+                        let _ = p.child.kill().await;
+                    }
+                    errors.push(format!(
+                        "{} did not exit after shutdown; terminated",
+                        p.name
+                    ));
                 }
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            bail!("shutdown: {}", errors.join("; "))
+        errors
+    }
+}
+
+fn split<T>(results: Vec<Result<T, String>>) -> (Vec<T>, Vec<String>) {
+    let mut ok = Vec::new();
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(v) => ok.push(v),
+            Err(e) => errors.push(e),
         }
     }
+    (ok, errors)
 }

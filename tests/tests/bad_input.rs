@@ -202,7 +202,7 @@ fn malformed_fragment_rejects_its_stream_and_nothing_else() {
         assert!(
             stop.problems
                 .iter()
-                .any(|p| p.starts_with("boardreader-1: stream rejected after 0 items")),
+                .any(|p| p.starts_with("boardreader-1: stream ended in error after 0 items")),
             "{:?}",
             stop.problems
         );

@@ -1,0 +1,95 @@
+//! `daqctl monitor`: an online monitor. Attaches read-only to a running
+//! process's shared-memory event store (a separate process, non-destructive:
+//! the writer and its destructive reader never wait for it) and prints a line
+//! per second.
+
+use anyhow::{Result, bail};
+use common::shm::{ShmError, ShmMonitor, segment_path};
+use std::time::{Duration, Instant};
+
+pub struct MonitorArgs {
+    pub process: String,
+    pub partition: u32,
+    /// Stop after this long (None: until the store closes or Ctrl-C).
+    pub duration: Option<Duration>,
+    /// How long to wait for the store to appear.
+    pub wait: Duration,
+}
+
+/// Opens the store, waiting for it to appear (the process may not have
+/// started its run yet).
+async fn attach(args: &MonitorArgs) -> Result<ShmMonitor> {
+    let path = segment_path(args.partition, &args.process);
+    let deadline = Instant::now() + args.wait;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        match ShmMonitor::open(&path) {
+            Ok(m) => return Ok(m),
+            Err(ShmError::Open { .. } | ShmError::NotReady { .. }) if Instant::now() < deadline => {
+            }
+            Err(e) => bail!(
+                "cannot attach to {} (is {} running in partition {}?): {e}",
+                path.display(),
+                args.process,
+                args.partition
+            ),
+        }
+    }
+}
+
+pub async fn run(args: MonitorArgs) -> Result<bool> {
+    let mut mon = attach(&args).await?;
+    let h = mon.header();
+    println!(
+        "monitoring {} (pid {}): {} buffers of {} bytes",
+        args.process, h.owner_pid, h.buffer_count, h.buffer_bytes
+    );
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let (mut seen, mut incomplete, mut last_seq) = (0u64, 0u64, None::<u64>);
+    loop {
+        let stop = tokio::select! {
+            _ = tick.tick() => false,
+            _ = &mut ctrl_c => true,
+        };
+        let events = mon.poll();
+        let dt = last.elapsed().as_secs_f64();
+        last = Instant::now();
+        let n = events.len() as u64;
+        seen += n;
+        incomplete += events.iter().filter(|e| !e.complete).count() as u64;
+        if let Some(e) = events.iter().max_by_key(|e| e.publish_seq) {
+            last_seq = Some(e.sequence_id);
+        }
+        let frags: u64 = events.iter().map(|e| u64::from(e.fragment_count)).sum();
+        let bytes: u64 = events.iter().map(|e| e.data.len() as u64).sum();
+        let counts = mon.counts();
+        println!(
+            "{:>7.1} s  events seen {:>9} ({:>8.1}/s)  last seq {:>10}  fragment bytes {:>7.1}  incomplete {}  missed {}  buffers full {} writing {}",
+            started.elapsed().as_secs_f64(),
+            seen,
+            n as f64 / dt.max(1e-9),
+            last_seq.map_or_else(|| "-".into(), |s| s.to_string()),
+            if frags > 0 {
+                bytes as f64 / frags as f64
+            } else {
+                0.0
+            },
+            incomplete,
+            mon.missed(),
+            counts.full,
+            counts.writing,
+        );
+        if stop || mon.header().closed || args.duration.is_some_and(|d| started.elapsed() >= d) {
+            if mon.header().closed {
+                println!("store closed by {} (end of run)", args.process);
+            }
+            return Ok(true);
+        }
+    }
+}

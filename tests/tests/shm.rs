@@ -1,0 +1,427 @@
+//! Shared-memory event stores in a running system: backpressure, stale and
+//! late fragments, over-size fragments, a boardreader killed mid-run, segment
+//! hygiene, and an online monitor in a separate process.
+
+use bytes::Bytes;
+use common::config::SystemConfig;
+use common::fragment::{Fragment, FragmentSpec, FragmentType};
+use common::shm::segment_path;
+use daq_tests::{bin_dir, daqctl, spawn, summary, unique_partition};
+use proto::fragment_sink_client::FragmentSinkClient;
+use proto::run_control_client::RunControlClient;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn latest_run(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .expect("run dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("summary.json").exists())
+        .max()
+        .expect("a run record")
+}
+
+fn u(v: &Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("{k} missing in {v}"))
+}
+
+fn sum(s: &Value, kind: &str, counter: &str) -> u64 {
+    s["processes"]
+        .as_object()
+        .expect("processes")
+        .iter()
+        .filter(|(n, _)| n.starts_with(kind))
+        .map(|(_, p)| p["counters"][counter].as_u64().unwrap_or(0))
+        .sum()
+}
+
+fn write_config(dir: &Path, text: &str) -> String {
+    let path = dir.join("system.toml");
+    std::fs::write(&path, text).expect("config");
+    path.display().to_string()
+}
+
+#[test]
+fn slow_disk_writer_backpressures_the_system_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 16 buffers and 1 ms per event on disk: the aggregators fall behind.
+    let cfg = write_config(
+        dir.path(),
+        "[aggregator]\nbuffer_count = 16\nwrite_delay_us = 1000\n",
+    );
+    let run_dir = dir.path().join("runs");
+    let out = daqctl(&[
+        "demo",
+        "--config",
+        &cfg,
+        "--events",
+        "3000",
+        "--throttle-us",
+        "0",
+        "--run-dir",
+        run_dir.to_str().expect("utf-8"),
+    ])
+    .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&latest_run(&run_dir)).expect("summary");
+    assert_eq!(u(&s, "events_built"), 3000);
+    assert_eq!(u(&s, "events_written"), 3000);
+    assert_eq!(u(&s, "fragments_received"), 6000);
+    assert_eq!(u(&s, "events_incomplete"), 0);
+    let waited = sum(&s, "aggregator", "backpressure_wait_ms");
+    assert!(waited > 0, "the aggregators never waited: {s}");
+}
+
+async fn control(addr: &str) -> RunControlClient<tonic::transport::Channel> {
+    let ch = common::net::connect(addr, Duration::from_secs(10))
+        .await
+        .expect("connects");
+    RunControlClient::new(ch)
+}
+
+fn fragment(seq: u64, id: u16, payload: usize) -> Bytes {
+    Fragment::build(
+        FragmentSpec {
+            fragment_type: FragmentType::User(1),
+            sequence_id: seq,
+            fragment_id: id,
+            timestamp: seq,
+        },
+        &[],
+        &vec![id as u8; payload],
+    )
+    .expect("valid")
+    .into_bytes()
+}
+
+/// Polls the process's counters until `done` holds (a state, not a sleep).
+async fn wait_for(
+    c: &mut RunControlClient<tonic::transport::Channel>,
+    what: &str,
+    done: impl Fn(&proto::Counters) -> bool,
+) -> proto::Counters {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tick.tick().await;
+        let st = c
+            .status(proto::Empty {})
+            .await
+            .expect("status")
+            .into_inner();
+        let counters = st.counters.expect("counters");
+        if done(&counters) {
+            return counters;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {counters:?}"
+        );
+    }
+}
+
+fn eventbuilder_config(partition: u32) -> SystemConfig {
+    let mut c = SystemConfig::default();
+    c.partition = partition;
+    c.topology.eventbuilders = 1;
+    c.topology.aggregators = 0;
+    c.eventbuilder.stale_timeout_ms = 200;
+    c.eventbuilder.buffer_bytes = 4096;
+    c.transfer.end_of_data_timeout_ms = 2_000;
+    c
+}
+
+#[test]
+fn stale_events_are_released_with_missing_ids_late_and_oversize_fragments_counted() {
+    let p = spawn("eventbuilder", 0).expect("spawns");
+    let partition = unique_partition();
+    rt().block_on(async {
+        let mut c = control(&p.addr).await;
+        c.init(proto::InitRequest {
+            config_toml: eventbuilder_config(partition).to_toml(),
+            destinations: vec![],
+        })
+        .await
+        .expect("init");
+        c.start(proto::StartRequest {
+            run: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("start");
+        let ch = common::net::connect(&p.addr, Duration::from_secs(10))
+            .await
+            .expect("connects");
+        let batch = |source: u32, fragments: Vec<Bytes>| proto::FragmentBatch {
+            source,
+            run: 1,
+            fragments,
+        };
+        let (tx0, rx0) = mpsc::channel(4);
+        let (tx1, rx1) = mpsc::channel(4);
+        let mut s0 = FragmentSinkClient::new(ch.clone());
+        let mut s1 = FragmentSinkClient::new(ch);
+        let h0 = tokio::spawn(async move { s0.send(ReceiverStream::new(rx0)).await });
+        let h1 = tokio::spawn(async move { s1.send(ReceiverStream::new(rx1)).await });
+
+        // Event 1 gets only boardreader 0's fragment: released incomplete.
+        tx0.send(batch(0, vec![fragment(1, 0, 16)]))
+            .await
+            .expect("send");
+        wait_for(&mut c, "stale release", |k| k.events_incomplete == 1).await;
+        // Boardreader 1's fragment for event 1 is now late: dropped, counted.
+        tx1.send(batch(1, vec![fragment(1, 1, 16)]))
+            .await
+            .expect("send");
+        wait_for(&mut c, "late fragment", |k| k.late_fragments == 1).await;
+        // A fragment over buffer_bytes / boardreaders (2048) is rejected.
+        tx0.send(batch(0, vec![fragment(2, 0, 3000)]))
+            .await
+            .expect("send");
+        wait_for(&mut c, "over-size fragment", |k| k.oversize_fragments == 1).await;
+        // Event 3 is whole: built.
+        tx0.send(batch(0, vec![fragment(3, 0, 16)]))
+            .await
+            .expect("send");
+        tx1.send(batch(1, vec![fragment(3, 1, 16)]))
+            .await
+            .expect("send");
+        wait_for(&mut c, "complete event", |k| k.events_built == 1).await;
+        let eod = |id: u16, n: u64| Fragment::end_of_data(id, 4, n).expect("eod").into_bytes();
+        tx0.send(batch(0, vec![eod(0, 3)])).await.expect("send");
+        tx1.send(batch(1, vec![eod(1, 2)])).await.expect("send");
+        drop((tx0, tx1));
+        let r0 = h0
+            .await
+            .expect("joins")
+            .expect("stream 0 accepted")
+            .into_inner();
+        let r1 = h1
+            .await
+            .expect("joins")
+            .expect("stream 1 accepted")
+            .into_inner();
+        assert_eq!((r0.received, r0.announced), (3, Some(3)));
+        assert_eq!((r1.received, r1.announced), (2, Some(2)));
+        let stop = c
+            .stop(proto::StopRequest::default())
+            .await
+            .expect("stop")
+            .into_inner();
+        assert_eq!(stop.problems, Vec::<String>::new());
+        let k = stop.counters.expect("counters");
+        assert_eq!(
+            (
+                k.events_built,
+                k.events_incomplete,
+                k.late_fragments,
+                k.oversize_fragments,
+                k.streams_rejected
+            ),
+            (1, 1, 1, 1, 0)
+        );
+    });
+}
+
+fn segment_mode(path: &Path) -> Option<u32> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o777)
+}
+
+#[test]
+fn segment_is_private_and_removed_at_stop_and_on_sigterm() {
+    let mut p = spawn("eventbuilder", 0).expect("spawns");
+    let partition = unique_partition();
+    let path = segment_path(partition, "eventbuilder-0");
+    rt().block_on(async {
+        let mut c = control(&p.addr).await;
+        c.init(proto::InitRequest {
+            config_toml: eventbuilder_config(partition).to_toml(),
+            destinations: vec![],
+        })
+        .await
+        .expect("init");
+        for run in [1, 2] {
+            c.start(proto::StartRequest {
+                run,
+                ..Default::default()
+            })
+            .await
+            .expect("start");
+            assert_eq!(segment_mode(&path), Some(0o600), "{}", path.display());
+            if run == 1 {
+                c.stop(proto::StopRequest::default()).await.expect("stop");
+                assert_eq!(segment_mode(&path), None, "removed at stop");
+            }
+        }
+    });
+    // Run 2 is still going: SIGTERM removes the segment on the way out.
+    let status = Command::new("kill")
+        .arg(p.child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = p.child.wait().expect("exits");
+    assert!(exit.success(), "{exit}");
+    assert_eq!(segment_mode(&path), None, "removed on SIGTERM");
+}
+
+#[test]
+fn killed_boardreader_leaves_incomplete_events_and_the_run_still_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(
+        dir.path(),
+        "[generator]\nthrottle_us = 5000\n[eventbuilder]\nstale_timeout_ms = 500\n[transfer]\nend_of_data_timeout_ms = 2000\n",
+    );
+    let run_dir = dir.path().join("runs");
+    let partition = unique_partition().to_string();
+    let mut child = Command::new(bin_dir().join("daqctl"))
+        .args([
+            "demo",
+            "--config",
+            &cfg,
+            "--duration",
+            "6",
+            "--partition",
+            &partition,
+            "--run-dir",
+        ])
+        .arg(&run_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("daqctl starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut pid = None;
+    // Wait until the run has produced data for a second, then kill.
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"boardreader-1") && words.get(1) == Some(&"pid") {
+            pid = words.get(2).map(|s| s.to_string());
+        }
+        if line.contains("fragments sent") {
+            break;
+        }
+    }
+    let pid = pid.expect("daqctl printed boardreader-1's pid");
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().expect("daqctl exits");
+    let stdout = std::io::read_to_string(child.stdout.take().expect("stdout")).expect("stdout");
+    // The run had errors (a dead process), so daqctl says so in its status.
+    assert_eq!(status.code(), Some(1), "{stdout}\n{}", rest.join("\n"));
+    let root = latest_run(&run_dir);
+    let s = summary(&root).expect("summary");
+    let errors = s["errors"].to_string();
+    assert!(
+        errors.contains("boardreader-1 exited unexpectedly"),
+        "{errors}"
+    );
+    let built = u(&s, "events_built");
+    let incomplete = u(&s, "events_incomplete");
+    assert!(built > 0 && incomplete > 0, "{s}");
+    // Every event reached the disk: the complete ones whole, the incomplete
+    // ones with boardreader 0's fragment only.
+    assert_eq!(u(&s, "events_written"), built + incomplete, "{s}");
+    let mut complete = 0;
+    for f in s["data_files"].as_array().expect("files") {
+        let file =
+            aggregator::datafile::read_file(&root.join(f.as_str().expect("path"))).expect("reads");
+        for e in file.events {
+            if e.complete {
+                complete += 1;
+                assert_eq!(e.fragments.len(), 2);
+            } else {
+                assert_eq!(e.fragments.len(), 1);
+                assert_eq!(e.fragments[0].fragment_id, 0);
+            }
+        }
+    }
+    assert_eq!(complete, built);
+    // The eventbuilders stopped cleanly and named the lost boardreader.
+    for eb in ["eventbuilder-0", "eventbuilder-1"] {
+        let p = s["processes"][eb]["problems"].to_string();
+        assert!(p.contains("boardreader-1"), "{eb}: {p}");
+    }
+}
+
+#[test]
+fn monitor_reads_a_running_aggregator_without_disturbing_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let partition = unique_partition().to_string();
+    let run_dir = dir.path().join("runs");
+    let demo = Command::new(bin_dir().join("daqctl"))
+        .args([
+            "demo",
+            "--duration",
+            "4",
+            "--throttle-us",
+            "10000",
+            "--partition",
+            &partition,
+            "--run-dir",
+        ])
+        .arg(&run_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("demo starts");
+    let monitor = Command::new(bin_dir().join("daqctl"))
+        .args([
+            "monitor",
+            "--process",
+            "aggregator-0",
+            "--partition",
+            &partition,
+            "--wait",
+            "60",
+        ])
+        .output()
+        .expect("monitor runs");
+    let text = String::from_utf8_lossy(&monitor.stdout);
+    assert!(
+        monitor.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&monitor.stderr)
+    );
+    assert!(text.contains("store closed by aggregator-0"), "{text}");
+    let seen: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.split("events seen").nth(1))
+        .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(seen.last().copied().unwrap_or(0) > 0, "{text}");
+    let out = demo.wait_with_output().expect("demo ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("OK: nothing lost"), "{stdout}");
+}
