@@ -119,8 +119,10 @@ fn malformed_fragment_rejects_its_stream_and_nothing_else() {
     let p = spawn("eventbuilder", 0).expect("spawns");
     rt().block_on(async {
         let mut c = control(&p.addr).await;
-        let mut config = SystemConfig::default();
-        config.partition = daq_tests::unique_partition();
+        let mut config = SystemConfig {
+            partition: daq_tests::unique_partition(),
+            ..SystemConfig::default()
+        };
         config.topology.eventbuilders = 1;
         config.topology.aggregators = 0;
         config.transfer.end_of_data_timeout_ms = 2_000;

@@ -141,8 +141,10 @@ async fn wait_for(
 }
 
 fn eventbuilder_config(partition: u32) -> SystemConfig {
-    let mut c = SystemConfig::default();
-    c.partition = partition;
+    let mut c = SystemConfig {
+        partition,
+        ..SystemConfig::default()
+    };
     c.topology.eventbuilders = 1;
     c.topology.aggregators = 0;
     c.eventbuilder.stale_timeout_ms = 200;
