@@ -21,7 +21,7 @@ use common::config::{NetMonInput, SystemConfig};
 use common::fragment::split_packed;
 use common::netmon::{self, Event};
 use common::shm::{ShmReader, ShmStore, StoreSpec, segment_path};
-use common::sources::Sources;
+use common::sources::{Inbound, Sources};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -451,20 +451,6 @@ pub struct EventSink {
     pub shared: Arc<Shared>,
 }
 
-impl EventSink {
-    fn reject(&self, ingress: &Ingress, source: Option<usize>, msg: String) -> Status {
-        self.shared
-            .counters
-            .streams_rejected
-            .fetch_add(1, Ordering::Relaxed);
-        warn!(process = %self.shared.process, ?source, error = %msg, "event stream rejected");
-        if let Some(s) = source {
-            ingress.sources.ended(s, Some(msg.clone()));
-        }
-        Status::invalid_argument(format!("{}: {msg}", self.shared.process))
-    }
-}
-
 #[tonic::async_trait]
 impl proto::event_sink_server::EventSink for EventSink {
     async fn send(
@@ -477,80 +463,47 @@ impl proto::event_sink_server::EventSink for EventSink {
                 self.shared.process
             )));
         };
-        let n_sources = ingress.sources.len();
+        let c = &self.shared.counters;
+        let mut inbound = Inbound::new(
+            &self.shared.process,
+            &ingress.sources,
+            ingress.run,
+            &c.streams_rejected,
+        );
         let mut stream = request.into_inner();
-        let mut source: Option<usize> = None;
-        let mut received = 0u64;
-        let mut announced = None;
         loop {
             let batch = match stream.message().await {
                 Ok(Some(b)) => b,
                 Ok(None) => break,
                 Err(status) => {
-                    if let Some(s) = source {
-                        ingress.sources.ended(s, Some(status.message().to_string()));
-                    }
+                    inbound.failed(&status);
                     return Err(status);
                 }
             };
-            if batch.run != ingress.run {
-                return Err(self.reject(
-                    &ingress,
-                    source,
-                    format!("batch for run {} during run {}", batch.run, ingress.run),
-                ));
-            }
-            let src = batch.source as usize;
-            if src >= n_sources || source.is_some_and(|s| s != src) {
-                return Err(self.reject(
-                    &ingress,
-                    source,
-                    format!("batch from unexpected source {src}"),
-                ));
-            }
-            source = Some(src);
+            let src = inbound.batch(batch.run, batch.source)?;
             let mut events = Vec::with_capacity(batch.events.len());
             let mut bytes = 0u64;
             for raw in batch.events {
                 bytes += raw.len() as u64;
-                match (ingress.decode)(raw) {
-                    Ok(e) => events.push(e),
-                    Err(e) => {
-                        return Err(self.reject(
-                            &ingress,
-                            source,
-                            format!("malformed event from eventbuilder-{src}: {e}"),
-                        ));
-                    }
-                }
+                let e = (ingress.decode)(raw).map_err(|e| {
+                    inbound.reject(format!("malformed event from eventbuilder-{src}: {e}"))
+                })?;
+                events.push(e);
             }
             let n = events.len() as u64;
             if n > 0 {
                 if ingress.tx.send(IngestInput::Events(events)).await.is_err() {
-                    return Err(self.reject(
-                        &ingress,
-                        source,
-                        "run ended while events were arriving".into(),
-                    ));
+                    return Err(inbound.reject("run ended while events were arriving"));
                 }
-                received += n;
-                ingress.sources.received(src, n);
-                let c = &self.shared.counters;
+                inbound.received(n);
                 c.events_received.fetch_add(n, Ordering::Relaxed);
                 c.bytes_received.fetch_add(bytes, Ordering::Relaxed);
             }
             if let Some(count) = batch.end_of_data {
-                announced = Some(count);
-                ingress.sources.announced(src, count);
+                inbound.announced(count);
             }
         }
-        if let Some(s) = source {
-            ingress.sources.ended(s, None);
-        }
-        Ok(Response::new(proto::TransferSummary {
-            received,
-            announced,
-        }))
+        Ok(Response::new(inbound.finish()))
     }
 }
 

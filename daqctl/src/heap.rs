@@ -26,17 +26,18 @@ fn signed_kib(v: i64) -> String {
 
 /// The heap table: process x before start / before stop / after stop
 /// (jemalloc allocated, KiB), with the growth during the run and the growth
-/// left after it, and RssAnon after stop.
+/// left after it, RssAnon after stop and the peak resident set (VmHWM).
 pub fn table(s: &RunSummary) -> String {
     let mut out = format!(
-        "  heap       {:<16} {:>13} {:>13} {:>13} {:>12} {:>12} {:>14}\n",
+        "  heap       {:<16} {:>13} {:>13} {:>13} {:>12} {:>12} {:>14} {:>13}\n",
         "allocated KiB",
         "before_start",
         "before_stop",
         "after_stop",
         "run growth",
         "left after",
-        "rss_anon after"
+        "rss_anon after",
+        "peak rss"
     );
     for (name, p) in &s.processes {
         let get = |l: &str| p.heap.get(l).map(|h| h.snapshot.allocated as i64);
@@ -46,20 +47,17 @@ pub fn table(s: &RunSummary) -> String {
             (Some(x), Some(y)) => signed_kib(y - x),
             _ => "-".into(),
         };
-        let rss = p
-            .heap
-            .get("after_stop")
-            .map(|h| kib(h.snapshot.rss_anon as i64))
-            .unwrap_or_else(|| "-".into());
+        let after = p.heap.get("after_stop").map(|h| h.snapshot);
         out.push_str(&format!(
-            "             {:<16} {:>13} {:>13} {:>13} {:>12} {:>12} {:>14}\n",
+            "             {:<16} {:>13} {:>13} {:>13} {:>12} {:>12} {:>14} {:>13}\n",
             name,
             cell(a),
             cell(b),
             cell(c),
             diff(a, b),
             diff(a, c),
-            rss
+            cell(after.map(|h| h.rss_anon as i64)),
+            cell(after.map(|h| h.vm_hwm as i64)),
         ));
     }
     out

@@ -22,7 +22,7 @@ use common::config::SystemConfig;
 use common::fragment::{Fragment, FragmentType};
 use common::netmon::{self, Event, EventAux, History, HistoryEntry};
 use common::shm::{ShmReader, ShmStore, StoreSpec, segment_path};
-use common::sources::Sources;
+use common::sources::{Inbound, Sources};
 use proto::event_sink_client::EventSinkClient;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -711,20 +711,6 @@ pub struct FragmentSink {
     pub shared: Arc<Shared>,
 }
 
-impl FragmentSink {
-    fn reject(&self, ingress: &Ingress, source: Option<usize>, msg: String) -> Status {
-        self.shared
-            .counters
-            .streams_rejected
-            .fetch_add(1, Ordering::Relaxed);
-        warn!(process = %self.shared.process, ?source, error = %msg, "fragment stream rejected");
-        if let Some(s) = source {
-            ingress.sources.ended(s, Some(msg.clone()));
-        }
-        Status::invalid_argument(format!("{}: {msg}", self.shared.process))
-    }
-}
-
 #[tonic::async_trait]
 impl proto::fragment_sink_server::FragmentSink for FragmentSink {
     async fn send(
@@ -737,85 +723,49 @@ impl proto::fragment_sink_server::FragmentSink for FragmentSink {
                 self.shared.process
             )));
         };
-        let n_sources = ingress.sources.len();
+        let c = &self.shared.counters;
+        let mut inbound = Inbound::new(
+            &self.shared.process,
+            &ingress.sources,
+            ingress.run,
+            &c.streams_rejected,
+        );
         let mut stream = request.into_inner();
-        let mut source: Option<usize> = None;
-        let mut received = 0u64;
-        let mut announced = None;
         loop {
             let batch = match stream.message().await {
                 Ok(Some(b)) => b,
                 Ok(None) => break,
                 Err(status) => {
-                    if let Some(s) = source {
-                        ingress.sources.ended(s, Some(status.message().to_string()));
-                    }
+                    inbound.failed(&status);
                     return Err(status);
                 }
             };
-            if batch.run != ingress.run {
-                return Err(self.reject(
-                    &ingress,
-                    source,
-                    format!("batch for run {} during run {}", batch.run, ingress.run),
-                ));
-            }
-            let src = batch.source as usize;
-            if src >= n_sources || source.is_some_and(|s| s != src) {
-                return Err(self.reject(
-                    &ingress,
-                    source,
-                    format!("batch from unexpected source {src}"),
-                ));
-            }
-            source = Some(src);
+            let src = inbound.batch(batch.run, batch.source)?;
             let mut fragments = Vec::with_capacity(batch.fragments.len());
             let mut bytes = 0u64;
             for raw in batch.fragments {
                 let f = match Fragment::parse(raw) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        self.shared
-                            .counters
-                            .fragments_rejected
-                            .fetch_add(1, Ordering::Relaxed);
-                        return Err(self.reject(
-                            &ingress,
-                            source,
-                            format!("malformed fragment from boardreader-{src}: {e}"),
-                        ));
+                    Ok(f) if f.kind() == FragmentType::EndOfData => {
+                        let count = f
+                            .end_of_data_count()
+                            .map_err(|e| inbound.reject(format!("bad end-of-data: {e}")))?;
+                        inbound.announced(count);
+                        continue;
                     }
-                };
-                if f.kind() == FragmentType::EndOfData {
-                    match f.end_of_data_count() {
-                        Ok(c) => {
-                            announced = Some(c);
-                            ingress.sources.announced(src, c);
-                        }
-                        Err(e) => {
-                            return Err(self.reject(
-                                &ingress,
-                                source,
-                                format!("bad end-of-data: {e}"),
-                            ));
-                        }
-                    }
-                    continue;
-                }
-                if usize::from(f.fragment_id()) != src {
-                    self.shared
-                        .counters
-                        .fragments_rejected
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Err(self.reject(
-                        &ingress,
-                        source,
-                        format!(
+                    Ok(f) if usize::from(f.fragment_id()) == src => f,
+                    Ok(f) => {
+                        c.fragments_rejected.fetch_add(1, Ordering::Relaxed);
+                        return Err(inbound.reject(format!(
                             "fragment id {} on the stream of boardreader-{src}",
                             f.fragment_id()
-                        ),
-                    ));
-                }
+                        )));
+                    }
+                    Err(e) => {
+                        c.fragments_rejected.fetch_add(1, Ordering::Relaxed);
+                        return Err(inbound
+                            .reject(format!("malformed fragment from boardreader-{src}: {e}")));
+                    }
+                };
                 bytes += f.len() as u64;
                 fragments.push(f);
             }
@@ -825,41 +775,22 @@ impl proto::fragment_sink_server::FragmentSink for FragmentSink {
             }
             // One permit per batch in the builder: a source whose events
             // cannot be placed stalls here, the others go on.
+            let ended = || inbound.reject("run ended while fragments were arriving");
             let Ok(permit) = ingress.permits[src].clone().acquire_owned().await else {
-                return Err(self.reject(
-                    &ingress,
-                    source,
-                    "run ended while fragments were arriving".into(),
-                ));
+                return Err(ended());
             };
-            if ingress
-                .tx
-                .send(BuilderInput::Fragments {
-                    source: src,
-                    fragments,
-                    permit,
-                })
-                .await
-                .is_err()
-            {
-                return Err(self.reject(
-                    &ingress,
-                    source,
-                    "run ended while fragments were arriving".into(),
-                ));
+            let input = BuilderInput::Fragments {
+                source: src,
+                fragments,
+                permit,
+            };
+            if ingress.tx.send(input).await.is_err() {
+                return Err(ended());
             }
-            received += n;
-            ingress.sources.received(src, n);
-            let c = &self.shared.counters;
+            inbound.received(n);
             c.fragments_received.fetch_add(n, Ordering::Relaxed);
             c.bytes_received.fetch_add(bytes, Ordering::Relaxed);
         }
-        if let Some(s) = source {
-            ingress.sources.ended(s, None);
-        }
-        Ok(Response::new(proto::TransferSummary {
-            received,
-            announced,
-        }))
+        Ok(Response::new(inbound.finish()))
     }
 }

@@ -155,3 +155,49 @@ pub fn jeprof_available() -> bool {
     }
     found
 }
+
+/// The newest run record in `run_dir` (the one with the largest number).
+pub fn latest_run(run_dir: &Path) -> PathBuf {
+    std::fs::read_dir(run_dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", run_dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("summary.json").exists())
+        .max()
+        .unwrap_or_else(|| panic!("no run record in {}", run_dir.display()))
+}
+
+/// A multi-threaded tokio runtime for tests that talk gRPC.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("tokio runtime: {e}"))
+}
+
+/// A run-control client for a spawned process.
+pub async fn control(
+    addr: &str,
+) -> proto::run_control_client::RunControlClient<tonic::transport::Channel> {
+    let ch = common::net::connect(addr, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("{addr}: {e}"));
+    proto::run_control_client::RunControlClient::new(ch)
+}
+
+/// A user-type data fragment whose payload is `payload` bytes of its id.
+pub fn data_fragment(seq: u64, id: u16, payload: usize) -> bytes::Bytes {
+    use common::fragment::{Fragment, FragmentSpec, FragmentType};
+    Fragment::build(
+        FragmentSpec {
+            fragment_type: FragmentType::User(1),
+            sequence_id: seq,
+            fragment_id: id,
+            timestamp: seq,
+        },
+        &[],
+        &vec![id as u8; payload],
+    )
+    .unwrap_or_else(|e| panic!("fragment: {e}"))
+    .into_bytes()
+}

@@ -2,31 +2,16 @@
 
 use bytes::Bytes;
 use common::config::SystemConfig;
-use common::fragment::{Fragment, FragmentSpec, FragmentType};
-use daq_tests::{daqctl, spawn};
+use common::fragment::Fragment;
+use daq_tests::{control, daqctl, data_fragment, runtime, spawn};
 use proto::fragment_sink_client::FragmentSinkClient;
-use proto::run_control_client::RunControlClient;
 use std::time::Duration;
 use tonic::Code;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-async fn control(addr: &str) -> RunControlClient<tonic::transport::Channel> {
-    let ch = common::net::connect(addr, Duration::from_secs(10))
-        .await
-        .expect("connects");
-    RunControlClient::new(ch)
-}
 
 #[test]
 fn start_before_init_is_refused_naming_the_state_and_legal_commands() {
     let p = spawn("eventbuilder", 0).expect("spawns");
-    rt().block_on(async {
+    runtime().block_on(async {
         let mut c = control(&p.addr).await;
         let err = c
             .start(proto::StartRequest {
@@ -99,25 +84,10 @@ fn config_errors_stop_daqctl_before_anything_starts() {
     }
 }
 
-fn data_fragment(seq: u64, id: u16) -> Bytes {
-    Fragment::build(
-        FragmentSpec {
-            fragment_type: FragmentType::User(1),
-            sequence_id: seq,
-            fragment_id: id,
-            timestamp: seq,
-        },
-        &[],
-        &[0xAA; 16],
-    )
-    .expect("valid")
-    .into_bytes()
-}
-
 #[test]
 fn malformed_fragment_rejects_its_stream_and_nothing_else() {
     let p = spawn("eventbuilder", 0).expect("spawns");
-    rt().block_on(async {
+    runtime().block_on(async {
         let mut c = control(&p.addr).await;
         let mut config = SystemConfig {
             partition: daq_tests::unique_partition(),
@@ -144,14 +114,14 @@ fn malformed_fragment_rejects_its_stream_and_nothing_else() {
             .expect("connects");
 
         // Boardreader 1's stream carries a fragment whose word_count lies.
-        let mut bad = data_fragment(1, 1).to_vec();
+        let mut bad = data_fragment(1, 1, 16).to_vec();
         bad[0] = 99;
         let mut sink = FragmentSinkClient::new(ch.clone());
         let err = sink
             .send(tokio_stream::iter(vec![proto::FragmentBatch {
                 source: 1,
                 run: 7,
-                fragments: vec![data_fragment(1, 1), Bytes::from(bad)],
+                fragments: vec![data_fragment(1, 1, 16), Bytes::from(bad)],
             }]))
             .await
             .expect_err("rejected");
@@ -170,7 +140,7 @@ fn malformed_fragment_rejects_its_stream_and_nothing_else() {
                 proto::FragmentBatch {
                     source: 0,
                     run: 7,
-                    fragments: (1..=3).map(|s| data_fragment(s, 0)).collect(),
+                    fragments: (1..=3).map(|s| data_fragment(s, 0, 16)).collect(),
                 },
                 proto::FragmentBatch {
                     source: 0,

@@ -2,19 +2,9 @@
 //! NetMonInput path (the original artdaq bug, reproduced on purpose) leaks in
 //! the aggregators, nothing leaks with the fixed path.
 
-use daq_tests::daqctl;
+use daq_tests::{daqctl, latest_run};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-
-fn latest_run(dir: &Path) -> PathBuf {
-    std::fs::read_dir(dir)
-        .expect("run dir")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.join("summary.json").exists())
-        .max()
-        .expect("a run record")
-}
 
 /// A short, fast soak: 5 kHz for 20 s with 4 heap samples a second.
 fn soak(dir: &Path, netmon: &str, topology: &str) -> (PathBuf, Value) {

@@ -5,7 +5,7 @@
 use aggregator::datafile::read_file;
 use boardreader::generator::{Generator, ToySimulator};
 use common::config::SystemConfig;
-use daq_tests::{daqctl, h5dump_script, h5py_python, summary};
+use daq_tests::{daqctl, h5dump_script, h5py_python, latest_run, summary};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -28,13 +28,7 @@ fn demo(run_dir: &Path, args: &[&str]) -> (PathBuf, Value) {
         out.status
     );
     assert!(stdout.contains("OK: nothing lost"), "{stdout}");
-    let root = std::fs::read_dir(run_dir)
-        .expect("run dir")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.join("summary.json").exists())
-        .max()
-        .expect("a run record");
+    let root = latest_run(run_dir);
     let s = summary(&root).expect("summary.json");
     (root, s)
 }

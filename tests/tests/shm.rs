@@ -4,36 +4,21 @@
 
 use bytes::Bytes;
 use common::config::SystemConfig;
-use common::fragment::{Fragment, FragmentSpec, FragmentType};
+use common::fragment::Fragment;
 use common::shm::segment_path;
-use daq_tests::{bin_dir, daqctl, spawn, summary, unique_partition};
+use daq_tests::{
+    bin_dir, control, daqctl, data_fragment, latest_run, runtime, spawn, summary, unique_partition,
+};
 use proto::fragment_sink_client::FragmentSinkClient;
 use proto::run_control_client::RunControlClient;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn latest_run(dir: &Path) -> PathBuf {
-    std::fs::read_dir(dir)
-        .expect("run dir")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.join("summary.json").exists())
-        .max()
-        .expect("a run record")
-}
 
 fn u(v: &Value, k: &str) -> u64 {
     v[k].as_u64()
@@ -92,28 +77,6 @@ fn slow_disk_writer_backpressures_the_system_and_nothing_is_lost() {
     assert!(waited > 0, "the aggregators never waited: {s}");
 }
 
-async fn control(addr: &str) -> RunControlClient<tonic::transport::Channel> {
-    let ch = common::net::connect(addr, Duration::from_secs(10))
-        .await
-        .expect("connects");
-    RunControlClient::new(ch)
-}
-
-fn fragment(seq: u64, id: u16, payload: usize) -> Bytes {
-    Fragment::build(
-        FragmentSpec {
-            fragment_type: FragmentType::User(1),
-            sequence_id: seq,
-            fragment_id: id,
-            timestamp: seq,
-        },
-        &[],
-        &vec![id as u8; payload],
-    )
-    .expect("valid")
-    .into_bytes()
-}
-
 /// Polls the process's counters until `done` holds (a state, not a sleep).
 async fn wait_for(
     c: &mut RunControlClient<tonic::transport::Channel>,
@@ -157,7 +120,7 @@ fn eventbuilder_config(partition: u32) -> SystemConfig {
 fn stale_events_are_released_with_missing_ids_late_and_oversize_fragments_counted() {
     let p = spawn("eventbuilder", 0).expect("spawns");
     let partition = unique_partition();
-    rt().block_on(async {
+    runtime().block_on(async {
         let mut c = control(&p.addr).await;
         c.init(proto::InitRequest {
             config_toml: eventbuilder_config(partition).to_toml(),
@@ -187,25 +150,25 @@ fn stale_events_are_released_with_missing_ids_late_and_oversize_fragments_counte
         let h1 = tokio::spawn(async move { s1.send(ReceiverStream::new(rx1)).await });
 
         // Event 1 gets only boardreader 0's fragment: released incomplete.
-        tx0.send(batch(0, vec![fragment(1, 0, 16)]))
+        tx0.send(batch(0, vec![data_fragment(1, 0, 16)]))
             .await
             .expect("send");
         wait_for(&mut c, "stale release", |k| k.events_incomplete == 1).await;
         // Boardreader 1's fragment for event 1 is now late: dropped, counted.
-        tx1.send(batch(1, vec![fragment(1, 1, 16)]))
+        tx1.send(batch(1, vec![data_fragment(1, 1, 16)]))
             .await
             .expect("send");
         wait_for(&mut c, "late fragment", |k| k.late_fragments == 1).await;
         // A fragment over buffer_bytes / boardreaders (2048) is rejected.
-        tx0.send(batch(0, vec![fragment(2, 0, 3000)]))
+        tx0.send(batch(0, vec![data_fragment(2, 0, 3000)]))
             .await
             .expect("send");
         wait_for(&mut c, "over-size fragment", |k| k.oversize_fragments == 1).await;
         // Event 3 is whole: built.
-        tx0.send(batch(0, vec![fragment(3, 0, 16)]))
+        tx0.send(batch(0, vec![data_fragment(3, 0, 16)]))
             .await
             .expect("send");
-        tx1.send(batch(1, vec![fragment(3, 1, 16)]))
+        tx1.send(batch(1, vec![data_fragment(3, 1, 16)]))
             .await
             .expect("send");
         wait_for(&mut c, "complete event", |k| k.events_built == 1).await;
@@ -256,7 +219,7 @@ fn segment_is_private_and_removed_at_stop_and_on_sigterm() {
     let mut p = spawn("eventbuilder", 0).expect("spawns");
     let partition = unique_partition();
     let path = segment_path(partition, "eventbuilder-0");
-    rt().block_on(async {
+    runtime().block_on(async {
         let mut c = control(&p.addr).await;
         c.init(proto::InitRequest {
             config_toml: eventbuilder_config(partition).to_toml(),
