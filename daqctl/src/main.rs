@@ -47,6 +47,12 @@ enum Cmd {
         #[arg(long, default_value_t = 30.0)]
         wait: f64,
     },
+    /// Print the default system configuration (TOML), or check a file.
+    Config {
+        /// Check this file instead: parse, validate, print the effective configuration.
+        #[arg(long)]
+        check: Option<PathBuf>,
+    },
     /// Heap snapshots of run records.
     #[command(subcommand)]
     Heap(HeapCmd),
@@ -259,6 +265,16 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Demo(a) => demo(a).await,
         Cmd::Soak(a) => soak(a).await,
+        Cmd::Config { check } => {
+            let config = match check {
+                Some(p) => SystemConfig::from_file(&p).map_err(anyhow::Error::from),
+                None => Ok(SystemConfig::default()),
+            };
+            config.map(|c| {
+                print!("{}", c.to_toml());
+                true
+            })
+        }
         Cmd::Monitor {
             process,
             partition,
