@@ -33,6 +33,8 @@ use tracing::{error, info, warn};
 
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Events received but not written because the writer was gone.
+    pub events_dropped: AtomicU64,
     pub events_received: AtomicU64,
     pub bytes_received: AtomicU64,
     pub events_written: AtomicU64,
@@ -46,6 +48,7 @@ pub struct Counters {
 impl Counters {
     fn reset(&self) {
         for c in [
+            &self.events_dropped,
             &self.events_received,
             &self.bytes_received,
             &self.events_written,
@@ -72,6 +75,7 @@ impl Counters {
             streams_rejected: l(&self.streams_rejected),
             oversize_fragments: l(&self.oversize_events),
             backpressure_wait_ms: l(&self.backpressure_wait_ms),
+            dropped: l(&self.events_dropped),
             data_files: self
                 .data_files
                 .lock()
@@ -131,6 +135,18 @@ struct Signals {
     freed: Notify,
     /// Set by the ingest task once everything received is published.
     finishing: AtomicBool,
+    /// Set when the writer thread has ended (normally or by a panic).
+    writer_gone: AtomicBool,
+}
+
+/// Marks the writer gone when the writer thread ends, however it ends.
+struct WriterGone(Arc<Signals>);
+
+impl Drop for WriterGone {
+    fn drop(&mut self) {
+        self.0.writer_gone.store(true, Ordering::Release);
+        self.0.freed.notify_one();
+    }
 }
 
 pub struct Run {
@@ -199,6 +215,7 @@ impl Run {
         std::thread::Builder::new()
             .name(format!("{}-writer", shared.process))
             .spawn(move || {
+                let _gone = WriterGone(w.signals.clone());
                 // Timers and notifications of the runtime are used from here.
                 let _context = w.rt.clone();
                 let _entered = _context.enter();
@@ -263,6 +280,12 @@ impl Run {
                 Err(_) => problems.push("writer ended during stop".into()),
             }
         }
+        let dropped = shared.counters.events_dropped.load(Ordering::Relaxed);
+        if dropped > 0 {
+            problems.push(format!(
+                "{dropped} events dropped: the disk writer had ended"
+            ));
+        }
         if let Err(e) = self.ingest.await {
             problems.push(format!("ingest task failed: {e}"));
         }
@@ -290,6 +313,14 @@ impl Ingest {
                     }
                 }
                 IngestInput::Finish(ack) => {
+                    // Batches a late stream queued behind the finish are
+                    // still placed; later ones are refused.
+                    rx.close();
+                    while let Ok(IngestInput::Events(events)) = rx.try_recv() {
+                        for e in events {
+                            self.place(e).await;
+                        }
+                    }
                     self.signals.finishing.store(true, Ordering::Release);
                     self.signals.published.notify_one();
                     let result = done
@@ -319,6 +350,14 @@ impl Ingest {
         let idx = loop {
             if let Some(idx) = self.store.claim(seq, n) {
                 break idx;
+            }
+            if self.signals.writer_gone.load(Ordering::Acquire) {
+                // Nobody will free a buffer: the event is lost, and counted.
+                self.shared
+                    .counters
+                    .events_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
             }
             waited.get_or_insert_with(Instant::now);
             let _ = tokio::time::timeout(Duration::from_millis(100), self.signals.freed.notified())

@@ -36,6 +36,8 @@ pub struct SendCounters {
     pub fragments_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub last_sequence_id: AtomicU64,
+    /// Fragments for an eventbuilder whose stream closed, not sent.
+    pub dropped: AtomicU64,
 }
 
 impl SendCounters {
@@ -43,6 +45,7 @@ impl SendCounters {
         self.fragments_sent.store(0, Ordering::Relaxed);
         self.bytes_sent.store(0, Ordering::Relaxed);
         self.last_sequence_id.store(0, Ordering::Relaxed);
+        self.dropped.store(0, Ordering::Relaxed);
     }
 }
 
@@ -69,7 +72,7 @@ pub struct Run {
 
 struct GeneratorOutcome {
     sent_per_destination: Vec<u64>,
-    error: Option<String>,
+    problems: Vec<String>,
 }
 
 impl Run {
@@ -174,9 +177,7 @@ impl Run {
                 return problems;
             }
         };
-        if let Some(e) = outcome.error {
-            problems.push(e);
-        }
+        problems.extend(outcome.problems);
         for (i, stream) in self.streams.into_iter().enumerate() {
             let sent = outcome.sent_per_destination.get(i).copied().unwrap_or(0);
             match stream.await {
@@ -209,8 +210,12 @@ struct LoopConfig {
     batch_max_delay: Duration,
 }
 
-/// Per-destination batches being filled, and what was sent so far.
+/// Per-destination batches being filled, and what was sent so far. A
+/// destination whose stream closed is marked lost: its fragments are
+/// counted as dropped and the others go on.
 struct Batcher {
+    lost: Vec<bool>,
+    problems: Vec<String>,
     rank: u16,
     run: u32,
     max_items: usize,
@@ -224,32 +229,43 @@ struct Batcher {
 
 impl Batcher {
     /// Adds a fragment for destination `d`, sending the batch when full.
-    fn push(&mut self, d: usize, fragment: Bytes) -> Result<(), String> {
+    fn push(&mut self, d: usize, fragment: Bytes) {
+        if self.lost[d] {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if self.pending[d].is_empty() {
             self.since[d] = Instant::now();
         }
         self.pending[d].push(fragment);
         if self.pending[d].len() >= self.max_items {
-            self.flush(d)?;
+            self.flush(d);
         }
-        Ok(())
     }
 
     /// Sends destination `d`'s batch; blocks while its queue is full.
-    fn flush(&mut self, d: usize) -> Result<(), String> {
+    fn flush(&mut self, d: usize) {
         if self.pending[d].is_empty() {
-            return Ok(());
+            return;
         }
         let fragments = std::mem::replace(&mut self.pending[d], Vec::with_capacity(self.max_items));
         let count = fragments.len() as u64;
         let bytes: usize = fragments.iter().map(Bytes::len).sum();
-        self.queues[d]
-            .blocking_send(proto::FragmentBatch {
-                source: u32::from(self.rank),
-                run: self.run,
-                fragments,
-            })
-            .map_err(|_| format!("eventbuilder-{d}: stream closed during the run"))?;
+        let batch = proto::FragmentBatch {
+            source: u32::from(self.rank),
+            run: self.run,
+            fragments,
+        };
+        if self.queues[d].blocking_send(batch).is_err() {
+            self.lost[d] = true;
+            self.counters.dropped.fetch_add(count, Ordering::Relaxed);
+            let msg = format!(
+                "eventbuilder-{d}: stream closed during the run; its fragments from here on are dropped"
+            );
+            error!(destination = d, "{msg}");
+            self.problems.push(msg);
+            return;
+        }
         self.sent[d] += count;
         self.counters
             .fragments_sent
@@ -257,17 +273,15 @@ impl Batcher {
         self.counters
             .bytes_sent
             .fetch_add(bytes as u64, Ordering::Relaxed);
-        Ok(())
     }
 
     /// Sends every batch older than the batch delay (all of them if `all`).
-    fn flush_due(&mut self, all: bool) -> Result<(), String> {
+    fn flush_due(&mut self, all: bool) {
         for d in 0..self.pending.len() {
             if all || self.since[d].elapsed() >= self.max_delay {
-                self.flush(d)?;
+                self.flush(d);
             }
         }
-        Ok(())
     }
 }
 
@@ -284,6 +298,8 @@ fn generate(
 ) -> GeneratorOutcome {
     let n = queues.len();
     let mut out = Batcher {
+        lost: vec![false; n],
+        problems: Vec::new(),
         rank: cfg.rank,
         run: cfg.run,
         max_items: cfg.batch_max_items,
@@ -313,7 +329,7 @@ fn generate(
                 RunCommand::Run | RunCommand::Pause => {
                     // Paused, or the event limit is reached: send what is
                     // pending, then wait for the next command.
-                    out.flush_due(true)?;
+                    out.flush_due(true);
                     idle_ack.send_replace(id);
                     if rt.block_on(command.changed()).is_err() {
                         return Ok(());
@@ -333,7 +349,7 @@ fn generate(
                     let wait = next_due - now;
                     // A long wait sends pending batches first, so that
                     // events are not held back by the throttle.
-                    out.flush_due(wait >= cfg.batch_max_delay)?;
+                    out.flush_due(wait >= cfg.batch_max_delay);
                     // Wait for the next event or a command, whichever is first.
                     if let Ok(Ok(())) = rt.block_on(tokio::time::timeout(wait, command.changed())) {
                         continue;
@@ -344,14 +360,16 @@ fn generate(
             let fragment = generator
                 .fragment(seq)
                 .map_err(|e| format!("generator failed at sequence id {seq}: {e}"))?;
-            out.push((seq % n as u64) as usize, fragment.into_bytes())?;
+            out.push((seq % n as u64) as usize, fragment.into_bytes());
             out.counters.last_sequence_id.store(seq, Ordering::Relaxed);
             seq += 1;
-            out.flush_due(false)?;
+            out.flush_due(false);
         }
     })();
     // End of run: flush, then end-of-data with the count, on every stream.
-    let error = result.and_then(|()| out.flush_due(true)).err();
+    out.flush_due(true);
+    let mut problems = std::mem::take(&mut out.problems);
+    problems.extend(result.err());
     let sent = out.sent.clone();
     let queues = &out.queues;
     for (d, q) in queues.iter().enumerate() {
@@ -377,6 +395,6 @@ fn generate(
     info!(rank = cfg.rank, run = cfg.run, last_sequence_id = seq.saturating_sub(1), sent = ?sent, "generator finished");
     GeneratorOutcome {
         sent_per_destination: sent,
-        error,
+        problems,
     }
 }

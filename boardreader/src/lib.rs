@@ -109,6 +109,7 @@ impl App for BoardReader {
             fragments_sent: self.counters.fragments_sent.load(Ordering::Relaxed),
             bytes_sent: self.counters.bytes_sent.load(Ordering::Relaxed),
             last_sequence_id: self.counters.last_sequence_id.load(Ordering::Relaxed),
+            dropped: self.counters.dropped.load(Ordering::Relaxed),
             ..Default::default()
         }
     }

@@ -347,6 +347,13 @@ impl SystemConfig {
                 "must be 1 to 2^48-2",
             ));
         }
+        if g.max_events > crate::fragment::MAX_SEQUENCE_ID - g.initial_sequence_id {
+            return Err(bad(
+                "generator.max_events",
+                g.max_events,
+                "runs past the largest sequence id (2^48-1)",
+            ));
+        }
         let x = &self.transfer;
         if x.batch_max_items == 0 {
             return Err(bad(

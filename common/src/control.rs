@@ -78,8 +78,12 @@ struct HeapState {
     profiles: Vec<String>,
 }
 
-/// The `RunControl` service around an [`App`].
-pub struct Control<A: App> {
+/// The `RunControl` service around an [`App`]. Every command runs in a task
+/// of its own: a client that gives up (a timeout, a dropped connection)
+/// cannot cancel a command half-way.
+pub struct Control<A: App>(Arc<Inner<A>>);
+
+struct Inner<A: App> {
     process: String,
     app: Arc<A>,
     state: Mutex<State>,
@@ -94,7 +98,7 @@ impl<A: App> Control<A> {
     pub fn new(process: impl Into<String>, app: Arc<A>) -> (Self, watch::Receiver<bool>) {
         let (exit, rx) = watch::channel(false);
         (
-            Self {
+            Self(Arc::new(Inner {
                 process: process.into(),
                 app,
                 state: Mutex::new(State::Booted),
@@ -102,11 +106,13 @@ impl<A: App> Control<A> {
                 run: Mutex::new(0),
                 exit,
                 heap: Mutex::new(HeapState::default()),
-            },
+            })),
             rx,
         )
     }
+}
 
+impl<A: App> Inner<A> {
     fn state(&self) -> State {
         *self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -229,8 +235,8 @@ impl<A: App> Control<A> {
     }
 }
 
-#[tonic::async_trait]
-impl<A: App> RunControl for Control<A> {
+/// The command handlers, run by [`Control`] in tasks of their own.
+impl<A: App> Inner<A> {
     async fn init(
         &self,
         request: Request<proto::InitRequest>,
@@ -238,14 +244,16 @@ impl<A: App> RunControl for Control<A> {
         let req = request.into_inner();
         let config = SystemConfig::from_toml(&req.config_toml, "init request")
             .map_err(|e| Status::invalid_argument(format!("{}: {e}", self.process)))?;
-        self.heap_state().sample_interval = Duration::from_millis(config.heap.sample_interval_ms);
+        let interval = Duration::from_millis(config.heap.sample_interval_ms);
         let args = InitArgs {
             config,
             destinations: req.destinations,
         };
-        self.exec(Command::Init, async {
-            self.app.init(args).await.map(|_| vec![])
-        })
+        self.exec_prepared(
+            Command::Init,
+            || self.heap_state().sample_interval = interval,
+            async { self.app.init(args).await.map(|_| vec![]) },
+        )
         .await
     }
 
@@ -298,9 +306,9 @@ impl<A: App> RunControl for Control<A> {
         let args = StopArgs {
             end_sequence_id: request.into_inner().end_sequence_id,
         };
-        let reply = self.exec(Command::Stop, self.app.stop(args)).await;
+        let reply = self.exec(Command::Stop, self.app.stop(args)).await?;
         self.stop_sampler().await;
-        reply
+        Ok(reply)
     }
 
     async fn shutdown(
@@ -351,5 +359,73 @@ impl<A: App> RunControl for Control<A> {
             profiling: heap::profiling_enabled(),
             profiles: h.profiles.clone(),
         }))
+    }
+}
+
+macro_rules! spawned {
+    ($self:ident, $method:ident, $request:ident) => {{
+        let inner = $self.0.clone();
+        tokio::spawn(async move { inner.$method($request).await })
+            .await
+            .unwrap_or_else(|e| Err(Status::internal(format!("command task failed: {e}"))))
+    }};
+}
+
+#[tonic::async_trait]
+impl<A: App> RunControl for Control<A> {
+    async fn init(
+        &self,
+        request: Request<proto::InitRequest>,
+    ) -> Result<Response<proto::CommandReply>, Status> {
+        spawned!(self, init, request)
+    }
+
+    async fn start(
+        &self,
+        request: Request<proto::StartRequest>,
+    ) -> Result<Response<proto::CommandReply>, Status> {
+        spawned!(self, start, request)
+    }
+
+    async fn pause(
+        &self,
+        request: Request<proto::Empty>,
+    ) -> Result<Response<proto::CommandReply>, Status> {
+        spawned!(self, pause, request)
+    }
+
+    async fn resume(
+        &self,
+        request: Request<proto::Empty>,
+    ) -> Result<Response<proto::CommandReply>, Status> {
+        spawned!(self, resume, request)
+    }
+
+    async fn stop(
+        &self,
+        request: Request<proto::StopRequest>,
+    ) -> Result<Response<proto::CommandReply>, Status> {
+        spawned!(self, stop, request)
+    }
+
+    async fn shutdown(
+        &self,
+        request: Request<proto::Empty>,
+    ) -> Result<Response<proto::CommandReply>, Status> {
+        spawned!(self, shutdown, request)
+    }
+
+    async fn status(
+        &self,
+        request: Request<proto::Empty>,
+    ) -> Result<Response<proto::StatusReply>, Status> {
+        self.0.status(request).await
+    }
+
+    async fn heap(
+        &self,
+        request: Request<proto::Empty>,
+    ) -> Result<Response<proto::HeapReply>, Status> {
+        self.0.heap(request).await
     }
 }

@@ -214,7 +214,8 @@ pub(crate) fn decode_aux(r: &mut Reader) -> Result<EventAux, NetMonError> {
 /// Reads the history record.
 pub(crate) fn decode_history(r: &mut Reader) -> Result<History, NetMonError> {
     let n = r.u16("history count")? as usize;
-    let mut entries = Vec::with_capacity(n);
+    // Never trust a count for an allocation: an entry takes at least 14 bytes.
+    let mut entries = Vec::with_capacity(n.min(r.remaining() / 14));
     for index in 0..n {
         let mut string = |field| -> Result<String, NetMonError> {
             let len = r.u16(field)? as usize;
@@ -244,7 +245,7 @@ pub(crate) fn decode_rest(
     history: History,
 ) -> Result<Event, NetMonError> {
     let n_missing = r.u16("missing count")? as usize;
-    let mut missing = Vec::with_capacity(n_missing);
+    let mut missing = Vec::with_capacity(n_missing.min(r.remaining() / 2));
     for _ in 0..n_missing {
         missing.push(r.u16("missing fragment id")?);
     }

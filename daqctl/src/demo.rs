@@ -163,6 +163,11 @@ async fn wait(
     };
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    // In --events mode, a generator that cannot go on (its eventbuilder is
+    // gone) would keep the run waiting forever: give up after this long
+    // without a new fragment.
+    const STALLED: Duration = Duration::from_secs(15);
+    let mut last_progress = (0u64, Instant::now());
     loop {
         tokio::select! {
             _ = &mut ctrl_c => {
@@ -185,6 +190,15 @@ async fn wait(
                 .filter_map(|s| s.counters.as_ref().map(f))
                 .sum()
         };
+        let sent = sum("boardreader", |c| c.fragments_sent);
+        if sent != last_progress.0 {
+            last_progress = (sent, Instant::now());
+        } else if matches!(length, Length::Events(_)) && last_progress.1.elapsed() >= STALLED {
+            anyhow::bail!(
+                "no fragment generated for {} s: the run cannot reach its event count",
+                STALLED.as_secs()
+            );
+        }
         let done = match length {
             Length::Duration(d) => started.elapsed() >= d,
             Length::Events(_) if system.all_dead(Kind::BoardReader) => true,

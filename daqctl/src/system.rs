@@ -90,6 +90,10 @@ async fn spawn(
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log_file))
         .kill_on_drop(true)
+        // Their own process group: a Ctrl-C at the terminal reaches daqctl
+        // only, which then stops the run in order instead of every process
+        // shutting down at once.
+        .process_group(0)
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
     let stdout = child

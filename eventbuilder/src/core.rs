@@ -251,6 +251,8 @@ impl Run {
             outputs,
             batch_max_items: config.transfer.batch_max_items,
             batch_max_delay: Duration::from_millis(config.transfer.batch_max_delay_ms),
+            dropped: 0,
+            problems: Vec::new(),
         };
         let sender = tokio::spawn(sender.run(finish_rx));
         let builder = Builder {
@@ -424,6 +426,14 @@ impl Builder {
                         if let Some(t) = blocked_since {
                             self.add_wait(t);
                         }
+                        // A stream still open after the stop timeout may have
+                        // queued batches behind the finish: take them, refuse more.
+                        rx.close();
+                        while let Ok(BuilderInput::Fragments { source, fragments, permit }) = rx.try_recv() {
+                            if let Some(q) = self.parked.get_mut(source) {
+                                q.push_back(Parked { fragments, next: 0, _permit: permit });
+                            }
+                        }
                         let problems = self.finish().await;
                         let _ = ack.send(problems);
                         return;
@@ -456,8 +466,28 @@ impl Builder {
                 tokio::time::timeout(Duration::from_millis(200), self.signals.freed.notified())
                     .await;
             if freed.is_err() {
-                let oldest: Vec<Released> = self.assembly.release_oldest().into_iter().collect();
-                self.released_incomplete(oldest, "stop: no free buffer");
+                match self.assembly.release_oldest() {
+                    Some(r) => self.released_incomplete(vec![r], "stop: no free buffer"),
+                    None => {
+                        // Every buffer is published and nobody takes them:
+                        // the sender is gone. What is parked cannot be placed.
+                        let n: usize = self
+                            .parked
+                            .iter()
+                            .flatten()
+                            .map(|b| b.fragments.len() - b.next)
+                            .sum();
+                        self.shared
+                            .counters
+                            .dropped
+                            .fetch_add(n as u64, Ordering::Relaxed);
+                        problems.push(format!(
+                            "{n} fragments could not be placed: no buffer was freed"
+                        ));
+                        self.parked.iter_mut().for_each(VecDeque::clear);
+                        break;
+                    }
+                }
             }
         }
         let left = self.assembly.release_all();
@@ -502,6 +532,9 @@ struct Sender {
     outputs: Vec<Output>,
     batch_max_items: usize,
     batch_max_delay: Duration,
+    /// Events that could not be sent, and why (the first few).
+    dropped: u64,
+    problems: Vec<String>,
 }
 
 /// A 128-bit digest of the configuration text, as 32 hex digits
@@ -529,9 +562,7 @@ impl Sender {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut finishing = false;
         loop {
-            if let Err(e) = self.drain().await {
-                warn!(process = %self.process, error = %e, "event output failed");
-            }
+            self.drain().await;
             if finishing {
                 return self.finish().await;
             }
@@ -547,7 +578,7 @@ impl Sender {
                         let due = !self.outputs[d].pending.is_empty()
                             && self.outputs[d].since.elapsed() >= self.batch_max_delay;
                         if due && let Err(e) = self.flush(d).await {
-                            warn!(process = %self.process, error = %e, "event output failed");
+                            self.problems.push(e);
                         }
                     }
                 }
@@ -556,14 +587,28 @@ impl Sender {
     }
 
     /// Takes every published event out of shared memory and queues it.
-    async fn drain(&mut self) -> Result<(), String> {
-        loop {
-            let Some(event) = self.take_one() else {
-                return Ok(());
-            };
+    /// Never stops at a bad event: each one that cannot go on is counted
+    /// (`dropped`) and named in the stop reply.
+    async fn drain(&mut self) {
+        while let Some(event) = self.take_one() {
             self.signals.freed.notify_one();
-            let event = event?;
-            self.emit(event).await?;
+            let result = match event {
+                Ok(event) => self.emit(event).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                self.lost(e);
+            }
+        }
+    }
+
+    /// An event that could not be sent: counted, and the first few named.
+    fn lost(&mut self, why: String) {
+        self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        self.dropped += 1;
+        if self.problems.len() < 10 {
+            warn!(process = %self.process, error = %why, "event dropped");
+            self.problems.push(why);
         }
     }
 
@@ -646,16 +691,25 @@ impl Sender {
         let n = events.len() as u64;
         let bytes = std::mem::take(&mut out.pending_bytes) as u64;
         let Some(tx) = &out.tx else {
-            return Err(format!("aggregator-{d}: stream already ended"));
+            self.shared.counters.dropped.fetch_add(n, Ordering::Relaxed);
+            self.dropped += n;
+            return Ok(());
         };
-        tx.send(proto::EventBatch {
+        let batch = proto::EventBatch {
             source: u32::from(self.rank),
             run: self.run,
             events,
             end_of_data: None,
-        })
-        .await
-        .map_err(|_| format!("aggregator-{d}: stream closed during the run"))?;
+        };
+        if tx.send(batch).await.is_err() {
+            // The aggregator is gone: its events from here on are dropped.
+            out.tx = None;
+            self.shared.counters.dropped.fetch_add(n, Ordering::Relaxed);
+            self.dropped += n;
+            return Err(format!(
+                "aggregator-{d}: stream closed during the run; its events are dropped"
+            ));
+        }
         out.sent += n;
         let c = &self.shared.counters;
         c.events_sent.fetch_add(n, Ordering::Relaxed);
@@ -666,7 +720,13 @@ impl Sender {
     /// End of run: flush, send end-of-data with the count to every
     /// aggregator, check the replies.
     async fn finish(&mut self) -> Vec<String> {
-        let mut problems = Vec::new();
+        let mut problems = std::mem::take(&mut self.problems);
+        if self.dropped > 0 {
+            problems.push(format!(
+                "{} events could not be sent to an aggregator",
+                self.dropped
+            ));
+        }
         for d in 0..self.outputs.len() {
             if let Err(e) = self.flush(d).await {
                 problems.push(e);

@@ -6,6 +6,14 @@ use daq_tests::{daqctl, latest_run};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
+/// Measurements in this file run one at a time: on a 2-core machine, two
+/// systems competing for the CPU blur each other's heap trends.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A short, fast soak: 5 kHz for 20 s with 4 heap samples a second.
 fn soak(dir: &Path, netmon: &str, topology: &str) -> (PathBuf, Value) {
     let args = [
@@ -56,6 +64,7 @@ fn verdicts(report: &Value) -> Vec<(String, String)> {
 
 #[test]
 fn legacy_input_leaks_in_the_aggregators_and_nowhere_else() {
+    let _one = exclusive();
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, report) = soak(dir.path(), "legacy", "2x2x2");
     assert_eq!(report["netmon_input"], "legacy");
@@ -83,6 +92,7 @@ fn legacy_input_leaks_in_the_aggregators_and_nowhere_else() {
 
 #[test]
 fn fixed_input_is_stable_everywhere_and_so_is_the_2x2_system() {
+    let _one = exclusive();
     let dir = tempfile::tempdir().expect("tempdir");
     for topology in ["2x2x2", "2x2"] {
         let (root, report) = soak(dir.path(), "fixed", topology);
@@ -109,6 +119,7 @@ fn fixed_input_is_stable_everywhere_and_so_is_the_2x2_system() {
 
 #[test]
 fn heap_compare_tells_a_leak_from_stale_allocations() {
+    let _one = exclusive();
     let dir = tempfile::tempdir().expect("tempdir");
     let run_dir = dir.path().to_str().expect("utf-8");
     let mut roots = Vec::new();
@@ -168,6 +179,7 @@ fn heap_compare_tells_a_leak_from_stale_allocations() {
 
 #[test]
 fn heap_profile_names_the_legacy_deserializer_as_the_top_growing_site() {
+    let _one = exclusive();
     if !daq_tests::jeprof_available() {
         return;
     }
