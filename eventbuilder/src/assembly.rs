@@ -10,10 +10,14 @@
 
 use common::fragment::Fragment;
 use common::shm::ShmStore;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::time::Duration;
 
-/// How many released sequence ids are remembered to recognise late fragments.
+/// How many released sequence ids are remembered to recognise late
+/// fragments: a ring indexed by sequence id, allocated once per run (512 KiB),
+/// so that remembering costs no memory per event. A fragment more than this
+/// many sequence ids late is not recognised: it opens a new event, which is
+/// released incomplete after the stale timeout (and counted there).
 pub const RELEASED_MEMORY: usize = 1 << 16;
 
 /// What became of a fragment offered to the store.
@@ -52,8 +56,8 @@ pub struct Assembly {
     expected: u32,
     max_fragment_bytes: usize,
     open: HashMap<u64, Open>,
-    released: HashSet<u64>,
-    released_order: VecDeque<u64>,
+    /// `released[seq % RELEASED_MEMORY] == seq` once `seq` left the store.
+    released: Vec<u64>,
 }
 
 impl Assembly {
@@ -64,8 +68,7 @@ impl Assembly {
             expected,
             max_fragment_bytes: usize::try_from(max_fragment_bytes).unwrap_or(usize::MAX),
             open: HashMap::new(),
-            released: HashSet::new(),
-            released_order: VecDeque::new(),
+            released: vec![u64::MAX; RELEASED_MEMORY],
         }
     }
 
@@ -79,14 +82,11 @@ impl Assembly {
     }
 
     fn remember_released(&mut self, seq: u64) {
-        if self.released.insert(seq) {
-            self.released_order.push_back(seq);
-            if self.released_order.len() > RELEASED_MEMORY
-                && let Some(old) = self.released_order.pop_front()
-            {
-                self.released.remove(&old);
-            }
-        }
+        self.released[seq as usize % RELEASED_MEMORY] = seq;
+    }
+
+    fn was_released(&self, seq: u64) -> bool {
+        self.released[seq as usize % RELEASED_MEMORY] == seq
     }
 
     /// Offers one data fragment.
@@ -96,7 +96,7 @@ impl Assembly {
         if f.len() > self.max_fragment_bytes || id >= self.expected as usize {
             return Placed::Oversize;
         }
-        if self.released.contains(&seq) {
+        if self.was_released(seq) {
             return Placed::Late;
         }
         if !self.open.contains_key(&seq) {
@@ -247,6 +247,9 @@ mod tests {
         // The buffer is free again, but event 3 is gone for good.
         assert_eq!(a.place(&frag(3, 0, 8)), Placed::Late);
         assert!(reader.take().is_none());
+        // Remembering is a fixed ring: far later ids reuse its slots.
+        let far = 3 + RELEASED_MEMORY as u64;
+        assert_eq!(a.place(&frag(far, 0, 8)), Placed::Pending);
     }
 
     #[test]

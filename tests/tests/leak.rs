@@ -107,6 +107,13 @@ fn fixed_input_is_stable_everywhere_and_so_is_the_2x2_system() {
                 "{topology} {name}: {left} B left after the run"
             );
         }
+        // Not only below the verdict's floor: no process grows by as much as
+        // one smallest allocation per event (this caught a bounded but
+        // per-event growth in the eventbuilder once).
+        for (name, t) in report["processes"].as_object().expect("processes") {
+            let per_event = t["slope_bytes_per_event"].as_f64().unwrap_or(0.0);
+            assert!(per_event < 8.0, "{topology} {name}: {per_event} B/event");
+        }
         for (name, verdict) in verdicts(&report) {
             assert_eq!(
                 verdict, "stable",
