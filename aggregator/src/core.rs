@@ -510,15 +510,7 @@ impl proto::event_sink_server::EventSink for EventSink {
             &c.streams_rejected,
         );
         let mut stream = request.into_inner();
-        loop {
-            let batch = match stream.message().await {
-                Ok(Some(b)) => b,
-                Ok(None) => break,
-                Err(status) => {
-                    inbound.failed(&status);
-                    return Err(status);
-                }
-            };
+        while let Some(batch) = inbound.next(&mut stream).await? {
             let src = inbound.batch(batch.run, batch.source)?;
             let mut events = Vec::with_capacity(batch.events.len());
             let mut bytes = 0u64;

@@ -215,11 +215,15 @@ impl<'a> Inbound<'a> {
         Status::invalid_argument(format!("{}: {msg}", self.process))
     }
 
-    /// The stream broke (the sender died or the connection dropped).
-    pub fn failed(&self, status: &Status) {
-        if let Some(s) = self.source {
-            self.sources.ended(s, Some(status.message().to_string()));
-        }
+    /// The stream's next batch; `None` at its clean end. A broken stream
+    /// (the sender died, the connection dropped) is recorded as the
+    /// source's end and returned as the error.
+    pub async fn next<T>(&self, stream: &mut tonic::Streaming<T>) -> Result<Option<T>, Status> {
+        stream.message().await.inspect_err(|status| {
+            if let Some(s) = self.source {
+                self.sources.ended(s, Some(status.message().to_string()));
+            }
+        })
     }
 
     /// Counts `n` items taken from the current batch.

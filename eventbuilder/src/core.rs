@@ -791,15 +791,7 @@ impl proto::fragment_sink_server::FragmentSink for FragmentSink {
             &c.streams_rejected,
         );
         let mut stream = request.into_inner();
-        loop {
-            let batch = match stream.message().await {
-                Ok(Some(b)) => b,
-                Ok(None) => break,
-                Err(status) => {
-                    inbound.failed(&status);
-                    return Err(status);
-                }
-            };
+        while let Some(batch) = inbound.next(&mut stream).await? {
             let src = inbound.batch(batch.run, batch.source)?;
             let mut fragments = Vec::with_capacity(batch.fragments.len());
             let mut bytes = 0u64;
