@@ -124,6 +124,7 @@ impl Run {
             max_events: config.generator.max_events,
             throttle: Duration::from_micros(config.generator.throttle_us),
             batch_max_items: config.transfer.batch_max_items,
+            batch_max_bytes: config.transfer.batch_max_bytes,
             batch_max_delay: Duration::from_millis(config.transfer.batch_max_delay_ms),
         };
         let handle = tokio::runtime::Handle::current();
@@ -207,6 +208,7 @@ struct LoopConfig {
     max_events: u64,
     throttle: Duration,
     batch_max_items: usize,
+    batch_max_bytes: usize,
     batch_max_delay: Duration,
 }
 
@@ -219,9 +221,11 @@ struct Batcher {
     rank: u16,
     run: u32,
     max_items: usize,
+    max_bytes: usize,
     max_delay: Duration,
     queues: Vec<mpsc::Sender<proto::FragmentBatch>>,
     pending: Vec<Vec<Bytes>>,
+    pending_bytes: Vec<usize>,
     since: Vec<Instant>,
     sent: Vec<u64>,
     counters: Arc<SendCounters>,
@@ -237,8 +241,9 @@ impl Batcher {
         if self.pending[d].is_empty() {
             self.since[d] = Instant::now();
         }
+        self.pending_bytes[d] += fragment.len();
         self.pending[d].push(fragment);
-        if self.pending[d].len() >= self.max_items {
+        if self.pending[d].len() >= self.max_items || self.pending_bytes[d] >= self.max_bytes {
             self.flush(d);
         }
     }
@@ -250,7 +255,7 @@ impl Batcher {
         }
         let fragments = std::mem::replace(&mut self.pending[d], Vec::with_capacity(self.max_items));
         let count = fragments.len() as u64;
-        let bytes: usize = fragments.iter().map(Bytes::len).sum();
+        let bytes = std::mem::take(&mut self.pending_bytes[d]);
         let batch = proto::FragmentBatch {
             source: u32::from(self.rank),
             run: self.run,
@@ -303,7 +308,9 @@ fn generate(
         rank: cfg.rank,
         run: cfg.run,
         max_items: cfg.batch_max_items,
+        max_bytes: cfg.batch_max_bytes,
         max_delay: cfg.batch_max_delay,
+        pending_bytes: vec![0; n],
         pending: (0..n)
             .map(|_| Vec::with_capacity(cfg.batch_max_items))
             .collect(),

@@ -140,6 +140,9 @@ pub struct GeneratorConfig {
 pub struct TransferConfig {
     /// Largest batch of fragments or events in one gRPC message.
     pub batch_max_items: usize,
+    /// A batch is sent once it holds this many bytes, so that a queue of
+    /// `queue_batches` batches holds at most queue_batches x batch_max_bytes.
+    pub batch_max_bytes: usize,
     /// A partial batch is sent after this long.
     pub batch_max_delay_ms: u64,
     /// Batches queued per destination before the producer blocks (backpressure: block, never drop).
@@ -255,6 +258,7 @@ impl Default for TransferConfig {
     fn default() -> Self {
         Self {
             batch_max_items: 256,
+            batch_max_bytes: 256 * 1024,
             batch_max_delay_ms: 20,
             queue_batches: 16,
             end_of_data_timeout_ms: 5_000,
@@ -360,6 +364,13 @@ impl SystemConfig {
                 "transfer.batch_max_items",
                 x.batch_max_items,
                 "must be at least 1",
+            ));
+        }
+        if x.batch_max_bytes == 0 || x.batch_max_bytes > proto::MAX_MESSAGE_BYTES / 2 {
+            return Err(bad(
+                "transfer.batch_max_bytes",
+                x.batch_max_bytes,
+                "must be 1 to 32 MiB",
             ));
         }
         if x.queue_batches == 0 {

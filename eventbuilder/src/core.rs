@@ -250,6 +250,7 @@ impl Run {
             expected: n_br as u16,
             outputs,
             batch_max_items: config.transfer.batch_max_items,
+            batch_max_bytes: config.transfer.batch_max_bytes,
             batch_max_delay: Duration::from_millis(config.transfer.batch_max_delay_ms),
             dropped: 0,
             problems: Vec::new(),
@@ -465,30 +466,41 @@ impl Builder {
             let freed =
                 tokio::time::timeout(Duration::from_millis(200), self.signals.freed.notified())
                     .await;
-            if freed.is_err() {
-                match self.assembly.release_oldest() {
-                    Some(r) => self.released_incomplete(vec![r], "stop: no free buffer"),
-                    None => {
-                        // Every buffer is published and nobody takes them:
-                        // the sender is gone. What is parked cannot be placed.
-                        let n: usize = self
-                            .parked
-                            .iter()
-                            .flatten()
-                            .map(|b| b.fragments.len() - b.next)
-                            .sum();
-                        self.shared
-                            .counters
-                            .dropped
-                            .fetch_add(n as u64, Ordering::Relaxed);
-                        problems.push(format!(
-                            "{n} fragments could not be placed: no buffer was freed"
-                        ));
-                        self.parked.iter_mut().for_each(VecDeque::clear);
-                        break;
-                    }
-                }
+            if freed.is_ok() {
+                continue;
             }
+            let counts = self.assembly.store().counts();
+            let sender_alive = self.sender.as_ref().is_some_and(|(h, _)| !h.is_finished());
+            if counts.occupied() > 0 && sender_alive {
+                // Published events wait for the sender, which waits for the
+                // aggregators (backpressure): it will free buffers.
+                continue;
+            }
+            if counts.occupied() == 0
+                && let Some(r) = self.assembly.release_oldest()
+            {
+                // Every buffer holds an open event that waits for a fragment
+                // parked behind a new event: make room, oldest first.
+                self.released_incomplete(vec![r], "stop: every buffer waits for a parked fragment");
+                continue;
+            }
+            // Nobody will free a buffer (the sender is gone): what is
+            // parked cannot be placed. Counted and reported, never silent.
+            let n: usize = self
+                .parked
+                .iter()
+                .flatten()
+                .map(|b| b.fragments.len() - b.next)
+                .sum();
+            self.shared
+                .counters
+                .dropped
+                .fetch_add(n as u64, Ordering::Relaxed);
+            problems.push(format!(
+                "{n} fragments could not be placed: the sender stage is gone"
+            ));
+            self.parked.iter_mut().for_each(VecDeque::clear);
+            break;
         }
         let left = self.assembly.release_all();
         if !left.is_empty() {
@@ -531,6 +543,7 @@ struct Sender {
     expected: u16,
     outputs: Vec<Output>,
     batch_max_items: usize,
+    batch_max_bytes: usize,
     batch_max_delay: Duration,
     /// Events that could not be sent, and why (the first few).
     dropped: u64,
@@ -674,9 +687,7 @@ impl Sender {
         }
         out.pending_bytes += bytes.len();
         out.pending.push(bytes);
-        if out.pending.len() >= self.batch_max_items
-            || out.pending_bytes >= proto::MAX_MESSAGE_BYTES / 4
-        {
+        if out.pending.len() >= self.batch_max_items || out.pending_bytes >= self.batch_max_bytes {
             self.flush(d).await?;
         }
         Ok(())
