@@ -299,7 +299,7 @@ pub fn compare(a: &Path, b: &Path) -> Result<(Vec<Comparison>, String)> {
         bail!("the two runs have no process with heap snapshots in common");
     }
     let mut out = format!(
-        "short run {} ({:.0} s) vs long run {} ({:.0} s): allocated after stop minus before start\n",
+        "short run {} ({:.1} s) vs long run {} ({:.1} s): allocated after stop minus before start\n",
         sa.run, sa.duration_s, sb.run, sb.duration_s
     );
     out.push_str(&format!(
