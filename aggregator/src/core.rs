@@ -21,10 +21,10 @@ use common::config::{NetMonInput, SystemConfig};
 use common::fragment::split_packed;
 use common::netmon::{self, Event};
 use common::shm::{ShmReader, ShmStore, StoreSpec, segment_path};
-use common::sources::{Inbound, Sources};
+use common::sources::{Inbound, RunSlot, Sources};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -104,7 +104,7 @@ struct Ingress {
 pub struct Shared {
     process: String,
     pub counters: Counters,
-    ingress: RwLock<Option<Arc<Ingress>>>,
+    ingress: RunSlot<Ingress>,
 }
 
 impl Shared {
@@ -112,19 +112,8 @@ impl Shared {
         Arc::new(Self {
             process,
             counters: Counters::default(),
-            ingress: RwLock::new(None),
+            ingress: RunSlot::default(),
         })
-    }
-
-    fn ingress(&self) -> Option<Arc<Ingress>> {
-        self.ingress
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn set_ingress(&self, i: Option<Arc<Ingress>>) {
-        *self.ingress.write().unwrap_or_else(|p| p.into_inner()) = i;
     }
 }
 
@@ -239,7 +228,7 @@ impl Run {
             buffer_bytes: a.buffer_bytes as usize,
         };
         let ingest = tokio::spawn(ingest.run(rx, done_rx));
-        shared.set_ingress(Some(ingress.clone()));
+        shared.ingress.set(Some(ingress.clone()));
         info!(process = %shared.process, run, netmon_input = config.aggregator.netmon_input.as_str(), "run started");
         Ok(Self {
             ingress,
@@ -253,7 +242,7 @@ impl Run {
     /// problems found.
     pub async fn stop(self, shared: &Shared) -> Vec<String> {
         let mut problems = self.ingress.sources.wait_all(self.finish_timeout).await;
-        shared.set_ingress(None);
+        shared.ingress.set(None);
         let (ack, done) = oneshot::channel();
         if self
             .ingress
@@ -496,7 +485,7 @@ impl proto::event_sink_server::EventSink for EventSink {
         &self,
         request: Request<Streaming<proto::EventBatch>>,
     ) -> Result<Response<proto::TransferSummary>, Status> {
-        let Some(ingress) = self.shared.ingress() else {
+        let Some(ingress) = self.shared.ingress.get() else {
             return Err(Status::failed_precondition(format!(
                 "{} is not running; events refused",
                 self.shared.process

@@ -61,24 +61,12 @@ impl App for Aggregator {
         Ok(())
     }
 
-    async fn pause(&self) -> Result<(), AppError> {
-        Ok(())
-    }
-
-    async fn resume(&self) -> Result<(), AppError> {
-        Ok(())
-    }
-
     async fn stop(&self, _args: StopArgs) -> Result<Vec<String>, AppError> {
         let run = self.inner.lock().await.run.take();
         Ok(match run {
             Some(r) => r.stop(&self.shared).await,
             None => vec![],
         })
-    }
-
-    async fn shutdown(&self) -> Result<(), AppError> {
-        Ok(())
     }
 
     fn events_handled(&self) -> u64 {

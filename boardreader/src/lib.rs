@@ -96,10 +96,6 @@ impl App for BoardReader {
         })
     }
 
-    async fn shutdown(&self) -> Result<(), AppError> {
-        Ok(())
-    }
-
     fn events_handled(&self) -> u64 {
         self.counters.fragments_sent.load(Ordering::Relaxed)
     }

@@ -52,12 +52,19 @@ impl AppError {
 pub trait App: Send + Sync + 'static {
     async fn init(&self, args: InitArgs) -> Result<(), AppError>;
     async fn start(&self, run: u32, data_dir: PathBuf) -> Result<(), AppError>;
-    async fn pause(&self) -> Result<(), AppError>;
-    async fn resume(&self) -> Result<(), AppError>;
+    /// Processes with nothing to pause (receivers) keep the default.
+    async fn pause(&self) -> Result<(), AppError> {
+        Ok(())
+    }
+    async fn resume(&self) -> Result<(), AppError> {
+        Ok(())
+    }
     /// Ends the run; returns the problems found (a handshake shortfall),
     /// which are reported but do not fail the command.
     async fn stop(&self, args: StopArgs) -> Result<Vec<String>, AppError>;
-    async fn shutdown(&self) -> Result<(), AppError>;
+    async fn shutdown(&self) -> Result<(), AppError> {
+        Ok(())
+    }
     /// Counters of the current or last run.
     fn counters(&self) -> proto::Counters;
     /// Events handled in the current or last run (fragments sent by a

@@ -7,8 +7,8 @@
 //! made progress for the timeout; each source short of its count is then a
 //! problem named in the reply to stop, never silent.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tonic::Status;
@@ -161,6 +161,27 @@ impl Sources {
                 )),
             })
             .collect()
+    }
+}
+
+/// The receiving side of the current run, shared between run control
+/// (which sets it at start and clears it at stop) and the data service
+/// (which refuses streams while it is empty).
+pub struct RunSlot<T>(RwLock<Option<Arc<T>>>);
+
+impl<T> Default for RunSlot<T> {
+    fn default() -> Self {
+        Self(RwLock::new(None))
+    }
+}
+
+impl<T> RunSlot<T> {
+    pub fn get(&self) -> Option<Arc<T>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, value: Option<Arc<T>>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = value;
     }
 }
 

@@ -22,11 +22,11 @@ use common::config::SystemConfig;
 use common::fragment::{Fragment, FragmentType};
 use common::netmon::{self, Event, EventAux, History, HistoryEntry};
 use common::shm::{ShmReader, ShmStore, StoreSpec, segment_path};
-use common::sources::{Inbound, Sources};
+use common::sources::{Inbound, RunSlot, Sources};
 use proto::event_sink_client::EventSinkClient;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -119,7 +119,7 @@ struct Ingress {
 pub struct Shared {
     process: String,
     pub counters: Counters,
-    ingress: RwLock<Option<Arc<Ingress>>>,
+    ingress: RunSlot<Ingress>,
 }
 
 impl Shared {
@@ -127,19 +127,8 @@ impl Shared {
         Arc::new(Self {
             process,
             counters: Counters::default(),
-            ingress: RwLock::new(None),
+            ingress: RunSlot::default(),
         })
-    }
-
-    fn ingress(&self) -> Option<Arc<Ingress>> {
-        self.ingress
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn set_ingress(&self, i: Option<Arc<Ingress>>) {
-        *self.ingress.write().unwrap_or_else(|p| p.into_inner()) = i;
     }
 }
 
@@ -265,7 +254,7 @@ impl Run {
             sender: Some((sender, finish_tx)),
         };
         let builder = tokio::spawn(builder.run(rx));
-        shared.set_ingress(Some(ingress.clone()));
+        shared.ingress.set(Some(ingress.clone()));
         info!(
             rank,
             run,
@@ -287,7 +276,7 @@ impl Run {
     pub async fn stop(self, shared: &Shared) -> Vec<String> {
         let mut problems = self.ingress.sources.wait_all(self.finish_timeout).await;
         // New streams for this run are refused from here on.
-        shared.set_ingress(None);
+        shared.ingress.set(None);
         let (ack, done) = oneshot::channel();
         if self
             .ingress
@@ -788,7 +777,7 @@ impl proto::fragment_sink_server::FragmentSink for FragmentSink {
         &self,
         request: Request<Streaming<proto::FragmentBatch>>,
     ) -> Result<Response<proto::TransferSummary>, Status> {
-        let Some(ingress) = self.shared.ingress() else {
+        let Some(ingress) = self.shared.ingress.get() else {
             return Err(Status::failed_precondition(format!(
                 "{} is not running; fragments refused",
                 self.shared.process
