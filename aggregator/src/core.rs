@@ -17,11 +17,11 @@
 use crate::datafile::{
     Compression, EventView, FileAttributes, FragmentView, RunFiles, RunWriter, WriterOptions,
 };
-use common::config::{NetMonInput, SystemConfig};
-use common::fragment::split_packed;
-use common::netmon::{self, Event};
-use common::shm::{ShmReader, ShmStore, StoreSpec, segment_path};
-use common::sources::{Inbound, RunSlot, Sources};
+use daq_format::config::{NetMonInput, SystemConfig};
+use daq_format::fragment::split_packed;
+use daq_format::netmon::{self, Event};
+use daq_runtime::sources::{Inbound, RunSlot, Sources};
+use daq_shm::{ShmReader, ShmStore, StoreSpec, segment_path};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

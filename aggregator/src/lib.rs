@@ -6,7 +6,7 @@
 pub mod core;
 pub mod datafile;
 
-use common::control::{App, AppError, Control, InitArgs, StopArgs};
+use daq_runtime::control::{App, AppError, Control, InitArgs, StopArgs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -84,12 +84,12 @@ pub async fn run(rank: u16, listener: TcpListener) -> std::io::Result<()> {
     let shared = core::Shared::new(name.clone());
     let app = Arc::new(Aggregator::new(rank, shared.clone()));
     let (control, exit) = Control::new(name.clone(), app);
-    let router = common::net::server()
+    let router = daq_runtime::net::server()
         .add_service(proto::run_control_server::RunControlServer::new(control))
         .add_service(
             proto::event_sink_server::EventSinkServer::new(core::EventSink { shared })
                 .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(proto::MAX_MESSAGE_BYTES),
         );
-    common::process::serve(&name, listener, router, exit).await
+    daq_runtime::process::serve(&name, listener, router, exit).await
 }

@@ -9,8 +9,8 @@
 //! (nothing is dropped), which is how a slow eventbuilder throttles it.
 
 use bytes::Bytes;
-use common::config::SystemConfig;
-use common::fragment::Fragment;
+use daq_format::config::SystemConfig;
+use daq_format::fragment::Fragment;
 use proto::fragment_sink_client::FragmentSinkClient;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,7 +55,7 @@ pub enum SendError {
     Connect {
         rank: usize,
         addr: String,
-        source: common::net::ConnectError,
+        source: daq_runtime::net::ConnectError,
     },
     #[error("init gave {got} destinations for {expected} eventbuilders")]
     Destinations { got: usize, expected: usize },
@@ -96,7 +96,7 @@ impl Run {
         let mut queues = Vec::with_capacity(n);
         let mut streams = Vec::with_capacity(n);
         for (i, addr) in destinations.iter().enumerate() {
-            let channel = common::net::connect(addr, timeout)
+            let channel = daq_runtime::net::connect(addr, timeout)
                 .await
                 .map_err(|source| SendError::Connect {
                     rank: i,
@@ -382,7 +382,7 @@ fn generate(
     for (d, q) in queues.iter().enumerate() {
         match Fragment::end_of_data(
             cfg.rank,
-            seq.min(common::fragment::MAX_SEQUENCE_ID - 1),
+            seq.min(daq_format::fragment::MAX_SEQUENCE_ID - 1),
             sent[d],
         ) {
             Ok(eod) => {

@@ -13,8 +13,8 @@
 //!   the low 32 bits of the sequence id);
 //! - samples: `n_adc_counts` u16, zero-padded to a whole word.
 
-use common::config::{Distribution, GeneratorConfig, ToyFragmentType};
-use common::fragment::{Fragment, FragmentError, FragmentSpec, FragmentType};
+use daq_format::config::{Distribution, GeneratorConfig, ToyFragmentType};
+use daq_format::fragment::{Fragment, FragmentError, FragmentSpec, FragmentType};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution as _, StandardNormal};

@@ -5,7 +5,7 @@
 pub mod core;
 pub mod generator;
 
-use common::control::{App, AppError, Control, InitArgs, StopArgs};
+use daq_runtime::control::{App, AppError, Control, InitArgs, StopArgs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -115,7 +115,7 @@ impl App for BoardReader {
 pub async fn run(rank: u16, listener: TcpListener) -> std::io::Result<()> {
     let name = format!("boardreader-{rank}");
     let (control, exit) = Control::new(name.clone(), Arc::new(BoardReader::new(rank)));
-    let router = common::net::server()
+    let router = daq_runtime::net::server()
         .add_service(proto::run_control_server::RunControlServer::new(control));
-    common::process::serve(&name, listener, router, exit).await
+    daq_runtime::process::serve(&name, listener, router, exit).await
 }

@@ -1,17 +1,20 @@
 //! `boardreader`: binds its address, serves run control, generates fragments.
 
+// jemalloc is the global allocator of every DAQ binary (daq-alloc owns it).
+use daq_alloc as _;
+
 use clap::Parser;
 
 #[derive(Parser)]
 #[command(version, about = "DAQ boardreader: ToySimulator fragment generator")]
 struct Args {
     #[command(flatten)]
-    process: common::process::ProcessArgs,
+    process: daq_runtime::process::ProcessArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::net::init_tracing();
+    daq_runtime::net::init_tracing();
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(args.process.listen).await?;
     boardreader::run(args.process.rank, listener).await?;

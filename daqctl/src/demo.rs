@@ -3,8 +3,8 @@
 
 use crate::system::{Kind, Reply, System};
 use anyhow::{Context, Result};
-use common::config::SystemConfig;
-use common::record::{self, ProcessRecord, RunPaths, RunSummary};
+use daq_format::config::SystemConfig;
+use daq_format::record::{self, ProcessRecord, RunPaths, RunSummary};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -3,7 +3,7 @@
 //! trend (Theil-Sen) that soak verdicts use.
 
 use anyhow::{Context, Result, bail};
-use common::record::{HEAP_BOUNDARIES, RunSummary};
+use daq_format::record::{HEAP_BOUNDARIES, RunSummary};
 use serde::Serialize;
 use std::path::Path;
 
@@ -119,8 +119,10 @@ pub struct Site {
 
 /// Crates whose functions count as call sites (the runtime, the allocator
 /// and the standard library are the stack around them, not the cause).
-const OWN_CRATES: [&str; 4] = [
-    "common::",
+const OWN_CRATES: [&str; 6] = [
+    "daq_format::",
+    "daq_runtime::",
+    "daq_shm::",
     "aggregator::",
     "eventbuilder::",
     "boardreader::",
@@ -282,7 +284,7 @@ pub fn compare(a: &Path, b: &Path) -> Result<(Vec<Comparison>, String)> {
         let Some(pb) = sb.processes.get(name) else {
             continue;
         };
-        let left = |r: &common::record::ProcessRecord| -> Option<(i64, u64)> {
+        let left = |r: &daq_format::record::ProcessRecord| -> Option<(i64, u64)> {
             let start = r.heap.get("before_start")?;
             let after = r.heap.get("after_stop")?;
             Some((
@@ -359,16 +361,16 @@ mod tests {
         let text = "Total: 8.3 MB
      8.3 100.0% 100.0%      8.3 100.0% prof_backtrace_impl
      0.0   0.0% 100.0%      8.3  99.9% tokio::runtime::scheduler::multi_thread::worker::run
-     0.0   0.0% 100.0%      8.2  99.4% common::netmon::decode_legacy
-     0.0   0.0% 100.0%      3.0  36.7% common::netmon::decode_history
+     0.0   0.0% 100.0%      8.2  99.4% daq_format::netmon::decode_legacy
+     0.0   0.0% 100.0%      3.0  36.7% daq_format::netmon::decode_history
      0.0   0.0% 100.0%      3.7  44.7% decode_history
      0.0   0.0% 100.0%      0.1   1.0% aggregator::core::write_loop (inline)
 ";
         let s = parse_sites(text);
         assert_eq!(s.len(), 2);
-        assert_eq!(s[0].function, "common::netmon::decode_legacy");
+        assert_eq!(s[0].function, "daq_format::netmon::decode_legacy");
         assert_eq!(s[0].percent, 99.4);
-        assert_eq!(s[1].function, "common::netmon::decode_history");
+        assert_eq!(s[1].function, "daq_format::netmon::decode_history");
     }
 
     #[test]

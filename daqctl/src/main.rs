@@ -1,5 +1,8 @@
 //! `daqctl`: run control and analysis CLI for the DAQ (its DAQInterface).
 
+// jemalloc is the global allocator of every DAQ binary (daq-alloc owns it).
+use daq_alloc as _;
+
 mod demo;
 mod heap;
 mod monitor;
@@ -9,7 +12,7 @@ mod system;
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use common::config::{NetMonInput, SystemConfig, Topology};
+use daq_format::config::{NetMonInput, SystemConfig, Topology};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

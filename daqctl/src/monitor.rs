@@ -4,7 +4,7 @@
 //! per second.
 
 use anyhow::{Result, bail};
-use common::shm::{ShmError, ShmMonitor, segment_path};
+use daq_shm::{ShmError, ShmMonitor, segment_path};
 use std::time::{Duration, Instant};
 
 pub struct MonitorArgs {

@@ -3,7 +3,7 @@
 //! Plain SVG text, viewable in any browser; no font or system library needed.
 
 use crate::soak::SoakReport;
-use common::sampler::Sample;
+use daq_runtime::sampler::Sample;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 

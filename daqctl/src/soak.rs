@@ -5,8 +5,8 @@
 
 use crate::heap::{LEAK_BYTES_PER_EVENT, LEAK_MIN_BYTES, theil_sen};
 use anyhow::{Context, Result};
-use common::record::RunSummary;
-use common::sampler::{Sample, read_csv};
+use daq_format::record::RunSummary;
+use daq_runtime::sampler::{Sample, read_csv};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -199,7 +199,7 @@ pub fn render(r: &SoakReport, root: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::heap::HeapSnapshot;
+    use daq_alloc::HeapSnapshot;
 
     fn samples(bytes_per_event: u64, noise: u64) -> Vec<Sample> {
         (0..120)

@@ -4,8 +4,8 @@
 //! first for pause/stop/shutdown).
 
 use anyhow::{Context, Result, anyhow, bail};
-use common::config::SystemConfig;
-use common::net::parse_ready_line;
+use daq_format::config::SystemConfig;
+use daq_runtime::net::parse_ready_line;
 use futures::future::join_all;
 use proto::run_control_client::RunControlClient;
 use std::net::SocketAddr;
@@ -122,7 +122,7 @@ async fn spawn(
     };
     // Keep draining stdout so the process never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let channel = common::net::connect(&ready.addr.to_string(), Duration::from_secs(10))
+    let channel = daq_runtime::net::connect(&ready.addr.to_string(), Duration::from_secs(10))
         .await
         .with_context(|| format!("{name}: cannot connect to run control"))?;
     Ok(Proc {

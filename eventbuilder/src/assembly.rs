@@ -1,6 +1,6 @@
 //! Event assembly in shared memory: each fragment is written straight into
 //! the buffer of its sequence id in the eventbuilder's
-//! [`ShmStore`](common::shm::ShmStore); an event is published when it holds
+//! [`ShmStore`](daq_shm::ShmStore); an event is published when it holds
 //! one fragment of every boardreader, or released incomplete when its
 //! buffer has been untouched for the stale timeout.
 //!
@@ -8,8 +8,8 @@
 //! never written into a buffer that was reused; duplicates too; fragments
 //! larger than `max_fragment_bytes` are rejected before anything is written.
 
-use common::fragment::Fragment;
-use common::shm::ShmStore;
+use daq_format::fragment::Fragment;
+use daq_shm::ShmStore;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -179,8 +179,8 @@ impl Assembly {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::fragment::{FragmentSpec, FragmentType};
-    use common::shm::{StoreSpec, segment_path_in};
+    use daq_format::fragment::{FragmentSpec, FragmentType};
+    use daq_shm::{StoreSpec, segment_path_in};
 
     fn frag(seq: u64, id: u16, n: usize) -> Fragment {
         Fragment::build(

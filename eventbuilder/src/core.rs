@@ -18,11 +18,11 @@
 //! is dropped; the time spent waiting is counted (`backpressure_wait_ms`).
 
 use crate::assembly::{Assembly, Placed, Released};
-use common::config::SystemConfig;
-use common::fragment::{Fragment, FragmentType};
-use common::netmon::{self, Event, EventAux, History, HistoryEntry};
-use common::shm::{ShmReader, ShmStore, StoreSpec, segment_path};
-use common::sources::{Inbound, RunSlot, Sources};
+use daq_format::config::SystemConfig;
+use daq_format::fragment::{Fragment, FragmentType};
+use daq_format::netmon::{self, Event, EventAux, History, HistoryEntry};
+use daq_runtime::sources::{Inbound, RunSlot, Sources};
+use daq_shm::{ShmReader, ShmStore, StoreSpec, segment_path};
 use proto::event_sink_client::EventSinkClient;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -145,12 +145,12 @@ pub enum RunError {
     Connect {
         rank: usize,
         addr: String,
-        source: common::net::ConnectError,
+        source: daq_runtime::net::ConnectError,
     },
     #[error("init gave {got} destinations for {expected} aggregators")]
     Destinations { got: usize, expected: usize },
     #[error("shared-memory event store: {0}")]
-    Store(#[from] common::shm::ShmError),
+    Store(#[from] daq_shm::ShmError),
 }
 
 /// Wakes between the two tasks: the builder published, the sender freed.
@@ -178,7 +178,7 @@ impl Run {
         let timeout = Duration::from_millis(config.transfer.connect_timeout_ms);
         let mut outputs = Vec::with_capacity(n_ag);
         for (i, addr) in destinations.iter().enumerate() {
-            let channel = common::net::connect(addr, timeout)
+            let channel = daq_runtime::net::connect(addr, timeout)
                 .await
                 .map_err(|source| RunError::Connect {
                     rank: i,

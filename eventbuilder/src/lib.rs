@@ -5,7 +5,7 @@
 pub mod assembly;
 pub mod core;
 
-use common::control::{App, AppError, Control, InitArgs, StopArgs};
+use daq_runtime::control::{App, AppError, Control, InitArgs, StopArgs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -98,12 +98,12 @@ pub async fn run(rank: u16, listener: TcpListener) -> std::io::Result<()> {
     let shared = core::Shared::new(name.clone());
     let app = Arc::new(EventBuilder::new(rank, shared.clone()));
     let (control, exit) = Control::new(name.clone(), app);
-    let router = common::net::server()
+    let router = daq_runtime::net::server()
         .add_service(proto::run_control_server::RunControlServer::new(control))
         .add_service(
             proto::fragment_sink_server::FragmentSinkServer::new(core::FragmentSink { shared })
                 .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(proto::MAX_MESSAGE_BYTES),
         );
-    common::process::serve(&name, listener, router, exit).await
+    daq_runtime::process::serve(&name, listener, router, exit).await
 }

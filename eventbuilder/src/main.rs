@@ -1,5 +1,8 @@
 //! `eventbuilder`: binds its address, serves run control, builds events.
 
+// jemalloc is the global allocator of every DAQ binary (daq-alloc owns it).
+use daq_alloc as _;
+
 use clap::Parser;
 
 #[derive(Parser)]
@@ -9,12 +12,12 @@ use clap::Parser;
 )]
 struct Args {
     #[command(flatten)]
-    process: common::process::ProcessArgs,
+    process: daq_runtime::process::ProcessArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::net::init_tracing();
+    daq_runtime::net::init_tracing();
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(args.process.listen).await?;
     eventbuilder::run(args.process.rank, listener).await?;

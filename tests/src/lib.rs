@@ -107,7 +107,7 @@ pub fn spawn(binary: &str, rank: u16) -> Result<Spawned> {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(r) = common::net::parse_ready_line(&line) {
+            if let Some(r) = daq_runtime::net::parse_ready_line(&line) {
                 let _ = tx.send(r.addr.to_string());
             }
         }
@@ -179,7 +179,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 pub async fn control(
     addr: &str,
 ) -> proto::run_control_client::RunControlClient<tonic::transport::Channel> {
-    let ch = common::net::connect(addr, Duration::from_secs(10))
+    let ch = daq_runtime::net::connect(addr, Duration::from_secs(10))
         .await
         .unwrap_or_else(|e| panic!("{addr}: {e}"));
     proto::run_control_client::RunControlClient::new(ch)
@@ -187,7 +187,7 @@ pub async fn control(
 
 /// A user-type data fragment whose payload is `payload` bytes of its id.
 pub fn data_fragment(seq: u64, id: u16, payload: usize) -> bytes::Bytes {
-    use common::fragment::{Fragment, FragmentSpec, FragmentType};
+    use daq_format::fragment::{Fragment, FragmentSpec, FragmentType};
     Fragment::build(
         FragmentSpec {
             fragment_type: FragmentType::User(1),

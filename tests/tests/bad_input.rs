@@ -1,8 +1,8 @@
 //! Bad commands and bad input get clear errors, and the processes survive.
 
 use bytes::Bytes;
-use common::config::SystemConfig;
-use common::fragment::Fragment;
+use daq_format::config::SystemConfig;
+use daq_format::fragment::Fragment;
 use daq_tests::{control, daqctl, data_fragment, runtime, spawn};
 use proto::fragment_sink_client::FragmentSinkClient;
 use std::time::Duration;
@@ -109,7 +109,7 @@ fn malformed_fragment_rejects_its_stream_and_nothing_else() {
         })
         .await
         .expect("start");
-        let ch = common::net::connect(&p.addr, Duration::from_secs(10))
+        let ch = daq_runtime::net::connect(&p.addr, Duration::from_secs(10))
             .await
             .expect("connects");
 

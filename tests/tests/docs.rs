@@ -1,7 +1,7 @@
 //! The documentation stays true: the README's example configuration is a
 //! valid system configuration, and `daqctl config` round-trips it.
 
-use common::config::SystemConfig;
+use daq_format::config::SystemConfig;
 use daq_tests::daqctl;
 
 fn readme_toml() -> String {

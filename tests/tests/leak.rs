@@ -234,6 +234,9 @@ fn heap_profile_names_the_legacy_deserializer_as_the_top_growing_site() {
     );
     let sites: Value = serde_json::from_slice(&out.stdout).expect("json");
     let top = &sites[0];
-    assert_eq!(top["function"], "common::netmon::decode_legacy", "{sites}");
+    assert_eq!(
+        top["function"], "daq_format::netmon::decode_legacy",
+        "{sites}"
+    );
     assert!(top["percent"].as_f64().expect("percent") > 80.0, "{sites}");
 }

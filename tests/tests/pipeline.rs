@@ -4,7 +4,7 @@
 
 use aggregator::datafile::read_file;
 use boardreader::generator::{Generator, ToySimulator};
-use common::config::SystemConfig;
+use daq_format::config::SystemConfig;
 use daq_tests::{daqctl, h5dump_script, h5py_python, latest_run, summary};
 use serde_json::Value;
 use std::collections::BTreeSet;

@@ -3,9 +3,9 @@
 //! hygiene, and an online monitor in a separate process.
 
 use bytes::Bytes;
-use common::config::SystemConfig;
-use common::fragment::Fragment;
-use common::shm::segment_path;
+use daq_format::config::SystemConfig;
+use daq_format::fragment::Fragment;
+use daq_shm::segment_path;
 use daq_tests::{
     bin_dir, control, daqctl, data_fragment, latest_run, runtime, spawn, summary, unique_partition,
 };
@@ -140,7 +140,7 @@ fn stale_events_are_released_with_missing_ids_late_and_oversize_fragments_counte
         })
         .await
         .expect("start");
-        let ch = common::net::connect(&p.addr, Duration::from_secs(10))
+        let ch = daq_runtime::net::connect(&p.addr, Duration::from_secs(10))
             .await
             .expect("connects");
         let batch = |source: u32, fragments: Vec<Bytes>| proto::FragmentBatch {

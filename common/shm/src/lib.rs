@@ -1640,6 +1640,8 @@ impl ShmMonitor {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    // The tests run on the production allocator, as every binary does.
+    use daq_alloc as _;
     use std::collections::HashSet;
     use std::io::{BufRead, BufReader, Read};
     use std::ops::Range;

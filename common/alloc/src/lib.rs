@@ -1,12 +1,13 @@
 //! Heap instrumentation: the one module that touches jemalloc.
 //!
-//! Linking `common` makes jemalloc (tikv-jemallocator, jemalloc 5.3) the
+//! Linking this crate makes jemalloc (tikv-jemallocator, jemalloc 5.3) the
 //! global allocator of every binary and every test. [`snapshot`] advances
 //! jemalloc's stats epoch (stats are cached until then) and reads the global
 //! counters, the merged arenas' live allocation counts, and RssAnon/VmRSS
 //! from /proc/self/status.
 //!
-//! Heap profiling: jemalloc is built with profiling support; it is off unless
+//! Heap profiling: with the `mem-profiling` cargo feature (on by default in
+//! every binary crate) jemalloc is built with profiling support; it is off unless
 //! the process starts with `_RJEM_MALLOC_CONF=prof:true` (the symbols are
 //! prefixed, so `MALLOC_CONF` is ignored). Then [`dump_profile`] writes a
 //! profile that `jeprof --base=a.heap BIN b.heap` diffs by call site.
@@ -146,14 +147,24 @@ pub fn thread_allocation_totals() -> (u64, u64) {
     (a, d)
 }
 
-/// Whether jemalloc profiling is on (`_RJEM_MALLOC_CONF=prof:true`).
+/// Whether jemalloc profiling is on (`_RJEM_MALLOC_CONF=prof:true`). Always
+/// false when this crate is built without its `mem-profiling` feature.
 pub fn profiling_enabled() -> bool {
-    tikv_jemalloc_ctl::profiling::prof::read().unwrap_or(false)
+    #[cfg(feature = "mem-profiling")]
+    {
+        tikv_jemalloc_ctl::profiling::prof::read().unwrap_or(false)
+    }
+    #[cfg(not(feature = "mem-profiling"))]
+    {
+        false
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    #[error("heap profiling is off (start the process with _RJEM_MALLOC_CONF=prof:true)")]
+    #[error(
+        "heap profiling is off (start the process with _RJEM_MALLOC_CONF=prof:true, on a build with the mem-profiling feature)"
+    )]
     Disabled,
     #[error("profile path {0} contains a NUL byte")]
     BadPath(String),

@@ -6,10 +6,10 @@
 //! to [`State::Error`] when a command fails. The process implements [`App`]
 //! and never sees the state machine.
 
-use crate::config::SystemConfig;
-use crate::heap::{self, HeapSnapshot};
 use crate::sampler::Sampler;
-use crate::state::{Command, State};
+use daq_alloc::{self as heap, HeapSnapshot};
+use daq_format::config::SystemConfig;
+use daq_format::state::{Command, State};
 use proto::run_control_server::RunControl;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -351,7 +351,7 @@ impl<A: App> Inner<A> {
 
     async fn heap(&self, _: Request<proto::Empty>) -> Result<Response<proto::HeapReply>, Status> {
         let current =
-            crate::record::snapshot_to_proto(&heap::snapshot(), self.app.events_handled());
+            daq_format::record::snapshot_to_proto(&heap::snapshot(), self.app.events_handled());
         let h = self.heap_state();
         Ok(Response::new(proto::HeapReply {
             boundaries: h
@@ -359,7 +359,7 @@ impl<A: App> Inner<A> {
                 .iter()
                 .map(|(label, (s, events))| proto::LabeledSnapshot {
                     label: label.clone(),
-                    snapshot: Some(crate::record::snapshot_to_proto(s, *events)),
+                    snapshot: Some(daq_format::record::snapshot_to_proto(s, *events)),
                 })
                 .collect(),
             current: Some(current),

@@ -373,11 +373,11 @@ mod tests {
                 drop(f(b.clone()));
             }
             // Per-thread totals: other tests' allocations do not count.
-            let (a0, d0) = crate::heap::thread_allocation_totals();
+            let (a0, d0) = daq_alloc::thread_allocation_totals();
             for _ in 0..20_000 {
                 drop(f(b.clone()));
             }
-            let (a1, d1) = crate::heap::thread_allocation_totals();
+            let (a1, d1) = daq_alloc::thread_allocation_totals();
             (a1 - a0) as i64 - (d1 - d0) as i64
         };
         let fixed = growth(decode);

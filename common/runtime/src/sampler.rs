@@ -3,9 +3,9 @@
 //! the number of events the process has handled.
 //!
 //! The CSV has a header line, then rows of
-//! `elapsed_s,unix_ms,events,` followed by [`heap::FIELDS`](crate::heap::FIELDS).
+//! `elapsed_s,unix_ms,events,` followed by [`heap::FIELDS`](daq_alloc::FIELDS).
 
-use crate::heap::{self, FIELDS, HeapSnapshot};
+use daq_alloc::{self as heap, FIELDS, HeapSnapshot};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
