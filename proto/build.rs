@@ -9,8 +9,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::env::set_var("PROTOC", protoc);
         }
     }
+    // Counters and heap snapshots are both wire messages and run-record
+    // types (summary.json, the heap CSV): defined once, in daq.proto, with
+    // serde derived here. Missing fields read as zero (older records).
+    const RECORD: &str = "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]";
     tonic_prost_build::configure()
         .bytes(".")
+        .type_attribute("daq.v1.Counters", RECORD)
+        .type_attribute("daq.v1.HeapSnapshot", RECORD)
         .compile_protos(&["proto/daq.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto/daq.proto");
     Ok(())

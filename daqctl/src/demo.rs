@@ -270,7 +270,7 @@ fn summarize(
     } = collected;
     let mut processes = std::collections::BTreeMap::new();
     for s in statuses {
-        let counters = s.counters.map(record::Counters::from).unwrap_or_default();
+        let counters = s.counters.unwrap_or_default();
         processes.insert(
             s.process,
             ProcessRecord {
@@ -284,7 +284,7 @@ fn summarize(
             rec.heap = h
                 .boundaries
                 .into_iter()
-                .filter_map(|b| Some((b.label, record::HeapRecord::from(b.snapshot?))))
+                .filter_map(|b| Some((b.label, b.snapshot?)))
                 .collect();
             rec.profiles = h.profiles;
         }

@@ -40,14 +40,14 @@ pub fn table(s: &RunSummary) -> String {
         "peak rss"
     );
     for (name, p) in &s.processes {
-        let get = |l: &str| p.heap.get(l).map(|h| h.snapshot.allocated as i64);
+        let get = |l: &str| p.heap.get(l).map(|h| h.allocated as i64);
         let [a, b, c] = HEAP_BOUNDARIES.map(get);
         let cell = |v: Option<i64>| v.map(kib).unwrap_or_else(|| "-".into());
         let diff = |x: Option<i64>, y: Option<i64>| match (x, y) {
             (Some(x), Some(y)) => signed_kib(y - x),
             _ => "-".into(),
         };
-        let after = p.heap.get("after_stop").map(|h| h.snapshot);
+        let after = p.heap.get("after_stop").copied();
         out.push_str(&format!(
             "             {:<16} {:>13} {:>13} {:>13} {:>12} {:>12} {:>14} {:>13}\n",
             name,
@@ -288,7 +288,7 @@ pub fn compare(a: &Path, b: &Path) -> Result<(Vec<Comparison>, String)> {
             let start = r.heap.get("before_start")?;
             let after = r.heap.get("after_stop")?;
             Some((
-                after.snapshot.allocated as i64 - start.snapshot.allocated as i64,
+                after.allocated as i64 - start.allocated as i64,
                 after.events,
             ))
         };

@@ -3,6 +3,7 @@
 //! Plain SVG text, viewable in any browser; no font or system library needed.
 
 use crate::soak::SoakReport;
+use daq_alloc::HeapSnapshot;
 use daq_runtime::sampler::Sample;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -119,10 +120,12 @@ fn panel(
         y0 + MARGIN_T,
         sx(warmup_s.min(t_max)) - sx(0.0)
     );
-    for (field, stroke) in [("allocated", "#1f77b4"), ("rss_anon", "#ff7f0e")] {
+    type Field = fn(&HeapSnapshot) -> u64;
+    let lines: [(Field, &str); 2] = [(|h| h.allocated, "#1f77b4"), (|h| h.rss_anon, "#ff7f0e")];
+    for (field, stroke) in lines {
         let mut pts = String::new();
         for s in samples {
-            let v = s.snapshot.field(field).unwrap_or(0);
+            let v = field(&s.snapshot);
             let _ = write!(pts, "{:.1},{:.1} ", sx(s.elapsed_s), sy(mib(v)));
         }
         let _ = writeln!(

@@ -94,7 +94,7 @@ pub fn trend(samples: &[Sample], warmup_s: f64) -> Trend {
     let rss_h = per_hour(|s| s.snapshot.rss_anon);
     let ev_pts: Vec<(f64, f64)> = window
         .iter()
-        .map(|s| (s.events as f64, s.snapshot.allocated as f64))
+        .map(|s| (s.snapshot.events as f64, s.snapshot.allocated as f64))
         .collect();
     let slope_ev = theil_sen(&ev_pts);
     let span_h = match (window.first(), window.last()) {
@@ -102,7 +102,8 @@ pub fn trend(samples: &[Sample], warmup_s: f64) -> Trend {
         _ => 0.0,
     };
     let growth = slope_h * span_h;
-    let events = window.last().map_or(0, |s| s.events) - window.first().map_or(0, |s| s.events);
+    let events = window.last().map_or(0, |s| s.snapshot.events)
+        - window.first().map_or(0, |s| s.snapshot.events);
     let leak = growth >= LEAK_MIN_BYTES
         && match slope_ev {
             Some(e) if events > 0 => e >= LEAK_BYTES_PER_EVENT,
@@ -207,8 +208,8 @@ mod tests {
                 let events = i * 500;
                 Sample {
                     elapsed_s: i as f64 * 0.5,
-                    events,
                     snapshot: HeapSnapshot {
+                        events,
                         allocated: 8_000_000 + events * bytes_per_event + (i % 7) * noise,
                         ..Default::default()
                     },

@@ -1,6 +1,8 @@
 //! Generated protobuf and gRPC types of the DAQ wire protocol (`daq.v1`).
 //!
-//! Only this crate and each process crate's gRPC glue see these types.
+//! Two messages are also the run-record types, with serde derived in
+//! `build.rs`: [`Counters`] (a process's counters in `summary.json`) and
+//! [`HeapSnapshot`] (a heap reading in `summary.json` and the heap CSV).
 
 #![allow(clippy::all, missing_docs)]
 

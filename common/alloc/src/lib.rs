@@ -13,7 +13,6 @@
 //! profile that `jeprof --base=a.heap BIN b.heap` diffs by call site.
 #![allow(unsafe_code)]
 
-use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::path::Path;
 use tikv_jemalloc_ctl::{epoch, raw, stats};
@@ -21,72 +20,11 @@ use tikv_jemalloc_ctl::{epoch, raw, stats};
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// One reading of the process's memory, in bytes (counts for `live_*`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeapSnapshot {
-    /// Unix time of the reading, in milliseconds.
-    pub unix_ms: u64,
-    /// Bytes the application holds (jemalloc `stats.allocated`).
-    pub allocated: u64,
-    /// Bytes in active pages (`stats.active`).
-    pub active: u64,
-    /// Bytes in physically resident pages jemalloc maps (`stats.resident`).
-    pub resident: u64,
-    /// Bytes in active extents (`stats.mapped`).
-    pub mapped: u64,
-    /// Bytes retained as virtual memory for reuse (`stats.retained`).
-    pub retained: u64,
-    /// jemalloc's own metadata (`stats.metadata`).
-    pub metadata: u64,
-    /// Anonymous resident memory of the process (/proc/self/status RssAnon).
-    pub rss_anon: u64,
-    /// Resident set size (/proc/self/status VmRSS).
-    pub vm_rss: u64,
-    /// Peak resident set size since the process started (VmHWM).
-    #[serde(default)]
-    pub vm_hwm: u64,
-    /// Live allocations (nmalloc - ndalloc over all arenas, small + large);
-    /// allocations still in thread caches count as live.
-    pub live_allocations: u64,
-}
-
-/// Field names in CSV order, after `unix_ms`.
-pub const FIELDS: [&str; 10] = [
-    "allocated",
-    "active",
-    "resident",
-    "mapped",
-    "retained",
-    "metadata",
-    "rss_anon",
-    "vm_rss",
-    "live_allocations",
-    "vm_hwm",
-];
-
-impl HeapSnapshot {
-    pub fn values(&self) -> [u64; 10] {
-        [
-            self.allocated,
-            self.active,
-            self.resident,
-            self.mapped,
-            self.retained,
-            self.metadata,
-            self.rss_anon,
-            self.vm_rss,
-            self.live_allocations,
-            self.vm_hwm,
-        ]
-    }
-
-    pub fn field(&self, name: &str) -> Option<u64> {
-        FIELDS
-            .iter()
-            .position(|f| *f == name)
-            .map(|i| self.values()[i])
-    }
-}
+/// One reading of the process's memory: the `HeapSnapshot` message of
+/// `daq.proto`, defined once for the wire, `summary.json` and the heap CSV.
+/// Bytes, except `live_allocations` (a count) and `events` (set by the
+/// caller: the events the process had handled).
+pub use proto::HeapSnapshot;
 
 fn read_u64(name: &[u8]) -> u64 {
     // SAFETY: every name passed here is a NUL-terminated jemalloc stats key
@@ -119,6 +57,7 @@ pub fn snapshot() -> HeapSnapshot {
         vm_rss,
         vm_hwm,
         live_allocations: live("small") + live("large"),
+        events: 0,
     }
 }
 
@@ -224,20 +163,6 @@ mod tests {
         let (_, d1) = thread_allocation_totals();
         assert!(a1 - a0 >= 1 << 20);
         assert!(d1 - d0 >= 1 << 20);
-    }
-
-    #[test]
-    fn fields_are_named_in_order() {
-        let s = HeapSnapshot {
-            allocated: 1,
-            vm_rss: 8,
-            live_allocations: 9,
-            ..Default::default()
-        };
-        assert_eq!(s.field("allocated"), Some(1));
-        assert_eq!(s.field("vm_rss"), Some(8));
-        assert_eq!(s.field("live_allocations"), Some(9));
-        assert_eq!(s.field("nope"), None);
     }
 
     #[test]

@@ -15,103 +15,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Per-process counters of one run (the run-control `Counters`, as stored).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counters {
-    pub fragments_sent: u64,
-    pub fragments_received: u64,
-    pub fragments_rejected: u64,
-    pub events_built: u64,
-    pub events_incomplete: u64,
-    pub events_sent: u64,
-    pub events_received: u64,
-    pub events_written: u64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub bytes_written: u64,
-    pub streams_rejected: u64,
-    pub dropped: u64,
-    pub last_sequence_id: u64,
-    #[serde(default)]
-    pub late_fragments: u64,
-    #[serde(default)]
-    pub oversize_fragments: u64,
-    #[serde(default)]
-    pub backpressure_wait_ms: u64,
-    pub data_files: Vec<String>,
-}
-
-impl From<proto::Counters> for Counters {
-    fn from(c: proto::Counters) -> Self {
-        Self {
-            fragments_sent: c.fragments_sent,
-            fragments_received: c.fragments_received,
-            fragments_rejected: c.fragments_rejected,
-            events_built: c.events_built,
-            events_incomplete: c.events_incomplete,
-            events_sent: c.events_sent,
-            events_received: c.events_received,
-            events_written: c.events_written,
-            bytes_sent: c.bytes_sent,
-            bytes_received: c.bytes_received,
-            bytes_written: c.bytes_written,
-            streams_rejected: c.streams_rejected,
-            dropped: c.dropped,
-            last_sequence_id: c.last_sequence_id,
-            late_fragments: c.late_fragments,
-            oversize_fragments: c.oversize_fragments,
-            backpressure_wait_ms: c.backpressure_wait_ms,
-            data_files: c.data_files,
-        }
-    }
-}
-
-/// A heap snapshot as the run record stores it: the snapshot and the
-/// events the process had handled.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeapRecord {
-    #[serde(flatten)]
-    pub snapshot: HeapSnapshot,
-    pub events: u64,
-}
-
-pub fn snapshot_to_proto(s: &HeapSnapshot, events: u64) -> proto::HeapSnapshot {
-    proto::HeapSnapshot {
-        unix_ms: s.unix_ms,
-        allocated: s.allocated,
-        active: s.active,
-        resident: s.resident,
-        mapped: s.mapped,
-        retained: s.retained,
-        metadata: s.metadata,
-        rss_anon: s.rss_anon,
-        vm_rss: s.vm_rss,
-        live_allocations: s.live_allocations,
-        vm_hwm: s.vm_hwm,
-        events,
-    }
-}
-
-impl From<proto::HeapSnapshot> for HeapRecord {
-    fn from(p: proto::HeapSnapshot) -> Self {
-        Self {
-            snapshot: HeapSnapshot {
-                unix_ms: p.unix_ms,
-                allocated: p.allocated,
-                active: p.active,
-                resident: p.resident,
-                mapped: p.mapped,
-                retained: p.retained,
-                metadata: p.metadata,
-                rss_anon: p.rss_anon,
-                vm_rss: p.vm_rss,
-                live_allocations: p.live_allocations,
-                vm_hwm: p.vm_hwm,
-            },
-            events: p.events,
-        }
-    }
-}
+/// Per-process counters of one run: the run-control `Counters` message,
+/// stored as it travels (serde is derived on the generated type).
+pub use proto::Counters;
 
 /// Heap snapshot labels every run record holds, in run order.
 pub const HEAP_BOUNDARIES: [&str; 3] = ["before_start", "before_stop", "after_stop"];
@@ -123,7 +29,7 @@ pub struct ProcessRecord {
     /// Problems the process reported (e.g. an end-of-data shortfall).
     pub problems: Vec<String>,
     /// Heap snapshots by boundary (`before_start`, `before_stop`, `after_stop`, ...).
-    pub heap: BTreeMap<String, HeapRecord>,
+    pub heap: BTreeMap<String, HeapSnapshot>,
     /// Heap profiles written at the boundaries (with profiling on).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub profiles: Vec<String>,

@@ -76,8 +76,8 @@ pub trait App: Send + Sync + 'static {
 /// Heap instrumentation state kept by run control.
 #[derive(Default)]
 struct HeapState {
-    /// Snapshot and events handled, by boundary label (`before_start`, ...).
-    boundaries: BTreeMap<String, (HeapSnapshot, u64)>,
+    /// Snapshot (with the events handled), by boundary label (`before_start`, ...).
+    boundaries: BTreeMap<String, HeapSnapshot>,
     /// The run record directory of the current run.
     record_dir: Option<PathBuf>,
     sample_interval: Duration,
@@ -128,13 +128,21 @@ impl<A: App> Inner<A> {
         self.heap.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A heap snapshot now, with the events the process has handled.
+    fn snapshot(&self) -> HeapSnapshot {
+        HeapSnapshot {
+            events: self.app.events_handled(),
+            ..heap::snapshot()
+        }
+    }
+
     /// Records a heap snapshot at a run-state boundary, and dumps a heap
     /// profile there when profiling is on and a run record is known.
     fn boundary(&self, label: &str) {
-        let snap = heap::snapshot();
-        let events = self.app.events_handled();
+        let snap = self.snapshot();
+        let events = snap.events;
         let mut h = self.heap_state();
-        h.boundaries.insert(label.to_string(), (snap, events));
+        h.boundaries.insert(label.to_string(), snap);
         let profiled = matches!(label, "before_start" | "before_stop" | "after_stop");
         if let (true, Some(dir)) = (profiled && heap::profiling_enabled(), &h.record_dir) {
             let path = dir
@@ -350,16 +358,15 @@ impl<A: App> Inner<A> {
     }
 
     async fn heap(&self, _: Request<proto::Empty>) -> Result<Response<proto::HeapReply>, Status> {
-        let current =
-            daq_format::record::snapshot_to_proto(&heap::snapshot(), self.app.events_handled());
+        let current = self.snapshot();
         let h = self.heap_state();
         Ok(Response::new(proto::HeapReply {
             boundaries: h
                 .boundaries
                 .iter()
-                .map(|(label, (s, events))| proto::LabeledSnapshot {
+                .map(|(label, s)| proto::LabeledSnapshot {
                     label: label.clone(),
-                    snapshot: Some(daq_format::record::snapshot_to_proto(s, *events)),
+                    snapshot: Some(*s),
                 })
                 .collect(),
             current: Some(current),

@@ -2,23 +2,23 @@
 //! per interval to `<record>/heap/<process>.csv` with the heap snapshot and
 //! the number of events the process has handled.
 //!
-//! The CSV has a header line, then rows of
-//! `elapsed_s,unix_ms,events,` followed by [`heap::FIELDS`](daq_alloc::FIELDS).
+//! The CSV is the [`HeapSnapshot`] record, written and read with the `csv`
+//! crate and serde: a header line of its field names (`unix_ms`,
+//! `allocated`, ..., `events`), then one row per sample. Columns are matched
+//! by name, so adding a field to the message keeps old files readable.
 
-use daq_alloc::{self as heap, FIELDS, HeapSnapshot};
-use std::io::Write;
+use daq_alloc::{self as heap, HeapSnapshot};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-/// One row of a heap CSV.
+/// One row of a heap CSV, with its time since the first row.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sample {
     pub elapsed_s: f64,
-    pub events: u64,
     pub snapshot: HeapSnapshot,
 }
 
@@ -30,20 +30,6 @@ pub struct Sampler {
     task: JoinHandle<()>,
 }
 
-fn header() -> String {
-    format!("elapsed_s,unix_ms,events,{}\n", FIELDS.join(","))
-}
-
-fn row(elapsed: Duration, events: u64, s: &HeapSnapshot) -> String {
-    let mut line = format!("{:.3},{},{events}", elapsed.as_secs_f64(), s.unix_ms);
-    for v in s.values() {
-        line.push(',');
-        line.push_str(&v.to_string());
-    }
-    line.push('\n');
-    line
-}
-
 impl Sampler {
     /// Starts sampling into `path` (appending; the header is written when
     /// the file is new) every `interval`, the first row at once.
@@ -51,16 +37,16 @@ impl Sampler {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let mut file = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)?;
-        if file.metadata()?.len() == 0 {
-            file.write_all(header().as_bytes())?;
-        }
+        // The header only when the file is new (a sampler may append).
+        let mut csv = csv::WriterBuilder::new()
+            .has_headers(file.metadata()?.len() == 0)
+            .from_writer(file);
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
-            let started = Instant::now();
             let mut tick =
                 tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -76,8 +62,11 @@ impl Sampler {
                         _ = tick.tick() => false,
                     }
                 };
-                let line = row(started.elapsed(), events(), &heap::snapshot());
-                if let Err(e) = file.write_all(line.as_bytes()) {
+                let row = HeapSnapshot {
+                    events: events(),
+                    ..heap::snapshot()
+                };
+                if let Err(e) = csv.serialize(row).and_then(|()| Ok(csv.flush()?)) {
                     warn!(path = %path.display(), error = %e, "heap sample not written; sampling ends");
                     return;
                 }
@@ -97,71 +86,31 @@ impl Sampler {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum CsvError {
-    #[error("cannot read heap samples {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}: {reason}")]
-    Bad {
-        path: String,
-        line: usize,
-        reason: String,
-    },
+#[error("cannot read heap samples {path}: {source}")]
+pub struct CsvError {
+    path: String,
+    source: csv::Error,
 }
 
 /// Reads a heap CSV written by [`Sampler`].
 pub fn read_csv(path: &Path) -> Result<Vec<Sample>, CsvError> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| CsvError::Read {
-        path: shown.clone(),
+    let err = |source| CsvError {
+        path: path.display().to_string(),
         source,
-    })?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if i == 0 || line.starts_with("elapsed_s") || line.trim().is_empty() {
-            continue;
-        }
-        let bad = |reason: String| CsvError::Bad {
-            path: shown.clone(),
-            line: i + 1,
-            reason,
-        };
-        let cols: Vec<&str> = line.split(',').collect();
-        if cols.len() != 3 + FIELDS.len() {
-            return Err(bad(format!(
-                "{} columns, expected {}",
-                cols.len(),
-                3 + FIELDS.len()
-            )));
-        }
-        let elapsed_s: f64 = cols[0]
-            .parse()
-            .map_err(|_| bad(format!("bad elapsed_s {:?}", cols[0])))?;
-        let mut nums = [0u64; 12];
-        for (k, c) in cols[1..].iter().enumerate() {
-            nums[k] = c.parse().map_err(|_| bad(format!("bad number {c:?}")))?;
-        }
-        out.push(Sample {
-            elapsed_s,
-            events: nums[1],
-            snapshot: HeapSnapshot {
-                unix_ms: nums[0],
-                allocated: nums[2],
-                active: nums[3],
-                resident: nums[4],
-                mapped: nums[5],
-                retained: nums[6],
-                metadata: nums[7],
-                rss_anon: nums[8],
-                vm_rss: nums[9],
-                live_allocations: nums[10],
-                vm_hwm: nums[11],
-            },
-        });
-    }
-    Ok(out)
+    };
+    let rows = csv::Reader::from_path(path)
+        .map_err(err)?
+        .into_deserialize::<HeapSnapshot>()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
+    let t0 = rows.first().map_or(0, |r| r.unix_ms);
+    Ok(rows
+        .into_iter()
+        .map(|snapshot| Sample {
+            elapsed_s: snapshot.unix_ms.saturating_sub(t0) as f64 / 1000.0,
+            snapshot,
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -186,13 +135,19 @@ mod tests {
         let rows = read_csv(&path).expect("reads");
         // The first row is written at once; stop writes the last.
         assert_eq!(rows.len(), 2);
-        assert_eq!((rows[0].events, rows[1].events), (5, 10));
+        assert_eq!((rows[0].snapshot.events, rows[1].snapshot.events), (5, 10));
         assert!(rows[1].snapshot.allocated > 0);
+        assert_eq!(rows[0].elapsed_s, 0.0);
         let text = std::fs::read_to_string(&path).expect("text");
-        assert!(text.starts_with("elapsed_s,unix_ms,events,allocated,active,"));
-        std::fs::write(&path, format!("{}1.0,2,3\n", header())).expect("write");
-        let err = read_csv(&path).expect_err("short row");
-        assert!(err.to_string().contains(":2: 3 columns"), "{err}");
+        assert!(text.starts_with("unix_ms,allocated,active,"), "{text}");
+        assert!(
+            text.lines()
+                .next()
+                .is_some_and(|h| h.ends_with(",events,vm_hwm"))
+        );
+        std::fs::write(&path, "unix_ms,allocated\n1,2,3\n").expect("write");
+        let err = read_csv(&path).expect_err("long row");
+        assert!(err.to_string().contains("p.csv"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
