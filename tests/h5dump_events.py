@@ -13,9 +13,15 @@ Output:
                                            "metadata_hex", "payload_hex"}]}]}]}
 
 "attrs.events" is null when the writer did not close the file. Like the Rust
-reader (aggregator/src/datafile.rs, which documents the layout), it takes the
-shortest consistent prefix of the events when the columns differ in length,
-as they may after the writer crashed.
+reader (aggregator/src/datafile/, whose format.rs documents the layout), it
+takes the shortest consistent prefix of the events when the columns differ in
+length, as they may after the writer crashed.
+
+The columns are not listed here: every dataset of /fragments and /events is
+read, and each one that is not structural (the offsets below) is dumped under
+its own name, so the dump follows the writer's column table
+(aggregator/src/datafile/columns.rs; a Rust test checks that a written file
+holds exactly that table).
 
 Needs only h5py, numpy and the standard library. Exits 1 with a message on
 stderr if a file cannot be read or is not a daq-events file.
@@ -29,8 +35,14 @@ import numpy as np
 
 FORMAT_NAME = "daq-events"
 FORMAT_VERSION = 1
-FRAGMENT_COLUMNS = ("fragment_id", "type", "sequence_id", "timestamp", "metadata_bytes", "data_end")
-EVENT_COLUMNS = ("run", "subrun", "event", "sequence_id", "timestamp", "complete", "fragment_end")
+# The structural columns: where each fragment's bytes are in /fragments/data
+# and which fragment rows belong to each event. They are dumped as
+# metadata_hex, payload_hex and fragments instead of by name.
+DATA = "data"
+FRAGMENT_STRUCTURE = ("data_end", "metadata_bytes")
+EVENT_STRUCTURE = ("fragment_end",)
+# u8 event columns that hold a boolean, dumped as true/false.
+FLAGS = ("complete",)
 
 
 class DumpError(Exception):
@@ -68,9 +80,9 @@ def dump_file(path):
             "format_version": version,
             "events": integer(attrs["events"]) if "events" in attrs else None,
         }
-        data = f["fragments/data"][()]
-        frag = {name: f["fragments"][name][()].tolist() for name in FRAGMENT_COLUMNS}
-        ev = {name: f["events"][name][()].tolist() for name in EVENT_COLUMNS}
+        data = f["fragments"][DATA][()]
+        frag = {name: ds[()].tolist() for name, ds in f["fragments"].items() if name != DATA}
+        ev = {name: ds[()].tolist() for name, ds in f["events"].items()}
 
     # Fragments present in every fragment column whose bytes are within data.
     fragments = []
@@ -84,14 +96,10 @@ def dump_file(path):
         split = start + frag["metadata_bytes"][j]
         if split > end:
             raise DumpError(f"corrupt data in {path}: fragment {j} metadata exceeds its data")
-        fragments.append({
-            "fragment_id": frag["fragment_id"][j],
-            "type": frag["type"][j],
-            "sequence_id": frag["sequence_id"][j],
-            "timestamp": frag["timestamp"][j],
-            "metadata_hex": data[start:split].tobytes().hex(),
-            "payload_hex": data[split:end].tobytes().hex(),
-        })
+        fragment = {name: c[j] for name, c in frag.items() if name not in FRAGMENT_STRUCTURE}
+        fragment["metadata_hex"] = data[start:split].tobytes().hex()
+        fragment["payload_hex"] = data[split:end].tobytes().hex()
+        fragments.append(fragment)
         start = end
 
     # Events present in every event column whose fragments are all present.
@@ -103,15 +111,11 @@ def dump_file(path):
             raise DumpError(f"corrupt data in {path}: event row {i} fragment_end {end} is before {first}")
         if end > len(fragments):
             break
-        events.append({
-            "run": ev["run"][i],
-            "subrun": ev["subrun"][i],
-            "event": ev["event"][i],
-            "sequence_id": ev["sequence_id"][i],
-            "timestamp": ev["timestamp"][i],
-            "complete": bool(ev["complete"][i]),
-            "fragments": fragments[first:end],
-        })
+        event = {name: c[i] for name, c in ev.items() if name not in EVENT_STRUCTURE}
+        for name in FLAGS:
+            event[name] = bool(event[name])
+        event["fragments"] = fragments[first:end]
+        events.append(event)
         first = end
 
     return {"path": path, "attrs": file_attrs, "events": events}

@@ -1,0 +1,214 @@
+//! Owns the event data files of a run: the interface the aggregator core writes events through (the view types, [`RunWriter`], [`RunFiles`]) and, behind it, the HDF5 file format, its writer (with roll-over) and its reader.
+//!
+//! # Modules
+//!
+//! - `format`: the file-format contract (naming, attributes, groups,
+//!   chunking, crash consistency) and the empty layout a file starts from.
+//! - `columns`: the column table, the one list of the datasets that the
+//!   layout, the writer, the reader and `tests/h5dump_events.py` follow.
+//! - `writer`: [`RunWriter`], buffering, crash-consistent appends, roll-over.
+//! - `reader`: [`read_file`].
+//!
+//! Nothing outside this module sees `hdf5-pure`.
+//!
+//! # The seam for another output format
+//!
+//! The aggregator core uses only what this file defines or re-exports: it
+//! builds [`WriterOptions`] and [`FileAttributes`] from the config, calls
+//! [`RunWriter::create`], then [`RunWriter::append`] with an [`EventView`]
+//! borrowed from shared memory for each event, and finally
+//! [`RunWriter::close`], which returns the [`RunFiles`] for the run record.
+//! Flushing and rolling over to the next file happen inside the writer. A
+//! second format (such as artdaq raw binary, chosen by
+//! `aggregator.format`) belongs beside `format`/`writer`/`reader` behind the
+//! same calls (`create`, `append`, `close`); the view types, [`RunFiles`] and
+//! [`FileAttributes`] are already format-neutral, while [`Compression`] and
+//! `batch_events` are HDF5 options.
+
+use std::path::PathBuf;
+
+mod columns;
+mod format;
+mod reader;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+pub use format::{FORMAT_NAME, FORMAT_VERSION, file_name};
+pub use reader::{ReadEvent, ReadFile, ReadFragment, read_file};
+pub use writer::RunWriter;
+
+/// Errors of writing or reading a data file.
+#[derive(Debug, thiserror::Error)]
+pub enum DataFileError {
+    #[error("invalid writer options: {0}")]
+    InvalidOptions(String),
+    #[error("invalid process name {0:?}: use ascii letters, digits, '-', '_' or '.'")]
+    InvalidProcessName(String),
+    #[error("failed to create output directory {path}: {cause}")]
+    CreateDir {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("data file {path} already exists")]
+    FileExists { path: PathBuf },
+    #[error("failed to create data file {path}: {cause}")]
+    CreateFile {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("failed to build the layout of data file {path}: {cause}")]
+    BuildLayout {
+        path: PathBuf,
+        cause: hdf5_pure::Error,
+    },
+    #[error("failed to open data file {path} for appending: {cause}")]
+    OpenForAppend {
+        path: PathBuf,
+        cause: hdf5_pure::Error,
+    },
+    #[error("failed to open dataset {dataset} in {path}: {cause}")]
+    OpenDataset {
+        path: PathBuf,
+        dataset: &'static str,
+        cause: hdf5_pure::Error,
+    },
+    #[error("failed to append to dataset {dataset} in {path}: {cause}")]
+    Append {
+        path: PathBuf,
+        dataset: &'static str,
+        cause: hdf5_pure::Error,
+    },
+    #[error("failed to write attribute {name} of {path}: {cause}")]
+    WriteAttribute {
+        path: PathBuf,
+        name: &'static str,
+        cause: hdf5_pure::Error,
+    },
+    #[error("failed to sync data file {path}: {cause}")]
+    Sync {
+        path: PathBuf,
+        cause: hdf5_pure::Error,
+    },
+    #[error("failed to close data file {path}: {cause}")]
+    Close {
+        path: PathBuf,
+        cause: hdf5_pure::Error,
+    },
+    #[error("failed to get the size of {path}: {cause}")]
+    FileSize {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error(
+        "fragment {fragment_id} of event {event} has {len} bytes of metadata, more than a u32 can describe"
+    )]
+    MetadataTooLarge {
+        event: u64,
+        fragment_id: u16,
+        len: usize,
+    },
+    #[error("writer is unusable after an earlier write failure")]
+    WriterFailed,
+    #[error("failed to open data file {path}: {cause}")]
+    Open {
+        path: PathBuf,
+        cause: hdf5_pure::Error,
+    },
+    #[error("failed to read the attributes of {path}: {cause}")]
+    ReadAttributes {
+        path: PathBuf,
+        cause: hdf5_pure::Error,
+    },
+    #[error("{path} is not a {FORMAT_NAME} file: {reason}")]
+    NotDataFile { path: PathBuf, reason: String },
+    #[error("{path} has unsupported format version {version}")]
+    UnsupportedVersion { path: PathBuf, version: u64 },
+    #[error("attribute {name} of {path} is missing or has the wrong type")]
+    BadAttribute { path: PathBuf, name: &'static str },
+    #[error("failed to read dataset {dataset} in {path}: {cause}")]
+    Read {
+        path: PathBuf,
+        dataset: &'static str,
+        cause: hdf5_pure::Error,
+    },
+    #[error("corrupt data in {path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// One fragment of an event to write; borrowed from the caller.
+#[derive(Clone, Copy, Debug)]
+pub struct FragmentView<'a> {
+    pub fragment_id: u16,
+    pub fragment_type: u8,
+    pub sequence_id: u64,
+    pub timestamp: u64,
+    pub metadata: &'a [u8],
+    pub payload: &'a [u8],
+}
+
+/// One event to write; borrowed from the caller.
+#[derive(Clone, Copy, Debug)]
+pub struct EventView<'a> {
+    pub run: u32,
+    pub subrun: u32,
+    pub event: u64,
+    pub sequence_id: u64,
+    pub timestamp: u64,
+    pub complete: bool,
+    pub fragments: &'a [FragmentView<'a>],
+}
+
+/// Compression of every dataset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    /// Shuffle then deflate at this level, 1..=9.
+    Deflate(u8),
+}
+
+/// How a [`RunWriter`] writes.
+#[derive(Clone, Debug)]
+pub struct WriterOptions {
+    /// Default [`Compression::None`].
+    pub compression: Compression,
+    /// Events buffered in memory before one append per dataset; default 1000.
+    /// Also the chunk length of every column except `fragments/data`.
+    pub batch_events: usize,
+    /// Roll over to a new file when the current one exceeds this many bytes
+    /// (checked after each flush); 0 = never. Default 1 GiB.
+    pub max_file_bytes: u64,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            compression: Compression::None,
+            batch_events: 1000,
+            max_file_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Run-level attributes stored in every file of a run.
+#[derive(Clone, Debug)]
+pub struct FileAttributes {
+    pub run: u32,
+    pub subrun: u32,
+    /// Part of the file name: ascii letters, digits, '-', '_' and '.' only.
+    pub process: String,
+    pub config_toml: String,
+    pub software_version: String,
+}
+
+/// What a closed [`RunWriter`] produced.
+#[derive(Clone, Debug)]
+pub struct RunFiles {
+    /// Every file written, in order.
+    pub files: Vec<PathBuf>,
+    /// Events written over all files.
+    pub events: u64,
+    /// Total size of `files` on disk after closing.
+    pub bytes_on_disk: u64,
+}
