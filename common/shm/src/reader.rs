@@ -1,0 +1,265 @@
+//! Owns the destructive readers of the next stage ([`ShmReader`],
+//! [`ReadGuard`]): taking Full buffers in publication order, releasing them,
+//! and returning a dead reader's buffers to Full.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::ShmError;
+use crate::layout::{
+    FLAG_COMPLETE, HeaderInfo, PID_SHIFT, ST_EMPTY, ST_FULL, ST_READING, STATE_MASK, StateCounts,
+    StoreSpec, lease_word,
+};
+use crate::region::Region;
+use crate::sys::{duration_ns, now_ns, pid_alive};
+
+/// Destructive reader for the next stage: takes Full buffers in publication
+/// order. Cheap to clone; every clone keeps the mapping alive, so it may
+/// outlive the [`ShmStore`](crate::ShmStore) it came from (the file name is gone then, the
+/// memory is not).
+#[derive(Clone)]
+pub struct ShmReader {
+    pub(crate) region: Arc<Region>,
+    pub(crate) pid: u32,
+}
+
+impl std::fmt::Debug for ShmReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmReader")
+            .field("spec", &self.region.spec())
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShmReader {
+    /// Attaches a destructive reader to an existing segment from another
+    /// process (maps it read-write; only state words and touch times are
+    /// ever stored).
+    pub fn attach(path: &Path) -> Result<Self, ShmError> {
+        Ok(Self {
+            region: Arc::new(Region::attach(path, true)?),
+            pid: std::process::id(),
+        })
+    }
+
+    /// Takes the oldest published Full buffer (CAS Full -> Reading). The
+    /// guard gives its data; dropping it (or [`ReadGuard::release`]) makes
+    /// the buffer Empty. `None` when nothing is Full.
+    pub fn take(&self) -> Option<ReadGuard<'_>> {
+        let region = &*self.region;
+        loop {
+            // Acquire: the Full state of every publication up to `total` is
+            // visible to the scan, so the oldest untaken one among them is
+            // really the oldest (later ones wait for the next round).
+            let total = region.header().published_total.load(Ordering::Acquire);
+            let mut best: Option<(u64, usize)> = None;
+            let mut newer = false;
+            for idx in 0..region.geo.buffer_count {
+                let d = region.desc(idx);
+                // Acquire: makes the publish_seq stored before Full visible.
+                if d.state.load(Ordering::Acquire) == ST_FULL {
+                    let p = d.publish_seq.load(Ordering::Relaxed);
+                    if p > total {
+                        newer = true;
+                    } else if best.is_none_or(|(bp, _)| p < bp) {
+                        best = Some((p, idx));
+                    }
+                }
+            }
+            let Some((_, idx)) = best else {
+                if newer {
+                    continue; // published after we read `total`
+                }
+                return None;
+            };
+            let d = region.desc(idx);
+            let lease = lease_word(self.pid);
+            // Acquire: reads the writer's Release store of Full, or a value
+            // from its release sequence (recovery CAS), so the data and the
+            // fields written before publish are visible.
+            if d.state
+                .compare_exchange(ST_FULL, lease, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                continue; // another reader was faster; look again
+            }
+            d.last_touch_ns.store(now_ns(), Ordering::Relaxed);
+            let len = usize::try_from(d.data_len.load(Ordering::Relaxed))
+                .unwrap_or(usize::MAX)
+                .min(region.geo.buffer_bytes);
+            return Some(ReadGuard {
+                region,
+                idx,
+                lease,
+                sequence_id: d.sequence_id.load(Ordering::Relaxed),
+                fragment_count: d.fragment_count.load(Ordering::Relaxed),
+                expected: d.expected_count.load(Ordering::Relaxed),
+                complete: d.flags.load(Ordering::Relaxed) & FLAG_COMPLETE != 0,
+                publish_seq: d.publish_seq.load(Ordering::Relaxed),
+                len,
+                done: false,
+            });
+        }
+    }
+
+    /// Returns to Full every Reading buffer whose reading process is dead
+    /// and which was taken at least `age` ago, so a dead reader loses
+    /// nothing. Leases of live processes (including this one) are never
+    /// revoked: their guards may still be reading. Returns how many.
+    pub fn recover_stale_reading(&self, age: Duration) -> usize {
+        let region = &*self.region;
+        let now = now_ns();
+        let age = duration_ns(age);
+        let mut recovered = 0;
+        for idx in 0..region.geo.buffer_count {
+            let d = region.desc(idx);
+            let word = d.state.load(Ordering::Acquire);
+            if word & STATE_MASK != ST_READING {
+                continue;
+            }
+            let pid = word >> PID_SHIFT;
+            if pid == 0 || pid == self.pid || pid_alive(pid) {
+                continue;
+            }
+            if now.saturating_sub(d.last_touch_ns.load(Ordering::Relaxed)) < age {
+                continue;
+            }
+            // An RMW: continues the release sequence of the writer's store
+            // of Full, so the next taker still synchronizes with the writer.
+            if d.state
+                .compare_exchange(word, ST_FULL, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                recovered += 1;
+            }
+        }
+        recovered
+    }
+
+    /// Buffers per state.
+    pub fn counts(&self) -> StateCounts {
+        self.region.counts()
+    }
+
+    pub fn header(&self) -> HeaderInfo {
+        self.region.header_info()
+    }
+
+    pub fn spec(&self) -> StoreSpec {
+        self.region.spec()
+    }
+
+    /// Test hook: leases Full buffer `idx` to `pid` (a reader that then dies).
+    #[cfg(test)]
+    pub(crate) fn lease_to(&self, idx: usize, pid: u32) -> bool {
+        let d = self.region.desc(idx);
+        let ok = d
+            .state
+            .compare_exchange(
+                ST_FULL,
+                lease_word(pid),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        d.last_touch_ns.store(now_ns(), Ordering::Relaxed);
+        ok
+    }
+}
+
+/// A taken buffer. Its data stays valid and unchanged while the guard
+/// lives. Dropping it releases the buffer to Empty, except while the thread
+/// is panicking: then it goes back to Full so the event is not lost.
+pub struct ReadGuard<'a> {
+    region: &'a Region,
+    idx: usize,
+    lease: u32,
+    sequence_id: u64,
+    fragment_count: u32,
+    expected: u32,
+    complete: bool,
+    publish_seq: u64,
+    len: usize,
+    done: bool,
+}
+
+impl std::fmt::Debug for ReadGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadGuard")
+            .field("idx", &self.idx)
+            .field("sequence_id", &self.sequence_id)
+            .field("fragment_count", &self.fragment_count)
+            .field("expected", &self.expected)
+            .field("complete", &self.complete)
+            .field("publish_seq", &self.publish_seq)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl ReadGuard<'_> {
+    /// The event bytes (all appended fragments, back to back).
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: len <= buffer_bytes, so the bytes are inside buffer idx of
+        // the mapping, which outlives `self.region`'s borrow. Our lease is in
+        // the state word until `finish`, which needs `&mut self` and so
+        // cannot run while this borrow lives; under the lease nobody stores
+        // into the buffer (invariant 3, in `region`), and the writer's stores
+        // happen-before our Acquire CAS in `take`.
+        unsafe { std::slice::from_raw_parts(self.region.data_ptr(self.idx), self.len) }
+    }
+    pub fn sequence_id(&self) -> u64 {
+        self.sequence_id
+    }
+    pub fn fragment_count(&self) -> u32 {
+        self.fragment_count
+    }
+    pub fn expected(&self) -> u32 {
+        self.expected
+    }
+    pub fn complete(&self) -> bool {
+        self.complete
+    }
+    /// Publication order number (1-based).
+    pub fn publish_seq(&self) -> u64 {
+        self.publish_seq
+    }
+    /// Buffer index.
+    pub fn index(&self) -> usize {
+        self.idx
+    }
+
+    /// Releases the buffer to Empty now. False if the lease had been
+    /// revoked meanwhile (only possible if this process was thought dead).
+    pub fn release(mut self) -> bool {
+        self.finish(ST_EMPTY)
+    }
+
+    fn finish(&mut self, to: u32) -> bool {
+        if self.done {
+            return false;
+        }
+        self.done = true;
+        // Release: our reads of the data happen-before the claim (Acquire)
+        // that lets the writer overwrite it.
+        self.region
+            .desc(self.idx)
+            .state
+            .compare_exchange(self.lease, to, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+impl Drop for ReadGuard<'_> {
+    fn drop(&mut self) {
+        let to = if std::thread::panicking() {
+            ST_FULL
+        } else {
+            ST_EMPTY
+        };
+        self.finish(to);
+    }
+}
