@@ -20,7 +20,8 @@ use crate::datafile::{
 use daq_format::config::{NetMonInput, SystemConfig};
 use daq_format::fragment::split_packed;
 use daq_format::netmon::{self, Event};
-use daq_runtime::sources::{Inbound, RunSlot, Sources};
+use daq_runtime::sources::{RunSlot, Sources};
+use daq_runtime::transport::{Decoded, Events, Hop, Receiver, RunEnded};
 use daq_shm::{ShmReader, ShmStore, StoreSpec, segment_path};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -98,12 +99,53 @@ struct Ingress {
     decode: fn(bytes::Bytes) -> Result<Event, netmon::NetMonError>,
     sources: Sources,
     tx: mpsc::Sender<IngestInput>,
+    counters: Arc<Counters>,
+}
+
+/// The receiving end of a run's event streams (the loop is the transport's).
+impl Receiver for Ingress {
+    type Hop = Events;
+    type Item = Event;
+
+    fn run(&self) -> u32 {
+        self.run
+    }
+
+    fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    fn streams_rejected(&self) -> &AtomicU64 {
+        &self.counters.streams_rejected
+    }
+
+    fn decode(&self, source: usize, raw: bytes::Bytes) -> Result<Decoded<Event>, String> {
+        (self.decode)(raw)
+            .map(Decoded::Item)
+            .map_err(|e| format!("malformed event from eventbuilder-{source}: {e}"))
+    }
+
+    async fn deliver(&self, _source: usize, events: Vec<Event>) -> Result<(), RunEnded> {
+        self.tx
+            .send(IngestInput::Events(events))
+            .await
+            .map_err(|_| RunEnded)
+    }
+
+    fn received(&self, events: u64, bytes: u64) {
+        self.counters
+            .events_received
+            .fetch_add(events, Ordering::Relaxed);
+        self.counters
+            .bytes_received
+            .fetch_add(bytes, Ordering::Relaxed);
+    }
 }
 
 /// State shared by run control and the `EventSink` service.
 pub struct Shared {
     process: String,
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
     ingress: RunSlot<Ingress>,
 }
 
@@ -111,7 +153,7 @@ impl Shared {
     pub fn new(process: String) -> Arc<Self> {
         Arc::new(Self {
             process,
-            counters: Counters::default(),
+            counters: Arc::default(),
             ingress: RunSlot::default(),
         })
     }
@@ -218,8 +260,9 @@ impl Run {
                 NetMonInput::Fixed => netmon::decode,
                 NetMonInput::Legacy => netmon::decode_legacy,
             },
-            sources: Sources::new("eventbuilder", usize::from(config.topology.eventbuilders)),
+            sources: Sources::new(Events::SENDER, usize::from(config.topology.eventbuilders)),
             tx,
+            counters: shared.counters.clone(),
         });
         let ingest = Ingest {
             shared: shared.clone(),
@@ -485,45 +528,8 @@ impl proto::event_sink_server::EventSink for EventSink {
         &self,
         request: Request<Streaming<proto::EventBatch>>,
     ) -> Result<Response<proto::TransferSummary>, Status> {
-        let Some(ingress) = self.shared.ingress.get() else {
-            return Err(Status::failed_precondition(format!(
-                "{} is not running; events refused",
-                self.shared.process
-            )));
-        };
-        let c = &self.shared.counters;
-        let mut inbound = Inbound::new(
-            &self.shared.process,
-            &ingress.sources,
-            ingress.run,
-            &c.streams_rejected,
-        );
-        let mut stream = request.into_inner();
-        while let Some(batch) = inbound.next(&mut stream).await? {
-            let src = inbound.batch(batch.run, batch.source)?;
-            let mut events = Vec::with_capacity(batch.events.len());
-            let mut bytes = 0u64;
-            for raw in batch.events {
-                bytes += raw.len() as u64;
-                let e = (ingress.decode)(raw).map_err(|e| {
-                    inbound.reject(format!("malformed event from eventbuilder-{src}: {e}"))
-                })?;
-                events.push(e);
-            }
-            let n = events.len() as u64;
-            if n > 0 {
-                if ingress.tx.send(IngestInput::Events(events)).await.is_err() {
-                    return Err(inbound.reject("run ended while events were arriving"));
-                }
-                inbound.received(n);
-                c.events_received.fetch_add(n, Ordering::Relaxed);
-                c.bytes_received.fetch_add(bytes, Ordering::Relaxed);
-            }
-            if let Some(count) = batch.end_of_data {
-                inbound.announced(count);
-            }
-        }
-        Ok(Response::new(inbound.finish()))
+        let s = &self.shared;
+        daq_runtime::transport::inbound::serve(&s.process, &s.ingress, request).await
     }
 }
 

@@ -21,7 +21,8 @@ use crate::assembly::{Assembly, Placed, Released};
 use daq_format::config::SystemConfig;
 use daq_format::fragment::{Fragment, FragmentType};
 use daq_format::netmon::{self, Event, EventAux, History, HistoryEntry};
-use daq_runtime::sources::{Inbound, RunSlot, Sources};
+use daq_runtime::sources::{RunSlot, Sources};
+use daq_runtime::transport::{Decoded, Fragments, Hop, Receiver, RunEnded};
 use daq_shm::{ShmReader, ShmStore, StoreSpec, segment_path};
 use proto::event_sink_client::EventSinkClient;
 use std::collections::VecDeque;
@@ -113,12 +114,81 @@ struct Ingress {
     sources: Sources,
     permits: Vec<Arc<Semaphore>>,
     tx: mpsc::Sender<BuilderInput>,
+    counters: Arc<Counters>,
+}
+
+/// The receiving end of a run's fragment streams (the loop is the
+/// transport's).
+impl Receiver for Ingress {
+    type Hop = Fragments;
+    type Item = Fragment;
+
+    fn run(&self) -> u32 {
+        self.run
+    }
+
+    fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    fn streams_rejected(&self) -> &AtomicU64 {
+        &self.counters.streams_rejected
+    }
+
+    /// A fragment of boardreader `source`, or its end-of-data.
+    fn decode(&self, source: usize, raw: bytes::Bytes) -> Result<Decoded<Fragment>, String> {
+        match Fragment::parse(raw) {
+            Ok(f) if f.kind() == FragmentType::EndOfData => f
+                .end_of_data_count()
+                .map(Decoded::EndOfData)
+                .map_err(|e| format!("bad end-of-data: {e}")),
+            Ok(f) if usize::from(f.fragment_id()) == source => Ok(Decoded::Item(f)),
+            Ok(f) => {
+                self.counters
+                    .fragments_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(format!(
+                    "fragment id {} on the stream of boardreader-{source}",
+                    f.fragment_id()
+                ))
+            }
+            Err(e) => {
+                self.counters
+                    .fragments_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(format!("malformed fragment from boardreader-{source}: {e}"))
+            }
+        }
+    }
+
+    /// One permit per batch in the builder: a source whose events cannot
+    /// be placed stalls here, the others go on.
+    async fn deliver(&self, source: usize, fragments: Vec<Fragment>) -> Result<(), RunEnded> {
+        let permits = self.permits.get(source).ok_or(RunEnded)?;
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| RunEnded)?;
+        let input = BuilderInput::Fragments {
+            source,
+            fragments,
+            permit,
+        };
+        self.tx.send(input).await.map_err(|_| RunEnded)
+    }
+
+    fn received(&self, fragments: u64, bytes: u64) {
+        let c = &self.counters;
+        c.fragments_received.fetch_add(fragments, Ordering::Relaxed);
+        c.bytes_received.fetch_add(bytes, Ordering::Relaxed);
+    }
 }
 
 /// State shared by run control and the `FragmentSink` service.
 pub struct Shared {
     process: String,
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
     ingress: RunSlot<Ingress>,
 }
 
@@ -126,7 +196,7 @@ impl Shared {
     pub fn new(process: String) -> Arc<Self> {
         Arc::new(Self {
             process,
-            counters: Counters::default(),
+            counters: Arc::default(),
             ingress: RunSlot::default(),
         })
     }
@@ -220,9 +290,10 @@ impl Run {
         let (tx, rx) = mpsc::channel(q * n_br.max(1) + 1);
         let ingress = Arc::new(Ingress {
             run,
-            sources: Sources::new("boardreader", n_br),
+            sources: Sources::new(Fragments::SENDER, n_br),
             permits: (0..n_br).map(|_| Arc::new(Semaphore::new(q))).collect(),
             tx,
+            counters: shared.counters.clone(),
         });
         let signals = Arc::new(Signals::default());
         let (finish_tx, finish_rx) = oneshot::channel();
@@ -777,72 +848,7 @@ impl proto::fragment_sink_server::FragmentSink for FragmentSink {
         &self,
         request: Request<Streaming<proto::FragmentBatch>>,
     ) -> Result<Response<proto::TransferSummary>, Status> {
-        let Some(ingress) = self.shared.ingress.get() else {
-            return Err(Status::failed_precondition(format!(
-                "{} is not running; fragments refused",
-                self.shared.process
-            )));
-        };
-        let c = &self.shared.counters;
-        let mut inbound = Inbound::new(
-            &self.shared.process,
-            &ingress.sources,
-            ingress.run,
-            &c.streams_rejected,
-        );
-        let mut stream = request.into_inner();
-        while let Some(batch) = inbound.next(&mut stream).await? {
-            let src = inbound.batch(batch.run, batch.source)?;
-            let mut fragments = Vec::with_capacity(batch.fragments.len());
-            let mut bytes = 0u64;
-            for raw in batch.fragments {
-                let f = match Fragment::parse(raw) {
-                    Ok(f) if f.kind() == FragmentType::EndOfData => {
-                        let count = f
-                            .end_of_data_count()
-                            .map_err(|e| inbound.reject(format!("bad end-of-data: {e}")))?;
-                        inbound.announced(count);
-                        continue;
-                    }
-                    Ok(f) if usize::from(f.fragment_id()) == src => f,
-                    Ok(f) => {
-                        c.fragments_rejected.fetch_add(1, Ordering::Relaxed);
-                        return Err(inbound.reject(format!(
-                            "fragment id {} on the stream of boardreader-{src}",
-                            f.fragment_id()
-                        )));
-                    }
-                    Err(e) => {
-                        c.fragments_rejected.fetch_add(1, Ordering::Relaxed);
-                        return Err(inbound
-                            .reject(format!("malformed fragment from boardreader-{src}: {e}")));
-                    }
-                };
-                bytes += f.len() as u64;
-                fragments.push(f);
-            }
-            let n = fragments.len() as u64;
-            if n == 0 {
-                continue;
-            }
-            // One permit per batch in the builder: a source whose events
-            // cannot be placed stalls here, the others go on.
-            let ended = || inbound.reject("run ended while fragments were arriving");
-            let Ok(permit) = ingress.permits[src].clone().acquire_owned().await else {
-                return Err(ended());
-            };
-            let input = BuilderInput::Fragments {
-                source: src,
-                fragments,
-                permit,
-            };
-            if ingress.tx.send(input).await.is_err() {
-                return Err(ended());
-            }
-            inbound.received(n);
-            c.fragments_received.fetch_add(n, Ordering::Relaxed);
-            c.bytes_received.fetch_add(bytes, Ordering::Relaxed);
-        }
-        Ok(Response::new(inbound.finish()))
+        let s = &self.shared;
+        daq_runtime::transport::inbound::serve(&s.process, &s.ingress, request).await
     }
 }

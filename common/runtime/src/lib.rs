@@ -1,10 +1,11 @@
 //! What every DAQ process runs around its own work: the `RunControl` service
 //! (state machine, heap snapshots, sampler) wrapped around an `App`, the
-//! end-of-data bookkeeping of inbound streams, the tuned gRPC transport and
-//! the serve-until-shutdown loop.
+//! end-of-data bookkeeping of inbound streams, the data path's transport
+//! for both hops, the tuned gRPC setup and the serve-until-shutdown loop.
 
 pub mod control;
 pub mod net;
 pub mod process;
 pub mod sampler;
 pub mod sources;
+pub mod transport;

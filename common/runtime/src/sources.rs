@@ -7,12 +7,9 @@
 //! made progress for the timeout; each source short of its count is then a
 //! problem named in the reply to stop, never silent.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
-use tonic::Status;
-use tracing::warn;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SourceState {
@@ -182,96 +179,6 @@ impl<T> RunSlot<T> {
 
     pub fn set(&self, value: Option<Arc<T>>) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = value;
-    }
-}
-
-/// One inbound data stream of a run: checks that every batch belongs to
-/// the run and comes from one known source, counts what arrived, and
-/// records how the stream ended in the handshake.
-pub struct Inbound<'a> {
-    process: &'a str,
-    sources: &'a Sources,
-    run: u32,
-    rejected: &'a AtomicU64,
-    source: Option<usize>,
-    received: u64,
-    announced: Option<u64>,
-}
-
-impl<'a> Inbound<'a> {
-    /// `rejected` counts the streams this process rejected.
-    pub fn new(process: &'a str, sources: &'a Sources, run: u32, rejected: &'a AtomicU64) -> Self {
-        Self {
-            process,
-            sources,
-            run,
-            rejected,
-            source: None,
-            received: 0,
-            announced: None,
-        }
-    }
-
-    /// Checks a batch's run and source; returns the source's index.
-    pub fn batch(&mut self, run: u32, source: u32) -> Result<usize, Status> {
-        if run != self.run {
-            return Err(self.reject(format!("batch for run {run} during run {}", self.run)));
-        }
-        let src = source as usize;
-        if src >= self.sources.len() || self.source.is_some_and(|s| s != src) {
-            return Err(self.reject(format!("batch from unexpected source {src}")));
-        }
-        self.source = Some(src);
-        Ok(src)
-    }
-
-    /// Rejects the stream: counted, logged, recorded as the source's end.
-    pub fn reject(&self, msg: impl std::fmt::Display) -> Status {
-        self.rejected.fetch_add(1, Ordering::Relaxed);
-        let msg = msg.to_string();
-        warn!(process = self.process, source = ?self.source, error = %msg, "stream rejected");
-        if let Some(s) = self.source {
-            self.sources.ended(s, Some(msg.clone()));
-        }
-        Status::invalid_argument(format!("{}: {msg}", self.process))
-    }
-
-    /// The stream's next batch; `None` at its clean end. A broken stream
-    /// (the sender died, the connection dropped) is recorded as the
-    /// source's end and returned as the error.
-    pub async fn next<T>(&self, stream: &mut tonic::Streaming<T>) -> Result<Option<T>, Status> {
-        stream.message().await.inspect_err(|status| {
-            if let Some(s) = self.source {
-                self.sources.ended(s, Some(status.message().to_string()));
-            }
-        })
-    }
-
-    /// Counts `n` items taken from the current batch.
-    pub fn received(&mut self, n: u64) {
-        if let Some(s) = self.source {
-            self.received += n;
-            self.sources.received(s, n);
-        }
-    }
-
-    /// Records the sender's end-of-data count.
-    pub fn announced(&mut self, count: u64) {
-        if let Some(s) = self.source {
-            self.announced = Some(count);
-            self.sources.announced(s, count);
-        }
-    }
-
-    /// The stream ended cleanly: the reply the sender compares with.
-    pub fn finish(self) -> proto::TransferSummary {
-        if let Some(s) = self.source {
-            self.sources.ended(s, None);
-        }
-        proto::TransferSummary {
-            received: self.received,
-            announced: self.announced,
-        }
     }
 }
 

@@ -1,0 +1,190 @@
+//! The receiving side of a hop: the loop that serves one inbound stream.
+//! Every batch is checked (run, one known source), its items decoded by the
+//! process and handed on as one batch (waiting while the process's queue is
+//! full: backpressure, never a drop), counted once per batch, and the end
+//! of the stream recorded in the run's end-of-data handshake
+//! ([`Sources`]), whose summary is the reply the sender checks.
+
+use super::hop::Hop;
+use crate::sources::{RunSlot, Sources};
+use bytes::Bytes;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::warn;
+
+/// One decoded item of an inbound stream.
+pub enum Decoded<T> {
+    /// A data item, handed on.
+    Item(T),
+    /// The sender's end-of-data count, for hops that carry it among the
+    /// items.
+    EndOfData(u64),
+}
+
+/// The run ended (its queue closed) while items were arriving.
+#[derive(Debug)]
+pub struct RunEnded;
+
+/// The receiving end of one run of a process on hop `H`: what the generic
+/// loop needs from the process.
+pub trait Receiver: Send + Sync + 'static {
+    type Hop: Hop;
+    /// A decoded item (a fragment, an event).
+    type Item: Send;
+
+    fn run(&self) -> u32;
+    /// The run's end-of-data handshake, one entry per source.
+    fn sources(&self) -> &Sources;
+    /// Counts the streams this process rejected.
+    fn streams_rejected(&self) -> &AtomicU64;
+    /// Decodes one raw item of `source`'s stream; an error rejects the
+    /// stream, with the error as the reason.
+    fn decode(&self, source: usize, raw: Bytes) -> Result<Decoded<Self::Item>, String>;
+    /// Hands one batch of `source`'s items on, waiting while the process's
+    /// queue is full.
+    fn deliver(
+        &self,
+        source: usize,
+        items: Vec<Self::Item>,
+    ) -> impl Future<Output = Result<(), RunEnded>> + Send;
+    /// Counts one batch handed on: `items` items of `bytes` bytes. Called
+    /// once per batch, never per item; the place to observe batch sizes.
+    fn received(&self, items: u64, bytes: u64);
+}
+
+/// Serves one inbound stream of the current run (refused when no run is
+/// in `slot`) until it ends; the reply is the summary the sender checks.
+pub async fn serve<R: Receiver>(
+    process: &str,
+    slot: &RunSlot<R>,
+    request: Request<Streaming<<R::Hop as Hop>::Batch>>,
+) -> Result<Response<proto::TransferSummary>, Status> {
+    let items_name = <R::Hop as Hop>::ITEMS;
+    let Some(receiver) = slot.get() else {
+        return Err(Status::failed_precondition(format!(
+            "{process} is not running; {items_name} refused"
+        )));
+    };
+    let r = &*receiver;
+    let mut inbound = Inbound::new(process, r.sources(), r.run(), r.streams_rejected());
+    let mut stream = request.into_inner();
+    while let Some(batch) = inbound.next(&mut stream).await? {
+        let src = inbound.batch(R::Hop::run(&batch), R::Hop::source(&batch))?;
+        let (raw, mut end_of_data) = R::Hop::into_items(batch);
+        let mut items = Vec::with_capacity(raw.len());
+        let mut bytes = 0u64;
+        for raw in raw {
+            let len = raw.len() as u64;
+            match r.decode(src, raw).map_err(|e| inbound.reject(e))? {
+                Decoded::Item(item) => {
+                    bytes += len;
+                    items.push(item);
+                }
+                Decoded::EndOfData(count) => end_of_data = Some(count),
+            }
+        }
+        let n = items.len() as u64;
+        if n > 0 {
+            if r.deliver(src, items).await.is_err() {
+                return Err(inbound.reject(format!("run ended while {items_name} were arriving")));
+            }
+            inbound.received(n);
+            r.received(n, bytes);
+        }
+        if let Some(count) = end_of_data {
+            inbound.announced(count);
+        }
+    }
+    Ok(Response::new(inbound.finish()))
+}
+
+/// One inbound stream of a run: checks that every batch belongs to the run
+/// and comes from one known source, counts what arrived, and records how
+/// the stream ended in the handshake.
+struct Inbound<'a> {
+    process: &'a str,
+    sources: &'a Sources,
+    run: u32,
+    rejected: &'a AtomicU64,
+    source: Option<usize>,
+    received: u64,
+    announced: Option<u64>,
+}
+
+impl<'a> Inbound<'a> {
+    /// `rejected` counts the streams this process rejected.
+    fn new(process: &'a str, sources: &'a Sources, run: u32, rejected: &'a AtomicU64) -> Self {
+        Self {
+            process,
+            sources,
+            run,
+            rejected,
+            source: None,
+            received: 0,
+            announced: None,
+        }
+    }
+
+    /// Checks a batch's run and source; returns the source's index.
+    fn batch(&mut self, run: u32, source: u32) -> Result<usize, Status> {
+        if run != self.run {
+            return Err(self.reject(format!("batch for run {run} during run {}", self.run)));
+        }
+        let src = source as usize;
+        if src >= self.sources.len() || self.source.is_some_and(|s| s != src) {
+            return Err(self.reject(format!("batch from unexpected source {src}")));
+        }
+        self.source = Some(src);
+        Ok(src)
+    }
+
+    /// Rejects the stream: counted, logged, recorded as the source's end.
+    fn reject(&self, msg: impl std::fmt::Display) -> Status {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        let msg = msg.to_string();
+        warn!(process = self.process, source = ?self.source, error = %msg, "stream rejected");
+        if let Some(s) = self.source {
+            self.sources.ended(s, Some(msg.clone()));
+        }
+        Status::invalid_argument(format!("{}: {msg}", self.process))
+    }
+
+    /// The stream's next batch; `None` at its clean end. A broken stream
+    /// (the sender died, the connection dropped) is recorded as the
+    /// source's end and returned as the error.
+    async fn next<T>(&self, stream: &mut Streaming<T>) -> Result<Option<T>, Status> {
+        stream.message().await.inspect_err(|status| {
+            if let Some(s) = self.source {
+                self.sources.ended(s, Some(status.message().to_string()));
+            }
+        })
+    }
+
+    /// Counts `n` items taken from the current batch.
+    fn received(&mut self, n: u64) {
+        if let Some(s) = self.source {
+            self.received += n;
+            self.sources.received(s, n);
+        }
+    }
+
+    /// Records the sender's end-of-data count.
+    fn announced(&mut self, count: u64) {
+        if let Some(s) = self.source {
+            self.announced = Some(count);
+            self.sources.announced(s, count);
+        }
+    }
+
+    /// The stream ended cleanly: the reply the sender compares with.
+    fn finish(self) -> proto::TransferSummary {
+        if let Some(s) = self.source {
+            self.sources.ended(s, None);
+        }
+        proto::TransferSummary {
+            received: self.received,
+            announced: self.announced,
+        }
+    }
+}
