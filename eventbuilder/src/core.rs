@@ -22,9 +22,11 @@ use daq_format::config::SystemConfig;
 use daq_format::fragment::{Fragment, FragmentType};
 use daq_format::netmon::{self, Event, EventAux, History, HistoryEntry};
 use daq_runtime::sources::{RunSlot, Sources};
-use daq_runtime::transport::{Decoded, Fragments, Hop, Receiver, RunEnded};
+use daq_runtime::transport::outbound::OutboundError;
+use daq_runtime::transport::{
+    Decoded, Events, Fragments, Hop, Outbound, OutboundConfig, Receiver, RunEnded, SendCounts,
+};
 use daq_shm::{ShmReader, ShmStore, StoreSpec, segment_path};
-use proto::event_sink_client::EventSinkClient;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,6 +94,18 @@ impl Counters {
             backpressure_wait_ms: l(&self.backpressure_wait_ms),
             ..Default::default()
         }
+    }
+}
+
+/// The sender task's streams count here, once per batch.
+impl SendCounts for Counters {
+    fn sent(&self, events: u64, bytes: u64) {
+        self.events_sent.fetch_add(events, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn dropped(&self, events: u64) {
+        self.dropped.fetch_add(events, Ordering::Relaxed);
     }
 }
 
@@ -211,14 +225,8 @@ pub struct Run {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot connect to aggregator {rank} at {addr}: {source}")]
-    Connect {
-        rank: usize,
-        addr: String,
-        source: daq_runtime::net::ConnectError,
-    },
-    #[error("init gave {got} destinations for {expected} aggregators")]
-    Destinations { got: usize, expected: usize },
+    #[error(transparent)]
+    Connect(#[from] OutboundError),
     #[error("shared-memory event store: {0}")]
     Store(#[from] daq_shm::ShmError),
 }
@@ -239,39 +247,14 @@ impl Run {
         destinations: &[String],
     ) -> Result<Self, RunError> {
         let n_ag = usize::from(config.topology.aggregators);
-        if destinations.len() != n_ag {
-            return Err(RunError::Destinations {
-                got: destinations.len(),
-                expected: n_ag,
-            });
-        }
-        let timeout = Duration::from_millis(config.transfer.connect_timeout_ms);
-        let mut outputs = Vec::with_capacity(n_ag);
-        for (i, addr) in destinations.iter().enumerate() {
-            let channel = daq_runtime::net::connect(addr, timeout)
-                .await
-                .map_err(|source| RunError::Connect {
-                    rank: i,
-                    addr: addr.clone(),
-                    source,
-                })?;
-            let mut client = EventSinkClient::new(channel)
-                .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(proto::MAX_MESSAGE_BYTES);
-            let (tx, rx) = mpsc::channel::<proto::EventBatch>(config.transfer.queue_batches);
-            let stream = tokio::spawn(async move {
-                let s = tokio_stream::wrappers::ReceiverStream::new(rx);
-                client.send(s).await.map(Response::into_inner)
-            });
-            outputs.push(Output {
-                tx: Some(tx),
-                stream: Some(stream),
-                pending: Vec::new(),
-                pending_bytes: 0,
-                since: Instant::now(),
-                sent: 0,
-            });
-        }
+        let n_eb = u64::from(config.topology.eventbuilders);
+        let out = Outbound::<Events>::connect(
+            destinations,
+            n_ag,
+            OutboundConfig::new(u32::from(rank), run, n_eb, &config.transfer),
+            shared.counters.clone(),
+        )
+        .await?;
         let e = &config.eventbuilder;
         let store = ShmStore::create(
             &segment_path(config.partition, &shared.process),
@@ -304,13 +287,9 @@ impl Run {
             process: shared.process.clone(),
             release: concat!("daq ", env!("CARGO_PKG_VERSION")).to_string(),
             parameter_set_id: parameter_set_id(&config.to_toml()),
-            rank,
             run,
-            n_eb: u64::from(config.topology.eventbuilders),
             expected: n_br as u16,
-            outputs,
-            batch_max_items: config.transfer.batch_max_items,
-            batch_max_bytes: config.transfer.batch_max_bytes,
+            out,
             batch_max_delay: Duration::from_millis(config.transfer.batch_max_delay_ms),
             dropped: 0,
             problems: Vec::new(),
@@ -579,15 +558,6 @@ impl Builder {
     }
 }
 
-struct Output {
-    tx: Option<mpsc::Sender<proto::EventBatch>>,
-    stream: Option<JoinHandle<Result<proto::TransferSummary, Status>>>,
-    pending: Vec<bytes::Bytes>,
-    pending_bytes: usize,
-    since: Instant,
-    sent: u64,
-}
-
 /// The sender task: published events out of shared memory, serialized, to
 /// the aggregators.
 struct Sender {
@@ -597,15 +567,13 @@ struct Sender {
     process: String,
     release: String,
     parameter_set_id: String,
-    rank: u16,
     run: u32,
-    n_eb: u64,
     expected: u16,
-    outputs: Vec<Output>,
-    batch_max_items: usize,
-    batch_max_bytes: usize,
+    /// The streams to the aggregators.
+    out: Outbound<Events>,
     batch_max_delay: Duration,
-    /// Events that could not be sent, and why (the first few).
+    /// Events dropped before sending (unreadable or not serializable), and
+    /// why (the first few).
     dropped: u64,
     problems: Vec<String>,
 }
@@ -646,15 +614,7 @@ impl Sender {
                     let _ = r;
                     finishing = true;
                 }
-                _ = tick.tick() => {
-                    for d in 0..self.outputs.len() {
-                        let due = !self.outputs[d].pending.is_empty()
-                            && self.outputs[d].since.elapsed() >= self.batch_max_delay;
-                        if due && let Err(e) = self.flush(d).await {
-                            self.problems.push(e);
-                        }
-                    }
-                }
+                _ = tick.tick() => self.out.flush_due().await,
             }
         }
     }
@@ -735,104 +695,27 @@ impl Sender {
 
     /// Serializes an event and queues it for its aggregator.
     async fn emit(&mut self, event: Event) -> Result<(), String> {
-        if self.outputs.is_empty() {
+        if self.out.is_empty() {
             return Ok(()); // No aggregators: built events are discarded.
         }
-        let seq = event.aux.sequence_id;
         let bytes = netmon::encode(&event).map_err(|e| e.to_string())?;
-        let d = ((seq / self.n_eb) % self.outputs.len() as u64) as usize;
-        let out = &mut self.outputs[d];
-        if out.pending.is_empty() {
-            out.since = Instant::now();
-        }
-        out.pending_bytes += bytes.len();
-        out.pending.push(bytes);
-        if out.pending.len() >= self.batch_max_items || out.pending_bytes >= self.batch_max_bytes {
-            self.flush(d).await?;
-        }
-        Ok(())
-    }
-
-    async fn flush(&mut self, d: usize) -> Result<(), String> {
-        let out = &mut self.outputs[d];
-        if out.pending.is_empty() {
-            return Ok(());
-        }
-        let events = std::mem::take(&mut out.pending);
-        let n = events.len() as u64;
-        let bytes = std::mem::take(&mut out.pending_bytes) as u64;
-        let Some(tx) = &out.tx else {
-            self.shared.counters.dropped.fetch_add(n, Ordering::Relaxed);
-            self.dropped += n;
-            return Ok(());
-        };
-        let batch = proto::EventBatch {
-            source: u32::from(self.rank),
-            run: self.run,
-            events,
-            end_of_data: None,
-        };
-        if tx.send(batch).await.is_err() {
-            // The aggregator is gone: its events from here on are dropped.
-            out.tx = None;
-            self.shared.counters.dropped.fetch_add(n, Ordering::Relaxed);
-            self.dropped += n;
-            return Err(format!(
-                "aggregator-{d}: stream closed during the run; its events are dropped"
-            ));
-        }
-        out.sent += n;
-        let c = &self.shared.counters;
-        c.events_sent.fetch_add(n, Ordering::Relaxed);
-        c.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+        self.out.push(event.aux.sequence_id, bytes).await;
         Ok(())
     }
 
     /// End of run: flush, send end-of-data with the count to every
     /// aggregator, check the replies.
-    async fn finish(&mut self) -> Vec<String> {
+    async fn finish(mut self) -> Vec<String> {
         let mut problems = std::mem::take(&mut self.problems);
         if self.dropped > 0 {
             problems.push(format!(
-                "{} events could not be sent to an aggregator",
+                "{} events dropped before sending: unreadable in shared memory or not serializable",
                 self.dropped
             ));
         }
-        for d in 0..self.outputs.len() {
-            if let Err(e) = self.flush(d).await {
-                problems.push(e);
-            }
-            let out = &mut self.outputs[d];
-            if let Some(tx) = out.tx.take() {
-                let eod = proto::EventBatch {
-                    source: u32::from(self.rank),
-                    run: self.run,
-                    events: vec![],
-                    end_of_data: Some(out.sent),
-                };
-                if tx.send(eod).await.is_err() {
-                    problems.push(format!("aggregator-{d}: stream closed before end-of-data"));
-                }
-            }
-        }
-        for (d, out) in self.outputs.iter_mut().enumerate() {
-            let Some(stream) = out.stream.take() else {
-                continue;
-            };
-            match stream.await {
-                Ok(Ok(s)) if s.received == out.sent && s.announced == Some(out.sent) => {}
-                Ok(Ok(s)) => problems.push(format!(
-                    "aggregator-{d}: sent {} events, it received {} (announced {:?})",
-                    out.sent, s.received, s.announced
-                )),
-                Ok(Err(status)) => problems.push(format!(
-                    "aggregator-{d}: stream failed: {}",
-                    status.message()
-                )),
-                Err(e) => problems.push(format!("aggregator-{d}: stream task failed: {e}")),
-            }
-        }
-        info!(process = %self.process, run = self.run, sent = ?self.outputs.iter().map(|o| o.sent).collect::<Vec<_>>(), "sender finished");
+        let finished = self.out.finish(0).await;
+        problems.extend(finished.problems);
+        info!(process = %self.process, run = self.run, sent = ?finished.sent, "sender finished");
         problems
     }
 }

@@ -9,6 +9,11 @@
 
 pub mod hop;
 pub mod inbound;
+pub mod outbound;
 
 pub use hop::{Events, Fragments, Hop};
 pub use inbound::{Decoded, Receiver, RunEnded};
+pub use outbound::{BlockingOutbound, Finished, Outbound, OutboundConfig, SendCounts};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,372 @@
+//! The sending side of a hop: one gRPC client stream per destination,
+//! routing by sequence id, batching by count, bytes and delay, the
+//! end-of-data count at the end, and the check of every destination's
+//! summary against what was sent.
+//!
+//! Flow control, the same on both hops: a batch goes out once it holds
+//! `transfer.batch_max_items` items or `batch_max_bytes` bytes, or once it
+//! is `batch_max_delay_ms` old; each destination queues at most
+//! `queue_batches` batches (about `queue_batches` x `batch_max_bytes`
+//! bytes). When a queue is full the sender waits: it blocks, never drops,
+//! and HTTP/2 flow control carries the receiver's stall back to it. A
+//! destination whose stream breaks (the receiver died or rejected the
+//! stream) is lost: its items from then on are counted as dropped and named
+//! at the end, the other destinations go on, and nothing waits for it at
+//! stop.
+
+use super::hop::Hop;
+use crate::net::ConnectError;
+use bytes::Bytes;
+use daq_format::config::TransferConfig;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{error, info};
+
+/// When a batch is closed and how many wait per destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batching {
+    pub max_items: usize,
+    pub max_bytes: usize,
+    pub max_delay: Duration,
+    pub queue_batches: usize,
+}
+
+impl From<&TransferConfig> for Batching {
+    fn from(t: &TransferConfig) -> Self {
+        Self {
+            max_items: t.batch_max_items.max(1),
+            max_bytes: t.batch_max_bytes,
+            max_delay: Duration::from_millis(t.batch_max_delay_ms),
+            queue_batches: t.queue_batches.max(1),
+        }
+    }
+}
+
+/// Who sends, in which run, and how items are routed and batched.
+#[derive(Clone, Copy, Debug)]
+pub struct OutboundConfig {
+    /// This sender's rank, carried by every batch as its source.
+    pub source: u32,
+    pub run: u32,
+    /// Sequence id `s` goes to destination `(s / stride) % destinations`.
+    pub stride: u64,
+    pub batching: Batching,
+    pub connect_timeout: Duration,
+}
+
+impl OutboundConfig {
+    pub fn new(source: u32, run: u32, stride: u64, transfer: &TransferConfig) -> Self {
+        Self {
+            source,
+            run,
+            stride: stride.max(1),
+            batching: Batching::from(transfer),
+            connect_timeout: Duration::from_millis(transfer.connect_timeout_ms),
+        }
+    }
+}
+
+/// Where the outbound side's counts go: the process's own counters.
+/// Called once per batch, never per item; `sent` is the place to observe
+/// batch sizes.
+pub trait SendCounts: Send + Sync + 'static {
+    /// A batch of `items` items and `bytes` bytes went onto a stream.
+    fn sent(&self, items: u64, bytes: u64);
+    /// `items` items for a lost destination were dropped.
+    fn dropped(&self, items: u64);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("init gave {got} destinations for {expected} {kind}s")]
+    Destinations {
+        kind: &'static str,
+        got: usize,
+        expected: usize,
+    },
+    #[error("cannot connect to {kind} {rank} at {addr}: {source}")]
+    Connect {
+        kind: &'static str,
+        rank: usize,
+        addr: String,
+        source: ConnectError,
+    },
+}
+
+type Reply = JoinHandle<Result<proto::TransferSummary, tonic::Status>>;
+
+struct Destination<H: Hop> {
+    /// `None` once the destination is lost (or its stream ended).
+    tx: Option<mpsc::Sender<H::Batch>>,
+    lost: bool,
+    reply: Reply,
+    pending: Vec<Bytes>,
+    pending_bytes: usize,
+    /// When the oldest pending item was added.
+    since: Instant,
+    sent: u64,
+    dropped: u64,
+}
+
+/// What the end of the streams found.
+#[derive(Debug, Default)]
+pub struct Finished {
+    /// Items sent to each destination (its end-of-data count).
+    pub sent: Vec<u64>,
+    /// One line per destination that is not accounted for.
+    pub problems: Vec<String>,
+}
+
+/// The sending side of one run on hop `H`.
+pub struct Outbound<H: Hop> {
+    config: OutboundConfig,
+    destinations: Vec<Destination<H>>,
+    counts: Arc<dyn SendCounts>,
+}
+
+impl<H: Hop> Outbound<H> {
+    /// Connects to every destination (`addrs[rank]`; `expected` of them)
+    /// and opens one stream to each.
+    pub async fn connect(
+        addrs: &[String],
+        expected: usize,
+        config: OutboundConfig,
+        counts: Arc<dyn SendCounts>,
+    ) -> Result<Self, OutboundError> {
+        if addrs.len() != expected {
+            return Err(OutboundError::Destinations {
+                kind: H::RECEIVER,
+                got: addrs.len(),
+                expected,
+            });
+        }
+        let mut destinations = Vec::with_capacity(addrs.len());
+        for (rank, addr) in addrs.iter().enumerate() {
+            let channel = crate::net::connect(addr, config.connect_timeout)
+                .await
+                .map_err(|source| OutboundError::Connect {
+                    kind: H::RECEIVER,
+                    rank,
+                    addr: addr.clone(),
+                    source,
+                })?;
+            let (tx, rx) = mpsc::channel(config.batching.queue_batches);
+            let reply = tokio::spawn(H::open(
+                channel,
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            ));
+            destinations.push(Destination {
+                tx: Some(tx),
+                lost: false,
+                reply,
+                pending: Vec::with_capacity(config.batching.max_items),
+                pending_bytes: 0,
+                since: Instant::now(),
+                sent: 0,
+                dropped: 0,
+            });
+        }
+        Ok(Self {
+            config,
+            destinations,
+            counts,
+        })
+    }
+
+    /// True when there is no destination (items pushed are discarded).
+    pub fn is_empty(&self) -> bool {
+        self.destinations.is_empty()
+    }
+
+    /// The destination of sequence id `sequence_id`.
+    pub fn route(&self, sequence_id: u64) -> usize {
+        ((sequence_id / self.config.stride) % self.destinations.len().max(1) as u64) as usize
+    }
+
+    /// Adds an item to its destination's batch; returns the destination if
+    /// that batch is now full and must be flushed.
+    fn add(&mut self, sequence_id: u64, item: Bytes) -> Option<usize> {
+        if self.destinations.is_empty() {
+            return None;
+        }
+        let d = self.route(sequence_id);
+        let b = &self.config.batching;
+        let dest = &mut self.destinations[d];
+        if dest.pending.is_empty() {
+            dest.since = Instant::now();
+        }
+        dest.pending_bytes += item.len();
+        dest.pending.push(item);
+        (dest.pending.len() >= b.max_items || dest.pending_bytes >= b.max_bytes).then_some(d)
+    }
+
+    /// Adds an item for the destination of `sequence_id`, sending the
+    /// batch when it is full (waiting while that destination's queue is).
+    pub async fn push(&mut self, sequence_id: u64, item: Bytes) {
+        if let Some(d) = self.add(sequence_id, item) {
+            self.flush(d).await;
+        }
+    }
+
+    fn due(&self, d: usize) -> bool {
+        let dest = &self.destinations[d];
+        !dest.pending.is_empty() && dest.since.elapsed() >= self.config.batching.max_delay
+    }
+
+    fn any_due(&self) -> bool {
+        (0..self.destinations.len()).any(|d| self.due(d))
+    }
+
+    fn any_pending(&self) -> bool {
+        self.destinations.iter().any(|d| !d.pending.is_empty())
+    }
+
+    /// Sends every batch older than the batch delay.
+    pub async fn flush_due(&mut self) {
+        for d in 0..self.destinations.len() {
+            if self.due(d) {
+                self.flush(d).await;
+            }
+        }
+    }
+
+    /// Sends every pending batch.
+    pub async fn flush_all(&mut self) {
+        for d in 0..self.destinations.len() {
+            self.flush(d).await;
+        }
+    }
+
+    /// Sends destination `d`'s batch, waiting while its queue is full. A
+    /// closed stream marks the destination lost; the batch is dropped and
+    /// counted.
+    async fn flush(&mut self, d: usize) {
+        let max_items = self.config.batching.max_items;
+        let dest = &mut self.destinations[d];
+        if dest.pending.is_empty() {
+            return;
+        }
+        let items = std::mem::replace(&mut dest.pending, Vec::with_capacity(max_items));
+        let n = items.len() as u64;
+        let bytes = std::mem::take(&mut dest.pending_bytes) as u64;
+        if let Some(tx) = &dest.tx {
+            let batch = H::batch(self.config.source, self.config.run, items);
+            if tx.send(batch).await.is_ok() {
+                dest.sent += n;
+                // Once per batch: counters, and the place for batch metrics.
+                self.counts.sent(n, bytes);
+                return;
+            }
+            dest.tx = None;
+            dest.lost = true;
+            error!(
+                destination = format!("{}-{d}", H::RECEIVER),
+                "stream closed during the run; its {} from here on are dropped",
+                H::ITEMS
+            );
+        }
+        dest.dropped += n;
+        self.counts.dropped(n);
+    }
+
+    /// Ends every stream: sends what is pending, then end-of-data with the
+    /// count sent (`sequence_id` is where the stream ended, for hops that
+    /// carry it), and checks each destination's summary. A lost
+    /// destination gets no end-of-data and is named, with what it missed.
+    pub async fn finish(mut self, sequence_id: u64) -> Finished {
+        self.flush_all().await;
+        let mut problems = Vec::new();
+        let c = self.config;
+        for (d, dest) in self.destinations.iter_mut().enumerate() {
+            // Taking the sender ends the stream once end-of-data is queued.
+            let Some(tx) = dest.tx.take() else {
+                continue;
+            };
+            match H::end_of_data(c.source, c.run, dest.sent, sequence_id) {
+                Ok(eod) => {
+                    if tx.send(eod).await.is_err() {
+                        problems.push(format!(
+                            "{}-{d}: stream closed before end-of-data",
+                            H::RECEIVER
+                        ));
+                    }
+                }
+                Err(e) => problems.push(format!("{}-{d}: {e}", H::RECEIVER)),
+            }
+        }
+        let mut sent = Vec::with_capacity(self.destinations.len());
+        for (d, dest) in self.destinations.into_iter().enumerate() {
+            let (kind, items, n) = (H::RECEIVER, H::ITEMS, dest.sent);
+            sent.push(n);
+            if dest.lost {
+                problems.push(format!(
+                    "{kind}-{d}: stream closed during the run; {} {items} dropped",
+                    dest.dropped
+                ));
+            }
+            match dest.reply.await {
+                Ok(Ok(s)) if s.received == n && s.announced == Some(n) => {}
+                Ok(Ok(s)) => problems.push(format!(
+                    "{kind}-{d}: sent {n} {items}, it received {} (announced {:?})",
+                    s.received, s.announced
+                )),
+                Ok(Err(status)) => problems.push(format!(
+                    "{kind}-{d}: stream failed after {n} {items}: {}",
+                    status.message()
+                )),
+                Err(e) => problems.push(format!("{kind}-{d}: stream task failed: {e}")),
+            }
+        }
+        info!(
+            source = c.source,
+            run = c.run,
+            destinations = H::RECEIVER,
+            sent = ?sent,
+            "streams ended"
+        );
+        Finished { sent, problems }
+    }
+
+    /// The same side, driven from a plain thread that may block.
+    pub fn into_blocking(self, rt: tokio::runtime::Handle) -> BlockingOutbound<H> {
+        BlockingOutbound { inner: self, rt }
+    }
+}
+
+/// The outbound side driven from a plain (non-async) thread, such as the
+/// boardreader's generator thread: a full queue blocks the thread. The
+/// runtime is entered only to send a batch, never per item.
+pub struct BlockingOutbound<H: Hop> {
+    inner: Outbound<H>,
+    rt: tokio::runtime::Handle,
+}
+
+impl<H: Hop> BlockingOutbound<H> {
+    /// See [`Outbound::push`].
+    pub fn push(&mut self, sequence_id: u64, item: Bytes) {
+        if let Some(d) = self.inner.add(sequence_id, item) {
+            self.rt.block_on(self.inner.flush(d));
+        }
+    }
+
+    /// See [`Outbound::flush_due`].
+    pub fn flush_due(&mut self) {
+        if self.inner.any_due() {
+            self.rt.block_on(self.inner.flush_due());
+        }
+    }
+
+    /// See [`Outbound::flush_all`].
+    pub fn flush_all(&mut self) {
+        if self.inner.any_pending() {
+            self.rt.block_on(self.inner.flush_all());
+        }
+    }
+
+    /// See [`Outbound::finish`].
+    pub fn finish(self, sequence_id: u64) -> Finished {
+        self.rt.block_on(self.inner.finish(sequence_id))
+    }
+}
