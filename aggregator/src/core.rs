@@ -20,72 +20,18 @@ use crate::datafile::{
 use daq_format::config::{NetMonInput, SystemConfig};
 use daq_format::fragment::split_packed;
 use daq_format::netmon::{self, Event};
+use daq_runtime::counters::LiveCounters;
 use daq_runtime::sources::{RunSlot, Sources};
 use daq_runtime::transport::{Decoded, Events, Hop, Receiver, RunEnded};
 use daq_shm::{ShmReader, ShmStore, StoreSpec, segment_path};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{error, info, warn};
-
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Events received but not written because the writer was gone.
-    pub events_dropped: AtomicU64,
-    pub events_received: AtomicU64,
-    pub bytes_received: AtomicU64,
-    pub events_written: AtomicU64,
-    pub bytes_written: AtomicU64,
-    pub streams_rejected: AtomicU64,
-    pub oversize_events: AtomicU64,
-    pub backpressure_wait_ms: AtomicU64,
-    pub data_files: Mutex<Vec<String>>,
-}
-
-impl Counters {
-    fn reset(&self) {
-        for c in [
-            &self.events_dropped,
-            &self.events_received,
-            &self.bytes_received,
-            &self.events_written,
-            &self.bytes_written,
-            &self.streams_rejected,
-            &self.oversize_events,
-            &self.backpressure_wait_ms,
-        ] {
-            c.store(0, Ordering::Relaxed);
-        }
-        self.data_files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-    }
-
-    pub fn to_proto(&self) -> proto::Counters {
-        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        proto::Counters {
-            events_received: l(&self.events_received),
-            bytes_received: l(&self.bytes_received),
-            events_written: l(&self.events_written),
-            bytes_written: l(&self.bytes_written),
-            streams_rejected: l(&self.streams_rejected),
-            oversize_fragments: l(&self.oversize_events),
-            backpressure_wait_ms: l(&self.backpressure_wait_ms),
-            dropped: l(&self.events_dropped),
-            data_files: self
-                .data_files
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            ..Default::default()
-        }
-    }
-}
 
 enum IngestInput {
     Events(Vec<Event>),
@@ -99,7 +45,7 @@ struct Ingress {
     decode: fn(bytes::Bytes) -> Result<Event, netmon::NetMonError>,
     sources: Sources,
     tx: mpsc::Sender<IngestInput>,
-    counters: Arc<Counters>,
+    counters: Arc<LiveCounters>,
 }
 
 /// The receiving end of a run's event streams (the loop is the transport's).
@@ -115,8 +61,8 @@ impl Receiver for Ingress {
         &self.sources
     }
 
-    fn streams_rejected(&self) -> &AtomicU64 {
-        &self.counters.streams_rejected
+    fn counters(&self) -> &LiveCounters {
+        &self.counters
     }
 
     fn decode(&self, source: usize, raw: bytes::Bytes) -> Result<Decoded<Event>, String> {
@@ -133,19 +79,17 @@ impl Receiver for Ingress {
     }
 
     fn received(&self, events: u64, bytes: u64) {
-        self.counters
-            .events_received
-            .fetch_add(events, Ordering::Relaxed);
-        self.counters
-            .bytes_received
-            .fetch_add(bytes, Ordering::Relaxed);
+        self.counters.update(|c| {
+            c.events_received += events;
+            c.bytes_received += bytes;
+        });
     }
 }
 
 /// State shared by run control and the `EventSink` service.
 pub struct Shared {
     process: String,
-    pub counters: Arc<Counters>,
+    pub counters: Arc<LiveCounters>,
     ingress: RunSlot<Ingress>,
 }
 
@@ -298,21 +242,21 @@ impl Run {
         } else {
             match done.await {
                 Ok(Ok(Some(files))) => {
-                    let c = &shared.counters;
-                    c.bytes_written
-                        .store(files.bytes_on_disk, Ordering::Relaxed);
-                    *c.data_files.lock().unwrap_or_else(|p| p.into_inner()) = files
-                        .files
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect();
+                    shared.counters.update(|c| {
+                        c.bytes_written = files.bytes_on_disk;
+                        c.data_files = files
+                            .files
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect();
+                    });
                 }
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => problems.push(e),
                 Err(_) => problems.push("writer ended during stop".into()),
             }
         }
-        let dropped = shared.counters.events_dropped.load(Ordering::Relaxed);
+        let dropped = shared.counters.read(|c| c.dropped);
         if dropped > 0 {
             problems.push(format!(
                 "{dropped} events dropped: the disk writer had ended"
@@ -370,10 +314,7 @@ impl Ingest {
     async fn place(&mut self, e: Event) {
         let seq = e.aux.sequence_id;
         if e.fragment_bytes() > self.buffer_bytes {
-            self.shared
-                .counters
-                .oversize_events
-                .fetch_add(1, Ordering::Relaxed);
+            self.shared.counters.update(|c| c.oversize_fragments += 1);
             error!(process = %self.shared.process, seq, bytes = e.fragment_bytes(), "event larger than a buffer rejected");
             return;
         }
@@ -385,10 +326,7 @@ impl Ingest {
             }
             if self.signals.writer_gone.load(Ordering::Acquire) {
                 // Nobody will free a buffer: the event is lost, and counted.
-                self.shared
-                    .counters
-                    .events_dropped
-                    .fetch_add(1, Ordering::Relaxed);
+                self.shared.counters.update(|c| c.dropped += 1);
                 return;
             }
             waited.get_or_insert_with(Instant::now);
@@ -396,10 +334,10 @@ impl Ingest {
                 .await;
         };
         if let Some(t) = waited {
+            let ms = t.elapsed().as_millis() as u64;
             self.shared
                 .counters
-                .backpressure_wait_ms
-                .fetch_add(t.elapsed().as_millis() as u64, Ordering::Relaxed);
+                .update(|c| c.backpressure_wait_ms += ms);
         }
         for f in &e.fragments {
             if let Err(err) = self.store.append(idx, f.bytes()) {
@@ -431,10 +369,8 @@ impl WriterThread {
         let mut written = 0u64;
         loop {
             let Some(guard) = self.reader.take() else {
-                self.shared
-                    .counters
-                    .events_written
-                    .fetch_add(std::mem::take(&mut written), Ordering::Relaxed);
+                let n = std::mem::take(&mut written);
+                self.shared.counters.update(|c| c.events_written += n);
                 if self.signals.finishing.load(Ordering::Acquire) && self.reader.counts().full == 0
                 {
                     break;
@@ -464,10 +400,8 @@ impl WriterThread {
             drop(guard);
             self.signals.freed.notify_one();
             if written >= 256 {
-                self.shared
-                    .counters
-                    .events_written
-                    .fetch_add(std::mem::take(&mut written), Ordering::Relaxed);
+                let n = std::mem::take(&mut written);
+                self.shared.counters.update(|c| c.events_written += n);
             }
             if !self.delay.is_zero() {
                 std::thread::sleep(self.delay);

@@ -9,7 +9,6 @@ pub mod datafile;
 use daq_runtime::control::{App, AppError, Control, InitArgs, StopArgs};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
@@ -70,11 +69,11 @@ impl App for Aggregator {
     }
 
     fn events_handled(&self) -> u64 {
-        self.shared.counters.events_received.load(Ordering::Relaxed)
+        self.shared.counters.read(|c| c.events_received)
     }
 
     fn counters(&self) -> proto::Counters {
-        self.shared.counters.to_proto()
+        self.shared.counters.snapshot()
     }
 }
 

@@ -10,8 +10,10 @@
 //! (nothing is dropped), which is how a slow eventbuilder throttles it.
 
 use daq_format::config::SystemConfig;
+use daq_format::record::Counters;
+use daq_runtime::counters::LiveCounters;
 use daq_runtime::transport::outbound::OutboundError;
-use daq_runtime::transport::{BlockingOutbound, Fragments, Outbound, OutboundConfig, SendCounts};
+use daq_runtime::transport::{BlockingOutbound, CountSent, Fragments, Outbound, OutboundConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,33 +32,27 @@ pub enum RunCommand {
     Stop(Option<u64>),
 }
 
-/// Counters of the current run, updated once per batch.
+/// Counters of the current run: the shared record, updated once per batch
+/// by the outbound side, and the last sequence id generated, a progress
+/// mark the generator sets per fragment (an atomic, so that no lock is
+/// taken per fragment).
 #[derive(Debug, Default)]
 pub struct SendCounters {
-    pub fragments_sent: AtomicU64,
-    pub bytes_sent: AtomicU64,
+    pub counters: Arc<LiveCounters>,
     pub last_sequence_id: AtomicU64,
-    /// Fragments for an eventbuilder whose stream closed, not sent.
-    pub dropped: AtomicU64,
 }
 
 impl SendCounters {
     pub fn reset(&self) {
-        self.fragments_sent.store(0, Ordering::Relaxed);
-        self.bytes_sent.store(0, Ordering::Relaxed);
+        self.counters.reset();
         self.last_sequence_id.store(0, Ordering::Relaxed);
-        self.dropped.store(0, Ordering::Relaxed);
-    }
-}
-
-impl SendCounts for SendCounters {
-    fn sent(&self, fragments: u64, bytes: u64) {
-        self.fragments_sent.fetch_add(fragments, Ordering::Relaxed);
-        self.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    fn dropped(&self, fragments: u64) {
-        self.dropped.fetch_add(fragments, Ordering::Relaxed);
+    pub fn snapshot(&self) -> Counters {
+        Counters {
+            last_sequence_id: self.last_sequence_id.load(Ordering::Relaxed),
+            ..self.counters.snapshot()
+        }
     }
 }
 
@@ -84,7 +80,7 @@ impl Run {
             destinations,
             n,
             OutboundConfig::new(u32::from(rank), run, 1, &config.transfer),
-            counters.clone(),
+            CountSent::<Fragments>::new(counters.counters.clone()),
         )
         .await?;
         counters.reset();

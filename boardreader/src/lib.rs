@@ -8,7 +8,6 @@ pub mod generator;
 use daq_runtime::control::{App, AppError, Control, InitArgs, StopArgs};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
@@ -97,17 +96,11 @@ impl App for BoardReader {
     }
 
     fn events_handled(&self) -> u64 {
-        self.counters.fragments_sent.load(Ordering::Relaxed)
+        self.counters.counters.read(|c| c.fragments_sent)
     }
 
     fn counters(&self) -> proto::Counters {
-        proto::Counters {
-            fragments_sent: self.counters.fragments_sent.load(Ordering::Relaxed),
-            bytes_sent: self.counters.bytes_sent.load(Ordering::Relaxed),
-            last_sequence_id: self.counters.last_sequence_id.load(Ordering::Relaxed),
-            dropped: self.counters.dropped.load(Ordering::Relaxed),
-            ..Default::default()
-        }
+        self.counters.snapshot()
     }
 }
 

@@ -21,93 +21,20 @@ use crate::assembly::{Assembly, Placed, Released};
 use daq_format::config::SystemConfig;
 use daq_format::fragment::{Fragment, FragmentType};
 use daq_format::netmon::{self, Event, EventAux, History, HistoryEntry};
+use daq_runtime::counters::LiveCounters;
 use daq_runtime::sources::{RunSlot, Sources};
 use daq_runtime::transport::outbound::OutboundError;
 use daq_runtime::transport::{
-    Decoded, Events, Fragments, Hop, Outbound, OutboundConfig, Receiver, RunEnded, SendCounts,
+    CountSent, Decoded, Events, Fragments, Hop, Outbound, OutboundConfig, Receiver, RunEnded,
 };
 use daq_shm::{ShmReader, ShmStore, StoreSpec, segment_path};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{error, info, warn};
-
-/// Counters of the current run, updated once per batch.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub fragments_received: AtomicU64,
-    pub bytes_received: AtomicU64,
-    pub fragments_rejected: AtomicU64,
-    pub streams_rejected: AtomicU64,
-    pub events_built: AtomicU64,
-    pub events_incomplete: AtomicU64,
-    pub events_sent: AtomicU64,
-    pub bytes_sent: AtomicU64,
-    pub dropped: AtomicU64,
-    pub late_fragments: AtomicU64,
-    pub oversize_fragments: AtomicU64,
-    pub backpressure_wait_ms: AtomicU64,
-}
-
-impl Counters {
-    fn all(&self) -> [&AtomicU64; 12] {
-        [
-            &self.fragments_received,
-            &self.bytes_received,
-            &self.fragments_rejected,
-            &self.streams_rejected,
-            &self.events_built,
-            &self.events_incomplete,
-            &self.events_sent,
-            &self.bytes_sent,
-            &self.dropped,
-            &self.late_fragments,
-            &self.oversize_fragments,
-            &self.backpressure_wait_ms,
-        ]
-    }
-
-    fn reset(&self) {
-        for c in self.all() {
-            c.store(0, Ordering::Relaxed);
-        }
-    }
-
-    pub fn to_proto(&self) -> proto::Counters {
-        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        proto::Counters {
-            fragments_received: l(&self.fragments_received),
-            bytes_received: l(&self.bytes_received),
-            fragments_rejected: l(&self.fragments_rejected),
-            streams_rejected: l(&self.streams_rejected),
-            events_built: l(&self.events_built),
-            events_incomplete: l(&self.events_incomplete),
-            events_sent: l(&self.events_sent),
-            bytes_sent: l(&self.bytes_sent),
-            dropped: l(&self.dropped),
-            late_fragments: l(&self.late_fragments),
-            oversize_fragments: l(&self.oversize_fragments),
-            backpressure_wait_ms: l(&self.backpressure_wait_ms),
-            ..Default::default()
-        }
-    }
-}
-
-/// The sender task's streams count here, once per batch.
-impl SendCounts for Counters {
-    fn sent(&self, events: u64, bytes: u64) {
-        self.events_sent.fetch_add(events, Ordering::Relaxed);
-        self.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    fn dropped(&self, events: u64) {
-        self.dropped.fetch_add(events, Ordering::Relaxed);
-    }
-}
 
 /// What the builder task takes from the receivers and from stop.
 enum BuilderInput {
@@ -128,7 +55,7 @@ struct Ingress {
     sources: Sources,
     permits: Vec<Arc<Semaphore>>,
     tx: mpsc::Sender<BuilderInput>,
-    counters: Arc<Counters>,
+    counters: Arc<LiveCounters>,
 }
 
 /// The receiving end of a run's fragment streams (the loop is the
@@ -145,8 +72,8 @@ impl Receiver for Ingress {
         &self.sources
     }
 
-    fn streams_rejected(&self) -> &AtomicU64 {
-        &self.counters.streams_rejected
+    fn counters(&self) -> &LiveCounters {
+        &self.counters
     }
 
     /// A fragment of boardreader `source`, or its end-of-data.
@@ -158,18 +85,14 @@ impl Receiver for Ingress {
                 .map_err(|e| format!("bad end-of-data: {e}")),
             Ok(f) if usize::from(f.fragment_id()) == source => Ok(Decoded::Item(f)),
             Ok(f) => {
-                self.counters
-                    .fragments_rejected
-                    .fetch_add(1, Ordering::Relaxed);
+                self.counters.update(|c| c.fragments_rejected += 1);
                 Err(format!(
                     "fragment id {} on the stream of boardreader-{source}",
                     f.fragment_id()
                 ))
             }
             Err(e) => {
-                self.counters
-                    .fragments_rejected
-                    .fetch_add(1, Ordering::Relaxed);
+                self.counters.update(|c| c.fragments_rejected += 1);
                 Err(format!("malformed fragment from boardreader-{source}: {e}"))
             }
         }
@@ -193,16 +116,17 @@ impl Receiver for Ingress {
     }
 
     fn received(&self, fragments: u64, bytes: u64) {
-        let c = &self.counters;
-        c.fragments_received.fetch_add(fragments, Ordering::Relaxed);
-        c.bytes_received.fetch_add(bytes, Ordering::Relaxed);
+        self.counters.update(|c| {
+            c.fragments_received += fragments;
+            c.bytes_received += bytes;
+        });
     }
 }
 
 /// State shared by run control and the `FragmentSink` service.
 pub struct Shared {
     process: String,
-    pub counters: Arc<Counters>,
+    pub counters: Arc<LiveCounters>,
     ingress: RunSlot<Ingress>,
 }
 
@@ -252,7 +176,7 @@ impl Run {
             destinations,
             n_ag,
             OutboundConfig::new(u32::from(rank), run, n_eb, &config.transfer),
-            shared.counters.clone(),
+            CountSent::<Events>::new(shared.counters.clone()),
         )
         .await?;
         let e = &config.eventbuilder;
@@ -399,12 +323,12 @@ impl Builder {
                 queue.pop_front();
             }
         }
-        let c = &self.shared.counters;
-        c.events_built.fetch_add(tally.built, Ordering::Relaxed);
-        c.dropped.fetch_add(tally.duplicate, Ordering::Relaxed);
-        c.late_fragments.fetch_add(tally.late, Ordering::Relaxed);
-        c.oversize_fragments
-            .fetch_add(tally.oversize, Ordering::Relaxed);
+        self.shared.counters.update(|c| {
+            c.events_built += tally.built;
+            c.dropped += tally.duplicate;
+            c.late_fragments += tally.late;
+            c.oversize_fragments += tally.oversize;
+        });
         if tally.built > 0 {
             self.signals.published.notify_one();
         }
@@ -426,10 +350,7 @@ impl Builder {
             return;
         }
         let n = released.len() as u64;
-        self.shared
-            .counters
-            .events_incomplete
-            .fetch_add(n, Ordering::Relaxed);
+        self.shared.counters.update(|c| c.events_incomplete += n);
         for r in released.iter().take(10) {
             warn!(process = %self.shared.process, seq = r.sequence_id, missing = ?r.missing, why, "event released incomplete");
         }
@@ -490,10 +411,10 @@ impl Builder {
     }
 
     fn add_wait(&self, since: Instant) {
+        let ms = since.elapsed().as_millis() as u64;
         self.shared
             .counters
-            .backpressure_wait_ms
-            .fetch_add(since.elapsed().as_millis() as u64, Ordering::Relaxed);
+            .update(|c| c.backpressure_wait_ms += ms);
     }
 
     /// End of run: place what is parked (making room by releasing the oldest
@@ -531,10 +452,7 @@ impl Builder {
                 .flatten()
                 .map(|b| b.fragments.len() - b.next)
                 .sum();
-            self.shared
-                .counters
-                .dropped
-                .fetch_add(n as u64, Ordering::Relaxed);
+            self.shared.counters.update(|c| c.dropped += n as u64);
             problems.push(format!(
                 "{n} fragments could not be placed: the sender stage is gone"
             ));
@@ -637,7 +555,7 @@ impl Sender {
 
     /// An event that could not be sent: counted, and the first few named.
     fn lost(&mut self, why: String) {
-        self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        self.shared.counters.update(|c| c.dropped += 1);
         self.dropped += 1;
         if self.problems.len() < 10 {
             warn!(process = %self.process, error = %why, "event dropped");

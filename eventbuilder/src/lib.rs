@@ -8,7 +8,6 @@ pub mod core;
 use daq_runtime::control::{App, AppError, Control, InitArgs, StopArgs};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
@@ -83,12 +82,11 @@ impl App for EventBuilder {
     }
 
     fn events_handled(&self) -> u64 {
-        let c = &self.shared.counters;
-        c.events_built.load(Ordering::Relaxed) + c.events_incomplete.load(Ordering::Relaxed)
+        (self.shared.counters).read(|c| c.events_built + c.events_incomplete)
     }
 
     fn counters(&self) -> proto::Counters {
-        self.shared.counters.to_proto()
+        self.shared.counters.snapshot()
     }
 }
 

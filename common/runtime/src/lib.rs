@@ -4,6 +4,7 @@
 //! for both hops, the tuned gRPC setup and the serve-until-shutdown loop.
 
 pub mod control;
+pub mod counters;
 pub mod net;
 pub mod process;
 pub mod sampler;

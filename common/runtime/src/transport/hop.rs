@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 use daq_format::fragment::{Fragment, FragmentError};
+use daq_format::record::Counters;
 use std::future::Future;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -49,6 +50,9 @@ pub trait Hop: Send + Sync + 'static {
     /// The batch's raw items, and its end-of-data count when the hop
     /// carries it outside the items.
     fn into_items(batch: Self::Batch) -> (Vec<Bytes>, Option<u64>);
+    /// Adds a sent batch of `items` items and `bytes` bytes to the sender's
+    /// counters (the fields this hop's items count in).
+    fn count_sent(c: &mut Counters, items: u64, bytes: u64);
     /// Sends `batches` as one client stream on `channel`; resolves to the
     /// receiver's summary once the stream has ended.
     fn open(
@@ -65,6 +69,11 @@ impl Hop for Fragments {
     const SENDER: &'static str = "boardreader";
     const RECEIVER: &'static str = "eventbuilder";
     const ITEMS: &'static str = "fragments";
+
+    fn count_sent(c: &mut Counters, fragments: u64, bytes: u64) {
+        c.fragments_sent += fragments;
+        c.bytes_sent += bytes;
+    }
 
     fn batch(source: u32, run: u32, fragments: Vec<Bytes>) -> Self::Batch {
         proto::FragmentBatch {
@@ -119,6 +128,11 @@ impl Hop for Events {
     const SENDER: &'static str = "eventbuilder";
     const RECEIVER: &'static str = "aggregator";
     const ITEMS: &'static str = "events";
+
+    fn count_sent(c: &mut Counters, events: u64, bytes: u64) {
+        c.events_sent += events;
+        c.bytes_sent += bytes;
+    }
 
     fn batch(source: u32, run: u32, events: Vec<Bytes>) -> Self::Batch {
         proto::EventBatch {

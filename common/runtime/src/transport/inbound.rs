@@ -6,10 +6,10 @@
 //! ([`Sources`]), whose summary is the reply the sender checks.
 
 use super::hop::Hop;
+use crate::counters::LiveCounters;
 use crate::sources::{RunSlot, Sources};
 use bytes::Bytes;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::warn;
 
@@ -36,8 +36,8 @@ pub trait Receiver: Send + Sync + 'static {
     fn run(&self) -> u32;
     /// The run's end-of-data handshake, one entry per source.
     fn sources(&self) -> &Sources;
-    /// Counts the streams this process rejected.
-    fn streams_rejected(&self) -> &AtomicU64;
+    /// The process's counters (a rejected stream counts in `streams_rejected`).
+    fn counters(&self) -> &LiveCounters;
     /// Decodes one raw item of `source`'s stream; an error rejects the
     /// stream, with the error as the reason.
     fn decode(&self, source: usize, raw: Bytes) -> Result<Decoded<Self::Item>, String>;
@@ -67,7 +67,7 @@ pub async fn serve<R: Receiver>(
         )));
     };
     let r = &*receiver;
-    let mut inbound = Inbound::new(process, r.sources(), r.run(), r.streams_rejected());
+    let mut inbound = Inbound::new(process, r.sources(), r.run(), r.counters());
     let mut stream = request.into_inner();
     while let Some(batch) = inbound.next(&mut stream).await? {
         let src = inbound.batch(R::Hop::run(&batch), R::Hop::source(&batch))?;
@@ -106,20 +106,20 @@ struct Inbound<'a> {
     process: &'a str,
     sources: &'a Sources,
     run: u32,
-    rejected: &'a AtomicU64,
+    counters: &'a LiveCounters,
     source: Option<usize>,
     received: u64,
     announced: Option<u64>,
 }
 
 impl<'a> Inbound<'a> {
-    /// `rejected` counts the streams this process rejected.
-    fn new(process: &'a str, sources: &'a Sources, run: u32, rejected: &'a AtomicU64) -> Self {
+    /// A rejected stream counts in `counters.streams_rejected`.
+    fn new(process: &'a str, sources: &'a Sources, run: u32, counters: &'a LiveCounters) -> Self {
         Self {
             process,
             sources,
             run,
-            rejected,
+            counters,
             source: None,
             received: 0,
             announced: None,
@@ -141,7 +141,7 @@ impl<'a> Inbound<'a> {
 
     /// Rejects the stream: counted, logged, recorded as the source's end.
     fn reject(&self, msg: impl std::fmt::Display) -> Status {
-        self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.counters.update(|c| c.streams_rejected += 1);
         let msg = msg.to_string();
         warn!(process = self.process, source = ?self.source, error = %msg, "stream rejected");
         if let Some(s) = self.source {

@@ -13,7 +13,7 @@ pub mod outbound;
 
 pub use hop::{Events, Fragments, Hop};
 pub use inbound::{Decoded, Receiver, RunEnded};
-pub use outbound::{BlockingOutbound, Finished, Outbound, OutboundConfig, SendCounts};
+pub use outbound::{BlockingOutbound, CountSent, Finished, Outbound, OutboundConfig, SendCounts};
 
 #[cfg(test)]
 mod tests;

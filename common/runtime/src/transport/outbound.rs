@@ -15,9 +15,11 @@
 //! stop.
 
 use super::hop::Hop;
+use crate::counters::LiveCounters;
 use crate::net::ConnectError;
 use bytes::Bytes;
 use daq_format::config::TransferConfig;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -76,6 +78,26 @@ pub trait SendCounts: Send + Sync + 'static {
     fn sent(&self, items: u64, bytes: u64);
     /// `items` items for a lost destination were dropped.
     fn dropped(&self, items: u64);
+}
+
+/// The usual [`SendCounts`]: a hop's batches counted into the process's
+/// [`LiveCounters`] (the fields [`Hop::count_sent`] names; losses in `dropped`).
+pub struct CountSent<H>(Arc<LiveCounters>, PhantomData<H>);
+
+impl<H> CountSent<H> {
+    pub fn new(counters: Arc<LiveCounters>) -> Arc<Self> {
+        Arc::new(Self(counters, PhantomData))
+    }
+}
+
+impl<H: Hop> SendCounts for CountSent<H> {
+    fn sent(&self, items: u64, bytes: u64) {
+        self.0.update(|c| H::count_sent(c, items, bytes));
+    }
+
+    fn dropped(&self, items: u64) {
+        self.0.update(|c| c.dropped += items);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

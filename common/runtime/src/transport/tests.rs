@@ -4,6 +4,7 @@
 use super::inbound::{self, Decoded, Receiver, RunEnded};
 use super::outbound::{Batching, Outbound, OutboundConfig, SendCounts};
 use super::{Events, Hop};
+use crate::counters::LiveCounters;
 use crate::sources::{RunSlot, Sources};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +17,7 @@ const RUN: u32 = 3;
 /// A receiver that keeps what it is handed, batch by batch.
 struct Kept {
     sources: Sources,
-    rejected: AtomicU64,
+    counters: LiveCounters,
     batches: Mutex<Vec<Vec<Bytes>>>,
     received: AtomicU64,
     bytes: AtomicU64,
@@ -34,8 +35,8 @@ impl Receiver for Kept {
         &self.sources
     }
 
-    fn streams_rejected(&self) -> &AtomicU64 {
-        &self.rejected
+    fn counters(&self) -> &LiveCounters {
+        &self.counters
     }
 
     fn decode(&self, _source: usize, raw: Bytes) -> Result<Decoded<Bytes>, String> {
@@ -86,7 +87,7 @@ fn server(sources: usize) -> Server {
     let addr = listener.local_addr().expect("addr").to_string();
     let receiver = Arc::new(Kept {
         sources: Sources::new(Events::SENDER, sources),
-        rejected: AtomicU64::new(0),
+        counters: LiveCounters::default(),
         batches: Mutex::default(),
         received: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
@@ -319,7 +320,7 @@ async fn streams_of_another_run_or_with_a_bad_item_are_rejected_and_counted() {
         .await
         .expect_err("bad item");
     assert_eq!(err.message(), "aggregator-test: empty event");
-    assert_eq!(s.receiver.rejected.load(Ordering::Relaxed), 2);
+    assert_eq!(s.receiver.counters.read(|c| c.streams_rejected), 2);
     // A rejected batch is not handed on, in part or whole.
     assert_eq!(s.receiver.received.load(Ordering::Relaxed), 0);
     assert_eq!(
