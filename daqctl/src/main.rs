@@ -384,13 +384,16 @@ async fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Cmd::Status(a) => match a.session.config() {
-            Ok(c) => match session::connect(&c, &a.session.run_dir).await {
-                Ok(mut system) if a.watch => {
-                    status::watch(&mut system, a.count).await.map(|_| true)
-                }
-                Ok(mut system) => {
-                    print!("{}", status::table(&mut system).await);
-                    Ok(true)
+            Ok(c) if a.watch => match session::connect(&c, &a.session.run_dir).await {
+                Ok(mut system) => status::watch(&mut system, a.count).await.map(|_| true),
+                Err(e) => Err(e),
+            },
+            Ok(c) => match session::address_book(&c, &a.session.run_dir) {
+                Ok(book) => {
+                    // Exit 1 when a process does not answer.
+                    let (table, all) = status::once(&book).await;
+                    print!("{table}");
+                    Ok(all)
                 }
                 Err(e) => Err(e),
             },

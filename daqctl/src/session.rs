@@ -200,8 +200,10 @@ pub async fn boot_cmd(config: &SystemConfig, run_dir: &Path, heap_profile: bool)
     let env = profile_env(heap_profile);
     let (mut system, spawned) =
         boot(config, &run_dir.join("logs"), &env, Lifetime::Detached).await?;
+    // The address book, also for attached processes: a person or a script
+    // finds every process (and its metrics URL) in one place.
+    write_processes(&book_path, &mut system).await?;
     if spawned {
-        write_processes(&book_path, &mut system).await?;
         println!(
             "booted {} processes (address book {})",
             system.procs.len(),
@@ -209,8 +211,9 @@ pub async fn boot_cmd(config: &SystemConfig, run_dir: &Path, heap_profile: bool)
         );
     } else {
         println!(
-            "every process of [addresses] answers ({} processes)",
-            system.procs.len()
+            "every process of [addresses] answers ({} processes; address book {})",
+            system.procs.len(),
+            book_path.display()
         );
     }
     print!("{}", crate::status::table(&mut system).await);
@@ -321,9 +324,11 @@ pub async fn shutdown_cmd(config: &SystemConfig, run_dir: &Path) -> Result<bool>
     let system = connect(config, run_dir).await?;
     let n = system.procs.len();
     let errors = system.shutdown().await;
-    if config.addresses.is_none() {
-        let path = run_dir.join(PROCESSES_FILE);
-        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+    let path = run_dir.join(PROCESSES_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
     }
     for e in &errors {
         eprintln!("error: {e}");

@@ -7,10 +7,27 @@ use crate::demo::kind_of;
 use crate::heap::theil_sen;
 use crate::system::System;
 use anyhow::Result;
-use daq_format::process::Kind;
+use daq_format::process::{Kind, ProcessId};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
+
+/// `daqctl status`: the table, with a row for every process of the address
+/// book that does not answer. Returns whether all answered.
+pub async fn once(book: &[(ProcessId, String)]) -> (String, bool) {
+    let (mut system, silent) = System::attach_answering(book).await;
+    let mut out = table(&mut system).await;
+    for (id, addr, why) in &silent {
+        out.push_str(&format!(
+            "  {:<16} {addr:<22} {:>8}  {:<8} {:>5}  {why}\n",
+            id.to_string(),
+            "-",
+            "no answer",
+            "-"
+        ));
+    }
+    (out, silent.is_empty())
+}
 
 /// The one-shot table.
 pub async fn table(system: &mut System) -> String {

@@ -228,6 +228,23 @@ impl System {
         Self::all_or_nothing(attached, "attach")
     }
 
+    /// Like `attach`, keeping the processes that answer; the others are
+    /// returned with why not (for `daqctl status`).
+    pub async fn attach_answering(
+        book: &[(ProcessId, String)],
+    ) -> (Self, Vec<(ProcessId, String, String)>) {
+        let attached = join_all(book.iter().map(|(id, addr)| attach(*id, addr))).await;
+        let mut procs = Vec::new();
+        let mut silent = Vec::new();
+        for ((id, addr), p) in book.iter().zip(attached) {
+            match p {
+                Ok(p) => procs.push(p),
+                Err(e) => silent.push((*id, addr.clone(), format!("{e:#}"))),
+            }
+        }
+        (Self { procs }, silent)
+    }
+
     fn all_or_nothing(results: Vec<Result<Proc>>, what: &str) -> Result<Self> {
         let mut procs = Vec::new();
         let mut errors = Vec::new();

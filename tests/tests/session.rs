@@ -445,6 +445,7 @@ fn attached_processes_are_checked_then_driven_and_bad_tables_change_nothing() {
     let err = refused("stop", &runs, Some(&good), &[]);
     assert!(err.contains("no run in progress"), "{err}");
     ok("shutdown", &runs, Some(&good), &[]);
+    assert!(!runs.join("processes.json").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
