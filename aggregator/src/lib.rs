@@ -79,7 +79,8 @@ impl App for Aggregator {
 
 /// Runs an aggregator on `listener` until shutdown.
 pub async fn run(rank: u16, listener: TcpListener) -> std::io::Result<()> {
-    let name = format!("aggregator-{rank}");
+    let name = daq_format::process::ProcessId::new(daq_format::process::Kind::Aggregator, rank)
+        .to_string();
     let shared = core::Shared::new(name.clone());
     let app = Arc::new(Aggregator::new(rank, shared.clone()));
     let (control, exit) = Control::new(name.clone(), app);

@@ -106,7 +106,8 @@ impl App for BoardReader {
 
 /// Runs a boardreader on `listener` until shutdown.
 pub async fn run(rank: u16, listener: TcpListener) -> std::io::Result<()> {
-    let name = format!("boardreader-{rank}");
+    let name = daq_format::process::ProcessId::new(daq_format::process::Kind::BoardReader, rank)
+        .to_string();
     let (control, exit) = Control::new(name.clone(), Arc::new(BoardReader::new(rank)));
     let router = daq_runtime::net::server()
         .add_service(proto::run_control_server::RunControlServer::new(control));

@@ -1,10 +1,15 @@
 //! `daqctl demo`: boot a local system, run it, stop it, write the run record
-//! and print the summary.
+//! and print the summary; and the run record every start/stop pair writes
+//! (`finish_run`, shared with `daqctl stop` and `daqctl run`).
 
-use crate::system::{Kind, Reply, System};
+use crate::session;
+use crate::system::{Lifetime, Reply, System};
 use anyhow::{Context, Result};
 use daq_format::config::SystemConfig;
-use daq_format::record::{self, ProcessRecord, RunPaths, RunSummary};
+use daq_format::process::{Kind, ProcessId};
+use daq_format::record::{self, DataFileLocation, ProcessRecord, RunPaths, RunSummary};
+use daq_runtime::sampler::write_csv;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +28,8 @@ pub enum Progress {
     Lines,
     /// A progress bar with elapsed time, events and each process's allocated bytes.
     Bar,
+    /// Nothing while the run lasts (`daqctl run` prints a line per run).
+    Quiet,
 }
 
 pub struct DemoOptions {
@@ -47,9 +54,12 @@ pub struct Outcome {
     pub summary: RunSummary,
 }
 
-/// Runs one demo run end to end. Errors in the run (a shortfall, a failed
-/// stop) end up in `summary.errors`; only failures that prevent a run record
-/// are returned as `Err`.
+/// Runs one demo run end to end: boot, init, start, wait, stop, shutdown,
+/// through the same steps as the session commands (`daqctl boot`, `init`,
+/// `start`, `stop`, `shutdown`). With an `[addresses]` table it attaches
+/// instead of booting and leaves the processes running (Ready). Errors in
+/// the run (a shortfall, a failed stop) end up in `summary.errors`; only
+/// failures that prevent a run record are returned as `Err`.
 pub async fn run(opts: DemoOptions) -> Result<Outcome> {
     let mut config = opts.config;
     if let Length::Events(n) = opts.length {
@@ -58,12 +68,9 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
     config.validate()?;
     std::fs::create_dir_all(&opts.run_dir)
         .with_context(|| format!("cannot create run dir {}", opts.run_dir.display()))?;
-    let run = record::next_run_number(&opts.run_dir)
-        .with_context(|| format!("cannot read run dir {}", opts.run_dir.display()))?;
+    let run = session::next_run(&opts.run_dir, &[])?;
     let paths = RunPaths::new(&opts.run_dir, run);
     std::fs::create_dir_all(paths.logs())?;
-    std::fs::create_dir_all(paths.data())?;
-    std::fs::write(paths.config(), config.to_toml())?;
     let t = config.topology;
     eprintln!(
         "run {run}: booting {}x{}x{} system, record in {}",
@@ -72,18 +79,15 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
         t.aggregators,
         paths.root.display()
     );
-
-    let env: Vec<(String, String)> = if opts.heap_profile {
-        vec![(HEAP_PROFILE_ENV.0.into(), HEAP_PROFILE_ENV.1.into())]
-    } else {
-        vec![]
-    };
-    let mut system = System::boot(&config, &paths.logs(), &env).await?;
+    let env = session::profile_env(opts.heap_profile);
+    let (mut system, owned) = session::boot(&config, &paths.logs(), &env, Lifetime::Owned).await?;
     for p in &system.procs {
-        eprintln!("  {:<16} pid {:<8} {}", p.name, p.pid, p.addr);
+        eprintln!("  {:<16} pid {:<8} {}", p.id, p.pid, p.addr);
     }
+    // The address book next to the record, for a person or a script mid-run.
+    session::write_processes(&paths.root.join(session::PROCESSES_FILE), &mut system).await?;
     let mut errors = Vec::new();
-    let result = drive(
+    let replies = match drive(
         &mut system,
         &config,
         run,
@@ -92,35 +96,28 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
         opts.progress,
         &mut errors,
     )
-    .await;
-    errors.extend(system.reap());
-    let (statuses, e) = system.status().await;
-    errors.extend(e);
-    let (heaps, e) = system.heap().await;
-    errors.extend(e);
-    errors.extend(system.shutdown().await);
-    let (duration, replies) = match result {
+    .await
+    {
         Ok(r) => r,
         Err(e) => {
             errors.push(format!("{e:#}"));
-            (Duration::ZERO, Vec::new())
+            Vec::new()
         }
     };
-    let collected = Collected {
-        statuses,
-        heaps,
-        replies,
-        errors,
-    };
-    let summary = summarize(&config, run, &paths, duration, collected);
-    std::fs::write(
-        paths.summary(),
-        serde_json::to_string_pretty(&summary).context("serializing summary")?,
-    )?;
-    Ok(Outcome { paths, summary })
+    let outcome = finish_run(&mut system, &config, run, &paths, replies, errors).await;
+    let mut shutdown_errors = Vec::new();
+    if owned {
+        shutdown_errors = system.shutdown().await;
+    }
+    let mut outcome = outcome?;
+    if !shutdown_errors.is_empty() {
+        outcome.summary.errors.extend(shutdown_errors);
+        write_summary(&outcome)?;
+    }
+    Ok(outcome)
 }
 
-/// Init, start, wait, stop. Returns the run's duration and the stop replies.
+/// Init, start, wait, stop. Returns the stop replies.
 async fn drive(
     system: &mut System,
     config: &SystemConfig,
@@ -129,20 +126,122 @@ async fn drive(
     length: Length,
     progress: Progress,
     errors: &mut Vec<String>,
-) -> Result<(Duration, Vec<Reply>)> {
-    system.init(config).await?;
-    let data_dir = std::path::absolute(paths.data())?;
-    let record_dir = std::path::absolute(&paths.root)?;
-    system.start(run, &data_dir, &record_dir).await?;
+) -> Result<Vec<Reply>> {
+    session::init(system, config).await?;
+    start_wait_stop(system, config, run, paths, length, progress, errors).await
+}
+
+/// Start, wait for the run's length, stop. Returns the stop replies.
+pub async fn start_wait_stop(
+    system: &mut System,
+    config: &SystemConfig,
+    run: u32,
+    paths: &RunPaths,
+    length: Length,
+    progress: Progress,
+    errors: &mut Vec<String>,
+) -> Result<Vec<Reply>> {
+    session::start(system, config, run, paths).await?;
     let started = Instant::now();
-    eprintln!("run {run}: running");
+    if progress != Progress::Quiet {
+        eprintln!("run {run}: running");
+    }
     if let Err(e) = wait(system, config, length, progress, started, errors).await {
         errors.push(format!("{e:#}"));
     }
-    eprintln!("run {run}: stopping");
+    if progress != Progress::Quiet {
+        eprintln!("run {run}: stopping");
+    }
     let (replies, e) = system.stop().await;
     errors.extend(e);
-    Ok((started.elapsed(), replies))
+    Ok(replies)
+}
+
+/// After stop: collects what every process reported (counters, heap
+/// boundaries, heap samples and profiles over gRPC), writes the run record
+/// (summary.json, heap/<process>.csv, heap profiles) and returns it.
+pub async fn finish_run(
+    system: &mut System,
+    config: &SystemConfig,
+    run: u32,
+    paths: &RunPaths,
+    replies: Vec<Reply>,
+    mut errors: Vec<String>,
+) -> Result<Outcome> {
+    errors.extend(system.reap());
+    let (statuses, e) = system.status().await;
+    errors.extend(e);
+    let (heaps, e) = system.heap().await;
+    errors.extend(e);
+    let (records, e) = system.run_records().await;
+    errors.extend(e);
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    // From the end of the last start to the end of stop.
+    let started_ms = statuses
+        .iter()
+        .filter(|s| s.run == run)
+        .map(|s| s.run_started_unix_ms)
+        .max()
+        .filter(|&t| t > 0 && t <= now_ms);
+    let duration = started_ms.map_or(Duration::ZERO, |t| Duration::from_millis(now_ms - t));
+    let hosts: BTreeMap<String, String> = system
+        .procs
+        .iter()
+        .map(|p| (p.name(), host_of(&p.addr)))
+        .collect();
+    let heap_dir = paths.root.join("heap");
+    let mut profiles: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, r) in records {
+        if r.run != run {
+            continue;
+        }
+        std::fs::create_dir_all(&heap_dir)?;
+        if !r.samples.is_empty() {
+            write_csv(&heap_dir.join(format!("{name}.csv")), &r.samples)?;
+        }
+        for p in r.profiles {
+            let path = heap_dir.join(format!("{name}.{}.heap", p.label));
+            std::fs::write(&path, &p.data)?;
+            profiles
+                .entry(name.clone())
+                .or_default()
+                .push(std::path::absolute(&path)?.display().to_string());
+        }
+    }
+    let collected = Collected {
+        statuses,
+        heaps,
+        replies,
+        errors,
+        profiles,
+        hosts,
+    };
+    let summary = summarize(config, run, paths, duration, collected);
+    let outcome = Outcome {
+        paths: paths.clone(),
+        summary,
+    };
+    write_summary(&outcome)?;
+    Ok(outcome)
+}
+
+fn write_summary(o: &Outcome) -> Result<()> {
+    std::fs::write(
+        o.paths.summary(),
+        serde_json::to_string_pretty(&o.summary).context("serializing summary")?,
+    )?;
+    Ok(())
+}
+
+/// The host part of `host:port` (without the brackets of an IPv6 address).
+pub fn host_of(addr: &str) -> String {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
 }
 
 /// Waits for the run's length, printing progress each second; Ctrl-C ends
@@ -183,14 +282,14 @@ async fn wait(
             errors.push(e);
         }
         let (statuses, _) = system.status().await;
-        let sum = |kind: &str, f: fn(&proto::Counters) -> u64| -> u64 {
+        let sum = |kind: Kind, f: fn(&proto::Counters) -> u64| -> u64 {
             statuses
                 .iter()
-                .filter(|s| s.process.starts_with(kind))
+                .filter(|s| kind_of(&s.process) == Some(kind))
                 .filter_map(|s| s.counters.as_ref().map(f))
                 .sum()
         };
-        let sent = sum("boardreader", |c| c.fragments_sent);
+        let sent = sum(Kind::BoardReader, |c| c.fragments_sent);
         if sent != last_progress.0 {
             last_progress = (sent, Instant::now());
         } else if matches!(length, Length::Events(_)) && last_progress.1.elapsed() >= STALLED {
@@ -206,7 +305,7 @@ async fn wait(
                 let last = config.generator.initial_sequence_id + n - 1;
                 statuses
                     .iter()
-                    .filter(|s| s.process.starts_with("boardreader"))
+                    .filter(|s| kind_of(&s.process) == Some(Kind::BoardReader))
                     .all(|s| {
                         s.counters
                             .as_ref()
@@ -221,7 +320,7 @@ async fn wait(
                 crate::soak::update_bar(
                     bar,
                     started.elapsed(),
-                    sum("boardreader", |c| c.fragments_sent),
+                    sum(Kind::BoardReader, |c| c.fragments_sent),
                     &heaps,
                 );
             }
@@ -231,14 +330,20 @@ async fn wait(
             }
             continue;
         }
+        if progress == Progress::Quiet {
+            if done {
+                return Ok(());
+            }
+            continue;
+        }
         if done || last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
             eprintln!(
                 "  {:>6.1} s  fragments sent {:>10}  events built {:>9}  written {:>9}",
                 started.elapsed().as_secs_f64(),
-                sum("boardreader", |c| c.fragments_sent),
-                sum("eventbuilder", |c| c.events_built),
-                sum("aggregator", |c| c.events_written),
+                sum(Kind::BoardReader, |c| c.fragments_sent),
+                sum(Kind::EventBuilder, |c| c.events_built),
+                sum(Kind::Aggregator, |c| c.events_written),
             );
         }
         if done {
@@ -247,12 +352,21 @@ async fn wait(
     }
 }
 
+/// The kind of a process named in a reply.
+pub fn kind_of(name: &str) -> Option<Kind> {
+    name.parse::<ProcessId>().ok().map(|id| id.kind)
+}
+
 /// What the processes reported at the end of a run.
 struct Collected {
     statuses: Vec<proto::StatusReply>,
     heaps: Vec<(String, proto::HeapReply)>,
     replies: Vec<Reply>,
     errors: Vec<String>,
+    /// Heap profiles written into the record, by process.
+    profiles: BTreeMap<String, Vec<String>>,
+    /// The host of each process.
+    hosts: BTreeMap<String, String>,
 }
 
 fn summarize(
@@ -267,6 +381,8 @@ fn summarize(
         heaps,
         replies,
         mut errors,
+        mut profiles,
+        hosts,
     } = collected;
     let mut processes = std::collections::BTreeMap::new();
     for s in statuses {
@@ -286,7 +402,7 @@ fn summarize(
                 .into_iter()
                 .filter_map(|b| Some((b.label, b.snapshot?)))
                 .collect();
-            rec.profiles = h.profiles;
+            rec.profiles = profiles.remove(&name).unwrap_or_default();
         }
     }
     for r in replies {
@@ -300,7 +416,7 @@ fn summarize(
     let sum = |kind: Kind, f: fn(&record::Counters) -> u64| -> u64 {
         processes
             .iter()
-            .filter(|(n, _)| n.starts_with(kind.binary()))
+            .filter(|(n, _)| kind_of(n) == Some(kind))
             .map(|(_, p)| f(&p.counters))
             .sum()
     };
@@ -313,6 +429,18 @@ fn summarize(
         .values()
         .flat_map(|p| p.counters.data_files.iter())
         .map(|f| relative(Path::new(f), &paths.root))
+        .collect();
+    // Data files stay on the aggregator's host: say which.
+    let data_file_locations = processes
+        .iter()
+        .flat_map(|(name, p)| {
+            let host = hosts.get(name).cloned().unwrap_or_default();
+            p.counters.data_files.iter().map(move |f| DataFileLocation {
+                process: name.clone(),
+                host: host.clone(),
+                path: f.clone(),
+            })
+        })
         .collect();
     let mut summary = RunSummary {
         run,
@@ -332,6 +460,7 @@ fn summarize(
         events_written: sum(Kind::Aggregator, |c| c.events_written),
         bytes_written,
         data_files,
+        data_file_locations,
         event_rate_hz: per_s(events_built as f64),
         throughput_mb_s: per_s(bytes_received as f64) / 1e6,
         write_mb_s: per_s(bytes_written as f64) / 1e6,

@@ -7,7 +7,10 @@ mod demo;
 mod heap;
 mod monitor;
 mod plot;
+mod runs;
+mod session;
 mod soak;
+mod status;
 mod system;
 
 use anyhow::{Result, bail};
@@ -30,8 +33,28 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Boot a local system (default: the 2x2x2 demo), run it, stop it and
-    /// write the run record.
+    /// write the run record: the quick start (boot, init, start, wait, stop,
+    /// shutdown in one command).
     Demo(DemoArgs),
+    /// Boot a system and leave it running: spawn every process locally
+    /// (detached; address book in <run-dir>/processes.json), or, with an
+    /// [addresses] table, check that every process answers and is who the
+    /// table says.
+    Boot(SystemArgs),
+    /// Configure every process (again, to reconfigure without restarting any).
+    Init(SystemArgs),
+    /// Start the next run (its record in <run-dir>/run_<N>); it runs until `daqctl stop`.
+    Start(SessionArgs),
+    /// Stop the run in progress and write its record (summary.json, heap, data
+    /// files); exit 1 if anything was lost.
+    Stop(SessionArgs),
+    /// The processes: address, pid, state, run, counters; --watch refreshes every second.
+    Status(StatusArgs),
+    /// Shut every process down.
+    Shutdown(SessionArgs),
+    /// N consecutive runs in one boot, each with its own record, then
+    /// session.json with every run's counts and a heap verdict across runs.
+    Run(RunArgs),
     /// A long run with a progress bar, periodic heap samples, a leak verdict
     /// per process (soak.json) and a memory-over-time plot (soak.svg).
     Soak(SoakArgs),
@@ -128,6 +151,54 @@ struct SystemArgs {
     heap_profile: bool,
 }
 
+/// Where the session is: the config (for its [addresses]) and the run dir
+/// (for processes.json and run records).
+#[derive(clap::Args)]
+struct SessionArgs {
+    /// System configuration (TOML); with an [addresses] table daqctl attaches to those processes.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory of run records (and processes.json of a locally booted system).
+    #[arg(long, default_value = "runs")]
+    run_dir: PathBuf,
+}
+
+impl SessionArgs {
+    fn config(&self) -> Result<SystemConfig> {
+        Ok(match &self.config {
+            Some(p) => SystemConfig::from_file(p)?,
+            None => SystemConfig::default(),
+        })
+    }
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    session: SessionArgs,
+    /// Refresh every second (rate, MB/s, incomplete, backpressure, heap and its slope) until Ctrl-C.
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: stop after this many refreshes.
+    #[arg(long, requires = "watch")]
+    count: Option<u64>,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    system: SystemArgs,
+    /// How many consecutive runs.
+    #[arg(long)]
+    runs: u32,
+    /// Each run lasts this many seconds (default 10).
+    #[arg(long, conflicts_with = "events")]
+    duration: Option<f64>,
+    /// Each run lasts until every boardreader has generated this many events.
+    #[arg(long)]
+    events: Option<u64>,
+}
+
 #[derive(clap::Args)]
 struct DemoArgs {
     #[command(flatten)]
@@ -217,9 +288,8 @@ fn resolve(a: &SystemArgs, soak_defaults: bool) -> Result<SystemConfig> {
     Ok(c)
 }
 
-async fn demo(args: DemoArgs) -> Result<bool> {
-    let config = resolve(&args.system, false)?;
-    let length = match (args.duration, args.events) {
+fn length(duration: Option<f64>, events: Option<u64>) -> Result<demo::Length> {
+    Ok(match (duration, events) {
         (_, Some(0)) => bail!("--events must be at least 1"),
         (_, Some(n)) => demo::Length::Events(n),
         (Some(d), None) if !(d.is_finite() && d > 0.0) => {
@@ -227,7 +297,12 @@ async fn demo(args: DemoArgs) -> Result<bool> {
         }
         (Some(d), None) => demo::Length::Duration(Duration::from_secs_f64(d)),
         (None, None) => demo::Length::Duration(Duration::from_secs(10)),
-    };
+    })
+}
+
+async fn demo(args: DemoArgs) -> Result<bool> {
+    let config = resolve(&args.system, false)?;
+    let length = length(args.duration, args.events)?;
     let outcome = demo::run(demo::DemoOptions {
         config,
         length,
@@ -262,11 +337,73 @@ async fn soak(args: SoakArgs) -> Result<bool> {
     Ok(outcome.summary.errors.is_empty())
 }
 
+async fn run_session(args: RunArgs) -> Result<bool> {
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    // Soak defaults (1 kHz) without a config: a leak of 100 bytes per event
+    // is megabytes over the runs, not noise.
+    let config = resolve(&args.system, true)?;
+    let length = length(args.duration, args.events)?;
+    let (report, path) = runs::run(runs::RunsOptions {
+        config,
+        runs: args.runs,
+        length,
+        run_dir: args.system.run_dir,
+        heap_profile: args.system.heap_profile,
+    })
+    .await?;
+    print!("{}", runs::render(&report, &path));
+    Ok(report.runs.len() == args.runs as usize && report.runs.iter().all(|r| r.ok))
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Demo(a) => demo(a).await,
+        Cmd::Boot(a) => match resolve(&a, false) {
+            Ok(c) => session::boot_cmd(&c, &a.run_dir, a.heap_profile)
+                .await
+                .map(|_| true),
+            Err(e) => Err(e),
+        },
+        Cmd::Init(a) => match resolve(&a, false) {
+            Ok(c) => session::init_cmd(&c, &a.run_dir).await.map(|_| true),
+            Err(e) => Err(e),
+        },
+        Cmd::Start(a) => match a.config() {
+            Ok(c) => session::start_cmd(&c, &a.run_dir).await.map(|_| true),
+            Err(e) => Err(e),
+        },
+        Cmd::Stop(a) => match a.config() {
+            Ok(c) => session::stop_cmd(&c, &a.run_dir).await.map(|o| {
+                print!("{}", demo::render(&o));
+                o.summary.errors.is_empty()
+            }),
+            Err(e) => Err(e),
+        },
+        Cmd::Status(a) => match a.session.config() {
+            Ok(c) if a.watch => match session::connect(&c, &a.session.run_dir).await {
+                Ok(mut system) => status::watch(&mut system, a.count).await.map(|_| true),
+                Err(e) => Err(e),
+            },
+            Ok(c) => match session::address_book(&c, &a.session.run_dir) {
+                Ok(book) => {
+                    // Exit 1 when a process does not answer.
+                    let (table, all) = status::once(&book).await;
+                    print!("{table}");
+                    Ok(all)
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        Cmd::Shutdown(a) => match a.config() {
+            Ok(c) => session::shutdown_cmd(&c, &a.run_dir).await,
+            Err(e) => Err(e),
+        },
+        Cmd::Run(a) => run_session(a).await,
         Cmd::Soak(a) => soak(a).await,
         Cmd::Config { check } => {
             let config = match check {

@@ -1,14 +1,14 @@
-//! Boots and drives a local DAQ system: spawns the process binaries, learns
-//! their addresses from the readiness line, and sends run-control commands
-//! in DAQInterface order (downstream first for init/start/resume, upstream
-//! first for pause/stop/shutdown).
+//! A DAQ system as daqctl drives it: the processes, spawned locally or
+//! attached to where someone else started them, and run-control commands
+//! sent in DAQInterface order (downstream first for init/start/resume,
+//! upstream first for pause/stop/shutdown).
 
 use anyhow::{Context, Result, anyhow, bail};
 use daq_format::config::SystemConfig;
+use daq_format::process::{Kind, ProcessId};
 use daq_runtime::net::parse_ready_line;
 use futures::future::join_all;
 use proto::run_control_client::RunControlClient;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -20,34 +20,38 @@ use tonic::transport::Channel;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a command may take before daqctl gives up on it.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long daqctl tries to reach a process it attaches to.
+pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a process may take to exit after shutdown.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Kind {
-    BoardReader,
-    EventBuilder,
-    Aggregator,
+/// One process of the system.
+pub struct Proc {
+    pub id: ProcessId,
+    /// `host:port` of its run control (and data sink).
+    pub addr: String,
+    pub pid: u32,
+    /// Its log, when daqctl spawned it.
+    pub log: Option<PathBuf>,
+    alive: bool,
+    /// The child, when this daqctl spawned it.
+    child: Option<Child>,
+    client: RunControlClient<Channel>,
 }
 
-impl Kind {
-    pub fn binary(self) -> &'static str {
-        match self {
-            Kind::BoardReader => "boardreader",
-            Kind::EventBuilder => "eventbuilder",
-            Kind::Aggregator => "aggregator",
-        }
+impl Proc {
+    pub fn name(&self) -> String {
+        self.id.to_string()
     }
 }
 
-/// One spawned process.
-pub struct Proc {
-    pub name: String,
-    pub kind: Kind,
-    pub addr: SocketAddr,
-    pub log: PathBuf,
-    pub pid: u32,
-    alive: bool,
-    child: Child,
-    client: RunControlClient<Channel>,
+/// Whether spawned processes end with daqctl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Killed if this daqctl exits without shutting them down (demo, run).
+    Owned,
+    /// Outlive daqctl (`daqctl boot`): found again through processes.json.
+    Detached,
 }
 
 /// Directory holding the process binaries: `DAQ_BIN_DIR`, else daqctl's own.
@@ -63,14 +67,14 @@ pub fn bin_dir() -> Result<PathBuf> {
 
 async fn spawn(
     bin_dir: &Path,
-    kind: Kind,
-    rank: u16,
+    id: ProcessId,
     host: &str,
     logs: &Path,
     env: &[(String, String)],
+    lifetime: Lifetime,
 ) -> Result<Proc> {
-    let name = format!("{}-{rank}", kind.binary());
-    let bin = bin_dir.join(kind.binary());
+    let name = id.to_string();
+    let bin = bin_dir.join(id.kind.as_str());
     if !bin.exists() {
         bail!(
             "{} not found (build it with `cargo build --release`, or set DAQ_BIN_DIR)",
@@ -78,21 +82,25 @@ async fn spawn(
         );
     }
     let log = logs.join(format!("{name}.log"));
-    let log_file = std::fs::File::create(&log)
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
         .with_context(|| format!("cannot create log {}", log.display()))?;
     let mut child = Command::new(&bin)
         .arg("--rank")
-        .arg(rank.to_string())
+        .arg(id.rank.to_string())
         .arg("--listen")
         .arg(format!("{host}:0"))
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log_file))
-        .kill_on_drop(true)
+        .kill_on_drop(lifetime == Lifetime::Owned)
         // Their own process group: a Ctrl-C at the terminal reaches daqctl
         // only, which then stops the run in order instead of every process
-        // shutting down at once.
+        // shutting down at once; detached ones outlive the terminal's
+        // daqctl the same way.
         .process_group(0)
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
@@ -120,24 +128,61 @@ async fn spawn(
             log.display()
         ),
     };
-    // Keep draining stdout so the process never blocks on a full pipe.
+    // Keep draining stdout so the process never blocks on a full pipe (a
+    // detached process prints nothing after its readiness line).
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let channel = daq_runtime::net::connect(&ready.addr.to_string(), Duration::from_secs(10))
         .await
         .with_context(|| format!("{name}: cannot connect to run control"))?;
     Ok(Proc {
-        name,
-        kind,
-        addr: ready.addr,
+        id,
+        addr: ready.addr.to_string(),
         pid: ready.pid,
         alive: true,
-        log,
-        child,
+        log: Some(log),
+        child: Some(child),
         client: RunControlClient::new(channel),
     })
 }
 
-/// A whole local system.
+/// Connects to `id` at `addr` and checks that it is who the address book
+/// says (kind and rank from its `Status`).
+async fn attach(id: ProcessId, addr: &str) -> Result<Proc> {
+    let connect = async {
+        let channel = daq_runtime::net::connect(addr, ATTACH_TIMEOUT).await?;
+        let mut client = RunControlClient::new(channel);
+        let status = client.status(proto::Empty {}).await?.into_inner();
+        Ok::<_, anyhow::Error>((client, status))
+    };
+    // The outer timeout also bounds a connect that hangs (no RST from an
+    // unreachable host).
+    let (client, status) = match tokio::time::timeout(ATTACH_TIMEOUT * 2, connect).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => bail!("{id} at {addr} does not answer: {e:#}"),
+        Err(_) => bail!(
+            "{id} at {addr} does not answer within {} s",
+            (ATTACH_TIMEOUT * 2).as_secs()
+        ),
+    };
+    match status.process.parse::<ProcessId>() {
+        Ok(got) if got == id => {}
+        _ => bail!(
+            "{addr} is {:?}, not {id} as the address book says",
+            status.process
+        ),
+    }
+    Ok(Proc {
+        id,
+        addr: addr.to_string(),
+        pid: status.pid,
+        alive: true,
+        log: None,
+        child: None,
+        client,
+    })
+}
+
+/// A whole system.
 pub struct System {
     /// Ordered upstream first: boardreaders, eventbuilders, aggregators.
     pub procs: Vec<Proc>,
@@ -154,50 +199,73 @@ fn status_error(name: &str, command: &str, s: tonic::Status) -> anyhow::Error {
 }
 
 impl System {
-    /// Spawns every process of `config`'s topology, concurrently, with
-    /// `env` added to their environment.
-    pub async fn boot(
+    /// Spawns every process of `config`'s topology on `config.host`,
+    /// concurrently, with `env` added to their environment.
+    pub async fn spawn(
         config: &SystemConfig,
         logs: &Path,
         env: &[(String, String)],
+        lifetime: Lifetime,
     ) -> Result<Self> {
         let dir = bin_dir()?;
-        let t = config.topology;
-        let mut wanted = Vec::new();
-        for r in 0..t.boardreaders {
-            wanted.push((Kind::BoardReader, r));
-        }
-        for r in 0..t.eventbuilders {
-            wanted.push((Kind::EventBuilder, r));
-        }
-        for r in 0..t.aggregators {
-            wanted.push((Kind::Aggregator, r));
-        }
+        std::fs::create_dir_all(logs)
+            .with_context(|| format!("cannot create {}", logs.display()))?;
         let spawned = join_all(
-            wanted
-                .iter()
-                .map(|&(k, r)| spawn(&dir, k, r, &config.host, logs, env)),
+            config
+                .topology
+                .processes()
+                .into_iter()
+                .map(|id| spawn(&dir, id, &config.host, logs, env, lifetime)),
         )
         .await;
+        Self::all_or_nothing(spawned, "boot")
+    }
+
+    /// Connects to every process of an address book (upstream first),
+    /// concurrently, checking each one's identity.
+    pub async fn attach(book: &[(ProcessId, String)]) -> Result<Self> {
+        let attached = join_all(book.iter().map(|(id, addr)| attach(*id, addr))).await;
+        Self::all_or_nothing(attached, "attach")
+    }
+
+    /// Like `attach`, keeping the processes that answer; the others are
+    /// returned with why not (for `daqctl status`).
+    pub async fn attach_answering(
+        book: &[(ProcessId, String)],
+    ) -> (Self, Vec<(ProcessId, String, String)>) {
+        let attached = join_all(book.iter().map(|(id, addr)| attach(*id, addr))).await;
+        let mut procs = Vec::new();
+        let mut silent = Vec::new();
+        for ((id, addr), p) in book.iter().zip(attached) {
+            match p {
+                Ok(p) => procs.push(p),
+                Err(e) => silent.push((*id, addr.clone(), format!("{e:#}"))),
+            }
+        }
+        (Self { procs }, silent)
+    }
+
+    fn all_or_nothing(results: Vec<Result<Proc>>, what: &str) -> Result<Self> {
         let mut procs = Vec::new();
         let mut errors = Vec::new();
-        for p in spawned {
+        for p in results {
             match p {
                 Ok(p) => procs.push(p),
                 Err(e) => errors.push(format!("{e:#}")),
             }
         }
         if !errors.is_empty() {
-            bail!("boot failed: {}", errors.join("; "));
+            bail!("{what} failed: {}", errors.join("; "));
         }
+        procs.sort_by_key(|p| p.id);
         Ok(Self { procs })
     }
 
     pub fn addrs(&self, kind: Kind) -> Vec<String> {
         self.procs
             .iter()
-            .filter(|p| p.kind == kind)
-            .map(|p| p.addr.to_string())
+            .filter(|p| p.id.kind == kind)
+            .map(|p| p.addr.clone())
             .collect()
     }
 
@@ -205,7 +273,7 @@ impl System {
     fn tier(&mut self, kind: Kind) -> impl Iterator<Item = &mut Proc> {
         self.procs
             .iter_mut()
-            .filter(move |p| p.kind == kind && p.alive)
+            .filter(move |p| p.id.kind == kind && p.alive)
     }
 
     /// Sends a command to every live process of `kind` at once. Returns the
@@ -221,7 +289,7 @@ impl System {
         Fut: Future<Output = Result<tonic::Response<proto::CommandReply>, tonic::Status>>,
     {
         let calls = self.tier(kind).map(|p| {
-            let name = p.name.clone();
+            let name = p.name();
             let fut = f(p.client.clone());
             async move {
                 match tokio::time::timeout(COMMAND_TIMEOUT, fut).await {
@@ -338,7 +406,7 @@ impl System {
     pub async fn status(&mut self) -> (Vec<proto::StatusReply>, Vec<String>) {
         let calls = self.procs.iter().filter(|p| p.alive).map(|p| {
             let mut c = p.client.clone();
-            let name = p.name.clone();
+            let name = p.name();
             async move {
                 c.status(proto::Empty {})
                     .await
@@ -353,7 +421,7 @@ impl System {
     pub async fn heap(&mut self) -> (Vec<(String, proto::HeapReply)>, Vec<String>) {
         let calls = self.procs.iter().filter(|p| p.alive).map(|p| {
             let mut c = p.client.clone();
-            let name = p.name.clone();
+            let name = p.name();
             async move {
                 c.heap(proto::Empty {})
                     .await
@@ -364,16 +432,36 @@ impl System {
         split(join_all(calls.collect::<Vec<_>>()).await)
     }
 
+    /// What every live process recorded for the current or last run (heap
+    /// samples and profiles), in order, and the failures.
+    pub async fn run_records(&mut self) -> (Vec<(String, proto::RunRecordReply)>, Vec<String>) {
+        let calls = self.procs.iter().filter(|p| p.alive).map(|p| {
+            let mut c = p.client.clone();
+            let name = p.name();
+            async move {
+                c.run_record(proto::Empty {})
+                    .await
+                    .map(|r| (name.clone(), r.into_inner()))
+                    .map_err(|s| format!("{:#}", status_error(&name, "run record", s)))
+            }
+        });
+        split(join_all(calls.collect::<Vec<_>>()).await)
+    }
+
     /// Marks processes that exited on their own; one error for each.
     pub fn reap(&mut self) -> Vec<String> {
         let mut errors = Vec::new();
         for p in self.procs.iter_mut().filter(|p| p.alive) {
-            if let Ok(Some(status)) = p.child.try_wait() {
+            let Some(child) = p.child.as_mut() else {
+                continue;
+            };
+            if let Ok(Some(status)) = child.try_wait() {
                 p.alive = false;
+                let log = p.log.as_ref().map(|l| l.display().to_string());
                 errors.push(format!(
                     "{} exited unexpectedly ({status}); see {}",
-                    p.name,
-                    p.log.display()
+                    p.id,
+                    log.unwrap_or_default()
                 ));
             }
         }
@@ -384,7 +472,7 @@ impl System {
     pub fn all_dead(&self, kind: Kind) -> bool {
         self.procs
             .iter()
-            .filter(|p| p.kind == kind)
+            .filter(|p| p.id.kind == kind)
             .all(|p| !p.alive)
     }
 
@@ -408,31 +496,60 @@ impl System {
                 .await;
             errors.extend(e);
         }
-        for p in self.procs.iter_mut().filter(|p| p.alive) {
-            match tokio::time::timeout(Duration::from_secs(10), p.child.wait()).await {
-                Ok(Ok(s)) if s.success() => {}
-                Ok(Ok(s)) => errors.push(format!("{} exited with {s}", p.name)),
-                Ok(Err(e)) => errors.push(format!("{}: wait failed: {e}", p.name)),
-                Err(_) => {
-                    if let Some(pid) = p.child.id() {
-                        let _ = std::process::Command::new("kill")
-                            .arg(pid.to_string())
-                            .status();
+        let waits = self
+            .procs
+            .iter_mut()
+            .filter(|p| p.alive)
+            .map(|p| async move {
+                let name = p.id.to_string();
+                let Some(child) = p.child.as_mut() else {
+                    // Not our child: gone once it no longer answers.
+                    return gone(&mut p.client, &name).await;
+                };
+                match tokio::time::timeout(EXIT_TIMEOUT, child.wait()).await {
+                    Ok(Ok(s)) if s.success() => None,
+                    Ok(Ok(s)) => Some(format!("{name} exited with {s}")),
+                    Ok(Err(e)) => Some(format!("{name}: wait failed: {e}")),
+                    Err(_) => {
+                        if let Some(pid) = child.id() {
+                            let _ = std::process::Command::new("kill")
+                                .arg(pid.to_string())
+                                .status();
+                        }
+                        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+                            .await
+                            .is_err()
+                        {
+                            let _ = child.kill().await;
+                        }
+                        Some(format!("{name} did not exit after shutdown; terminated"))
                     }
-                    if tokio::time::timeout(Duration::from_secs(5), p.child.wait())
-                        .await
-                        .is_err()
-                    {
-                        let _ = p.child.kill().await;
-                    }
-                    errors.push(format!(
-                        "{} did not exit after shutdown; terminated",
-                        p.name
-                    ));
                 }
-            }
-        }
+            });
+        errors.extend(join_all(waits).await.into_iter().flatten());
         errors
+    }
+}
+
+/// Waits until a process that is not daqctl's child stops answering after
+/// shutdown; an error if it still answers after [`EXIT_TIMEOUT`].
+async fn gone(client: &mut RunControlClient<Channel>, name: &str) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + EXIT_TIMEOUT;
+    loop {
+        let answer = tokio::time::timeout(Duration::from_secs(1), client.status(proto::Empty {}));
+        match answer.await {
+            Ok(Ok(_)) if tokio::time::Instant::now() < deadline => {
+                // Still draining its last connections: ask again shortly.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(Ok(_)) => {
+                return Some(format!(
+                    "{name} still answers {} s after shutdown",
+                    EXIT_TIMEOUT.as_secs()
+                ));
+            }
+            Ok(Err(_)) | Err(_) => return None,
+        }
     }
 }
 

@@ -92,7 +92,8 @@ impl App for EventBuilder {
 
 /// Runs an eventbuilder on `listener` until shutdown.
 pub async fn run(rank: u16, listener: TcpListener) -> std::io::Result<()> {
-    let name = format!("eventbuilder-{rank}");
+    let name = daq_format::process::ProcessId::new(daq_format::process::Kind::EventBuilder, rank)
+        .to_string();
     let shared = core::Shared::new(name.clone());
     let app = Arc::new(EventBuilder::new(rank, shared.clone()));
     let (control, exit) = Control::new(name.clone(), app);

@@ -4,7 +4,9 @@
 //! on 127.0.0.1. Unknown fields are errors, and [`SystemConfig::validate`]
 //! rejects impossible values with the field's name.
 
+use crate::process::{Kind, ProcessId};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,8 @@ pub enum ConfigError {
         value: String,
         reason: &'static str,
     },
+    #[error("invalid config [addresses]: {reason}")]
+    Addresses { reason: String },
 }
 
 /// A whole system: topology, generator, transfer, builder and writer settings.
@@ -47,6 +51,12 @@ pub struct SystemConfig {
     pub aggregator: AggregatorConfig,
     /// Heap instrumentation of every process.
     pub heap: HeapConfig,
+    /// Where each process of the topology already runs (`boardreader-0 =
+    /// "10.77.0.11:7000"`), started by someone else (systemd, Kubernetes):
+    /// daqctl then spawns nothing and connects. Absent (the default): daqctl
+    /// spawns every process locally on `host`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -225,6 +235,31 @@ impl Default for SystemConfig {
             eventbuilder: EventBuilderConfig::default(),
             aggregator: AggregatorConfig::default(),
             heap: HeapConfig::default(),
+            addresses: None,
+        }
+    }
+}
+
+impl Topology {
+    /// Every process of the topology, upstream first, in rank order.
+    pub fn processes(&self) -> Vec<ProcessId> {
+        let mut out = Vec::new();
+        for (kind, n) in [
+            (Kind::BoardReader, self.boardreaders),
+            (Kind::EventBuilder, self.eventbuilders),
+            (Kind::Aggregator, self.aggregators),
+        ] {
+            out.extend((0..n).map(|rank| ProcessId::new(kind, rank)));
+        }
+        out
+    }
+
+    /// How many processes of `kind`.
+    pub fn count(&self, kind: Kind) -> u16 {
+        match kind {
+            Kind::BoardReader => self.boardreaders,
+            Kind::EventBuilder => self.eventbuilders,
+            Kind::Aggregator => self.aggregators,
         }
     }
 }
@@ -439,7 +474,80 @@ impl SystemConfig {
                 "must be at least 1",
             ));
         }
+        self.address_book()?;
         Ok(())
+    }
+
+    /// The `[addresses]` table as (process, `host:port`), upstream first;
+    /// `None` when there is no table (processes are spawned locally). Every
+    /// process of the topology must be named exactly once, with an address
+    /// no other process has.
+    pub fn address_book(&self) -> Result<Option<Vec<(ProcessId, String)>>, ConfigError> {
+        let Some(table) = &self.addresses else {
+            return Ok(None);
+        };
+        let bad = |reason: String| ConfigError::Addresses { reason };
+        let mut by_id = BTreeMap::new();
+        let mut by_addr: BTreeMap<String, ProcessId> = BTreeMap::new();
+        let wanted = self.topology.processes();
+        for (name, addr) in table {
+            let id: ProcessId = name.parse().map_err(|e| bad(format!("{e}")))?;
+            if !wanted.contains(&id) {
+                let t = self.topology;
+                return Err(bad(format!(
+                    "{id} is not a process of the topology {}x{}x{}",
+                    t.boardreaders, t.eventbuilders, t.aggregators
+                )));
+            }
+            check_address(addr).map_err(|reason| bad(format!("{id} = {addr:?}: {reason}")))?;
+            if let Some(other) = by_addr.insert(addr.to_ascii_lowercase(), id) {
+                return Err(bad(format!(
+                    "{other} and {id} both have the address {addr:?}"
+                )));
+            }
+            if by_id.insert(id, addr.clone()).is_some() {
+                // Two spellings of one name (toml rejects the same key twice).
+                return Err(bad(format!("{id} is named twice")));
+            }
+        }
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|id| !by_id.contains_key(id))
+            .map(ToString::to_string)
+            .collect();
+        if !missing.is_empty() {
+            return Err(bad(format!(
+                "no address for {} (every process of the topology needs one)",
+                missing.join(", ")
+            )));
+        }
+        Ok(Some(by_id.into_iter().collect()))
+    }
+}
+
+/// `host:port` with a non-empty host (an IP address or a DNS name) and a
+/// port 1 to 65535.
+fn check_address(addr: &str) -> Result<(), String> {
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return if addr.ends_with(":0") {
+            Err("port 0 is not an address to connect to".into())
+        } else {
+            Ok(())
+        };
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err("expected host:port".into());
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !host_ok {
+        return Err("expected host:port with a host name or IP address".into());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err("the port must be 1 to 65535".into()),
     }
 }
 
@@ -521,5 +629,74 @@ mod tests {
         let err = SystemConfig::from_toml("[generator]\ndistribution = \"poisson\"", "x")
             .expect_err("bad enum");
         assert!(err.to_string().contains("poisson"), "{err}");
+    }
+
+    const ADDRESSES_2X1X1: &str =
+        "[topology]\nboardreaders = 2\neventbuilders = 1\naggregators = 1\n";
+
+    #[test]
+    fn an_address_table_naming_every_process_once_is_the_address_book() {
+        let text = format!(
+            "{ADDRESSES_2X1X1}[addresses]\naggregator-0 = \"10.77.0.31:7000\"\n\
+             boardreader-1 = \"br1.daq.svc:7000\"\nboardreader-0 = \"10.77.0.11:7000\"\n\
+             eventbuilder-0 = \"[fd00::21]:7000\"\n"
+        );
+        let c = SystemConfig::from_toml(&text, "x").expect("valid");
+        let book = c.address_book().expect("valid").expect("present");
+        let names: Vec<String> = book.iter().map(|(id, a)| format!("{id}={a}")).collect();
+        assert_eq!(
+            names,
+            [
+                "boardreader-0=10.77.0.11:7000",
+                "boardreader-1=br1.daq.svc:7000",
+                "eventbuilder-0=[fd00::21]:7000",
+                "aggregator-0=10.77.0.31:7000"
+            ]
+        );
+        assert_eq!(
+            SystemConfig::from_toml(&c.to_toml(), "y").expect("round trip"),
+            c
+        );
+        assert_eq!(SystemConfig::default().address_book().expect("valid"), None);
+    }
+
+    #[test]
+    fn a_bad_address_table_is_rejected_naming_the_process() {
+        let all = "boardreader-0 = \"10.0.0.1:7000\"\nboardreader-1 = \"10.0.0.2:7000\"\n\
+                   eventbuilder-0 = \"10.0.0.3:7000\"\naggregator-0 = \"10.0.0.4:7000\"\n";
+        for (table, want) in [
+            (
+                all.replace("aggregator-0 = \"10.0.0.4:7000\"\n", ""),
+                "no address for aggregator-0",
+            ),
+            (
+                format!("{all}eventbuilder-1 = \"10.0.0.5:7000\"\n"),
+                "eventbuilder-1 is not a process of the topology 2x1x1",
+            ),
+            (
+                format!("{all}reader-3 = \"10.0.0.5:7000\"\n"),
+                "\"reader-3\" is not a process name",
+            ),
+            (
+                all.replace("10.0.0.4", "10.0.0.1"),
+                "aggregator-0 and boardreader-0 both have the address \"10.0.0.1:7000\"",
+            ),
+            (
+                format!("{all}boardreader-0 = \"10.0.0.9:7000\"\n"),
+                "boardreader-0",
+            ),
+            (
+                all.replace("10.0.0.3:7000", "10.0.0.3"),
+                "eventbuilder-0 = \"10.0.0.3\": expected host:port",
+            ),
+            (
+                all.replace("10.0.0.3:7000", "10.0.0.3:0"),
+                "eventbuilder-0 = \"10.0.0.3:0\"",
+            ),
+        ] {
+            let text = format!("{ADDRESSES_2X1X1}[addresses]\n{table}");
+            let err = SystemConfig::from_toml(&text, "x").expect_err(&table);
+            assert!(err.to_string().contains(want), "{table}: {err}");
+        }
     }
 }

@@ -35,6 +35,14 @@ pub struct ProcessRecord {
     pub profiles: Vec<String>,
 }
 
+/// Where a data file is: on `host`, written by `process`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFileLocation {
+    pub process: String,
+    pub host: String,
+    pub path: String,
+}
+
 /// `summary.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -58,6 +66,10 @@ pub struct RunSummary {
     pub bytes_written: u64,
     /// Paths relative to the run directory.
     pub data_files: Vec<String>,
+    /// Every data file with the process and host that wrote it (absolute
+    /// paths on that host: data files stay where the aggregator runs).
+    #[serde(default)]
+    pub data_file_locations: Vec<DataFileLocation>,
     pub event_rate_hz: f64,
     /// Fragment bytes (headers included) received by the eventbuilders per second, in MB (1e6 B).
     pub throughput_mb_s: f64,

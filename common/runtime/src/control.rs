@@ -73,16 +73,46 @@ pub trait App: Send + Sync + 'static {
     fn events_handled(&self) -> u64;
 }
 
-/// Heap instrumentation state kept by run control.
+/// Heap instrumentation state kept by run control. Samples and profiles of
+/// the current or last run live on this process's host (an unnamed
+/// temporary file, files in the temporary directory) until daqctl fetches
+/// them with `RunRecord`: they never grow this process's heap, and the run
+/// record is complete whatever host the process runs on.
 #[derive(Default)]
 struct HeapState {
     /// Snapshot (with the events handled), by boundary label (`before_start`, ...).
     boundaries: BTreeMap<String, HeapSnapshot>,
-    /// The run record directory of the current run.
-    record_dir: Option<PathBuf>,
     sample_interval: Duration,
     sampler: Option<Sampler>,
-    profiles: Vec<String>,
+    /// The sampler's rows of the current or last run.
+    samples: Option<std::fs::File>,
+    /// Profiles of the current or last run: (label, file).
+    profiles: Vec<(String, PathBuf)>,
+}
+
+impl HeapState {
+    /// Forgets the last run's profiles, removing their files.
+    fn clear_profiles(&mut self) {
+        for (_, path) in self.profiles.drain(..) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Drop for HeapState {
+    fn drop(&mut self) {
+        self.clear_profiles();
+    }
+}
+
+/// What the process remembers of the current or last run, for `Status`.
+#[derive(Default)]
+struct RunInfo {
+    run: u32,
+    record_dir: String,
+    started_unix_ms: u64,
+    /// The configuration in force (TOML), empty before init.
+    config_toml: String,
 }
 
 /// The `RunControl` service around an [`App`]. Every command runs in a task
@@ -95,7 +125,7 @@ struct Inner<A: App> {
     app: Arc<A>,
     state: Mutex<State>,
     busy: tokio::sync::Mutex<()>,
-    run: Mutex<u32>,
+    run: Mutex<RunInfo>,
     exit: watch::Sender<bool>,
     heap: Mutex<HeapState>,
 }
@@ -110,7 +140,7 @@ impl<A: App> Control<A> {
                 app,
                 state: Mutex::new(State::Booted),
                 busy: tokio::sync::Mutex::new(()),
-                run: Mutex::new(0),
+                run: Mutex::new(RunInfo::default()),
                 exit,
                 heap: Mutex::new(HeapState::default()),
             })),
@@ -128,6 +158,10 @@ impl<A: App> Inner<A> {
         self.heap.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn run_info(&self) -> std::sync::MutexGuard<'_, RunInfo> {
+        self.run.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A heap snapshot now, with the events the process has handled.
     fn snapshot(&self) -> HeapSnapshot {
         HeapSnapshot {
@@ -137,40 +171,56 @@ impl<A: App> Inner<A> {
     }
 
     /// Records a heap snapshot at a run-state boundary, and dumps a heap
-    /// profile there when profiling is on and a run record is known.
+    /// profile there when profiling is on (kept on this host until
+    /// `RunRecord` fetches it).
     fn boundary(&self, label: &str) {
         let snap = self.snapshot();
         let events = snap.events;
         let mut h = self.heap_state();
         h.boundaries.insert(label.to_string(), snap);
+        if label == "before_start" {
+            h.clear_profiles();
+        }
         let profiled = matches!(label, "before_start" | "before_stop" | "after_stop");
-        if let (true, Some(dir)) = (profiled && heap::profiling_enabled(), &h.record_dir) {
-            let path = dir
-                .join("heap")
-                .join(format!("{}.{label}.heap", self.process));
-            let _ = std::fs::create_dir_all(dir.join("heap"));
+        if profiled && heap::profiling_enabled() {
+            let path = std::env::temp_dir().join(format!(
+                "daq-{}-{}.{label}.heap",
+                std::process::id(),
+                self.process
+            ));
             match heap::dump_profile(&path) {
-                Ok(()) => h.profiles.push(path.display().to_string()),
+                Ok(()) => h.profiles.push((label.to_string(), path)),
                 Err(e) => warn!(process = %self.process, error = %e, "heap profile not written"),
             }
         }
         info!(process = %self.process, label, allocated = snap.allocated, rss_anon = snap.rss_anon, events, "heap");
     }
 
-    /// Starts the periodic sampler for a run (if configured).
+    /// Starts the periodic sampler for a run (if configured), into a fresh
+    /// unnamed temporary file.
     fn start_sampler(&self) {
         let mut h = self.heap_state();
-        let (Some(dir), false) = (h.record_dir.clone(), h.sample_interval.is_zero()) else {
+        h.samples = None;
+        if h.sample_interval.is_zero() {
             return;
-        };
+        }
         let app = self.app.clone();
-        let path = dir.join("heap").join(format!("{}.csv", self.process));
-        match Sampler::start(
-            path,
-            h.sample_interval,
-            Arc::new(move || app.events_handled()),
-        ) {
-            Ok(s) => h.sampler = Some(s),
+        let name = PathBuf::from(format!("heap samples of {}", self.process));
+        let started = tempfile::tempfile().and_then(|file| {
+            let reader = file.try_clone()?;
+            let s = Sampler::start_in(
+                file,
+                name,
+                h.sample_interval,
+                Arc::new(move || app.events_handled()),
+            )?;
+            Ok((s, reader))
+        });
+        match started {
+            Ok((s, reader)) => {
+                h.sampler = Some(s);
+                h.samples = Some(reader);
+            }
             Err(e) => warn!(process = %self.process, error = %e, "heap sampler not started"),
         }
     }
@@ -190,20 +240,6 @@ impl<A: App> Inner<A> {
     where
         F: Future<Output = Result<Vec<String>, AppError>>,
     {
-        self.exec_prepared(command, || {}, f).await
-    }
-
-    /// Like `exec`, with `prepare` run once the command is known to be legal,
-    /// before the `before_<command>` heap boundary.
-    async fn exec_prepared<F>(
-        &self,
-        command: Command,
-        prepare: impl FnOnce(),
-        f: F,
-    ) -> Result<Response<proto::CommandReply>, Status>
-    where
-        F: Future<Output = Result<Vec<String>, AppError>>,
-    {
         let Ok(_guard) = self.busy.try_lock() else {
             return Err(Status::unavailable(format!(
                 "{} is busy with another command; {command} rejected",
@@ -215,7 +251,6 @@ impl<A: App> Inner<A> {
             .next(command)
             .map_err(|e| Status::failed_precondition(format!("{}: {e}", self.process)))?;
         info!(process = %self.process, %command, %from, "command");
-        prepare();
         self.boundary(&format!("before_{command}"));
         match f.await {
             Ok(problems) => {
@@ -264,12 +299,15 @@ impl<A: App> Inner<A> {
             config,
             destinations: req.destinations,
         };
-        self.exec_prepared(
-            Command::Init,
-            || self.heap_state().sample_interval = interval,
-            async { self.app.init(args).await.map(|_| vec![]) },
-        )
-        .await
+        let reply = self
+            .exec(Command::Init, async {
+                self.app.init(args).await.map(|_| vec![])
+            })
+            .await?;
+        // Only a successful init replaces what is in force.
+        self.heap_state().sample_interval = interval;
+        self.run_info().config_toml = req.config_toml;
+        Ok(reply)
     }
 
     async fn start(
@@ -278,17 +316,15 @@ impl<A: App> Inner<A> {
     ) -> Result<Response<proto::CommandReply>, Status> {
         let req = request.into_inner();
         let run = req.run;
-        let record_dir = (!req.record_dir.is_empty()).then(|| PathBuf::from(&req.record_dir));
         let reply = self
-            .exec_prepared(
-                Command::Start,
-                || self.heap_state().record_dir = record_dir,
-                async {
-                    self.app.start(run, PathBuf::from(req.data_dir)).await?;
-                    *self.run.lock().unwrap_or_else(|p| p.into_inner()) = run;
-                    Ok(vec![])
-                },
-            )
+            .exec(Command::Start, async {
+                self.app.start(run, PathBuf::from(req.data_dir)).await?;
+                let mut info = self.run_info();
+                info.run = run;
+                info.record_dir = req.record_dir;
+                info.started_unix_ms = unix_ms_now();
+                Ok(vec![])
+            })
             .await?;
         self.start_sampler();
         Ok(reply)
@@ -344,6 +380,7 @@ impl<A: App> Inner<A> {
         _: Request<proto::Empty>,
     ) -> Result<Response<proto::StatusReply>, Status> {
         let state = self.state();
+        let info = self.run_info();
         Ok(Response::new(proto::StatusReply {
             process: self.process.clone(),
             state: state.to_string(),
@@ -353,7 +390,12 @@ impl<A: App> Inner<A> {
                 .map(|c| c.to_string())
                 .collect(),
             counters: Some(self.app.counters()),
-            run: *self.run.lock().unwrap_or_else(|p| p.into_inner()),
+            run: info.run,
+            metrics_url: String::new(),
+            pid: std::process::id(),
+            record_dir: info.record_dir.clone(),
+            run_started_unix_ms: info.started_unix_ms,
+            config_toml: info.config_toml.clone(),
         }))
     }
 
@@ -371,9 +413,48 @@ impl<A: App> Inner<A> {
                 .collect(),
             current: Some(current),
             profiling: heap::profiling_enabled(),
-            profiles: h.profiles.clone(),
+            profiles: h.profiles.iter().map(|(label, _)| label.clone()).collect(),
         }))
     }
+
+    async fn run_record(
+        &self,
+        _: Request<proto::Empty>,
+    ) -> Result<Response<proto::RunRecordReply>, Status> {
+        let run = self.run_info().run;
+        let (samples, profiles) = {
+            let h = self.heap_state();
+            let samples = h.samples.as_ref().map(std::fs::File::try_clone).transpose();
+            (samples, h.profiles.clone())
+        };
+        let internal = |what: &str, e: &dyn std::fmt::Display| {
+            Status::internal(format!("{}: cannot read {what}: {e}", self.process))
+        };
+        let samples = match samples.map_err(|e| internal("heap samples", &e))? {
+            Some(f) => crate::sampler::read_rows(&f).map_err(|e| internal("heap samples", &e))?,
+            None => vec![],
+        };
+        let mut out = Vec::new();
+        for (label, path) in profiles {
+            let data = std::fs::read(&path).map_err(|e| internal("a heap profile", &e))?;
+            out.push(proto::HeapProfile {
+                label,
+                data: data.into(),
+            });
+        }
+        Ok(Response::new(proto::RunRecordReply {
+            run,
+            samples,
+            profiles: out,
+        }))
+    }
+}
+
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 macro_rules! spawned {
@@ -441,5 +522,12 @@ impl<A: App> RunControl for Control<A> {
         request: Request<proto::Empty>,
     ) -> Result<Response<proto::HeapReply>, Status> {
         self.0.heap(request).await
+    }
+
+    async fn run_record(
+        &self,
+        request: Request<proto::Empty>,
+    ) -> Result<Response<proto::RunRecordReply>, Status> {
+        self.0.run_record(request).await
     }
 }

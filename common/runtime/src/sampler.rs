@@ -1,6 +1,7 @@
 //! The periodic heap sampler: while a process runs, it appends one CSV row
-//! per interval to `<record>/heap/<process>.csv` with the heap snapshot and
-//! the number of events the process has handled.
+//! per interval with the heap snapshot and the number of events the process
+//! has handled, to a file on the process's own host (run control serves the
+//! rows to daqctl, which writes `<record>/heap/<process>.csv`).
 //!
 //! The CSV is the [`HeapSnapshot`] record, written and read with the `csv`
 //! crate and serde: a header line of its field names (`unix_ms`,
@@ -41,6 +42,17 @@ impl Sampler {
             .create(true)
             .append(true)
             .open(&path)?;
+        Self::start_in(file, path, interval, events)
+    }
+
+    /// Starts sampling into an open `file` (written at its end); `path`
+    /// names it in logs.
+    pub fn start_in(
+        file: std::fs::File,
+        path: PathBuf,
+        interval: Duration,
+        events: EventCount,
+    ) -> std::io::Result<Self> {
         // The header only when the file is new (a sampler may append).
         let mut csv = csv::WriterBuilder::new()
             .has_headers(file.metadata()?.len() == 0)
@@ -103,14 +115,59 @@ pub fn read_csv(path: &Path) -> Result<Vec<Sample>, CsvError> {
         .into_deserialize::<HeapSnapshot>()
         .collect::<Result<Vec<_>, _>>()
         .map_err(err)?;
+    Ok(samples(rows))
+}
+
+/// Every row a [`Sampler`] wrote so far into `file`, read from its start
+/// without moving the writer's position.
+pub fn read_rows(file: &std::fs::File) -> Result<Vec<HeapSnapshot>, CsvError> {
+    use std::os::unix::fs::FileExt;
+    let err = |source| CsvError {
+        path: "heap samples".into(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = file
+            .read_at(&mut chunk, bytes.len() as u64)
+            .map_err(|e| err(e.into()))?;
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+    // A row being written while we read is cut short: whole lines only.
+    let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    csv::Reader::from_reader(&bytes[..end])
+        .into_deserialize::<HeapSnapshot>()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)
+}
+
+/// Writes `rows` as a heap CSV at `path` (what [`Sampler`] writes, for rows
+/// that came over gRPC).
+pub fn write_csv(path: &Path, rows: &[HeapSnapshot]) -> Result<(), CsvError> {
+    let err = |source| CsvError {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut w = csv::Writer::from_path(path).map_err(err)?;
+    for r in rows {
+        w.serialize(r).map_err(err)?;
+    }
+    w.flush().map_err(|e| err(e.into()))
+}
+
+/// Rows as samples, timed from the first.
+pub fn samples(rows: Vec<HeapSnapshot>) -> Vec<Sample> {
     let t0 = rows.first().map_or(0, |r| r.unix_ms);
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(|snapshot| Sample {
             elapsed_s: snapshot.unix_ms.saturating_sub(t0) as f64 / 1000.0,
             snapshot,
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
@@ -149,5 +206,45 @@ mod tests {
         let err = read_csv(&path).expect_err("long row");
         assert!(err.to_string().contains("p.csv"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn rows_in_an_unnamed_file_read_back_while_and_after_sampling() {
+        let file = tempfile::tempfile().expect("tempfile");
+        let reader = file.try_clone().expect("clone");
+        let n = Arc::new(AtomicU64::new(0));
+        let n2 = n.clone();
+        let s = Sampler::start_in(
+            file,
+            PathBuf::from("unnamed"),
+            Duration::from_secs(3600),
+            Arc::new(move || n2.fetch_add(1, Ordering::Relaxed) + 1),
+        )
+        .expect("starts");
+        // The first row is written at once by the sampler's task.
+        let first = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let rows = read_rows(&reader).expect("reads");
+                if !rows.is_empty() {
+                    return rows;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("first row");
+        assert_eq!(first.len(), 1);
+        s.stop().await;
+        let rows = read_rows(&reader).expect("reads");
+        assert_eq!(rows.iter().map(|r| r.events).collect::<Vec<_>>(), [1, 2]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("copy.csv");
+        write_csv(&path, &rows).expect("writes");
+        let back: Vec<HeapSnapshot> = read_csv(&path)
+            .expect("reads")
+            .into_iter()
+            .map(|s| s.snapshot)
+            .collect();
+        assert_eq!(back, rows);
     }
 }

@@ -1,0 +1,338 @@
+//! A session that outlives a run: `daqctl boot`, `init`, `start`, `stop`,
+//! `shutdown` as separate invocations. daqctl keeps no state between them
+//! beyond the run dir: the address book is the config's `[addresses]` table
+//! or, for a locally booted system, `<run-dir>/processes.json`; everything
+//! else (state, config in force, the run in progress and its record
+//! directory) is asked of the processes.
+
+use crate::demo::{self, Outcome};
+use crate::system::{Lifetime, System};
+use anyhow::{Context, Result, bail};
+use daq_format::config::SystemConfig;
+use daq_format::process::ProcessId;
+use daq_format::record::{self, RunPaths};
+use daq_format::state::State;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The address book of a locally booted system, in the run dir.
+pub const PROCESSES_FILE: &str = "processes.json";
+
+/// `processes.json`: where each process of a booted system answers. An
+/// address book only: liveness is always asked of the processes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProcessesFile {
+    pub processes: Vec<ProcessEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProcessEntry {
+    pub name: ProcessId,
+    /// `host:port` of run control and the data sink.
+    pub address: String,
+    pub pid: u32,
+    /// Prometheus metrics, when the process serves them.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub metrics_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+}
+
+/// Environment that turns jemalloc heap profiling on in spawned processes.
+pub fn profile_env(on: bool) -> Vec<(String, String)> {
+    if on {
+        let (k, v) = demo::HEAP_PROFILE_ENV;
+        vec![(k.into(), v.into())]
+    } else {
+        vec![]
+    }
+}
+
+/// Boots `config`'s system: attaches to the `[addresses]` table if there is
+/// one, else spawns every process locally. Returns the system and whether
+/// daqctl spawned it.
+pub async fn boot(
+    config: &SystemConfig,
+    logs: &Path,
+    env: &[(String, String)],
+    lifetime: Lifetime,
+) -> Result<(System, bool)> {
+    match config.address_book()? {
+        Some(book) => Ok((System::attach(&book).await?, false)),
+        None => Ok((System::spawn(config, logs, env, lifetime).await?, true)),
+    }
+}
+
+/// Writes the address book of `system` (with each process's metrics URL,
+/// asked of the process) to `path`.
+pub async fn write_processes(path: &Path, system: &mut System) -> Result<()> {
+    let (statuses, _) = system.status().await;
+    let file = ProcessesFile {
+        processes: system
+            .procs
+            .iter()
+            .map(|p| ProcessEntry {
+                name: p.id,
+                address: p.addr.clone(),
+                pid: p.pid,
+                metrics_url: statuses
+                    .iter()
+                    .find(|s| s.process == p.name())
+                    .map(|s| s.metrics_url.clone())
+                    .unwrap_or_default(),
+                log: p.log.as_ref().map(|l| l.display().to_string()),
+            })
+            .collect(),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(&file)?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn read_processes(path: &Path) -> Result<Option<ProcessesFile>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| {
+            format!("{} is not a processes file", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Where the processes are: the config's `[addresses]`, else the
+/// processes.json a local `daqctl boot` wrote into `run_dir`.
+pub fn address_book(config: &SystemConfig, run_dir: &Path) -> Result<Vec<(ProcessId, String)>> {
+    if let Some(book) = config.address_book()? {
+        return Ok(book);
+    }
+    let path = run_dir.join(PROCESSES_FILE);
+    match read_processes(&path)? {
+        Some(f) => Ok(f
+            .processes
+            .into_iter()
+            .map(|e| (e.name, e.address))
+            .collect()),
+        None => bail!(
+            "no system booted in {}: run `daqctl boot` first (or name the processes in the config's [addresses])",
+            run_dir.display()
+        ),
+    }
+}
+
+/// Connects to the processes of the session, checking each one's identity.
+pub async fn connect(config: &SystemConfig, run_dir: &Path) -> Result<System> {
+    System::attach(&address_book(config, run_dir)?).await
+}
+
+/// Init (configure, or reconfigure in Ready) every process, downstream
+/// first. The config must describe the processes there are.
+pub async fn init(system: &mut System, config: &SystemConfig) -> Result<()> {
+    let have: Vec<ProcessId> = system.procs.iter().map(|p| p.id).collect();
+    let want = config.topology.processes();
+    if have != want {
+        let t = config.topology;
+        let names = |v: &[ProcessId]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        bail!(
+            "the config's topology {}x{}x{} ({}) is not the booted system ({}): shut down and boot again to change the topology",
+            t.boardreaders,
+            t.eventbuilders,
+            t.aggregators,
+            names(&want),
+            names(&have)
+        );
+    }
+    system.init(config).await
+}
+
+/// The next run number: past every run record in `run_dir` and past every
+/// run the processes have seen.
+pub fn next_run(run_dir: &Path, statuses: &[proto::StatusReply]) -> Result<u32> {
+    let from_dir = record::next_run_number(run_dir)
+        .with_context(|| format!("cannot read run dir {}", run_dir.display()))?;
+    let from_procs = statuses.iter().map(|s| s.run).max().unwrap_or(0) + 1;
+    Ok(from_dir.max(from_procs))
+}
+
+/// Start run `run`, downstream first, with its record in `paths` (created,
+/// with the effective config.toml).
+pub async fn start(
+    system: &mut System,
+    config: &SystemConfig,
+    run: u32,
+    paths: &RunPaths,
+) -> Result<()> {
+    std::fs::create_dir_all(paths.data())
+        .with_context(|| format!("cannot create {}", paths.data().display()))?;
+    std::fs::write(paths.config(), config.to_toml())?;
+    let data_dir = std::path::absolute(paths.data())?;
+    let record_dir = std::path::absolute(&paths.root)?;
+    system.start(run, &data_dir, &record_dir).await
+}
+
+/// `daqctl boot`: spawns the system detached (no `[addresses]`) and writes
+/// processes.json, or checks that every process of the table answers.
+pub async fn boot_cmd(config: &SystemConfig, run_dir: &Path, heap_profile: bool) -> Result<()> {
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("cannot create run dir {}", run_dir.display()))?;
+    let book_path = run_dir.join(PROCESSES_FILE);
+    if config.addresses.is_none()
+        && let Some(f) = read_processes(&book_path)?
+    {
+        let book: Vec<_> = f
+            .processes
+            .into_iter()
+            .map(|e| (e.name, e.address))
+            .collect();
+        if System::attach(&book).await.is_ok() {
+            bail!(
+                "a system is already booted in {} (its processes answer): `daqctl shutdown` it first",
+                run_dir.display()
+            );
+        }
+    }
+    let env = profile_env(heap_profile);
+    let (mut system, spawned) =
+        boot(config, &run_dir.join("logs"), &env, Lifetime::Detached).await?;
+    // The address book, also for attached processes: a person or a script
+    // finds every process (and its metrics URL) in one place.
+    write_processes(&book_path, &mut system).await?;
+    if spawned {
+        println!(
+            "booted {} processes (address book {})",
+            system.procs.len(),
+            book_path.display()
+        );
+    } else {
+        println!(
+            "every process of [addresses] answers ({} processes; address book {})",
+            system.procs.len(),
+            book_path.display()
+        );
+    }
+    print!("{}", crate::status::table(&mut system).await);
+    Ok(())
+}
+
+/// `daqctl init`.
+pub async fn init_cmd(config: &SystemConfig, run_dir: &Path) -> Result<()> {
+    let mut system = connect(config, run_dir).await?;
+    init(&mut system, config).await?;
+    println!("initialized {} processes", system.procs.len());
+    Ok(())
+}
+
+/// Whether a process reported `state`.
+fn is(s: &proto::StatusReply, state: State) -> bool {
+    s.state == state.to_string()
+}
+
+/// The configuration every process holds (they must agree).
+fn config_in_force(statuses: &[proto::StatusReply]) -> Result<SystemConfig> {
+    let Some(first) = statuses.first() else {
+        bail!("no process answered");
+    };
+    if let Some(other) = statuses.iter().find(|s| s.config_toml != first.config_toml) {
+        bail!(
+            "{} and {} hold different configurations: run `daqctl init` again",
+            first.process,
+            other.process
+        );
+    }
+    Ok(SystemConfig::from_toml(
+        &first.config_toml,
+        &format!("the configuration of {}", first.process),
+    )?)
+}
+
+/// `daqctl start`: starts the next run in `run_dir`, leaves it running.
+pub async fn start_cmd(config: &SystemConfig, run_dir: &Path) -> Result<u32> {
+    let mut system = connect(config, run_dir).await?;
+    let (statuses, errors) = system.status().await;
+    if !errors.is_empty() {
+        bail!("{}", errors.join("; "));
+    }
+    let not_ready: Vec<String> = statuses
+        .iter()
+        .filter(|s| !is(s, State::Ready))
+        .map(|s| format!("{} is {}", s.process, s.state))
+        .collect();
+    if !not_ready.is_empty() {
+        let hint = if statuses.iter().any(|s| is(s, State::Booted)) {
+            "run `daqctl init` first"
+        } else {
+            "a run is in progress: `daqctl stop` it first"
+        };
+        bail!("cannot start: {} ({hint})", not_ready.join(", "));
+    }
+    let in_force = config_in_force(&statuses)?;
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("cannot create run dir {}", run_dir.display()))?;
+    let run = next_run(run_dir, &statuses)?;
+    let paths = RunPaths::new(run_dir, run);
+    start(&mut system, &in_force, run, &paths).await?;
+    println!("run {run} started; record in {}", paths.root.display());
+    Ok(run)
+}
+
+/// `daqctl stop`: stops the run in progress (found by asking the
+/// processes) and writes its record. Returns it.
+pub async fn stop_cmd(config: &SystemConfig, run_dir: &Path) -> Result<Outcome> {
+    let mut system = connect(config, run_dir).await?;
+    let (statuses, errors) = system.status().await;
+    if !errors.is_empty() {
+        bail!("{}", errors.join("; "));
+    }
+    let running: Vec<&proto::StatusReply> = statuses
+        .iter()
+        .filter(|s| {
+            [State::Running, State::Paused, State::Error]
+                .iter()
+                .any(|&st| is(s, st))
+        })
+        .collect();
+    let Some(first) = running.first() else {
+        bail!("no run in progress: every process is Ready or Booted");
+    };
+    if let Some(other) = running.iter().find(|s| s.run != first.run) {
+        bail!(
+            "{} is in run {} but {} in run {}",
+            first.process,
+            first.run,
+            other.process,
+            other.run
+        );
+    }
+    let run = first.run;
+    let in_force = config_in_force(&statuses)?;
+    let paths = match first.record_dir.as_str() {
+        "" => RunPaths::new(run_dir, run),
+        dir => RunPaths { root: dir.into() },
+    };
+    let (replies, errors) = system.stop().await;
+    demo::finish_run(&mut system, &in_force, run, &paths, replies, errors).await
+}
+
+/// `daqctl shutdown`: every process exits; processes.json goes with them.
+pub async fn shutdown_cmd(config: &SystemConfig, run_dir: &Path) -> Result<bool> {
+    let system = connect(config, run_dir).await?;
+    let n = system.procs.len();
+    let errors = system.shutdown().await;
+    let path = run_dir.join(PROCESSES_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    }
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    println!("shut down {n} processes");
+    Ok(errors.is_empty())
+}

@@ -1,0 +1,506 @@
+//! End-to-end: a session that outlives a run. `daqctl boot`, `init`,
+//! `start`, `stop`, `status`, `shutdown` as separate invocations against
+//! the real binaries, locally booted or attached through an `[addresses]`
+//! table; `daqctl run --runs N`; and bad input that changes nothing.
+
+use aggregator::datafile::read_file;
+use daq_format::config::SystemConfig;
+use daq_tests::{bin_dir, control, daqctl, runtime, spawn, summary, unique_partition};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn u(v: &Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("summary field {k} missing: {v}"))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `daqctl <verb> --run-dir D [--config C] args...`, which must succeed.
+fn ok(verb: &str, run_dir: &Path, config: Option<&Path>, args: &[&str]) -> String {
+    let out = run(verb, run_dir, config, args);
+    assert!(
+        out.status.success(),
+        "daqctl {verb} {args:?}: {}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `daqctl <verb> ...`, which must fail with exit status 2 (bad input,
+/// nothing done); returns stderr.
+fn refused(verb: &str, run_dir: &Path, config: Option<&Path>, args: &[&str]) -> String {
+    let out = run(verb, run_dir, config, args);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "daqctl {verb} {args:?}: {}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn run(verb: &str, run_dir: &Path, config: Option<&Path>, args: &[&str]) -> Output {
+    let mut all = vec![verb, "--run-dir", run_dir.to_str().expect("utf-8 path")];
+    if let Some(c) = config {
+        all.extend(["--config", c.to_str().expect("utf-8 path")]);
+    }
+    all.extend_from_slice(args);
+    daqctl(&all).expect("daqctl runs")
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("daq-session-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    dir
+}
+
+fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+/// The equalities of a run that lost nothing, exactly.
+fn assert_nothing_lost(s: &Value) {
+    let n_br = s["topology"]["boardreaders"].as_u64().expect("topology");
+    assert_eq!(u(s, "fragments_sent"), u(s, "fragments_received"), "{s}");
+    assert_eq!(u(s, "fragments_sent"), n_br * u(s, "events_built"), "{s}");
+    assert_eq!(u(s, "events_written"), u(s, "events_built"), "{s}");
+    assert_eq!(u(s, "events_incomplete"), 0, "{s}");
+    assert!(u(s, "events_built") > 0, "{s}");
+    assert_eq!(s["errors"], Value::Array(vec![]), "{s}");
+}
+
+/// (name, address, pid) of every process, from `daqctl boot`'s processes.json.
+fn address_book(run_dir: &Path) -> Vec<(String, String, u64)> {
+    let text = std::fs::read_to_string(run_dir.join("processes.json")).expect("processes.json");
+    let v: Value = serde_json::from_str(&text).expect("json");
+    v["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().expect("name").to_string(),
+                p["address"].as_str().expect("address").to_string(),
+                p["pid"].as_u64().expect("pid"),
+            )
+        })
+        .collect()
+}
+
+/// Status of every process, asked over gRPC.
+fn statuses(book: &[(String, String, u64)]) -> Vec<proto::StatusReply> {
+    runtime().block_on(async {
+        let mut out = Vec::new();
+        for (_, addr, _) in book {
+            let mut c = control(addr).await;
+            out.push(
+                c.status(proto::Empty {})
+                    .await
+                    .expect("status")
+                    .into_inner(),
+            );
+        }
+        out
+    })
+}
+
+/// Waits (polling the processes' state, with a timeout) until every
+/// boardreader has sent at least `n` fragments in the current run.
+fn wait_for_fragments(book: &[(String, String, u64)], n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sent: Vec<u64> = statuses(book)
+            .iter()
+            .filter(|s| s.process.starts_with("boardreader"))
+            .map(|s| s.counters.as_ref().map_or(0, |c| c.fragments_sent))
+            .collect();
+        if sent.iter().all(|&s| s >= n) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "boardreaders sent only {sent:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The payload bytes of every fragment in a run's data files.
+fn payload_sizes(root: &Path, s: &Value) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    for f in s["data_files"].as_array().expect("data_files") {
+        let file = read_file(&root.join(f.as_str().expect("path"))).expect("readable");
+        for e in &file.events {
+            sizes.extend(e.fragments.iter().map(|f| f.payload.len()));
+        }
+    }
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+}
+
+#[test]
+fn local_session_runs_three_times_reconfigures_and_never_restarts_a_process() {
+    let dir = fresh_dir("local");
+    let runs = dir.join("runs");
+    let partition = unique_partition();
+    let base = format!("partition = {partition}\n[generator]\nthrottle_us = 2000\n");
+    let first = write_config(&dir, "first.toml", &base);
+    let second = write_config(&dir, "second.toml", &format!("{base}n_adc_counts = 100\n"));
+
+    let out = ok("boot", &runs, Some(&first), &[]);
+    assert!(out.contains("booted 6 processes"), "{out}");
+    let book = address_book(&runs);
+    assert_eq!(
+        book.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>(),
+        [
+            "boardreader-0",
+            "boardreader-1",
+            "eventbuilder-0",
+            "eventbuilder-1",
+            "aggregator-0",
+            "aggregator-1"
+        ]
+    );
+    let pids: Vec<u64> = book.iter().map(|(_, _, p)| *p).collect();
+    // The processes outlived `daqctl boot`: they answer, Booted.
+    assert!(statuses(&book).iter().all(|s| s.state == "booted"));
+
+    // Start before init is refused and starts nothing.
+    let err = refused("start", &runs, None, &[]);
+    assert!(
+        err.contains("cannot start: boardreader-0 is booted") && err.contains("daqctl init"),
+        "{err}"
+    );
+    assert!(!runs.join("run_000001").exists());
+
+    ok("init", &runs, Some(&first), &[]);
+    let mut numbers = Vec::new();
+    let mut last_root = PathBuf::new();
+    for round in 0..4 {
+        if round == 3 {
+            // Reconfigure while Ready: an invalid config is refused and the
+            // old one stays in force; a valid one replaces it.
+            let bad = write_config(&dir, "bad.toml", &format!("{base}n_adc_counts = 0\n"));
+            let err = refused("init", &runs, Some(&bad), &[]);
+            assert!(err.contains("generator.n_adc_counts"), "{err}");
+            let in_force = SystemConfig::from_toml(&statuses(&book)[0].config_toml, "status")
+                .expect("config in force");
+            assert_eq!(in_force.generator.n_adc_counts, 40);
+            ok("init", &runs, Some(&second), &[]);
+        }
+        let out = ok("start", &runs, None, &[]);
+        assert!(out.contains("started"), "{out}");
+        wait_for_fragments(&book, 20);
+        let table = ok("status", &runs, None, &[]);
+        assert_eq!(table.matches(" running ").count(), 6, "{table}");
+        let out = ok("stop", &runs, None, &[]);
+        assert!(out.contains("OK: nothing lost"), "{out}");
+        let root = daq_tests::latest_run(&runs);
+        let s = summary(&root).expect("summary.json");
+        assert_nothing_lost(&s);
+        numbers.push(u(&s, "run"));
+        // The record is complete without files written by the processes:
+        // heap samples came over gRPC.
+        for (name, _, _) in &book {
+            let csv = std::fs::read_to_string(root.join("heap").join(format!("{name}.csv")))
+                .expect("heap samples");
+            assert!(csv.lines().count() >= 3, "{name}: {csv}");
+        }
+        let locations = s["data_file_locations"].as_array().expect("locations");
+        assert_eq!(locations.len(), 2, "{s}");
+        assert!(locations.iter().all(|l| l["host"] == "127.0.0.1"), "{s}");
+        // Nothing restarted.
+        let now: Vec<u64> = statuses(&book).iter().map(|s| u64::from(s.pid)).collect();
+        assert_eq!(now, pids);
+        last_root = root;
+    }
+    assert_eq!(numbers, [1, 2, 3, 4]);
+    let s = summary(&last_root).expect("summary");
+    let new = SystemConfig::from_file(&second).expect("second config");
+    assert_eq!(
+        payload_sizes(&last_root, &s),
+        [(new.generator_fragment_bytes() - 40) as usize]
+    );
+    let old = daq_tests::latest_run(&runs).with_file_name("run_000003");
+    let s3 = summary(&old).expect("summary");
+    assert_eq!(
+        payload_sizes(&old, &s3),
+        [(SystemConfig::default().generator_fragment_bytes() - 40) as usize]
+    );
+
+    // status --watch refreshes until Ctrl-C and then exits cleanly.
+    let mut watch = Command::new(bin_dir().join("daqctl"))
+        .args([
+            "status",
+            "--watch",
+            "--run-dir",
+            runs.to_str().expect("utf-8"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("status --watch");
+    let stdout = watch.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = 0;
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        if line.trim_start().starts_with("aggregator-1") {
+            assert!(line.contains("ready"), "{line}");
+            seen += 1;
+            if seen == 2 {
+                break;
+            }
+        }
+    }
+    let sigint = Command::new("kill")
+        .args(["-INT", &watch.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sigint.success());
+    let status = watch.wait().expect("wait");
+    assert!(status.success(), "status --watch after Ctrl-C: {status}");
+
+    let out = ok("shutdown", &runs, None, &[]);
+    assert!(out.contains("shut down 6 processes"), "{out}");
+    assert!(!runs.join("processes.json").exists());
+    let err = refused("status", &runs, None, &[]);
+    assert!(err.contains("no system booted"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A 1x1x1 system started by hand (as systemd would), and its config.
+struct Attached {
+    _procs: Vec<daq_tests::Spawned>,
+    addrs: [String; 3],
+    header: String,
+}
+
+fn attached() -> Attached {
+    let br = spawn("boardreader", 0).expect("boardreader");
+    let eb = spawn("eventbuilder", 0).expect("eventbuilder");
+    let ag = spawn("aggregator", 0).expect("aggregator");
+    let addrs = [br.addr.clone(), eb.addr.clone(), ag.addr.clone()];
+    let header = format!(
+        "partition = {}\n[topology]\nboardreaders = 1\neventbuilders = 1\naggregators = 1\n[generator]\nthrottle_us = 2000\n",
+        unique_partition()
+    );
+    Attached {
+        _procs: vec![br, eb, ag],
+        addrs,
+        header,
+    }
+}
+
+fn table(rows: &[(&str, &str)]) -> String {
+    let mut t = String::from("[addresses]\n");
+    for (name, addr) in rows {
+        t.push_str(&format!("{name} = \"{addr}\"\n"));
+    }
+    t
+}
+
+#[test]
+fn attached_processes_are_checked_then_driven_and_bad_tables_change_nothing() {
+    let dir = fresh_dir("attached");
+    let runs = dir.join("runs");
+    let sys = attached();
+    let [br, eb, ag] = [&sys.addrs[0], &sys.addrs[1], &sys.addrs[2]];
+    let book: Vec<(String, String, u64)> = sys
+        .addrs
+        .iter()
+        .map(|a| (String::new(), a.clone(), 0))
+        .collect();
+
+    // A table that misses a process, or names one twice: config errors.
+    let missing = write_config(
+        &dir,
+        "missing.toml",
+        &format!(
+            "{}{}",
+            sys.header,
+            table(&[("boardreader-0", br), ("eventbuilder-0", eb)])
+        ),
+    );
+    let err = refused("boot", &runs, Some(&missing), &[]);
+    assert!(err.contains("no address for aggregator-0"), "{err}");
+    let twice = write_config(
+        &dir,
+        "twice.toml",
+        &format!(
+            "{}{}",
+            sys.header,
+            table(&[
+                ("boardreader-0", br),
+                ("eventbuilder-0", eb),
+                ("aggregator-0", ag),
+                ("boardreader-0", ag)
+            ])
+        ),
+    );
+    let err = refused("boot", &runs, Some(&twice), &[]);
+    assert!(err.contains("boardreader-0"), "{err}");
+
+    // An address where nobody answers is named with its process.
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .to_string();
+    let silent = write_config(
+        &dir,
+        "silent.toml",
+        &format!(
+            "{}{}",
+            sys.header,
+            table(&[
+                ("boardreader-0", br),
+                ("eventbuilder-0", eb),
+                ("aggregator-0", &nobody)
+            ])
+        ),
+    );
+    let err = refused("boot", &runs, Some(&silent), &[]);
+    assert!(
+        err.contains(&format!("aggregator-0 at {nobody} does not answer")),
+        "{err}"
+    );
+
+    // A process that is not who the table says.
+    let swapped = write_config(
+        &dir,
+        "swapped.toml",
+        &format!(
+            "{}{}",
+            sys.header,
+            table(&[
+                ("boardreader-0", eb),
+                ("eventbuilder-0", br),
+                ("aggregator-0", ag)
+            ])
+        ),
+    );
+    let err = refused("boot", &runs, Some(&swapped), &[]);
+    assert!(
+        err.contains(&format!("{eb} is \"eventbuilder-0\", not boardreader-0")),
+        "{err}"
+    );
+    assert!(statuses(&book).iter().all(|s| s.state == "booted"));
+
+    // The right table: boot checks, start before init is refused.
+    let good = write_config(
+        &dir,
+        "good.toml",
+        &format!(
+            "{}{}",
+            sys.header,
+            table(&[
+                ("boardreader-0", br),
+                ("eventbuilder-0", eb),
+                ("aggregator-0", ag)
+            ])
+        ),
+    );
+    let out = ok("boot", &runs, Some(&good), &[]);
+    assert!(
+        out.contains("every process of [addresses] answers"),
+        "{out}"
+    );
+    let err = refused("start", &runs, Some(&good), &[]);
+    assert!(err.contains("is booted"), "{err}");
+    assert!(statuses(&book).iter().all(|s| s.state == "booted"));
+
+    // Init, then an init whose topology is not the booted system: refused,
+    // the old config in force.
+    ok("init", &runs, Some(&good), &[]);
+    let err = refused("init", &runs, Some(&good), &["--topology", "2x1x1"]);
+    assert!(
+        err.contains("is not the booted system") || err.contains("no address for boardreader-1"),
+        "{err}"
+    );
+    let in_force =
+        SystemConfig::from_toml(&statuses(&book)[0].config_toml, "status").expect("config");
+    assert_eq!(in_force.topology.boardreaders, 1);
+
+    ok("start", &runs, Some(&good), &[]);
+    let err = refused("start", &runs, Some(&good), &[]);
+    assert!(err.contains("a run is in progress"), "{err}");
+    wait_for_fragments(&book, 20);
+    let out = ok("stop", &runs, Some(&good), &[]);
+    assert!(out.contains("OK: nothing lost"), "{out}");
+    let s = summary(&runs.join("run_000001")).expect("summary");
+    assert_nothing_lost(&s);
+    let err = refused("stop", &runs, Some(&good), &[]);
+    assert!(err.contains("no run in progress"), "{err}");
+    ok("shutdown", &runs, Some(&good), &[]);
+    assert!(!runs.join("processes.json").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn consecutive_runs_in_one_boot_each_have_a_record_and_a_verdict_across_runs() {
+    let dir = fresh_dir("runs");
+    let runs = dir.join("runs");
+    let out = run(
+        "run",
+        &runs,
+        None,
+        &[
+            "--runs",
+            "3",
+            "--events",
+            "200",
+            "--partition",
+            &unique_partition().to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("3 of 3 runs with every equality exact"),
+        "{stdout}"
+    );
+    let session: Value = serde_json::from_str(
+        &std::fs::read_to_string(runs.join("session_000001").join("session.json"))
+            .expect("session.json"),
+    )
+    .expect("json");
+    let lines = session["runs"].as_array().expect("runs");
+    assert_eq!(
+        lines.iter().map(|l| u(l, "run")).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    for l in lines {
+        assert_eq!(u(l, "events_built"), 200, "{l}");
+        assert_eq!(u(l, "fragments_sent"), 400, "{l}");
+        assert_eq!(u(l, "fragments_received"), 400, "{l}");
+        assert_eq!(u(l, "events_written"), 200, "{l}");
+        assert_eq!(l["ok"], true, "{l}");
+    }
+    let procs = session["processes"].as_object().expect("processes");
+    assert_eq!(procs.len(), 6);
+    for (name, p) in procs {
+        assert_eq!(
+            p["after_stop_allocated"].as_array().map(Vec::len),
+            Some(3),
+            "{name}"
+        );
+        assert_eq!(p["verdict"], "stable", "{name}: {p}");
+    }
+    for n in 1..=3 {
+        assert_nothing_lost(&summary(&runs.join(format!("run_{n:06}"))).expect("summary"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
