@@ -1,28 +1,34 @@
 //! Fragment generators. [`ToySimulator`] is artdaq-demo's toy: a fragment
-//! of ADC samples per event with a chosen distribution.
+//! of ADC samples per event with a chosen distribution, in the byte layout
+//! of artdaq-core-demo's `ToyFragment`, so its overlays read our data as it is.
 //!
 //! The output is a pure function of (seed, board, sequence id): the random
 //! stream of each fragment is ChaCha8 seeded with the board's seed and set to
 //! the sequence id as its stream number, so any fragment can be regenerated
 //! on its own (tests check data files against it).
 //!
-//! Payload layout (little endian):
-//! - metadata, one word: board serial number (u32), ADC bits (u8), 3 zero bytes;
-//! - header, 8 bytes: bits 0-27 event size in 32-bit words (header and
-//!   samples), bits 28-31 distribution type; then the trigger number (u32,
-//!   the low 32 bits of the sequence id);
-//! - samples: `n_adc_counts` u16, zero-padded to a whole word.
+//! Reference layout (artdaq-core-demo; encoded by [`daq_format::toy`]):
+//! - fragment type: `TOY1 = 2` (12-bit ADC) or `TOY2 = 3` (14-bit ADC)
+//!   (`MISSED = 1` is artdaq-core-demo's first user type);
+//! - metadata, one u64 word: bits 0-15 `board_serial_number` (the board, =
+//!   the fragment id), bits 16-23 `num_adc_bits`, bits 24-63 zero;
+//! - payload header, two u32 words: bits 0-27 `event_size` (32-bit words of
+//!   header and samples), bits 28-31 `distribution_type` (0 uniform,
+//!   1 gaussian, 2 monotonic, as artdaq-demo's ToySimulator), then
+//!   `trigger_number` (the low 32 bits of the sequence id);
+//! - samples: `n_adc_counts` u16, zero-padded to a whole 64-bit word.
 
 use daq_format::config::{Distribution, GeneratorConfig, ToyFragmentType};
 use daq_format::fragment::{Fragment, FragmentError, FragmentSpec, FragmentType};
+use daq_format::toy::{self, ToyHeader, ToyMetadata};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution as _, StandardNormal};
 
-/// Fragment type code of TOY1 (12-bit ADC).
-pub const TOY1: u8 = 1;
-/// Fragment type code of TOY2 (14-bit ADC).
-pub const TOY2: u8 = 2;
+/// Fragment type code of TOY1 (12-bit ADC), artdaq-core-demo's.
+pub const TOY1: u8 = toy::TOY1;
+/// Fragment type code of TOY2 (14-bit ADC), artdaq-core-demo's.
+pub const TOY2: u8 = toy::TOY2;
 
 /// Produces this board's fragment for a sequence id.
 pub trait Generator: Send {
@@ -63,30 +69,30 @@ impl ToySimulator {
         }
     }
 
-    fn distribution_code(&self) -> u32 {
+    fn distribution_code(&self) -> u8 {
         match self.cfg.distribution {
-            Distribution::Uniform => 0,
-            Distribution::Gaussian => 1,
-            Distribution::Monotonic => 2,
+            Distribution::Uniform => toy::DISTRIBUTION_UNIFORM,
+            Distribution::Gaussian => toy::DISTRIBUTION_GAUSSIAN,
+            Distribution::Monotonic => toy::DISTRIBUTION_MONOTONIC,
         }
     }
 
-    /// The metadata word.
+    /// The metadata word (`ToyFragment::Metadata`).
     pub fn metadata(&self) -> [u8; 8] {
-        let w = u64::from(self.board) | u64::from(self.adc_bits()) << 32;
-        w.to_le_bytes()
+        ToyMetadata {
+            board_serial_number: self.board,
+            num_adc_bits: self.adc_bits(),
+        }
+        .encode()
     }
 
     fn fill_payload(&mut self, sequence_id: u64) {
         let n = self.cfg.n_adc_counts as usize;
         let max = (1u32 << self.adc_bits()) - 1;
-        let event_size_words = 2 + (n * 2).div_ceil(4) as u32;
+        let header = ToyHeader::for_samples(n, self.distribution_code(), sequence_id as u32);
         self.payload.clear();
-        self.payload.reserve(8 + 2 * n);
-        let size_and_type = (event_size_words & 0x0FFF_FFFF) | self.distribution_code() << 28;
-        self.payload.extend_from_slice(&size_and_type.to_le_bytes());
-        self.payload
-            .extend_from_slice(&(sequence_id as u32).to_le_bytes());
+        self.payload.reserve(toy::HEADER_BYTES + 2 * n);
+        self.payload.extend_from_slice(&header.encode());
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         rng.set_stream(sequence_id);
         match self.cfg.distribution {
@@ -180,8 +186,9 @@ mod tests {
         assert_eq!(f.fragment_id(), 1);
         assert_eq!(f.sequence_id(), 7);
         assert_eq!(f.timestamp(), 21);
-        assert_eq!(f.kind(), FragmentType::User(TOY1));
-        assert_eq!(f.metadata(), &[1, 0, 0, 0, 12, 0, 0, 0]);
+        assert_eq!(f.kind(), FragmentType::User(2));
+        // board_serial_number in bits 0-15, num_adc_bits in bits 16-23.
+        assert_eq!(f.metadata(), &[1, 0, 12, 0, 0, 0, 0, 0]);
         let p = f.payload();
         // 8-byte header + 40 samples = 88 bytes = 11 words.
         assert_eq!(p.len(), 88);
@@ -216,6 +223,25 @@ mod tests {
                 assert!((mean - half).abs() < half * 0.1, "{t:?} {d:?} mean {mean}");
             }
         }
+    }
+
+    #[test]
+    fn toy2_gaussian_fragment_reads_back_through_the_toy_overlay() {
+        let c = GeneratorConfig {
+            n_adc_counts: 41,
+            ..cfg(Distribution::Gaussian, ToyFragmentType::Toy2)
+        };
+        let f = ToySimulator::new(3, &c).fragment(0x1_0000_0005).expect("valid");
+        assert_eq!(f.kind(), FragmentType::User(3));
+        let v = toy::ToyView::parse(f.metadata(), f.payload()).expect("toy layout");
+        assert_eq!(v.metadata.board_serial_number, 3);
+        assert_eq!(v.metadata.num_adc_bits, 14);
+        assert_eq!(v.header.distribution_type, 1);
+        assert_eq!(v.header.trigger_number, 5);
+        // 41 samples round up to 21 words plus the 2-word header.
+        assert_eq!(v.header.event_size, 23);
+        assert_eq!(v.samples().len(), 42);
+        assert_eq!(v.first_bad_sample(), None);
     }
 
     #[test]

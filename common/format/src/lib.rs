@@ -1,7 +1,7 @@
 //! The DAQ's formats, with no I/O of their own: artdaq header-v2 fragments,
 //! event serialization between eventbuilders and aggregators, the system
-//! configuration, process identities, the run-state machine and the
-//! run-record types.
+//! configuration, process identities, the run-state machine, the
+//! run-record types, and artdaq-core-demo's toy fragment overlay.
 
 pub mod config;
 pub mod fragment;
@@ -9,3 +9,4 @@ pub mod netmon;
 pub mod process;
 pub mod record;
 pub mod state;
+pub mod toy;
