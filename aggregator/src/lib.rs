@@ -3,6 +3,7 @@
 //! control (this file) is kept apart from the data path (`core`) and the
 //! file format (`datafile`).
 
+pub mod artdaq_binary;
 pub mod core;
 pub mod datafile;
 

@@ -231,7 +231,9 @@ mod tests {
             n_adc_counts: 41,
             ..cfg(Distribution::Gaussian, ToyFragmentType::Toy2)
         };
-        let f = ToySimulator::new(3, &c).fragment(0x1_0000_0005).expect("valid");
+        let f = ToySimulator::new(3, &c)
+            .fragment(0x1_0000_0005)
+            .expect("valid");
         assert_eq!(f.kind(), FragmentType::User(3));
         let v = toy::ToyView::parse(f.metadata(), f.payload()).expect("toy layout");
         assert_eq!(v.metadata.board_serial_number, 3);

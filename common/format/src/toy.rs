@@ -104,11 +104,9 @@ impl ToyMetadata {
 
     /// Decodes the single metadata word; the unused bits are ignored.
     pub fn decode(metadata: &[u8]) -> Result<Self, ToyError> {
-        let word: [u8; WORD_BYTES] = metadata
-            .try_into()
-            .map_err(|_| ToyError::BadMetadata {
-                bytes: metadata.len(),
-            })?;
+        let word: [u8; WORD_BYTES] = metadata.try_into().map_err(|_| ToyError::BadMetadata {
+            bytes: metadata.len(),
+        })?;
         let w = u64::from_le_bytes(word);
         Ok(Self {
             board_serial_number: w as u16,
