@@ -5,8 +5,9 @@
 //!   event (fixed: owned; legacy: the original leak, on purpose)
 //!   -> ingest task: copies the event's fragments into a buffer of the
 //!      aggregator's shared-memory store and publishes it
-//!   -> writer thread: takes events out of shared memory and appends them,
-//!      straight from the mapping, to the run's HDF5 files
+//!   -> writer thread: takes events out of shared memory and writes them,
+//!      straight from the mapping, to the run's data files (`output`: HDF5,
+//!      or artdaq-binary with one write per batch of events)
 //! ```
 //!
 //! Backpressure: when every buffer is full the ingest task waits for the
@@ -14,11 +15,9 @@
 //! which stalls the eventbuilders' streams. Nothing is dropped; the wait is
 //! counted (`backpressure_wait_ms`).
 
-use crate::datafile::{
-    Compression, EventView, FileAttributes, FragmentView, RunFiles, RunWriter, WriterOptions,
-};
+use crate::datafile::RunFiles;
+use crate::output::Output;
 use daq_format::config::{NetMonInput, SystemConfig};
-use daq_format::fragment::split_packed;
 use daq_format::netmon::{self, Event};
 use daq_runtime::counters::LiveCounters;
 use daq_runtime::sources::{RunSlot, Sources};
@@ -142,24 +141,10 @@ impl Run {
         let writer = if config.aggregator.write_data {
             std::fs::create_dir_all(data_dir)
                 .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
-            let a = &config.aggregator;
-            let options = WriterOptions {
-                compression: if a.deflate_level == 0 {
-                    Compression::None
-                } else {
-                    Compression::Deflate(a.deflate_level)
-                },
-                batch_events: a.batch_events,
-                max_file_bytes: a.max_file_bytes,
-            };
-            let attrs = FileAttributes {
-                run,
-                subrun: 1,
-                process: shared.process.clone(),
-                config_toml: config.to_toml(),
-                software_version: env!("CARGO_PKG_VERSION").to_string(),
-            };
-            Some(RunWriter::create(data_dir, attrs, options).map_err(|e| e.to_string())?)
+            Some(
+                Output::create(config, run, &shared.process, data_dir)
+                    .map_err(|e| e.to_string())?,
+            )
         } else {
             None
         };
@@ -216,7 +201,7 @@ impl Run {
         };
         let ingest = tokio::spawn(ingest.run(rx, done_rx));
         shared.ingress.set(Some(ingress.clone()));
-        info!(process = %shared.process, run, netmon_input = config.aggregator.netmon_input.as_str(), "run started");
+        info!(process = %shared.process, run, netmon_input = config.aggregator.netmon_input.as_str(), format = config.aggregator.format.as_str(), "run started");
         Ok(Self {
             ingress,
             ingest,
@@ -358,7 +343,7 @@ struct WriterThread {
     reader: ShmReader,
     signals: Arc<Signals>,
     run: u32,
-    writer: Option<RunWriter>,
+    writer: Option<Output>,
     delay: Duration,
     rt: tokio::runtime::Handle,
 }
@@ -367,8 +352,12 @@ impl WriterThread {
     fn run(mut self) -> Result<Option<RunFiles>, String> {
         let mut failed: Option<String> = None;
         let mut written = 0u64;
+        let limit = self.writer.as_ref().map_or(1, Output::batch_limit);
+        let mut batch = Vec::with_capacity(limit);
         loop {
-            let Some(guard) = self.reader.take() else {
+            // Every event ready, up to the writer's batch: one write for all.
+            batch.extend(std::iter::from_fn(|| self.reader.take()).take(limit));
+            if batch.is_empty() {
                 let n = std::mem::take(&mut written);
                 self.shared.counters.update(|c| c.events_written += n);
                 if self.signals.finishing.load(Ordering::Acquire) && self.reader.counts().full == 0
@@ -380,31 +369,25 @@ impl WriterThread {
                     self.signals.published.notified(),
                 ));
                 continue;
-            };
+            }
+            let n = batch.len() as u64;
             if let (Some(w), None) = (self.writer.as_mut(), &failed) {
-                let r = append(
-                    w,
-                    self.run,
-                    guard.sequence_id(),
-                    guard.complete(),
-                    guard.data(),
-                );
-                match r {
-                    Ok(()) => written += 1,
+                match w.write(self.run, &batch) {
+                    Ok(()) => written += n,
                     Err(e) => {
                         error!(process = %self.shared.process, error = %e, "data file write failed; events from here on are lost");
-                        failed = Some(e);
+                        failed = Some(format!("data file write failed: {e}"));
                     }
                 }
             }
-            drop(guard);
+            batch.clear();
             self.signals.freed.notify_one();
             if written >= 256 {
                 let n = std::mem::take(&mut written);
                 self.shared.counters.update(|c| c.events_written += n);
             }
             if !self.delay.is_zero() {
-                std::thread::sleep(self.delay);
+                std::thread::sleep(self.delay * n as u32);
             }
         }
         match (self.writer.take(), failed) {
@@ -416,39 +399,6 @@ impl WriterThread {
             (None, None) => Ok(None),
         }
     }
-}
-
-/// Appends one event, straight from its shared-memory buffer.
-fn append(
-    w: &mut RunWriter,
-    run: u32,
-    seq: u64,
-    complete: bool,
-    data: &[u8],
-) -> Result<(), String> {
-    let mut fragments = Vec::with_capacity(4);
-    for f in split_packed(data) {
-        let f = f.map_err(|e| format!("event {seq}: corrupt buffer: {e}"))?;
-        fragments.push(FragmentView {
-            fragment_id: f.header.fragment_id,
-            fragment_type: f.header.fragment_type,
-            sequence_id: f.header.sequence_id,
-            timestamp: f.header.timestamp,
-            metadata: f.metadata(),
-            payload: f.payload(),
-        });
-    }
-    let view = EventView {
-        run,
-        subrun: 1,
-        event: seq,
-        sequence_id: seq,
-        timestamp: fragments.first().map_or(0, |f| f.timestamp),
-        complete,
-        fragments: &fragments,
-    };
-    w.append(&view)
-        .map_err(|e| format!("data file write failed: {e}"))
 }
 
 /// The `EventSink` gRPC service: one client stream per eventbuilder per run.

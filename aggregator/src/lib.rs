@@ -1,11 +1,13 @@
 //! Aggregator: the disk writer. Receives serialized events from every
-//! eventbuilder through NetMonInput and writes them to HDF5 files. Run
-//! control (this file) is kept apart from the data path (`core`) and the
-//! file format (`datafile`).
+//! eventbuilder through NetMonInput and writes them to data files, HDF5 or
+//! artdaq-binary. Run control (this file) is kept apart from the data path
+//! (`core`), the choice of format (`output`) and the file formats
+//! (`datafile`, `artdaq_binary`).
 
 pub mod artdaq_binary;
 pub mod core;
 pub mod datafile;
+pub mod output;
 
 use daq_runtime::control::{App, AppError, Control, InitArgs, StopArgs};
 use std::path::PathBuf;

@@ -55,18 +55,20 @@ impl ToySimulator {
         }
     }
 
-    pub fn adc_bits(&self) -> u8 {
-        match self.cfg.fragment_type {
-            ToyFragmentType::Toy1 => 12,
-            ToyFragmentType::Toy2 => 14,
-        }
-    }
-
+    /// The fragment type of this board: TOY1 or TOY2 (alternating by board
+    /// parity if so configured).
     pub fn type_code(&self) -> u8 {
         match self.cfg.fragment_type {
             ToyFragmentType::Toy1 => TOY1,
             ToyFragmentType::Toy2 => TOY2,
+            ToyFragmentType::Alternate if self.board % 2 == 0 => TOY1,
+            ToyFragmentType::Alternate => TOY2,
         }
+    }
+
+    /// 12 for TOY1, 14 for TOY2.
+    pub fn adc_bits(&self) -> u8 {
+        if self.type_code() == TOY1 { 12 } else { 14 }
     }
 
     fn distribution_code(&self) -> u8 {
@@ -244,6 +246,18 @@ mod tests {
         assert_eq!(v.header.event_size, 23);
         assert_eq!(v.samples().len(), 42);
         assert_eq!(v.first_bad_sample(), None);
+    }
+
+    #[test]
+    fn alternate_gives_even_boards_toy1_and_odd_boards_toy2() {
+        let c = cfg(Distribution::Uniform, ToyFragmentType::Alternate);
+        let kinds: Vec<(u8, u8)> = (0..4)
+            .map(|b| {
+                let g = ToySimulator::new(b, &c);
+                (g.type_code(), g.adc_bits())
+            })
+            .collect();
+        assert_eq!(kinds, vec![(2, 12), (3, 14), (2, 12), (3, 14)]);
     }
 
     #[test]

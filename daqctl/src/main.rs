@@ -4,6 +4,7 @@
 use daq_alloc as _;
 
 mod demo;
+mod dump;
 mod heap;
 mod monitor;
 mod plot;
@@ -15,7 +16,7 @@ mod system;
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use daq_format::config::{NetMonInput, SystemConfig, Topology};
+use daq_format::config::{DataFormat, NetMonInput, SystemConfig, Topology};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -82,6 +83,26 @@ enum Cmd {
     /// Heap snapshots of run records.
     #[command(subcommand)]
     Heap(HeapCmd),
+    /// Print the events and fragments of data files, HDF5 or artdaq-binary
+    /// (told apart by their first bytes), as an artdaq user reads them.
+    /// Exits 1 if a file is cut short or corrupt, or a --check fails.
+    Dump {
+        /// Data files, or run-record directories (runs/run_000001: all its data files).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print only the first N events.
+        #[arg(long)]
+        events: Option<u64>,
+        /// Print every fragment: id, type, sequence id, timestamp and, for
+        /// toy fragments, board, ADC bits, trigger number and the first samples.
+        #[arg(long)]
+        fragments: bool,
+        /// Verify every toy sample fits its ADC width (artdaq-core-demo's
+        /// fastVerify) and every sequence id from the lowest to the highest
+        /// is present exactly once (give every file of the run).
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -143,6 +164,9 @@ struct SystemArgs {
     /// How aggregators deserialize events: fixed, or legacy (the original artdaq leak, on purpose).
     #[arg(long, value_parser = parse_netmon)]
     netmon_input: Option<NetMonInput>,
+    /// Data-file format of the aggregators: hdf5, or artdaq-binary (artdaq's BinaryFileOutput layout).
+    #[arg(long, value_parser = parse_data_format)]
+    data_format: Option<DataFormat>,
     /// Heap sample period in seconds (0 = no samples).
     #[arg(long)]
     sample_interval: Option<f64>,
@@ -241,6 +265,14 @@ fn parse_topology(s: &str) -> Result<Topology, String> {
     }
 }
 
+fn parse_data_format(s: &str) -> Result<DataFormat, String> {
+    match s {
+        "hdf5" => Ok(DataFormat::Hdf5),
+        "artdaq-binary" => Ok(DataFormat::ArtdaqBinary),
+        _ => Err(format!("{s:?}: expected hdf5 or artdaq-binary")),
+    }
+}
+
 fn parse_netmon(s: &str) -> Result<NetMonInput, String> {
     match s {
         "fixed" => Ok(NetMonInput::Fixed),
@@ -277,6 +309,9 @@ fn resolve(a: &SystemArgs, soak_defaults: bool) -> Result<SystemConfig> {
     }
     if let Some(n) = a.netmon_input {
         c.aggregator.netmon_input = n;
+    }
+    if let Some(f) = a.data_format {
+        c.aggregator.format = f;
     }
     if let Some(s) = a.sample_interval {
         if !(s.is_finite() && s >= 0.0) {
@@ -437,6 +472,26 @@ async fn main() -> ExitCode {
                 .await
             }
         },
+        Cmd::Dump {
+            files,
+            events,
+            fragments,
+            check,
+        } => {
+            let args = dump::DumpArgs {
+                paths: files,
+                events,
+                fragments,
+                check,
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            dump::run(&args, &mut out).and_then(|ok| {
+                std::io::Write::flush(&mut out)
+                    .map(|()| ok)
+                    .map_err(Into::into)
+            })
+        }
         Cmd::Heap(HeapCmd::Report { run }) => heap::report(&run).map(|t| {
             print!("{t}");
             true

@@ -114,6 +114,29 @@ pub enum ToyFragmentType {
     Toy1,
     /// 14-bit ADC samples.
     Toy2,
+    /// Even boards TOY1, odd boards TOY2 (artdaq-demo's two-board demo).
+    Alternate,
+}
+
+/// The aggregators' data-file format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataFormat {
+    /// Columnar HDF5 (`*.h5`), read by h5py.
+    #[default]
+    Hdf5,
+    /// artdaq's `BinaryFileOutput` layout (`*.artdaq.bin`): every fragment's
+    /// bytes back to back, no file header.
+    ArtdaqBinary,
+}
+
+impl DataFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataFormat::Hdf5 => "hdf5",
+            DataFormat::ArtdaqBinary => "artdaq-binary",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,7 +150,7 @@ pub enum Distribution {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GeneratorConfig {
-    /// TOY1 (12-bit ADC) or TOY2 (14-bit ADC).
+    /// TOY1 (12-bit ADC), TOY2 (14-bit ADC), or alternate (even boards TOY1, odd TOY2).
     pub fragment_type: ToyFragmentType,
     /// ADC samples per fragment.
     pub n_adc_counts: u32,
@@ -206,8 +229,10 @@ impl SystemConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AggregatorConfig {
-    /// Write HDF5 data files; false receives and discards.
+    /// Write data files; false receives and discards.
     pub write_data: bool,
+    /// Data-file format: "hdf5" (default) or "artdaq-binary" (artdaq's BinaryFileOutput layout).
+    pub format: DataFormat,
     /// Event deserialization: "fixed" (default) or "legacy" (leaks on purpose).
     pub netmon_input: NetMonInput,
     /// Buffers in the shared-memory store events are copied into before writing.
@@ -218,7 +243,7 @@ pub struct AggregatorConfig {
     pub write_delay_us: u64,
     /// Deflate level for data files, 0 = uncompressed, 1-9.
     pub deflate_level: u8,
-    /// Events buffered before one append to the file's datasets.
+    /// Events per write: buffered before one append to the HDF5 datasets; at most this many per artdaq-binary write.
     pub batch_events: usize,
     /// Start a new file when one exceeds this many bytes; 0 = one file per run.
     pub max_file_bytes: u64,
@@ -306,6 +331,7 @@ impl Default for AggregatorConfig {
     fn default() -> Self {
         Self {
             write_data: true,
+            format: DataFormat::Hdf5,
             netmon_input: NetMonInput::Fixed,
             buffer_count: 256,
             buffer_bytes: 64 * 1024,
@@ -467,6 +493,13 @@ impl SystemConfig {
                 "must be 0 to 9",
             ));
         }
+        if a.deflate_level != 0 && a.format == DataFormat::ArtdaqBinary {
+            return Err(bad(
+                "aggregator.deflate_level",
+                a.deflate_level,
+                "applies to hdf5 only: artdaq-binary files are uncompressed",
+            ));
+        }
         if a.batch_events == 0 {
             return Err(bad(
                 "aggregator.batch_events",
@@ -609,6 +642,10 @@ mod tests {
                 "[aggregator]\ndeflate_level = 10",
                 "aggregator.deflate_level",
             ),
+            (
+                "[aggregator]\nformat = \"artdaq-binary\"\ndeflate_level = 1",
+                "aggregator.deflate_level",
+            ),
             ("host = \"localhost:5\"", "host"),
             (
                 "[eventbuilder]\nbuffer_bytes = 100",
@@ -629,6 +666,19 @@ mod tests {
         let err = SystemConfig::from_toml("[generator]\ndistribution = \"poisson\"", "x")
             .expect_err("bad enum");
         assert!(err.to_string().contains("poisson"), "{err}");
+        let err =
+            SystemConfig::from_toml("[aggregator]\nformat = \"root\"", "x").expect_err("bad enum");
+        assert!(err.to_string().contains("root"), "{err}");
+    }
+
+    #[test]
+    fn data_format_is_named_as_in_the_toml() {
+        let c = SystemConfig::from_toml("[aggregator]\nformat = \"artdaq-binary\"", "x")
+            .expect("valid");
+        assert_eq!(c.aggregator.format, DataFormat::ArtdaqBinary);
+        assert_eq!(c.aggregator.format.as_str(), "artdaq-binary");
+        assert!(c.to_toml().contains("format = \"artdaq-binary\""));
+        assert_eq!(SystemConfig::default().aggregator.format, DataFormat::Hdf5);
     }
 
     const ADDRESSES_2X1X1: &str =
