@@ -61,7 +61,7 @@ impl ToySimulator {
         match self.cfg.fragment_type {
             ToyFragmentType::Toy1 => TOY1,
             ToyFragmentType::Toy2 => TOY2,
-            ToyFragmentType::Alternate if self.board % 2 == 0 => TOY1,
+            ToyFragmentType::Alternate if self.board.is_multiple_of(2) => TOY1,
             ToyFragmentType::Alternate => TOY2,
         }
     }
