@@ -156,6 +156,31 @@ pub fn jeprof_available() -> bool {
     found
 }
 
+/// The C++ compiler for the artdaq-binary reader check: `CXX`, else `g++`.
+/// In CI (`CI` set) it is required; elsewhere the check is skipped without it.
+pub fn cxx_compiler() -> Option<String> {
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
+    let found = Command::new(&cxx)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return Some(cxx);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set but the C++ compiler {cxx} is not installed");
+    }
+    eprintln!("note: {cxx} not found; C++ reader check skipped");
+    None
+}
+
+/// Path of a C++ source shipped with the tests (`tests/cpp/<name>`).
+pub fn cpp_source(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("cpp").join(name)
+}
+
 /// The newest run record in `run_dir` (the one with the largest number).
 pub fn latest_run(run_dir: &Path) -> PathBuf {
     std::fs::read_dir(run_dir)

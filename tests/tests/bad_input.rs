@@ -181,3 +181,68 @@ fn malformed_fragment_rejects_its_stream_and_nothing_else() {
         assert_eq!(stop.state, "ready");
     });
 }
+
+#[test]
+fn dump_of_a_cut_artdaq_binary_file_names_the_offset_and_the_whole_fragments() {
+    use boardreader::generator::{Generator, ToySimulator};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = SystemConfig::default();
+    let mut boards: Vec<ToySimulator> = (0..2)
+        .map(|b| ToySimulator::new(b, &config.generator))
+        .collect();
+    // Three events of two 128-byte toy fragments, cut 50 bytes into the 6th.
+    let mut bytes = Vec::new();
+    for seq in 1..=3 {
+        for b in &mut boards {
+            bytes.extend_from_slice(b.fragment(seq).expect("generates").bytes());
+        }
+    }
+    assert_eq!(bytes.len(), 768);
+    let path = dir.path().join("run000001_aggregator-0_000.artdaq.bin");
+    std::fs::write(&path, &bytes[..5 * 128 + 50]).expect("write");
+    let out = daqctl(&["dump", path.to_str().expect("utf-8")]).expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "truncated at byte offset 640: 5 whole fragments before it, then a fragment of 128 bytes with only 50 in the file"
+        ),
+        "{stdout}"
+    );
+    // The whole fragments before the cut are read: events 1 and 2 whole,
+    // event 3 with the one fragment that made it.
+    assert!(
+        stdout.contains("1 files, 3 events, 5 fragments (TOY1 5), sequence ids 1..=3\n"),
+        "{stdout}"
+    );
+    // The whole file dumps clean.
+    std::fs::write(&path, &bytes).expect("write");
+    let out = daqctl(&["dump", path.to_str().expect("utf-8"), "--check"]).expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("check OK: 6 toy fragments, all 240 samples fit their ADC width; 3 sequence ids 1..=3, each once"), "{stdout}");
+}
+
+#[test]
+fn dump_of_a_file_of_another_format_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("system.toml");
+    std::fs::write(&path, SystemConfig::default().to_toml()).expect("write");
+    let out = daqctl(&["dump", path.to_str().expect("utf-8")]).expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is neither an HDF5 data file nor an artdaq-binary file: its first word"),
+        "{stderr}"
+    );
+    // A file that starts like HDF5 goes to the HDF5 reader, which says it
+    // is not one of our data files.
+    let fake = dir.path().join("x.artdaq.bin");
+    let mut b = aggregator::artdaq_binary::HDF5_SIGNATURE.to_vec();
+    b.resize(512, 0);
+    std::fs::write(&fake, &b).expect("write");
+    let out = daqctl(&["dump", fake.to_str().expect("utf-8")]).expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("failed to open data file"), "{stderr}");
+}
