@@ -11,7 +11,9 @@
 //! The fragments of one event are consecutive and share a sequence id; events
 //! follow in the order the aggregator wrote them (its store's publication
 //! order, not sorted). Any C program can walk it: read word 0, take
-//! `word_count`, step `word_count * 8` bytes.
+//! `word_count`, step `word_count * 8` bytes. Nothing else is recorded: the
+//! run number is in the file name, and an incomplete event is one with fewer
+//! fragments than the others.
 //!
 //! # File naming and roll-over
 //!
