@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 
 FORMAT_NAME = "daq-events"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # The structural columns: where each fragment's bytes are in /fragments/data
 # and which fragment rows belong to each event. They are dumped as
 # metadata_hex, payload_hex and fragments instead of by name.

@@ -5,9 +5,7 @@
 //! (fsync included). Run: `nice cargo bench -p aggregator --bench writers`.
 
 use aggregator::artdaq_binary::BinaryWriter;
-use aggregator::datafile::{
-    EventView, FileAttributes, FragmentView, RunWriter, WriterOptions,
-};
+use aggregator::datafile::{EventView, FileAttributes, FragmentView, RunWriter, WriterOptions};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use daq_format::fragment::{Fragment, FragmentSpec, FragmentType, split_packed};
 use std::hint::black_box;
@@ -103,7 +101,8 @@ fn writers(c: &mut Criterion) {
         let data = events(n, boards, payload);
         let bytes: u64 = data.iter().map(|e| e.len() as u64).sum();
         g.throughput(Throughput::Bytes(bytes));
-        let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap_or_else(|e| panic!("{e}"));
+        let base =
+            tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap_or_else(|e| panic!("{e}"));
         let mut round = 0u32;
         g.bench_with_input(BenchmarkId::new("hdf5", name), &data, |b, d| {
             b.iter(|| {

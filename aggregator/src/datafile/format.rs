@@ -13,14 +13,19 @@
 //! An existing file is never overwritten: creating it fails with
 //! [`DataFileError::FileExists`].
 //!
-//! # Layout (format version 1)
+//! # Layout (format version 2)
+//!
+//! Version 2 (the toy fragments became artdaq-core-demo's: `TOY1` = 2,
+//! `TOY2` = 3, metadata word with the board in bits 0-15 and the ADC bits in
+//! 16-23) has the datasets of version 1; the version says which toy bytes
+//! are inside. Readers of this version refuse version 1 files.
 //!
 //! File (root group) attributes:
 //!
 //! | name               | type                     | meaning                                        |
 //! |--------------------|--------------------------|------------------------------------------------|
 //! | `format`           | variable-length string   | always `"daq-events"`                          |
-//! | `format_version`   | u32                      | `1`                                            |
+//! | `format_version`   | u32                      | `2`                                            |
 //! | `run`, `subrun`    | u32                      | run and subrun numbers                         |
 //! | `process`          | variable-length string   | name of the writing process                    |
 //! | `software_version` | variable-length string   | version of the writing software                |
@@ -85,7 +90,7 @@ use super::{DataFileError, RunWriter, read_file};
 /// Value of the `format` file attribute.
 pub const FORMAT_NAME: &str = "daq-events";
 /// Value of the `format_version` file attribute written by this module.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Largest chunk dimension used for any dataset (see the module docs).
 const MAX_CHUNK_ELEMENTS: u64 = 32_768;

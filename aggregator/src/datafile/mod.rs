@@ -11,19 +11,18 @@
 //!
 //! Nothing outside this module sees `hdf5-pure`.
 //!
-//! # The seam for another output format
+//! # How the aggregator writes through it
 //!
-//! The aggregator core uses only what this file defines or re-exports: it
-//! builds [`WriterOptions`] and [`FileAttributes`] from the config, calls
+//! `crate::output` (which picks the format from `aggregator.format`) builds
+//! [`WriterOptions`] and [`FileAttributes`] from the config, calls
 //! [`RunWriter::create`], then [`RunWriter::append`] with an [`EventView`]
 //! borrowed from shared memory for each event, and finally
 //! [`RunWriter::close`], which returns the [`RunFiles`] for the run record.
-//! Flushing and rolling over to the next file happen inside the writer. A
-//! second format (such as artdaq raw binary, chosen by
-//! `aggregator.format`) belongs beside `format`/`writer`/`reader` behind the
-//! same calls (`create`, `append`, `close`); the view types, [`RunFiles`] and
-//! [`FileAttributes`] are already format-neutral, while [`Compression`] and
-//! `batch_events` are HDF5 options.
+//! Flushing and rolling over to the next file happen inside the writer.
+//! The other format, `crate::artdaq_binary`, sits beside this module rather
+//! than behind these calls: it writes whole shared-memory buffers a batch at
+//! a time and never looks at a fragment, which an [`EventView`] (one view per
+//! fragment) would undo. [`RunFiles`] is shared by both.
 
 use std::path::PathBuf;
 

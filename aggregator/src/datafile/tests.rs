@@ -411,16 +411,20 @@ fn reading_a_missing_or_foreign_file_is_an_error() {
     let err = read_file(&foreign).unwrap_err();
     assert!(matches!(err, DataFileError::NotDataFile { .. }), "{err:?}");
 
-    let future = dir.path().join("future.h5");
-    let mut builder = FileBuilder::new();
-    builder.set_attr("format", AttrValue::VarLenString(FORMAT_NAME.into()));
-    builder.set_attr("format_version", AttrValue::U32(2));
-    builder.write(&future).unwrap();
-    let err = read_file(&future).unwrap_err();
-    assert!(
-        matches!(err, DataFileError::UnsupportedVersion { version: 2, .. }),
-        "{err:?}"
-    );
+    // A later version, and version 1 (the toy bytes before they became
+    // artdaq-core-demo's), are both refused.
+    for version in [FORMAT_VERSION + 1, 1] {
+        let other = dir.path().join(format!("version{version}.h5"));
+        let mut builder = FileBuilder::new();
+        builder.set_attr("format", AttrValue::VarLenString(FORMAT_NAME.into()));
+        builder.set_attr("format_version", AttrValue::U32(version));
+        builder.write(&other).unwrap();
+        let err = read_file(&other).unwrap_err();
+        assert!(
+            matches!(err, DataFileError::UnsupportedVersion { version: v, .. } if v == u64::from(version)),
+            "{err:?}"
+        );
+    }
 }
 
 #[test]
