@@ -389,8 +389,9 @@ pub fn run(args: &DumpArgs, out: &mut dyn Write) -> Result<bool> {
     let (lo, hi) = (c.seen.keys().min(), c.seen.keys().max());
     writeln!(
         out,
-        "{} files, {} events, {} fragments ({}){}",
+        "{} file{}, {} events, {} fragments ({}){}",
         files.len(),
+        if files.len() == 1 { "" } else { "s" },
         c.events,
         c.fragments,
         if types.is_empty() {

@@ -212,7 +212,7 @@ fn dump_of_a_cut_artdaq_binary_file_names_the_offset_and_the_whole_fragments() {
     // The whole fragments before the cut are read: events 1 and 2 whole,
     // event 3 with the one fragment that made it.
     assert!(
-        stdout.contains("1 files, 3 events, 5 fragments (TOY1 5), sequence ids 1..=3\n"),
+        stdout.contains("1 file, 3 events, 5 fragments (TOY1 5), sequence ids 1..=3\n"),
         "{stdout}"
     );
     // The whole file dumps clean.
