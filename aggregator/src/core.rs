@@ -160,6 +160,7 @@ impl Run {
         if store.replaced_stale() {
             warn!(process = %shared.process, path = %store.path().display(), "replaced a stale shared-memory segment left by a crashed process");
         }
+        daq_runtime::metrics::data_path().set_buffers(Some(store.monitor()));
         shared.counters.reset();
         let signals = Arc::new(Signals::default());
         let (done_tx, done_rx) = oneshot::channel();
@@ -193,6 +194,7 @@ impl Run {
             tx,
             counters: shared.counters.clone(),
         });
+        daq_runtime::metrics::data_path().set_queue_sender("ingest_batches", &ingress.tx);
         let ingest = Ingest {
             shared: shared.clone(),
             store,
@@ -213,6 +215,8 @@ impl Run {
     /// then drains shared memory and closes the data files. Returns the
     /// problems found.
     pub async fn stop(self, shared: &Shared) -> Vec<String> {
+        // The store goes away with the run: stop reporting its buffers.
+        daq_runtime::metrics::data_path().set_buffers(None);
         let mut problems = self.ingress.sources.wait_all(self.finish_timeout).await;
         shared.ingress.set(None);
         let (ack, done) = oneshot::channel();

@@ -10,9 +10,9 @@ pub mod datafile;
 pub mod output;
 
 use daq_runtime::control::{App, AppError, Control, InitArgs, StopArgs};
+use daq_runtime::process::Listeners;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 pub struct Aggregator {
@@ -80,13 +80,14 @@ impl App for Aggregator {
     }
 }
 
-/// Runs an aggregator on `listener` until shutdown.
-pub async fn run(rank: u16, listener: TcpListener) -> std::io::Result<()> {
+/// Runs an aggregator on `listeners` until shutdown.
+pub async fn run(rank: u16, listeners: Listeners) -> std::io::Result<()> {
     let name = daq_format::process::ProcessId::new(daq_format::process::Kind::Aggregator, rank)
         .to_string();
     let shared = core::Shared::new(name.clone());
     let app = Arc::new(Aggregator::new(rank, shared.clone()));
     let (control, exit) = Control::new(name.clone(), app);
+    let observed = control.observed();
     let router = daq_runtime::net::server()
         .add_service(proto::run_control_server::RunControlServer::new(control))
         .add_service(
@@ -94,5 +95,5 @@ pub async fn run(rank: u16, listener: TcpListener) -> std::io::Result<()> {
                 .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(proto::MAX_MESSAGE_BYTES),
         );
-    daq_runtime::process::serve(&name, listener, router, exit).await
+    daq_runtime::process::serve(&name, listeners, router, observed, exit).await
 }

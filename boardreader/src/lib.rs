@@ -6,9 +6,9 @@ pub mod core;
 pub mod generator;
 
 use daq_runtime::control::{App, AppError, Control, InitArgs, StopArgs};
+use daq_runtime::process::Listeners;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 /// The boardreader's state behind run control.
@@ -104,12 +104,13 @@ impl App for BoardReader {
     }
 }
 
-/// Runs a boardreader on `listener` until shutdown.
-pub async fn run(rank: u16, listener: TcpListener) -> std::io::Result<()> {
+/// Runs a boardreader on `listeners` until shutdown.
+pub async fn run(rank: u16, listeners: Listeners) -> std::io::Result<()> {
     let name = daq_format::process::ProcessId::new(daq_format::process::Kind::BoardReader, rank)
         .to_string();
     let (control, exit) = Control::new(name.clone(), Arc::new(BoardReader::new(rank)));
+    let observed = control.observed();
     let router = daq_runtime::net::server()
         .add_service(proto::run_control_server::RunControlServer::new(control));
-    daq_runtime::process::serve(&name, listener, router, exit).await
+    daq_runtime::process::serve(&name, listeners, router, observed, exit).await
 }

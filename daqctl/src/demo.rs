@@ -39,6 +39,9 @@ pub struct DemoOptions {
     /// Dump jemalloc heap profiles at the run-state boundaries.
     pub heap_profile: bool,
     pub progress: Progress,
+    /// After the run record is written, keep the processes up (serving
+    /// metrics) until stdin gives a line or closes.
+    pub hold: bool,
 }
 
 /// Environment that turns jemalloc heap profiling on in a process
@@ -82,7 +85,13 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
     let env = session::profile_env(opts.heap_profile);
     let (mut system, owned) = session::boot(&config, &paths.logs(), &env, Lifetime::Owned).await?;
     for p in &system.procs {
-        eprintln!("  {:<16} pid {:<8} {}", p.id, p.pid, p.addr);
+        eprintln!(
+            "  {:<16} pid {:<8} {:<21} {}",
+            p.id,
+            p.pid,
+            p.addr,
+            p.metrics_url.as_deref().unwrap_or("")
+        );
     }
     // The address book next to the record, for a person or a script mid-run.
     session::write_processes(&paths.root.join(session::PROCESSES_FILE), &mut system).await?;
@@ -105,6 +114,9 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
         }
     };
     let outcome = finish_run(&mut system, &config, run, &paths, replies, errors).await;
+    if let (true, Ok(o)) = (opts.hold, &outcome) {
+        hold(&system, &o.paths).await;
+    }
     let mut shutdown_errors = Vec::new();
     if owned {
         shutdown_errors = system.shutdown().await;
@@ -115,6 +127,42 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
         write_summary(&outcome)?;
     }
     Ok(outcome)
+}
+
+/// Prints every process's readiness line and `DAQ-HOLD <record dir>` on
+/// stdout, then waits for a line on stdin, its end, or Ctrl-C.
+async fn hold(system: &System, paths: &RunPaths) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for p in &system.procs {
+        let metrics = p
+            .metrics_url
+            .as_deref()
+            .map(|u| format!(" metrics={u}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{} {} {} {}{metrics}",
+            daq_runtime::net::READY_PREFIX,
+            p.id,
+            p.addr,
+            p.pid
+        );
+    }
+    let _ = writeln!(out, "DAQ-HOLD {}", paths.root.display());
+    let _ = out.flush();
+    drop(out);
+    eprintln!("holding the processes up (metrics served) until a line or EOF on stdin");
+    // A detached thread: a blocking read must not keep daqctl from exiting.
+    let (tx, line) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = tx.send(std::io::stdin().read_line(&mut line));
+    });
+    tokio::select! {
+        _ = line => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 /// Init, start, wait, stop. Returns the stop replies.

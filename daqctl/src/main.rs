@@ -233,6 +233,12 @@ struct DemoArgs {
     /// Run until every boardreader has generated this many events.
     #[arg(long)]
     events: Option<u64>,
+    /// After the run is stopped and its record written, keep the processes
+    /// up (still serving /metrics) until a line or EOF arrives on stdin.
+    /// Prints each process's readiness line and `DAQ-HOLD <record dir>` on
+    /// stdout first. For scraping a run's final values.
+    #[arg(long)]
+    hold: bool,
 }
 
 #[derive(clap::Args)]
@@ -344,6 +350,7 @@ async fn demo(args: DemoArgs) -> Result<bool> {
         run_dir: args.system.run_dir,
         heap_profile: args.system.heap_profile,
         progress: demo::Progress::Lines,
+        hold: args.hold,
     })
     .await?;
     print!("{}", demo::render(&outcome));
@@ -364,6 +371,7 @@ async fn soak(args: SoakArgs) -> Result<bool> {
         run_dir: args.system.run_dir,
         heap_profile: args.system.heap_profile,
         progress: demo::Progress::Bar,
+        hold: false,
     })
     .await?;
     print!("{}", demo::render(&outcome));

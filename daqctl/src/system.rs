@@ -31,6 +31,8 @@ pub struct Proc {
     /// `host:port` of its run control (and data sink).
     pub addr: String,
     pub pid: u32,
+    /// Its `/metrics` URL (readiness line or Status reply).
+    pub metrics_url: Option<String>,
     /// Its log, when daqctl spawned it.
     pub log: Option<PathBuf>,
     alive: bool,
@@ -138,6 +140,7 @@ async fn spawn(
         id,
         addr: ready.addr.to_string(),
         pid: ready.pid,
+        metrics_url: ready.metrics_url,
         alive: true,
         log: Some(log),
         child: Some(child),
@@ -175,6 +178,7 @@ async fn attach(id: ProcessId, addr: &str) -> Result<Proc> {
         id,
         addr: addr.to_string(),
         pid: status.pid,
+        metrics_url: Some(status.metrics_url.clone()).filter(|u| !u.is_empty()),
         alive: true,
         log: None,
         child: None,

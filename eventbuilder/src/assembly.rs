@@ -11,7 +11,7 @@
 use daq_format::fragment::Fragment;
 use daq_shm::ShmStore;
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How many released sequence ids are remembered to recognise late
 /// fragments: a ring indexed by sequence id, allocated once per run (512 KiB),
@@ -40,6 +40,8 @@ pub enum Placed {
 
 struct Open {
     idx: usize,
+    /// When its first fragment arrived (for the event-building latency).
+    opened: Instant,
     have: Vec<bool>,
     count: u32,
 }
@@ -58,6 +60,8 @@ pub struct Assembly {
     open: HashMap<u64, Open>,
     /// `released[seq % RELEASED_MEMORY] == seq` once `seq` left the store.
     released: Vec<u64>,
+    /// Latencies of events completed since the last `observe_build_latencies`.
+    build_latencies: Vec<Duration>,
 }
 
 impl Assembly {
@@ -69,11 +73,21 @@ impl Assembly {
             max_fragment_bytes: usize::try_from(max_fragment_bytes).unwrap_or(usize::MAX),
             open: HashMap::new(),
             released: vec![u64::MAX; RELEASED_MEMORY],
+            build_latencies: Vec::new(),
         }
     }
 
     pub fn store(&self) -> &ShmStore {
         &self.store
+    }
+
+    /// Observes the building latencies of the events completed since the
+    /// last call in `daq_event_build_seconds` (called once per batch).
+    pub fn observe_build_latencies(&mut self) {
+        let h = &daq_runtime::metrics::data_path().event_build_seconds;
+        for d in self.build_latencies.drain(..) {
+            h.observe(d.as_secs_f64());
+        }
     }
 
     /// Events being assembled.
@@ -107,6 +121,7 @@ impl Assembly {
                 seq,
                 Open {
                     idx,
+                    opened: Instant::now(),
                     have: vec![false; self.expected as usize],
                     count: 0,
                 },
@@ -128,6 +143,7 @@ impl Assembly {
             return Placed::Pending;
         }
         let idx = open.idx;
+        self.build_latencies.push(open.opened.elapsed());
         self.open.remove(&seq);
         self.remember_released(seq);
         match self.store.publish(idx, true) {

@@ -191,6 +191,7 @@ impl Run {
             warn!(process = %shared.process, path = %store.path().display(), "replaced a stale shared-memory segment left by a crashed process");
         }
         let reader = store.reader();
+        daq_runtime::metrics::data_path().set_buffers(Some(store.monitor()));
         shared.counters.reset();
         let n_br = usize::from(config.topology.boardreaders);
         let q = config.transfer.queue_batches;
@@ -202,6 +203,7 @@ impl Run {
             tx,
             counters: shared.counters.clone(),
         });
+        daq_runtime::metrics::data_path().set_queue_sender("builder_batches", &ingress.tx);
         let signals = Arc::new(Signals::default());
         let (finish_tx, finish_rx) = oneshot::channel();
         let sender = Sender {
@@ -248,6 +250,8 @@ impl Run {
     /// releases what is left, ends the aggregator streams and checks their
     /// counts. Returns the problems found.
     pub async fn stop(self, shared: &Shared) -> Vec<String> {
+        // The store goes away with the run: stop reporting its buffers.
+        daq_runtime::metrics::data_path().set_buffers(None);
         let mut problems = self.ingress.sources.wait_all(self.finish_timeout).await;
         // New streams for this run are refused from here on.
         shared.ingress.set(None);
@@ -323,6 +327,7 @@ impl Builder {
                 queue.pop_front();
             }
         }
+        self.assembly.observe_build_latencies();
         self.shared.counters.update(|c| {
             c.events_built += tally.built;
             c.dropped += tally.duplicate;

@@ -6,9 +6,9 @@ pub mod assembly;
 pub mod core;
 
 use daq_runtime::control::{App, AppError, Control, InitArgs, StopArgs};
+use daq_runtime::process::Listeners;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 pub struct EventBuilder {
@@ -90,13 +90,14 @@ impl App for EventBuilder {
     }
 }
 
-/// Runs an eventbuilder on `listener` until shutdown.
-pub async fn run(rank: u16, listener: TcpListener) -> std::io::Result<()> {
+/// Runs an eventbuilder on `listeners` until shutdown.
+pub async fn run(rank: u16, listeners: Listeners) -> std::io::Result<()> {
     let name = daq_format::process::ProcessId::new(daq_format::process::Kind::EventBuilder, rank)
         .to_string();
     let shared = core::Shared::new(name.clone());
     let app = Arc::new(EventBuilder::new(rank, shared.clone()));
     let (control, exit) = Control::new(name.clone(), app);
+    let observed = control.observed();
     let router = daq_runtime::net::server()
         .add_service(proto::run_control_server::RunControlServer::new(control))
         .add_service(
@@ -104,5 +105,5 @@ pub async fn run(rank: u16, listener: TcpListener) -> std::io::Result<()> {
                 .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(proto::MAX_MESSAGE_BYTES),
         );
-    daq_runtime::process::serve(&name, listener, router, exit).await
+    daq_runtime::process::serve(&name, listeners, router, observed, exit).await
 }

@@ -84,6 +84,8 @@ pub fn summary(run_root: &Path) -> Result<serde_json::Value> {
 pub struct Spawned {
     pub child: Child,
     pub addr: String,
+    /// Its `/metrics` URL, from the readiness line.
+    pub metrics_url: String,
 }
 
 impl Drop for Spawned {
@@ -95,8 +97,14 @@ impl Drop for Spawned {
 
 /// Starts `binary --rank <rank>` on 127.0.0.1:0 and waits for its readiness line.
 pub fn spawn(binary: &str, rank: u16) -> Result<Spawned> {
+    spawn_with(binary, rank, &[])
+}
+
+/// `spawn` with extra arguments.
+pub fn spawn_with(binary: &str, rank: u16, args: &[&str]) -> Result<Spawned> {
     let mut child = Command::new(bin_dir().join(binary))
         .args(["--rank", &rank.to_string(), "--listen", "127.0.0.1:0"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -108,14 +116,18 @@ pub fn spawn(binary: &str, rank: u16) -> Result<Spawned> {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             if let Some(r) = daq_runtime::net::parse_ready_line(&line) {
-                let _ = tx.send(r.addr.to_string());
+                let _ = tx.send((r.addr.to_string(), r.metrics_url.unwrap_or_default()));
             }
         }
     });
-    let addr = rx
+    let (addr, metrics_url) = rx
         .recv_timeout(Duration::from_secs(30))
         .with_context(|| format!("{binary} printed no readiness line"))?;
-    Ok(Spawned { child, addr })
+    Ok(Spawned {
+        child,
+        addr,
+        metrics_url,
+    })
 }
 
 /// The Python interpreter with h5py for the interop checks: `DAQ_TEST_PYTHON`.
@@ -179,6 +191,40 @@ pub fn cxx_compiler() -> Option<String> {
 /// Path of a C++ source shipped with the tests (`tests/cpp/<name>`).
 pub fn cpp_source(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("cpp").join(name)
+}
+
+/// Whether the Debian package `name`'s program `program` is on PATH. In CI
+/// (`CI` set) it is required; elsewhere the check is skipped without it.
+pub fn tool_available(program: &str, package: &str) -> bool {
+    let found = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found && std::env::var_os("CI").is_some() {
+        panic!("CI is set but {program} (Debian {package}) is not installed");
+    }
+    if !found {
+        eprintln!("note: {program} (Debian {package}) not found; check skipped");
+    }
+    found
+}
+
+/// GET `url`: the status code and the body (any status, no error for 404).
+pub fn http_get(url: &str) -> Result<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut r = agent
+        .get(url)
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    let status = r.status().as_u16();
+    let body = r.body_mut().read_to_string()?;
+    Ok((status, body))
 }
 
 /// The newest run record in `run_dir` (the one with the largest number).

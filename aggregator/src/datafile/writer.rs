@@ -299,7 +299,11 @@ impl RunWriter {
                 self.current.insert(open)
             }
         };
+        let started = std::time::Instant::now();
         open.write_batch(&self.buffers)?;
+        daq_runtime::metrics::data_path()
+            .write_batch_seconds
+            .observe(started.elapsed().as_secs_f64());
         self.buffers.clear();
         let max = self.options.max_file_bytes;
         if let Some(full) = self

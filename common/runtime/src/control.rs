@@ -128,6 +128,7 @@ struct Inner<A: App> {
     run: Mutex<RunInfo>,
     exit: watch::Sender<bool>,
     heap: Mutex<HeapState>,
+    metrics_url: std::sync::OnceLock<String>,
 }
 
 impl<A: App> Control<A> {
@@ -143,9 +144,32 @@ impl<A: App> Control<A> {
                 run: Mutex::new(RunInfo::default()),
                 exit,
                 heap: Mutex::new(HeapState::default()),
+                metrics_url: std::sync::OnceLock::new(),
             })),
             rx,
         )
+    }
+}
+
+impl<A: App> Control<A> {
+    /// What the metrics endpoint reads at every scrape.
+    pub fn observed(&self) -> Arc<dyn crate::metrics::Observed> {
+        self.0.clone()
+    }
+}
+
+impl<A: App> crate::metrics::Observed for Inner<A> {
+    fn state(&self) -> State {
+        Inner::state(self)
+    }
+    fn run(&self) -> u32 {
+        self.run.lock().unwrap_or_else(|p| p.into_inner()).run
+    }
+    fn counters(&self) -> daq_format::record::Counters {
+        daq_format::record::Counters::from(self.app.counters())
+    }
+    fn set_metrics_url(&self, url: String) {
+        let _ = self.metrics_url.set(url);
     }
 }
 
@@ -391,7 +415,7 @@ impl<A: App> Inner<A> {
                 .collect(),
             counters: Some(self.app.counters()),
             run: info.run,
-            metrics_url: String::new(),
+            metrics_url: self.metrics_url.get().cloned().unwrap_or_default(),
             pid: std::process::id(),
             record_dir: info.record_dir.clone(),
             run_started_unix_ms: info.started_unix_ms,

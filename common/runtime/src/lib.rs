@@ -5,6 +5,7 @@
 
 pub mod control;
 pub mod counters;
+pub mod metrics;
 pub mod net;
 pub mod process;
 pub mod sampler;

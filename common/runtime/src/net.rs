@@ -72,9 +72,14 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<Channel, ConnectEr
 /// Prefix of the one line a process prints on stdout when it is ready.
 pub const READY_PREFIX: &str = "DAQ-READY";
 
-/// The readiness line: `DAQ-READY <process> <addr> <pid>`.
-pub fn ready_line(process: &str, addr: SocketAddr) -> String {
-    format!("{READY_PREFIX} {process} {addr} {}", std::process::id())
+/// The readiness line: `DAQ-READY <process> <addr> <pid> [metrics=<url>]`.
+/// Fields after the pid are `key=value`; parsers ignore keys they do not know.
+pub fn ready_line(process: &str, addr: SocketAddr, metrics: Option<SocketAddr>) -> String {
+    let mut line = format!("{READY_PREFIX} {process} {addr} {}", std::process::id());
+    if let Some(m) = metrics {
+        line.push_str(&format!(" metrics={}", crate::metrics::url(m)));
+    }
+    line
 }
 
 /// A parsed readiness line.
@@ -83,6 +88,8 @@ pub struct Ready {
     pub process: String,
     pub addr: SocketAddr,
     pub pid: u32,
+    /// `http://<addr>/metrics`, when the process serves metrics.
+    pub metrics_url: Option<String>,
 }
 
 /// Parses a readiness line; `None` for any other line.
@@ -94,7 +101,13 @@ pub fn parse_ready_line(line: &str) -> Option<Ready> {
     let process = it.next()?.to_string();
     let addr = it.next()?.parse().ok()?;
     let pid = it.next()?.parse().ok()?;
-    Some(Ready { process, addr, pid })
+    let metrics_url = it.find_map(|f| f.strip_prefix("metrics=").map(str::to_string));
+    Some(Ready {
+        process,
+        addr,
+        pid,
+        metrics_url,
+    })
 }
 
 /// Initializes tracing to stderr (`RUST_LOG` overrides `info`).
@@ -115,8 +128,15 @@ mod tests {
     #[test]
     fn ready_line_round_trips() {
         let addr: SocketAddr = "127.0.0.1:4321".parse().expect("addr");
-        let line = ready_line("eventbuilder-1", addr);
+        let metrics: SocketAddr = "127.0.0.1:4322".parse().expect("addr");
+        let line = ready_line("eventbuilder-1", addr, Some(metrics));
         let r = parse_ready_line(&line).expect("parses");
+        assert_eq!(
+            r.metrics_url.as_deref(),
+            Some("http://127.0.0.1:4322/metrics")
+        );
+        let old = parse_ready_line(&ready_line("eventbuilder-1", addr, None)).expect("parses");
+        assert_eq!(old.metrics_url, None);
         assert_eq!(r.process, "eventbuilder-1");
         assert_eq!(r.addr, addr);
         assert_eq!(r.pid, std::process::id());

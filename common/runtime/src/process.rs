@@ -1,13 +1,14 @@
-//! The life of a process binary: serve the gRPC router on a listener the
-//! caller bound, print the readiness line, and drain on `shutdown` or on
-//! SIGTERM/SIGINT.
+//! The life of a process binary: bind its gRPC and metrics addresses, serve
+//! the gRPC router and `/metrics` on the listeners the caller bound, print
+//! the readiness line, and drain on `shutdown` or on SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::Router;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Arguments every process binary takes.
 #[derive(Clone, Debug, clap::Args)]
@@ -18,18 +19,81 @@ pub struct ProcessArgs {
     /// Address to bind; port 0 lets the OS choose (reported on the readiness line).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint; port 0 lets the OS
+    /// choose (reported on the readiness line and in the Status reply).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub metrics_listen: SocketAddr,
 }
 
-/// Serves `router` on `listener` until `exit` turns true (the shutdown
+/// An address a process could not bind.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("cannot bind the run-control address {addr}: {source}")]
+    Control {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot bind the metrics address {addr} (--metrics-listen): {source}")]
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The sockets a process serves on, bound before it serves anything.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC: run control and the data sink.
+    pub grpc: TcpListener,
+    /// HTTP: `/metrics`.
+    pub metrics: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses; an error names the one that failed.
+    pub async fn bind(grpc: SocketAddr, metrics: SocketAddr) -> Result<Self, BindError> {
+        let grpc = TcpListener::bind(grpc)
+            .await
+            .map_err(|source| BindError::Control { addr: grpc, source })?;
+        let metrics = TcpListener::bind(metrics)
+            .await
+            .map_err(|source| BindError::Metrics {
+                addr: metrics,
+                source,
+            })?;
+        Ok(Self { grpc, metrics })
+    }
+}
+
+impl ProcessArgs {
+    /// Binds `--listen` and `--metrics-listen`.
+    pub async fn bind(&self) -> Result<Listeners, BindError> {
+        Listeners::bind(self.listen, self.metrics_listen).await
+    }
+}
+
+/// How long a scrape in progress may delay the exit of a process.
+const METRICS_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Serves `router` on the gRPC listener and the process's metrics (read from
+/// `observed`) on the metrics listener until `exit` turns true (the shutdown
 /// command) or the process gets SIGTERM or SIGINT. Prints the readiness line
-/// on stdout once serving.
+/// on stdout once serving. Metrics are served until the very end, so the
+/// last values of a run can be scraped after stop.
 pub async fn serve(
     process: &str,
-    listener: TcpListener,
+    listeners: Listeners,
     router: Router,
+    observed: Arc<dyn crate::metrics::Observed>,
     mut exit: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let addr = listener.local_addr()?;
+    let Listeners { grpc, metrics } = listeners;
+    let addr = grpc.local_addr()?;
+    let metrics_addr = metrics.local_addr()?;
+    let (metrics_exit, metrics_exit_rx) = watch::channel(false);
+    observed.set_metrics_url(crate::metrics::url(metrics_addr));
+    let registry = crate::metrics::registry(process, observed);
+    let metrics_task = tokio::spawn(crate::metrics::serve(metrics, registry, metrics_exit_rx));
     let signal = async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -44,12 +108,24 @@ pub async fn serve(
             } => info!("SIGTERM"),
         }
     };
-    info!(process, %addr, "serving");
-    println!("{}", crate::net::ready_line(process, addr));
-    router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+    info!(process, %addr, metrics = %metrics_addr, "serving");
+    println!(
+        "{}",
+        crate::net::ready_line(process, addr, Some(metrics_addr))
+    );
+    let served = router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), signal)
         .await
-        .map_err(std::io::Error::other)?;
+        .map_err(std::io::Error::other);
+    let _ = metrics_exit.send(true);
+    // A scraper holding its connection open must not keep the process alive.
+    match tokio::time::timeout(METRICS_DRAIN, metrics_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => warn!(process, error = %e, "metrics server failed"),
+        Ok(Err(e)) => warn!(process, error = %e, "metrics task failed"),
+        Err(_) => warn!(process, "metrics server did not drain; exiting anyway"),
+    }
+    served?;
     info!(process, "exited");
     Ok(())
 }
