@@ -8,6 +8,7 @@ mod dump;
 mod heap;
 mod monitor;
 mod plot;
+mod report;
 mod runs;
 mod session;
 mod soak;
@@ -102,6 +103,13 @@ enum Cmd {
         /// is present exactly once (give every file of the run).
         #[arg(long)]
         check: bool,
+    },
+    /// Write the run report page, RUN/report.html: summary, heap table,
+    /// heap-over-time plots per process and, for soaks, the verdicts; one
+    /// self-contained file.
+    Report {
+        /// A run record directory (runs/run_000001).
+        run: PathBuf,
     },
 }
 
@@ -500,6 +508,10 @@ async fn main() -> ExitCode {
                     .map_err(Into::into)
             })
         }
+        Cmd::Report { run } => report::write(&run).map(|path| {
+            println!("{}", path.display());
+            true
+        }),
         Cmd::Heap(HeapCmd::Report { run }) => heap::report(&run).map(|t| {
             print!("{t}");
             true

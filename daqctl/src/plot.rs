@@ -16,10 +16,11 @@ const MARGIN_T: f64 = 28.0;
 const MARGIN_B: f64 = 34.0;
 const COLUMNS: usize = 2;
 
-fn esc(s: &str) -> String {
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// A "nice" tick step for a range (1, 2 or 5 times a power of ten).
@@ -139,6 +140,19 @@ fn panel(
         x0 + MARGIN_L,
         y0 + PANEL_H - 6.0
     );
+}
+
+/// One process's panel as an SVG element of its own (`class="heap-plot"`,
+/// `data-process="<name>"`), to inline in an HTML page.
+pub fn process_svg(name: &str, verdict: &str, samples: &[Sample], warmup_s: f64) -> String {
+    let mut out = format!(
+        r##"<svg class="heap-plot" data-process="{}" width="{PANEL_W}" height="{PANEL_H}" viewBox="0 0 {PANEL_W} {PANEL_H}" role="img">
+"##,
+        esc(name)
+    );
+    panel(&mut out, 0.0, 0.0, name, verdict, samples, warmup_s);
+    out.push_str("</svg>\n");
+    out
 }
 
 /// The whole figure.

@@ -85,7 +85,9 @@ pub async fn serve<R: Receiver>(
             }
         }
         let n = items.len() as u64;
-        crate::metrics::data_path().grpc_batch_items.observe(n as f64);
+        crate::metrics::data_path()
+            .grpc_batch_items
+            .observe(n as f64);
         if n > 0 {
             if r.deliver(src, items).await.is_err() {
                 return Err(inbound.reject(format!("run ended while {items_name} were arriving")));
