@@ -336,4 +336,36 @@ fn prometheus_scrapes_a_2x2x2_run_and_its_sums_equal_the_run_record() {
     let run = s["run"].as_u64().expect("run");
     let q = format!("count(daq_events_built_total{{run=\"{run}\"}})");
     assert_eq!(prom.scalar(&q), Some(6.0), "{q}");
+
+    // Every metric the Grafana dashboard plots exists (the shared-memory
+    // buffers are reported only while a run holds its store: see the
+    // per-state test).
+    let dashboard = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/daq.json");
+    let text = std::fs::read_to_string(&dashboard).expect("dashboard");
+    let _: Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    let names: BTreeSet<&str> = text
+        .match_indices("daq_")
+        .map(|(i, _)| {
+            let rest = &text[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .filter(|n| n.len() > "daq_".len() && *n != "daq_shm_buffers")
+        .collect();
+    assert!(names.len() > 20, "{names:?}");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/prometheus.yml");
+    let check = Command::new("promtool")
+        .args(["check", "config", "--syntax-only"])
+        .arg(&example)
+        .output()
+        .expect("promtool (Debian prometheus) runs");
+    assert!(check.status.success(), "{check:?}");
+    for name in names {
+        assert!(
+            !prom.query(name).is_empty(),
+            "dashboard metric {name} not scraped"
+        );
+    }
 }
