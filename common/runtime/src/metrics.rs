@@ -379,6 +379,8 @@ pub fn registry(process: &str, observed: Arc<dyn Observed>) -> Registry {
 /// Failure to serve metrics.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
+    #[error("metrics listener has no local address: {0}")]
+    LocalAddr(std::io::Error),
     #[error("metrics server on {addr} failed: {source}")]
     Serve {
         addr: SocketAddr,
@@ -408,12 +410,7 @@ pub async fn serve(
     registry: Registry,
     mut exit: watch::Receiver<bool>,
 ) -> Result<(), MetricsError> {
-    let addr = listener
-        .local_addr()
-        .map_err(|source| MetricsError::Serve {
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            source,
-        })?;
+    let addr = listener.local_addr().map_err(MetricsError::LocalAddr)?;
     let registry = Arc::new(registry);
     let app = axum::Router::new().route(
         "/metrics",
