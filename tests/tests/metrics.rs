@@ -46,6 +46,7 @@ fn metrics_answer_in_booted_ready_running_and_paused_and_unknown_paths_are_404()
             .is_some_and(|v| v > 0.0),
             "{body}"
         );
+        assert!(!body.contains("daq_heap_events"), "events are not memory");
         body
     };
     in_state("booted");

@@ -322,7 +322,8 @@ fn heap_gauges(encoder: &mut DescriptorEncoder, s: &HeapSnapshot) -> Result<(), 
         return Ok(());
     };
     for (field, v) in map {
-        if field == "unix_ms" {
+        // Not memory: the time of the reading and the events handled.
+        if field == "unix_ms" || field == "events" {
             continue;
         }
         let name = if field.starts_with("live_") {
