@@ -166,7 +166,7 @@ impl<A: App> crate::metrics::Observed for Inner<A> {
         self.run.lock().unwrap_or_else(|p| p.into_inner()).run
     }
     fn counters(&self) -> daq_format::record::Counters {
-        daq_format::record::Counters::from(self.app.counters())
+        self.app.counters()
     }
     fn set_metrics_url(&self, url: String) {
         let _ = self.metrics_url.set(url);
