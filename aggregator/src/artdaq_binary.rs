@@ -219,7 +219,11 @@ impl BinaryWriter {
         if count == 0 {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let result = self.write_slices(&mut slices);
+        daq_runtime::metrics::data_path()
+            .write_batch_seconds
+            .observe(started.elapsed().as_secs_f64());
         if result.is_err() {
             self.failed = true;
         } else {

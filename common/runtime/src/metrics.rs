@@ -68,7 +68,8 @@ pub struct DataPath {
     /// First fragment of an event to its completion, per event, observed
     /// once per batch (`eventbuilder::assembly`).
     pub event_build_seconds: Histogram,
-    /// One batch of events written to a data file (`aggregator::datafile`).
+    /// One batch of events written to a data file (`aggregator::datafile`,
+    /// `aggregator::artdaq_binary`).
     pub write_batch_seconds: Histogram,
     /// Items (fragments at an eventbuilder, events at an aggregator) per
     /// gRPC batch received (`transport::inbound`).
