@@ -17,7 +17,7 @@
 use crate::datafile::{
     Compression, EventView, FileAttributes, FragmentView, RunFiles, RunWriter, WriterOptions,
 };
-use daq_format::config::{NetMonInput, SystemConfig};
+use daq_format::config::{NetMonInput, ProcessKind, SystemConfig};
 use daq_format::fragment::split_packed;
 use daq_format::netmon::{self, Event};
 use daq_runtime::counters::LiveCounters;
@@ -46,6 +46,8 @@ struct Ingress {
     sources: Sources,
     tx: mpsc::Sender<IngestInput>,
     counters: Arc<LiveCounters>,
+    /// Bytes orphaned per event received (the injected leak; 0 = none).
+    leak_bytes_per_event: u64,
 }
 
 /// The receiving end of a run's event streams (the loop is the transport's).
@@ -79,6 +81,7 @@ impl Receiver for Ingress {
     }
 
     fn received(&self, events: u64, bytes: u64) {
+        daq_runtime::leak::inject_leak(self.leak_bytes_per_event, events);
         self.counters.update(|c| {
             c.events_received += events;
             c.bytes_received += bytes;
@@ -207,6 +210,7 @@ impl Run {
             sources: Sources::new(Events::SENDER, usize::from(config.topology.eventbuilders)),
             tx,
             counters: shared.counters.clone(),
+            leak_bytes_per_event: config.leak.bytes_per_event_in(ProcessKind::Aggregator),
         });
         let ingest = Ingest {
             shared: shared.clone(),

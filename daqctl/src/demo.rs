@@ -4,7 +4,7 @@
 use crate::system::{Kind, Reply, System};
 use anyhow::{Context, Result};
 use daq_format::config::SystemConfig;
-use daq_format::record::{self, ProcessRecord, RunPaths, RunSummary};
+use daq_format::record::{self, InjectedLeak, ProcessRecord, RunPaths, RunSummary};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -64,6 +64,31 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
     std::fs::create_dir_all(paths.logs())?;
     std::fs::create_dir_all(paths.data())?;
     std::fs::write(paths.config(), config.to_toml())?;
+    let plan = crate::soak::Plan {
+        run,
+        duration_s: match opts.length {
+            Length::Duration(d) => Some(d.as_secs_f64()),
+            Length::Events(_) => None,
+        },
+        events: match opts.length {
+            Length::Events(n) => Some(n),
+            Length::Duration(_) => None,
+        },
+        written_unix_s: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    };
+    std::fs::write(
+        paths.root.join(crate::soak::PLAN_FILE),
+        serde_json::to_string_pretty(&plan).context("serializing the plan")?,
+    )?;
+    if let Some(l) = InjectedLeak::of(&config.leak) {
+        eprintln!(
+            "run {run}: leak injected on purpose: {} B/event into every {}",
+            l.bytes_per_event,
+            l.process_kind.as_str()
+        );
+    }
     let t = config.topology;
     eprintln!(
         "run {run}: booting {}x{}x{} system, record in {}",
@@ -157,8 +182,11 @@ async fn wait(
 ) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut last_print = Instant::now();
-    let bar = match (progress, length) {
-        (Progress::Bar, Length::Duration(d)) => Some(crate::soak::progress_bar(d)),
+    let mut bar = match (progress, length) {
+        (Progress::Bar, Length::Duration(d)) => Some((
+            crate::soak::progress_bar(d),
+            crate::soak::Provisional::new(d),
+        )),
         _ => None,
     };
     let ctrl_c = tokio::signal::ctrl_c();
@@ -214,15 +242,16 @@ async fn wait(
                     })
             }
         };
-        if let Some(bar) = &bar {
+        if let Some((bar, provisional)) = &mut bar {
             if last_print.elapsed() >= Duration::from_secs(1) || done {
                 last_print = Instant::now();
                 let (heaps, _) = system.heap().await;
+                provisional.add(started.elapsed(), &heaps);
                 crate::soak::update_bar(
                     bar,
                     started.elapsed(),
                     sum("boardreader", |c| c.fragments_sent),
-                    &heaps,
+                    provisional,
                 );
             }
             if done {
@@ -319,6 +348,7 @@ fn summarize(
         topology: config.topology,
         netmon_input: config.aggregator.netmon_input.as_str().into(),
         disk_writing: config.aggregator.write_data,
+        injected_leak: InjectedLeak::of(&config.leak),
         throttle_us: config.generator.throttle_us,
         started_unix_s: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -386,6 +416,13 @@ pub fn render(o: &Outcome) -> String {
         line(format!("             {f}"));
     }
     line(format!("  netmon     {}", s.netmon_input));
+    if let Some(l) = s.injected_leak {
+        line(format!(
+            "  leak       {} B/event injected on purpose into every {}",
+            l.bytes_per_event,
+            l.process_kind.as_str()
+        ));
+    }
     out.push_str(&crate::heap::table(s));
     let profiles: Vec<&String> = s.processes.values().flat_map(|p| &p.profiles).collect();
     if !profiles.is_empty() {

@@ -18,7 +18,7 @@
 //! is dropped; the time spent waiting is counted (`backpressure_wait_ms`).
 
 use crate::assembly::{Assembly, Placed, Released};
-use daq_format::config::SystemConfig;
+use daq_format::config::{ProcessKind, SystemConfig};
 use daq_format::fragment::{Fragment, FragmentType};
 use daq_format::netmon::{self, Event, EventAux, History, HistoryEntry};
 use daq_runtime::counters::LiveCounters;
@@ -226,6 +226,7 @@ impl Run {
             parked: (0..n_br).map(|_| VecDeque::new()).collect(),
             stale_timeout: Duration::from_millis(e.stale_timeout_ms),
             sender: Some((sender, finish_tx)),
+            leak_bytes_per_event: config.leak.bytes_per_event_in(ProcessKind::EventBuilder),
         };
         let builder = tokio::spawn(builder.run(rx));
         shared.ingress.set(Some(ingress.clone()));
@@ -296,6 +297,8 @@ struct Builder {
     parked: Vec<VecDeque<Parked>>,
     stale_timeout: Duration,
     sender: Option<(JoinHandle<Vec<String>>, oneshot::Sender<()>)>,
+    /// Bytes orphaned per event released, complete or not (the injected leak; 0 = none).
+    leak_bytes_per_event: u64,
 }
 
 impl Builder {
@@ -323,6 +326,7 @@ impl Builder {
                 queue.pop_front();
             }
         }
+        daq_runtime::leak::inject_leak(self.leak_bytes_per_event, tally.built);
         self.shared.counters.update(|c| {
             c.events_built += tally.built;
             c.dropped += tally.duplicate;
@@ -350,6 +354,7 @@ impl Builder {
             return;
         }
         let n = released.len() as u64;
+        daq_runtime::leak::inject_leak(self.leak_bytes_per_event, n);
         self.shared.counters.update(|c| c.events_incomplete += n);
         for r in released.iter().take(10) {
             warn!(process = %self.shared.process, seq = r.sequence_id, missing = ?r.missing, why, "event released incomplete");

@@ -47,6 +47,79 @@ pub struct SystemConfig {
     pub aggregator: AggregatorConfig,
     /// Heap instrumentation of every process.
     pub heap: HeapConfig,
+    /// A leak of known size injected on purpose (calibrates the leak detector); off by default.
+    pub leak: LeakConfig,
+}
+
+/// A process kind (the binary's name).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessKind {
+    BoardReader,
+    #[default]
+    EventBuilder,
+    Aggregator,
+}
+
+impl ProcessKind {
+    pub const ALL: [ProcessKind; 3] = [
+        ProcessKind::BoardReader,
+        ProcessKind::EventBuilder,
+        ProcessKind::Aggregator,
+    ];
+
+    /// The binary's name, also the prefix of its process names (`eventbuilder-0`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessKind::BoardReader => "boardreader",
+            ProcessKind::EventBuilder => "eventbuilder",
+            ProcessKind::Aggregator => "aggregator",
+        }
+    }
+
+    /// The kind of a process name (`aggregator-1` -> aggregator).
+    pub fn of_process(name: &str) -> Option<Self> {
+        let kind = name.rsplit_once('-').map_or(name, |(k, _)| k);
+        Self::ALL.into_iter().find(|k| k.as_str() == kind)
+    }
+}
+
+impl std::str::FromStr for ProcessKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("{s:?}: expected boardreader, eventbuilder or aggregator"))
+    }
+}
+
+/// A leak injected on purpose: the processes of one kind orphan
+/// `inject_bytes_per_event` bytes of heap per event they handle (real
+/// allocations, never freed, in `daq_runtime::leak::inject_leak`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeakConfig {
+    /// Bytes orphaned per event handled; 0 = no injected leak (the default).
+    pub inject_bytes_per_event: u64,
+    /// The processes that leak: boardreader, eventbuilder or aggregator.
+    pub inject_in: ProcessKind,
+}
+
+/// Largest injected leak per event: keeps a mistyped value from eating the host.
+pub const MAX_INJECT_BYTES_PER_EVENT: u64 = 1 << 20;
+
+impl LeakConfig {
+    /// Bytes a process of `kind` orphans per event handled (0: none).
+    pub fn bytes_per_event_in(&self, kind: ProcessKind) -> u64 {
+        if kind == self.inject_in {
+            self.inject_bytes_per_event
+        } else {
+            0
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -225,6 +298,7 @@ impl Default for SystemConfig {
             eventbuilder: EventBuilderConfig::default(),
             aggregator: AggregatorConfig::default(),
             heap: HeapConfig::default(),
+            leak: LeakConfig::default(),
         }
     }
 }
@@ -439,6 +513,13 @@ impl SystemConfig {
                 "must be at least 1",
             ));
         }
+        if self.leak.inject_bytes_per_event > MAX_INJECT_BYTES_PER_EVENT {
+            return Err(bad(
+                "leak.inject_bytes_per_event",
+                self.leak.inject_bytes_per_event,
+                "must be 0 to 1048576",
+            ));
+        }
         Ok(())
     }
 }
@@ -514,12 +595,43 @@ mod tests {
                 "[generator]\nn_adc_counts = 100000",
                 "eventbuilder.buffer_bytes",
             ),
+            (
+                "[leak]\ninject_bytes_per_event = 2000000",
+                "leak.inject_bytes_per_event",
+            ),
         ] {
             let err = SystemConfig::from_toml(text, "x").expect_err(text);
             assert!(err.to_string().contains(field), "{text}: {err}");
         }
+        let err =
+            SystemConfig::from_toml("[leak]\ninject_in = \"daqctl\"", "x").expect_err("bad kind");
+        assert!(err.to_string().contains("daqctl"), "{err}");
         let err = SystemConfig::from_toml("[generator]\ndistribution = \"poisson\"", "x")
             .expect_err("bad enum");
         assert!(err.to_string().contains("poisson"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod leak_tests {
+    use super::*;
+
+    #[test]
+    fn an_injected_leak_applies_to_its_kind_only() {
+        let c = SystemConfig::from_toml(
+            "[leak]\ninject_bytes_per_event = 64\ninject_in = \"aggregator\"",
+            "x",
+        )
+        .expect("valid");
+        assert_eq!(c.leak.bytes_per_event_in(ProcessKind::Aggregator), 64);
+        assert_eq!(c.leak.bytes_per_event_in(ProcessKind::EventBuilder), 0);
+        assert_eq!(c.leak.bytes_per_event_in(ProcessKind::BoardReader), 0);
+        assert_eq!(SystemConfig::default().leak.inject_bytes_per_event, 0);
+        assert_eq!(
+            ProcessKind::of_process("eventbuilder-12"),
+            Some(ProcessKind::EventBuilder)
+        );
+        assert_eq!(ProcessKind::of_process("daqctl"), None);
+        assert_eq!("boardreader".parse(), Ok(ProcessKind::BoardReader));
     }
 }
