@@ -193,14 +193,18 @@ const EXIT_LEAK: u8 = 3;
 /// A duration: bare seconds (`60`, `2.5`) or humantime (`60s`, `15h`, `1h30m`).
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
+    let bad = || {
+        format!(
+            "--duration must be a positive number of seconds (60) or a duration (60s, 90m, 15h, 1h30m), not {s:?}"
+        )
+    };
     let d = match t.parse::<f64>() {
         Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e12 => Duration::from_secs_f64(secs),
-        Ok(_) => return Err(format!("{s:?}: must be a positive number of seconds")),
-        Err(_) => humantime::parse_duration(t)
-            .map_err(|e| format!("{s:?}: {e} (expected seconds, e.g. 60, or 60s, 90m, 15h)"))?,
+        Ok(_) => return Err(bad()),
+        Err(_) => humantime::parse_duration(t).map_err(|_| bad())?,
     };
     if d.is_zero() {
-        return Err(format!("{s:?}: must be longer than 0"));
+        return Err(bad());
     }
     Ok(d)
 }
@@ -342,9 +346,19 @@ async fn soak(args: SoakArgs) -> Result<u8> {
     })
     .await?;
     print!("{}", demo::render(&outcome));
-    let (report, text) = soak::analyse(&outcome.paths.root)?;
-    print!("{text}");
-    Ok(soak_status(outcome.summary.errors.is_empty(), &report))
+    let run_ok = outcome.summary.errors.is_empty();
+    match soak::analyse(&outcome.paths.root) {
+        Ok((report, text)) => {
+            print!("{text}");
+            Ok(soak_status(run_ok, &report))
+        }
+        // A run that failed early may have no samples to analyse.
+        Err(e) if !run_ok => {
+            eprintln!("daqctl: no soak analysis: {e:#}");
+            Ok(EXIT_RUN_FAILED)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[tokio::main]
@@ -435,6 +449,24 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("daqctl: error: {e:#}");
             ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_bare_seconds_or_have_units() {
+        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("15h"), Ok(Duration::from_secs(15 * 3600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        for bad in ["0", "-3", "nan", "inf", "0s", "ten", ""] {
+            let e = parse_duration(bad).expect_err(bad);
+            assert!(e.starts_with("--duration must be a positive number"), "{e}");
         }
     }
 }
