@@ -164,30 +164,49 @@ const OWN_CRATES: [&str; 6] = [
 ];
 
 /// Parses `jeprof --text --cum` output into this project's functions,
-/// largest cumulative growth first.
+/// largest cumulative growth first. jeprof sometimes names a real
+/// (non-inlined) frame by its bare name (`inject_leak`) and gives the
+/// qualified name only on an `(inline)` line; such a bare name is
+/// qualified from that line when it names a function of this project.
 pub fn parse_sites(jeprof_text: &str) -> Vec<Site> {
-    let mut sites: Vec<Site> = jeprof_text
+    let rows: Vec<(f64, f64, String, bool)> = jeprof_text
         .lines()
         .filter_map(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
-            if cols.len() < 6 || cols.last() == Some(&"(inline)") {
+            if cols.len() < 6 {
                 return None;
             }
             let cum_mb: f64 = cols[3].parse().ok()?;
             let pct: f64 = cols[4].trim_end_matches('%').parse().ok()?;
-            let function = cols[5..].join(" ");
-            OWN_CRATES
-                .iter()
-                .any(|c| function.starts_with(c))
-                .then_some(Site {
-                    function,
-                    bytes: cum_mb * 1024.0 * 1024.0,
-                    percent: pct,
-                })
+            let inline = cols.last() == Some(&"(inline)");
+            let end = if inline { cols.len() - 1 } else { cols.len() };
+            Some((cum_mb, pct, cols[5..end].join(" "), inline))
+        })
+        .collect();
+    let own = |f: &str| OWN_CRATES.iter().any(|c| f.starts_with(c));
+    let qualified: std::collections::HashMap<&str, &str> = rows
+        .iter()
+        .filter(|(_, _, f, inline)| *inline && own(f))
+        .filter_map(|(_, _, f, _)| Some((f.rsplit_once("::")?.1, f.as_str())))
+        .collect();
+    let mut sites: Vec<Site> = rows
+        .iter()
+        .filter(|(_, _, _, inline)| !inline)
+        .filter_map(|(cum_mb, pct, f, _)| {
+            let function = match qualified.get(f.as_str()) {
+                Some(q) if !f.contains("::") => q.to_string(),
+                _ => f.clone(),
+            };
+            own(&function).then_some(Site {
+                function,
+                bytes: cum_mb * 1024.0 * 1024.0,
+                percent: *pct,
+            })
         })
         .collect();
     sites.sort_by(|a, b| b.bytes.total_cmp(&a.bytes));
-    sites.dedup_by(|a, b| a.function == b.function);
+    let mut seen = std::collections::HashSet::new();
+    sites.retain(|s| seen.insert(s.function.clone()));
     sites
 }
 
@@ -606,6 +625,22 @@ mod tests {
         assert_eq!(s[0].function, "daq_format::netmon::decode_legacy");
         assert_eq!(s[0].percent, 99.4);
         assert_eq!(s[1].function, "daq_format::netmon::decode_history");
+    }
+
+    #[test]
+    fn a_bare_frame_name_is_qualified_from_its_inline_line() {
+        let text = "Total: 0.3 MB
+     0.0   0.0% 100.0%      0.3 100.0% _rjem_je_prof_backtrace
+     0.0   0.0% 100.0%      0.3  98.5% eventbuilder::core::Builder::place_parked
+     0.0   0.0% 100.0%      0.3  98.5% inject_leak
+     0.0   0.0% 100.0%      0.0   6.0% daq_runtime::leak::inject_leak (inline)
+     0.0   0.0% 100.0%      0.3  98.5% from_elem (inline)
+";
+        let s = parse_sites(text);
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert_eq!(s[0].function, "eventbuilder::core::Builder::place_parked");
+        assert_eq!(s[1].function, "daq_runtime::leak::inject_leak");
+        assert_eq!(s[1].percent, 98.5);
     }
 
     #[test]
