@@ -502,15 +502,12 @@ pub fn across_run_records(
             let Some(after) = p.heap.get("after_stop") else {
                 continue;
             };
-            let entry = per_process.entry(name.clone()).or_insert_with(|| {
-                (
-                    p.heap.get("before_start").map(|h| h.snapshot.allocated),
-                    Vec::new(),
-                )
-            });
+            let entry = per_process
+                .entry(name.clone())
+                .or_insert_with(|| (p.heap.get("before_start").map(|h| h.allocated), Vec::new()));
             entry.1.push(RunHeap {
                 run: s.run,
-                after_stop_bytes: after.snapshot.allocated,
+                after_stop_bytes: after.allocated,
                 events: after.events,
             });
         }

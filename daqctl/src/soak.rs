@@ -90,10 +90,13 @@ impl Provisional {
     pub fn add(&mut self, elapsed: Duration, heaps: &[(String, proto::HeapReply)]) {
         for (name, h) in heaps {
             if let Some(c) = &h.current {
-                self.processes.entry(name.clone()).or_default().push(Sample {
-                    elapsed_s: elapsed.as_secs_f64(),
-                    snapshot: *c,
-                });
+                self.processes
+                    .entry(name.clone())
+                    .or_default()
+                    .push(Sample {
+                        elapsed_s: elapsed.as_secs_f64(),
+                        snapshot: *c,
+                    });
             }
         }
     }
