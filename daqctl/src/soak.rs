@@ -143,6 +143,8 @@ pub struct Trend {
     pub events: u64,
     pub slope_bytes_per_hour: f64,
     pub slope_bytes_per_event: Option<f64>,
+    /// slope_bytes_per_event of the first and the second half of the window.
+    pub slope_bytes_per_event_halves: [Option<f64>; 2],
     /// slope_bytes_per_hour over the analysed window.
     pub growth_over_window_bytes: f64,
     pub rss_anon_slope_bytes_per_hour: f64,
@@ -215,6 +217,11 @@ pub fn trend(samples: &[Sample], warmup_s: f64) -> Trend {
         .map(|s| (s.snapshot.events as f64, s.snapshot.allocated as f64))
         .collect();
     let slope_ev = theil_sen(&ev_pts);
+    // The per-event slope of each half of the window: a leak grows in both,
+    // a one-time step (a backpressure episode filling the bounded queues, a
+    // cache warming up) in one only.
+    let mid = ev_pts.len() / 2;
+    let halves = [theil_sen(&ev_pts[..mid]), theil_sen(&ev_pts[mid..])];
     let span_h = match (window.first(), window.last()) {
         (Some(a), Some(b)) => (b.elapsed_s - a.elapsed_s) / 3600.0,
         _ => 0.0,
@@ -224,16 +231,15 @@ pub fn trend(samples: &[Sample], warmup_s: f64) -> Trend {
         .last()
         .map_or(0, |s| s.snapshot.events)
         .saturating_sub(window.first().map_or(0, |s| s.snapshot.events));
+    let per_event = |e: Option<f64>| e.is_some_and(|e| e >= SOAK_BYTES_PER_EVENT);
     let leak = growth >= SOAK_MIN_GROWTH_BYTES
-        && match slope_ev {
-            Some(e) if events > 0 => e >= SOAK_BYTES_PER_EVENT,
-            _ => true,
-        };
+        && (events == 0 || (per_event(slope_ev) && halves.into_iter().all(per_event)));
     Trend {
         samples: window.len(),
         events,
         slope_bytes_per_hour: slope_h,
         slope_bytes_per_event: slope_ev,
+        slope_bytes_per_event_halves: halves,
         growth_over_window_bytes: growth,
         rss_anon_slope_bytes_per_hour: rss_h,
         injected_bytes_per_event: 0,
@@ -443,6 +449,22 @@ mod tests {
         assert_eq!(t.verdict, Verdict::Leak);
         let e = t.slope_bytes_per_event.expect("slope");
         assert!((e - 100.0).abs() < 1.0, "{e}");
+    }
+
+    #[test]
+    fn a_one_time_step_in_one_half_of_the_window_is_stable() {
+        // 400 B/event for the first 60% of the window (queues filling while
+        // the pipeline stalls), flat after: megabytes over the window, but
+        // the second half does not grow.
+        let mut s = samples(0, 0);
+        for x in &mut s {
+            x.snapshot.allocated += x.snapshot.events.min(40_000) * 400;
+        }
+        let t = trend(&s, 10.0);
+        assert!(t.growth_over_window_bytes > 1e6, "{t:?}");
+        assert_eq!(t.verdict, Verdict::Stable, "{t:?}");
+        let h = t.slope_bytes_per_event_halves;
+        assert!(h[1].is_some_and(|e| e.abs() < 1.0), "{t:?}");
     }
 
     #[test]
