@@ -19,6 +19,7 @@ use crate::datafile::RunFiles;
 use crate::output::Output;
 use daq_format::config::{NetMonInput, SystemConfig};
 use daq_format::netmon::{self, Event};
+use daq_format::process::Kind;
 use daq_runtime::counters::LiveCounters;
 use daq_runtime::sources::{RunSlot, Sources};
 use daq_runtime::transport::{Decoded, Events, Hop, Receiver, RunEnded};
@@ -45,6 +46,8 @@ struct Ingress {
     sources: Sources,
     tx: mpsc::Sender<IngestInput>,
     counters: Arc<LiveCounters>,
+    /// Bytes orphaned per event received (the injected leak; 0 = none).
+    leak_bytes_per_event: u64,
 }
 
 /// The receiving end of a run's event streams (the loop is the transport's).
@@ -78,6 +81,7 @@ impl Receiver for Ingress {
     }
 
     fn received(&self, events: u64, bytes: u64) {
+        daq_runtime::leak::inject_leak(self.leak_bytes_per_event, events);
         self.counters.update(|c| {
             c.events_received += events;
             c.bytes_received += bytes;
@@ -193,6 +197,7 @@ impl Run {
             sources: Sources::new(Events::SENDER, usize::from(config.topology.eventbuilders)),
             tx,
             counters: shared.counters.clone(),
+            leak_bytes_per_event: config.leak.bytes_per_event_in(Kind::Aggregator),
         });
         daq_runtime::metrics::data_path().set_queue_sender("ingest_batches", &ingress.tx);
         let ingest = Ingest {

@@ -10,6 +10,7 @@
 //! (nothing is dropped), which is how a slow eventbuilder throttles it.
 
 use daq_format::config::SystemConfig;
+use daq_format::process::Kind;
 use daq_format::record::Counters;
 use daq_runtime::counters::LiveCounters;
 use daq_runtime::transport::outbound::OutboundError;
@@ -94,6 +95,7 @@ impl Run {
             max_events: config.generator.max_events,
             throttle: Duration::from_micros(config.generator.throttle_us),
             batch_max_delay: Duration::from_millis(config.transfer.batch_max_delay_ms),
+            leak_bytes_per_event: config.leak.bytes_per_event_in(Kind::BoardReader),
         };
         let handle = tokio::runtime::Handle::current();
         let out = out.into_blocking(handle.clone());
@@ -152,6 +154,8 @@ struct LoopConfig {
     max_events: u64,
     throttle: Duration,
     batch_max_delay: Duration,
+    /// Bytes orphaned per fragment generated (the injected leak; 0 = none).
+    leak_bytes_per_event: u64,
 }
 
 /// The generator thread: poll and hand each fragment to the outbound side;
@@ -219,6 +223,7 @@ fn generate(
                 .fragment(seq)
                 .map_err(|e| format!("generator failed at sequence id {seq}: {e}"))?;
             out.push(seq, fragment.into_bytes());
+            daq_runtime::leak::inject_leak(cfg.leak_bytes_per_event, 1);
             counters.last_sequence_id.store(seq, Ordering::Relaxed);
             seq += 1;
             out.flush_due();

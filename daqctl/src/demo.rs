@@ -7,7 +7,9 @@ use crate::system::{Lifetime, Reply, System};
 use anyhow::{Context, Result};
 use daq_format::config::SystemConfig;
 use daq_format::process::{Kind, ProcessId};
-use daq_format::record::{self, DataFileLocation, ProcessRecord, RunPaths, RunSummary};
+use daq_format::record::{
+    self, DataFileLocation, InjectedLeak, ProcessRecord, RunPaths, RunSummary,
+};
 use daq_runtime::sampler::write_csv;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,6 +76,31 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
     let run = session::next_run(&opts.run_dir, &[])?;
     let paths = RunPaths::new(&opts.run_dir, run);
     std::fs::create_dir_all(paths.logs())?;
+    let plan = crate::soak::Plan {
+        run,
+        duration_s: match opts.length {
+            Length::Duration(d) => Some(d.as_secs_f64()),
+            Length::Events(_) => None,
+        },
+        events: match opts.length {
+            Length::Events(n) => Some(n),
+            Length::Duration(_) => None,
+        },
+        written_unix_s: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    };
+    std::fs::write(
+        paths.root.join(crate::soak::PLAN_FILE),
+        serde_json::to_string_pretty(&plan).context("serializing the plan")?,
+    )?;
+    if let Some(l) = InjectedLeak::of(&config.leak) {
+        eprintln!(
+            "run {run}: leak injected on purpose: {} B/event into every {}",
+            l.bytes_per_event,
+            l.process_kind.as_str()
+        );
+    }
     let t = config.topology;
     eprintln!(
         "run {run}: booting {}x{}x{} system, record in {}",
@@ -194,7 +221,8 @@ pub async fn start_wait_stop(
     if progress != Progress::Quiet {
         eprintln!("run {run}: running");
     }
-    if let Err(e) = wait(system, config, length, progress, started, errors).await {
+    let heap_dir = paths.root.join("heap");
+    if let Err(e) = wait(system, config, length, progress, started, &heap_dir, errors).await {
         errors.push(format!("{e:#}"));
     }
     if progress != Progress::Quiet {
@@ -292,6 +320,47 @@ pub fn host_of(addr: &str) -> String {
         .to_string()
 }
 
+/// Heap readings streamed to `heap/<process>.csv` while a soak runs (a
+/// file per process, one row per reading, flushed at once; nothing held).
+struct LiveSamples {
+    dir: PathBuf,
+    files: BTreeMap<String, csv::Writer<std::fs::File>>,
+}
+
+impl LiveSamples {
+    fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    fn append(&mut self, heaps: &[(String, proto::HeapReply)]) {
+        for (name, h) in heaps {
+            let Some(row) = h.current else { continue };
+            let w = match self.files.entry(name.clone()) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    let path = self.dir.join(format!("{name}.csv"));
+                    let opened = std::fs::create_dir_all(&self.dir)
+                        .map_err(csv::Error::from)
+                        .and_then(|()| csv::Writer::from_path(&path));
+                    match opened {
+                        Ok(w) => e.insert(w),
+                        Err(err) => {
+                            eprintln!("daqctl: cannot write {}: {err}", path.display());
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let Err(err) = w.serialize(row).and_then(|()| Ok(w.flush()?)) {
+                eprintln!("daqctl: heap sample of {name} not written: {err}");
+            }
+        }
+    }
+}
+
 /// Waits for the run's length, printing progress each second; Ctrl-C ends
 /// the run early (it is still stopped cleanly).
 async fn wait(
@@ -300,12 +369,21 @@ async fn wait(
     length: Length,
     progress: Progress,
     started: Instant,
+    heap_dir: &Path,
     errors: &mut Vec<String>,
 ) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    // During a soak, the heap readings polled for the progress bar are
+    // written to the record as they come (`heap/<process>.csv`), so a soak
+    // whose daqctl dies still leaves samples for `soak analyse`; at stop
+    // the processes' own sampler rows replace them.
+    let mut live = LiveSamples::new(heap_dir);
     let mut last_print = Instant::now();
-    let bar = match (progress, length) {
-        (Progress::Bar, Length::Duration(d)) => Some(crate::soak::progress_bar(d)),
+    let mut bar = match (progress, length) {
+        (Progress::Bar, Length::Duration(d)) => Some((
+            crate::soak::progress_bar(d),
+            crate::soak::Provisional::new(d),
+        )),
         _ => None,
     };
     let ctrl_c = tokio::signal::ctrl_c();
@@ -361,15 +439,17 @@ async fn wait(
                     })
             }
         };
-        if let Some(bar) = &bar {
+        if let Some((bar, provisional)) = &mut bar {
             if last_print.elapsed() >= Duration::from_secs(1) || done {
                 last_print = Instant::now();
                 let (heaps, _) = system.heap().await;
+                live.append(&heaps);
+                provisional.add(started.elapsed(), &heaps);
                 crate::soak::update_bar(
                     bar,
                     started.elapsed(),
                     sum(Kind::BoardReader, |c| c.fragments_sent),
-                    &heaps,
+                    provisional,
                 );
             }
             if done {
@@ -495,6 +575,7 @@ fn summarize(
         topology: config.topology,
         netmon_input: config.aggregator.netmon_input.as_str().into(),
         disk_writing: config.aggregator.write_data,
+        injected_leak: InjectedLeak::of(&config.leak),
         throttle_us: config.generator.throttle_us,
         started_unix_s: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -563,6 +644,13 @@ pub fn render(o: &Outcome) -> String {
         line(format!("             {f}"));
     }
     line(format!("  netmon     {}", s.netmon_input));
+    if let Some(l) = s.injected_leak {
+        line(format!(
+            "  leak       {} B/event injected on purpose into every {}",
+            l.bytes_per_event,
+            l.process_kind.as_str()
+        ));
+    }
     out.push_str(&crate::heap::table(s));
     let profiles: Vec<&String> = s.processes.values().flat_map(|p| &p.profiles).collect();
     if !profiles.is_empty() {

@@ -4,17 +4,52 @@
 
 use anyhow::{Context, Result, bail};
 use daq_format::record::{HEAP_BOUNDARIES, RunSummary};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// Smallest per-event growth called a leak: one allocation of jemalloc's
-/// smallest size class (8 bytes) per event. Anything that leaks at least
-/// one object per event reaches it; allocator noise over thousands of
-/// events stays far below it.
+/// What the heap of a process does: the verdict of every analysis (soak
+/// trend, short-vs-long comparison, across runs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// No growth beyond the noise.
+    Stable,
+    /// Grown once (caches, connection buffers) and not growing with the work.
+    Stale,
+    /// Grows with the events handled.
+    Leak,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Stable => "stable",
+            Verdict::Stale => "stale",
+            Verdict::Leak => "leak",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Run scale (`heap compare`, [`across_runs`]): smallest per-event growth
+/// of what is left after stop called a leak: one allocation of jemalloc's
+/// smallest size class (8 bytes) per event.
 pub const LEAK_BYTES_PER_EVENT: f64 = 8.0;
-/// Smallest absolute growth called a leak: below it the growth is within
-/// what the allocator's caches and the in-flight buffers move by.
+/// Run scale: smallest growth left after stop that counts (below it: stable).
 pub const LEAK_MIN_BYTES: f64 = 1024.0 * 1024.0;
+/// Soak trend: smallest per-event slope called a leak.
+pub const SOAK_BYTES_PER_EVENT: f64 = 8.0;
+/// Soak trend: smallest growth over the analysed window called a leak;
+/// below it the growth is within what the allocator's caches and the
+/// in-flight buffers move by.
+pub const SOAK_MIN_GROWTH_BYTES: f64 = 256.0 * 1024.0;
+/// The thresholds in words (soak.json `threshold.why`).
+pub const THRESHOLD_WHY: &str = "leak = the Theil-Sen trend of jemalloc allocated bytes after the warm-up grows by at least 256 KiB over the window AND by at least 8 bytes per event handled, over the whole window and over each of its halves; the median of pairwise slopes ignores the allocator's sawtooth, the 256 KiB floor is 1.6x the largest growth of a clean process in the 60 s campaign (163 KiB, an aggregator's HDF5 batch filling at 10 Hz), and the halves keep a one-time step (bounded queues filling during backpressure, 375 KiB once) from being called a leak; README 'How sensitive the soak verdict is'";
 
 fn kib(v: i64) -> String {
     format!("{:.1}", v as f64 / 1024.0)
@@ -129,30 +164,49 @@ const OWN_CRATES: [&str; 6] = [
 ];
 
 /// Parses `jeprof --text --cum` output into this project's functions,
-/// largest cumulative growth first.
+/// largest cumulative growth first. jeprof sometimes names a real
+/// (non-inlined) frame by its bare name (`inject_leak`) and gives the
+/// qualified name only on an `(inline)` line; such a bare name is
+/// qualified from that line when it names a function of this project.
 pub fn parse_sites(jeprof_text: &str) -> Vec<Site> {
-    let mut sites: Vec<Site> = jeprof_text
+    let rows: Vec<(f64, f64, String, bool)> = jeprof_text
         .lines()
         .filter_map(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
-            if cols.len() < 6 || cols.last() == Some(&"(inline)") {
+            if cols.len() < 6 {
                 return None;
             }
             let cum_mb: f64 = cols[3].parse().ok()?;
             let pct: f64 = cols[4].trim_end_matches('%').parse().ok()?;
-            let function = cols[5..].join(" ");
-            OWN_CRATES
-                .iter()
-                .any(|c| function.starts_with(c))
-                .then_some(Site {
-                    function,
-                    bytes: cum_mb * 1024.0 * 1024.0,
-                    percent: pct,
-                })
+            let inline = cols.last() == Some(&"(inline)");
+            let end = if inline { cols.len() - 1 } else { cols.len() };
+            Some((cum_mb, pct, cols[5..end].join(" "), inline))
+        })
+        .collect();
+    let own = |f: &str| OWN_CRATES.iter().any(|c| f.starts_with(c));
+    let qualified: std::collections::HashMap<&str, &str> = rows
+        .iter()
+        .filter(|(_, _, f, inline)| *inline && own(f))
+        .filter_map(|(_, _, f, _)| Some((f.rsplit_once("::")?.1, f.as_str())))
+        .collect();
+    let mut sites: Vec<Site> = rows
+        .iter()
+        .filter(|(_, _, _, inline)| !inline)
+        .filter_map(|(cum_mb, pct, f, _)| {
+            let function = match qualified.get(f.as_str()) {
+                Some(q) if !f.contains("::") => q.to_string(),
+                _ => f.clone(),
+            };
+            own(&function).then_some(Site {
+                function,
+                bytes: cum_mb * 1024.0 * 1024.0,
+                percent: *pct,
+            })
         })
         .collect();
     sites.sort_by(|a, b| b.bytes.total_cmp(&a.bytes));
-    sites.dedup_by(|a, b| a.function == b.function);
+    let mut seen = std::collections::HashSet::new();
+    sites.retain(|s| seen.insert(s.function.clone()));
     sites
 }
 
@@ -224,7 +278,7 @@ pub struct Comparison {
     pub growth_a: i64,
     pub growth_b: i64,
     pub bytes_per_event_b: f64,
-    pub verdict: &'static str,
+    pub verdict: Verdict,
 }
 
 /// Classifies one process from the growth left after a short run (a) and a
@@ -244,7 +298,7 @@ pub fn classify(
     };
     let more_events = events_b as f64 / (events_a.max(1)) as f64;
     let verdict = if growth_a.abs().max(growth_b.abs()) as f64 <= LEAK_MIN_BYTES {
-        "stable"
+        Verdict::Stable
     } else if growth_b as f64 > LEAK_MIN_BYTES
         && per_event_b >= LEAK_BYTES_PER_EVENT
         && more_events > 1.5
@@ -252,9 +306,9 @@ pub fn classify(
     {
         // b handled k times the events and its growth is at least halfway
         // to k times a's: it grows with the work.
-        "leak"
+        Verdict::Leak
     } else {
-        "stale"
+        Verdict::Stale
     };
     Comparison {
         process: process.to_string(),
@@ -352,9 +406,206 @@ pub fn theil_sen(points: &[(f64, f64)]) -> Option<f64> {
     Some(*m)
 }
 
+/// One run of a process kept up over many runs: its heap after the run's
+/// stop and the events it handled in that run.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunHeap {
+    pub run: u32,
+    /// jemalloc allocated bytes at `after_stop`.
+    pub after_stop_bytes: u64,
+    /// Events the process handled in this run.
+    pub events: u64,
+}
+
+/// The verdict of one process over many runs ([`across_runs`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AcrossRuns {
+    pub runs: usize,
+    pub events: u64,
+    /// Theil-Sen slope of after_stop against the events handled so far.
+    pub slope_bytes_per_event: Option<f64>,
+    /// Theil-Sen slope of after_stop against the run index.
+    pub slope_bytes_per_run: Option<f64>,
+    /// after_stop of the first run minus the baseline (before_start of the
+    /// first run), when a baseline was given.
+    pub first_step_bytes: Option<i64>,
+    /// slope_bytes_per_event times the events of all runs but the first.
+    pub growth_with_events_bytes: f64,
+    pub verdict: Verdict,
+}
+
+/// Leak, stale or stable for a process kept up over many runs, from its
+/// `after_stop` heap per run (in run order) and, optionally, its heap
+/// before the first start. Memory left after every stop that grows with the
+/// events handled (Theil-Sen over cumulative events, so one odd run does not
+/// decide) is a leak at the run scale; a step that does not grow again is
+/// stale; neither is stable. Thresholds: [`LEAK_BYTES_PER_EVENT`] and
+/// [`LEAK_MIN_BYTES`]. Fewer than two runs can only be stale or stable.
+pub fn across_runs(baseline_bytes: Option<u64>, runs: &[RunHeap]) -> AcrossRuns {
+    let mut cumulative = 0u64;
+    let by_events: Vec<(f64, f64)> = runs
+        .iter()
+        .map(|r| {
+            cumulative += r.events;
+            (cumulative as f64, r.after_stop_bytes as f64)
+        })
+        .collect();
+    let by_run: Vec<(f64, f64)> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i as f64, r.after_stop_bytes as f64))
+        .collect();
+    let slope_ev = theil_sen(&by_events);
+    let slope_run = theil_sen(&by_run);
+    let later_events = cumulative.saturating_sub(runs.first().map_or(0, |r| r.events));
+    let growth = slope_ev.map_or(0.0, |s| s * later_events as f64);
+    let first_step = match (baseline_bytes, runs.first()) {
+        (Some(b), Some(r)) => Some(r.after_stop_bytes as i64 - b as i64),
+        _ => None,
+    };
+    let spread = {
+        let lo = runs.iter().map(|r| r.after_stop_bytes).min().unwrap_or(0);
+        let hi = runs.iter().map(|r| r.after_stop_bytes).max().unwrap_or(0);
+        (hi - lo) as f64
+    };
+    let leak = runs.len() >= 2
+        && growth >= LEAK_MIN_BYTES
+        && slope_ev.is_some_and(|s| s >= LEAK_BYTES_PER_EVENT);
+    let verdict = if leak {
+        Verdict::Leak
+    } else if first_step.is_some_and(|s| s as f64 >= LEAK_MIN_BYTES) || spread >= LEAK_MIN_BYTES {
+        Verdict::Stale
+    } else {
+        Verdict::Stable
+    };
+    AcrossRuns {
+        runs: runs.len(),
+        events: cumulative,
+        slope_bytes_per_event: slope_ev,
+        slope_bytes_per_run: slope_run,
+        first_step_bytes: first_step,
+        growth_with_events_bytes: growth,
+        verdict,
+    }
+}
+
+/// `daqctl heap across-runs RUN...`: [`across_runs`] per process of the
+/// records (in the given order), with before_start of the first as baseline.
+pub fn across_run_records(
+    roots: &[std::path::PathBuf],
+) -> Result<(std::collections::BTreeMap<String, AcrossRuns>, String)> {
+    let summaries = roots.iter().map(|r| load(r)).collect::<Result<Vec<_>>>()?;
+    let mut per_process: std::collections::BTreeMap<String, (Option<u64>, Vec<RunHeap>)> =
+        Default::default();
+    for s in &summaries {
+        for (name, p) in &s.processes {
+            let Some(after) = p.heap.get("after_stop") else {
+                continue;
+            };
+            let entry = per_process
+                .entry(name.clone())
+                .or_insert_with(|| (p.heap.get("before_start").map(|h| h.allocated), Vec::new()));
+            entry.1.push(RunHeap {
+                run: s.run,
+                after_stop_bytes: after.allocated,
+                events: after.events,
+            });
+        }
+    }
+    if per_process.is_empty() {
+        bail!("no process of these runs has an after_stop heap snapshot");
+    }
+    let rows: std::collections::BTreeMap<String, AcrossRuns> = per_process
+        .into_iter()
+        .map(|(n, (base, runs))| (n, across_runs(base, &runs)))
+        .collect();
+    let mut out = format!(
+        "  {:<16} {:>5} {:>12} {:>12} {:>14} {:>14}  verdict\n",
+        "process", "runs", "events", "B/event", "KiB/run", "first step KiB"
+    );
+    for (name, r) in &rows {
+        let opt = |v: Option<f64>, scale: f64| {
+            v.map_or_else(|| "-".into(), |v| format!("{:.1}", v / scale))
+        };
+        out.push_str(&format!(
+            "  {:<16} {:>5} {:>12} {:>12} {:>14} {:>14}  {}\n",
+            name,
+            r.runs,
+            r.events,
+            opt(r.slope_bytes_per_event, 1.0),
+            opt(r.slope_bytes_per_run, 1024.0),
+            opt(r.first_step_bytes.map(|v| v as f64), 1024.0),
+            r.verdict
+        ));
+    }
+    Ok((rows, out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn runs(after: &[u64], events: u64) -> Vec<RunHeap> {
+        after
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| RunHeap {
+                run: i as u32 + 1,
+                after_stop_bytes: a,
+                events,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn after_stop_growing_with_the_events_over_runs_is_a_leak() {
+        // 100 000 events a run, 64 B/event left behind, plus +-100 KiB noise.
+        let after: Vec<u64> = (0..5u64)
+            .map(|i| 10_000_000 + (i + 1) * 6_400_000 + (i % 2) * 100_000)
+            .collect();
+        let a = across_runs(Some(10_000_000), &runs(&after, 100_000));
+        assert_eq!(a.verdict, Verdict::Leak, "{a:?}");
+        let e = a.slope_bytes_per_event.expect("slope");
+        assert!((e - 64.0).abs() < 2.0, "{e}");
+        assert_eq!(a.runs, 5);
+        assert_eq!(a.events, 500_000);
+    }
+
+    #[test]
+    fn a_one_time_step_after_the_first_run_is_stale() {
+        // +5 MB after the first run, then flat within 50 KB.
+        let a = across_runs(
+            Some(10_000_000),
+            &runs(&[15_000_000, 15_050_000, 14_990_000, 15_020_000], 100_000),
+        );
+        assert_eq!(a.verdict, Verdict::Stale, "{a:?}");
+        assert_eq!(a.first_step_bytes, Some(5_000_000));
+    }
+
+    #[test]
+    fn flat_after_stop_heaps_are_stable_and_one_odd_run_does_not_decide() {
+        let a = across_runs(
+            Some(10_000_000),
+            &runs(&[10_010_000, 10_020_000, 9_990_000, 10_000_000], 100_000),
+        );
+        assert_eq!(a.verdict, Verdict::Stable, "{a:?}");
+        // One run leaves 3 MB (a cache filled once), the others do not.
+        let b = across_runs(
+            Some(10_000_000),
+            &runs(
+                &[10_000_000, 10_010_000, 13_000_000, 10_020_000, 10_000_000],
+                100_000,
+            ),
+        );
+        assert_eq!(b.verdict, Verdict::Stale, "{b:?}");
+        // A single run cannot show growth run over run.
+        let c = across_runs(None, &runs(&[50_000_000], 100_000));
+        assert_eq!(c.verdict, Verdict::Stable, "{c:?}");
+        assert_eq!(c.slope_bytes_per_event, None);
+        // Growth without events is no leak at the event scale.
+        let d = across_runs(None, &runs(&[10_000_000, 20_000_000, 30_000_000], 0));
+        assert_ne!(d.verdict, Verdict::Leak, "{d:?}");
+    }
 
     #[test]
     fn jeprof_output_is_reduced_to_this_projects_functions() {
@@ -371,6 +622,22 @@ mod tests {
         assert_eq!(s[0].function, "daq_format::netmon::decode_legacy");
         assert_eq!(s[0].percent, 99.4);
         assert_eq!(s[1].function, "daq_format::netmon::decode_history");
+    }
+
+    #[test]
+    fn a_bare_frame_name_is_qualified_from_its_inline_line() {
+        let text = "Total: 0.3 MB
+     0.0   0.0% 100.0%      0.3 100.0% _rjem_je_prof_backtrace
+     0.0   0.0% 100.0%      0.3  98.5% eventbuilder::core::Builder::place_parked
+     0.0   0.0% 100.0%      0.3  98.5% inject_leak
+     0.0   0.0% 100.0%      0.0   6.0% daq_runtime::leak::inject_leak (inline)
+     0.0   0.0% 100.0%      0.3  98.5% from_elem (inline)
+";
+        let s = parse_sites(text);
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert_eq!(s[0].function, "eventbuilder::core::Builder::place_parked");
+        assert_eq!(s[1].function, "daq_runtime::leak::inject_leak");
+        assert_eq!(s[1].percent, 98.5);
     }
 
     #[test]
@@ -394,17 +661,17 @@ mod tests {
     fn growth_proportional_to_events_is_a_leak_and_constant_growth_is_stale() {
         // 10x the events, 10x the growth at 100 B/event.
         let c = classify("aggregator-0", 100_000, 10_000_000, 1_000_000, 100_000_000);
-        assert_eq!(c.verdict, "leak");
+        assert_eq!(c.verdict, Verdict::Leak);
         assert_eq!(c.bytes_per_event_b, 100.0);
         // 10x the events, the same 5 MB both times: allocated once, kept.
         assert_eq!(
             classify("eventbuilder-0", 100_000, 5_000_000, 1_000_000, 5_100_000).verdict,
-            "stale"
+            Verdict::Stale
         );
         // Tiny differences either way.
         assert_eq!(
             classify("boardreader-0", 100_000, 20_000, 1_000_000, -50_000).verdict,
-            "stable"
+            Verdict::Stable
         );
     }
 }

@@ -18,6 +18,7 @@ mod system;
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 use daq_format::config::{DataFormat, NetMonInput, SystemConfig, Topology};
+use daq_format::process::Kind;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -129,6 +130,17 @@ enum HeapCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Leak, stale or stable per process across runs, from what each run
+    /// left after its stop (the processes must be the same ones, kept up
+    /// across the runs, for the verdict to mean a leak at the run scale).
+    AcrossRuns {
+        /// Run record directories, in run order.
+        #[arg(required = true, num_args = 2..)]
+        runs: Vec<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The functions under which a process's heap grew between two run-state
     /// boundaries (from a run with --heap-profile; uses jeprof).
     Sites {
@@ -181,6 +193,13 @@ struct SystemArgs {
     /// Turn jemalloc heap profiling on and dump a profile per process at each run-state boundary.
     #[arg(long)]
     heap_profile: bool,
+    /// Calibration: the processes of --inject-leak-in orphan this many bytes
+    /// of heap per event they handle (a real leak, on purpose; 0 = none).
+    #[arg(long, value_name = "BYTES")]
+    inject_leak: Option<u64>,
+    /// Which processes leak with --inject-leak: boardreader, eventbuilder (default) or aggregator.
+    #[arg(long, value_name = "KIND", requires = "inject_leak")]
+    inject_leak_in: Option<Kind>,
 }
 
 /// Where the session is: the config (for its [addresses]) and the run dir
@@ -223,9 +242,9 @@ struct RunArgs {
     /// How many consecutive runs.
     #[arg(long)]
     runs: u32,
-    /// Each run lasts this many seconds (default 10).
-    #[arg(long, conflicts_with = "events")]
-    duration: Option<f64>,
+    /// Each run lasts this long (default 10 s): seconds (10, 2.5) or with units (10s, 90m).
+    #[arg(long, conflicts_with = "events", value_parser = parse_duration)]
+    duration: Option<Duration>,
     /// Each run lasts until every boardreader has generated this many events.
     #[arg(long)]
     events: Option<u64>,
@@ -235,9 +254,9 @@ struct RunArgs {
 struct DemoArgs {
     #[command(flatten)]
     system: SystemArgs,
-    /// Run for this many seconds (default 10).
-    #[arg(long, conflicts_with = "events")]
-    duration: Option<f64>,
+    /// How long (default 10 s): seconds (10, 2.5) or with units (10s, 90m, 1h30m).
+    #[arg(long, conflicts_with = "events", value_parser = parse_duration)]
+    duration: Option<Duration>,
     /// Run until every boardreader has generated this many events.
     #[arg(long)]
     events: Option<u64>,
@@ -250,12 +269,54 @@ struct DemoArgs {
 }
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct SoakArgs {
+    #[command(subcommand)]
+    command: Option<SoakCmd>,
     #[command(flatten)]
     system: SystemArgs,
-    /// How long: 60s, 90m, 15h, 1h30m.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    duration: Duration,
+    /// How long: seconds (60) or with units (60s, 90m, 15h, 1h30m).
+    #[arg(long, value_parser = parse_duration, required = true)]
+    duration: Option<Duration>,
+}
+
+#[derive(Subcommand)]
+enum SoakCmd {
+    /// Recompute soak.json and soak.svg from the heap samples of a soak's
+    /// record, finished or not (daqctl killed, host rebooted); says how much
+    /// of the planned duration the samples cover. Exits like `daqctl soak`.
+    Analyse {
+        /// The soak's run record directory (runs/run_000001).
+        run: PathBuf,
+    },
+}
+
+/// Exit statuses (README "Exit statuses"): all stable / the run went well.
+const EXIT_OK: u8 = 0;
+/// The run itself failed (a shortfall, a process died, a failed command).
+const EXIT_RUN_FAILED: u8 = 1;
+/// Bad input or an error before or outside the run (no record, bad config).
+const EXIT_ERROR: u8 = 2;
+/// A soak whose run went well found at least one process leaking.
+const EXIT_LEAK: u8 = 3;
+
+/// A duration: bare seconds (`60`, `2.5`) or humantime (`60s`, `15h`, `1h30m`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let bad = || {
+        format!(
+            "--duration must be a positive number of seconds (60) or a duration (60s, 90m, 15h, 1h30m), not {s:?}"
+        )
+    };
+    let d = match t.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e12 => Duration::from_secs_f64(secs),
+        Ok(_) => return Err(bad()),
+        Err(_) => humantime::parse_duration(t).map_err(|_| bad())?,
+    };
+    if d.is_zero() {
+        return Err(bad());
+    }
+    Ok(d)
 }
 
 fn parse_topology(s: &str) -> Result<Topology, String> {
@@ -327,6 +388,12 @@ fn resolve(a: &SystemArgs, soak_defaults: bool) -> Result<SystemConfig> {
     if let Some(f) = a.data_format {
         c.aggregator.format = f;
     }
+    if let Some(b) = a.inject_leak {
+        c.leak.inject_bytes_per_event = b;
+    }
+    if let Some(k) = a.inject_leak_in {
+        c.leak.inject_in = k;
+    }
     if let Some(s) = a.sample_interval {
         if !(s.is_finite() && s >= 0.0) {
             bail!("--sample-interval must be a number of seconds >= 0, not {s}");
@@ -337,19 +404,16 @@ fn resolve(a: &SystemArgs, soak_defaults: bool) -> Result<SystemConfig> {
     Ok(c)
 }
 
-fn length(duration: Option<f64>, events: Option<u64>) -> Result<demo::Length> {
+fn length(duration: Option<Duration>, events: Option<u64>) -> Result<demo::Length> {
     Ok(match (duration, events) {
         (_, Some(0)) => bail!("--events must be at least 1"),
         (_, Some(n)) => demo::Length::Events(n),
-        (Some(d), None) if !(d.is_finite() && d > 0.0) => {
-            bail!("--duration must be a positive number of seconds, not {d}")
-        }
-        (Some(d), None) => demo::Length::Duration(Duration::from_secs_f64(d)),
+        (Some(d), None) => demo::Length::Duration(d),
         (None, None) => demo::Length::Duration(Duration::from_secs(10)),
     })
 }
 
-async fn demo(args: DemoArgs) -> Result<bool> {
+async fn demo(args: DemoArgs) -> Result<u8> {
     let config = resolve(&args.system, false)?;
     let length = length(args.duration, args.events)?;
     let outcome = demo::run(demo::DemoOptions {
@@ -362,20 +426,51 @@ async fn demo(args: DemoArgs) -> Result<bool> {
     })
     .await?;
     print!("{}", demo::render(&outcome));
-    Ok(outcome.summary.errors.is_empty())
+    Ok(if outcome.summary.errors.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_RUN_FAILED
+    })
 }
 
-async fn soak(args: SoakArgs) -> Result<bool> {
-    if args.duration.is_zero() {
-        bail!("--duration must be longer than 0");
+/// 0 when everything went well, else the run-failed status.
+fn ok_or_failed(ok: bool) -> u8 {
+    if ok { EXIT_OK } else { EXIT_RUN_FAILED }
+}
+
+/// The exit status of a soak: a failed run first (its verdicts are not
+/// to be trusted), then any leak.
+fn soak_status(run_ok: bool, report: &soak::SoakReport) -> u8 {
+    if !run_ok {
+        EXIT_RUN_FAILED
+    } else if report.verdict() == heap::Verdict::Leak {
+        EXIT_LEAK
+    } else {
+        EXIT_OK
     }
+}
+
+async fn soak(args: SoakArgs) -> Result<u8> {
+    if let Some(SoakCmd::Analyse { run }) = args.command {
+        let (report, text) = soak::analyse(&run)?;
+        print!("{text}");
+        let run_ok = match report.finished {
+            true => heap::load(&run)?.errors.is_empty(),
+            // An unfinished soak did not fail: it was cut short.
+            false => true,
+        };
+        return Ok(soak_status(run_ok, &report));
+    }
+    let Some(duration) = args.duration else {
+        bail!("--duration is required");
+    };
     let config = resolve(&args.system, true)?;
     if config.heap.sample_interval_ms == 0 {
         bail!("a soak needs heap samples: --sample-interval must be > 0");
     }
     let outcome = demo::run(demo::DemoOptions {
         config,
-        length: demo::Length::Duration(args.duration),
+        length: demo::Length::Duration(duration),
         run_dir: args.system.run_dir,
         heap_profile: args.system.heap_profile,
         progress: demo::Progress::Bar,
@@ -383,9 +478,19 @@ async fn soak(args: SoakArgs) -> Result<bool> {
     })
     .await?;
     print!("{}", demo::render(&outcome));
-    let (_, text) = soak::analyse(&outcome.paths.root, &outcome.summary)?;
-    print!("{text}");
-    Ok(outcome.summary.errors.is_empty())
+    let run_ok = outcome.summary.errors.is_empty();
+    match soak::analyse(&outcome.paths.root) {
+        Ok((report, text)) => {
+            print!("{text}");
+            Ok(soak_status(run_ok, &report))
+        }
+        // A run that failed early may have no samples to analyse.
+        Err(e) if !run_ok => {
+            eprintln!("daqctl: no soak analysis: {e:#}");
+            Ok(EXIT_RUN_FAILED)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn run_session(args: RunArgs) -> Result<bool> {
@@ -416,27 +521,27 @@ async fn main() -> ExitCode {
         Cmd::Boot(a) => match resolve(&a, false) {
             Ok(c) => session::boot_cmd(&c, &a.run_dir, a.heap_profile)
                 .await
-                .map(|_| true),
+                .map(|_| EXIT_OK),
             Err(e) => Err(e),
         },
         Cmd::Init(a) => match resolve(&a, false) {
-            Ok(c) => session::init_cmd(&c, &a.run_dir).await.map(|_| true),
+            Ok(c) => session::init_cmd(&c, &a.run_dir).await.map(|_| EXIT_OK),
             Err(e) => Err(e),
         },
         Cmd::Start(a) => match a.config() {
-            Ok(c) => session::start_cmd(&c, &a.run_dir).await.map(|_| true),
+            Ok(c) => session::start_cmd(&c, &a.run_dir).await.map(|_| EXIT_OK),
             Err(e) => Err(e),
         },
         Cmd::Stop(a) => match a.config() {
             Ok(c) => session::stop_cmd(&c, &a.run_dir).await.map(|o| {
                 print!("{}", demo::render(&o));
-                o.summary.errors.is_empty()
+                ok_or_failed(o.summary.errors.is_empty())
             }),
             Err(e) => Err(e),
         },
         Cmd::Status(a) => match a.session.config() {
             Ok(c) if a.watch => match session::connect(&c, &a.session.run_dir).await {
-                Ok(mut system) => status::watch(&mut system, a.count).await.map(|_| true),
+                Ok(mut system) => status::watch(&mut system, a.count).await.map(|_| EXIT_OK),
                 Err(e) => Err(e),
             },
             Ok(c) => match session::address_book(&c, &a.session.run_dir) {
@@ -444,17 +549,19 @@ async fn main() -> ExitCode {
                     // Exit 1 when a process does not answer.
                     let (table, all) = status::once(&book).await;
                     print!("{table}");
-                    Ok(all)
+                    Ok(ok_or_failed(all))
                 }
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
         },
         Cmd::Shutdown(a) => match a.config() {
-            Ok(c) => session::shutdown_cmd(&c, &a.run_dir).await,
+            Ok(c) => session::shutdown_cmd(&c, &a.run_dir)
+                .await
+                .map(ok_or_failed),
             Err(e) => Err(e),
         },
-        Cmd::Run(a) => run_session(a).await,
+        Cmd::Run(a) => run_session(a).await.map(ok_or_failed),
         Cmd::Soak(a) => soak(a).await,
         Cmd::Config { check } => {
             let config = match check {
@@ -463,7 +570,7 @@ async fn main() -> ExitCode {
             };
             config.map(|c| {
                 print!("{}", c.to_toml());
-                true
+                EXIT_OK
             })
         }
         Cmd::Monitor {
@@ -478,15 +585,14 @@ async fn main() -> ExitCode {
             (_, w) if !(w.is_finite() && w >= 0.0) => Err(anyhow::anyhow!(
                 "--wait must be a number of seconds >= 0, not {w}"
             )),
-            (s, w) => {
-                monitor::run(monitor::MonitorArgs {
-                    process,
-                    partition,
-                    duration: s.map(Duration::from_secs_f64),
-                    wait: Duration::from_secs_f64(w),
-                })
-                .await
-            }
+            (s, w) => monitor::run(monitor::MonitorArgs {
+                process,
+                partition,
+                duration: s.map(Duration::from_secs_f64),
+                wait: Duration::from_secs_f64(w),
+            })
+            .await
+            .map(|ok| if ok { EXIT_OK } else { EXIT_RUN_FAILED }),
         },
         Cmd::Dump {
             files,
@@ -504,17 +610,17 @@ async fn main() -> ExitCode {
             let mut out = std::io::BufWriter::new(stdout.lock());
             dump::run(&args, &mut out).and_then(|ok| {
                 std::io::Write::flush(&mut out)
-                    .map(|()| ok)
+                    .map(|()| ok_or_failed(ok))
                     .map_err(Into::into)
             })
         }
         Cmd::Report { run } => report::write(&run).map(|path| {
             println!("{}", path.display());
-            true
+            EXIT_OK
         }),
         Cmd::Heap(HeapCmd::Report { run }) => heap::report(&run).map(|t| {
             print!("{t}");
-            true
+            EXIT_OK
         }),
         Cmd::Heap(HeapCmd::Compare { run_a, run_b, json }) => heap::compare(&run_a, &run_b)
             .and_then(|(rows, text)| {
@@ -523,8 +629,18 @@ async fn main() -> ExitCode {
                 } else {
                     print!("{text}");
                 }
-                Ok(true)
+                Ok(EXIT_OK)
             }),
+        Cmd::Heap(HeapCmd::AcrossRuns { runs, json }) => {
+            heap::across_run_records(&runs).and_then(|(rows, text)| {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    print!("{text}");
+                }
+                Ok(EXIT_OK)
+            })
+        }
         Cmd::Heap(HeapCmd::Sites {
             run,
             process,
@@ -545,15 +661,32 @@ async fn main() -> ExitCode {
                     );
                 }
             }
-            Ok(true)
+            Ok(EXIT_OK)
         }),
     };
     match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+        Ok(status) => ExitCode::from(status),
         Err(e) => {
             eprintln!("daqctl: error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_bare_seconds_or_have_units() {
+        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("15h"), Ok(Duration::from_secs(15 * 3600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        for bad in ["0", "-3", "nan", "inf", "0s", "ten", ""] {
+            let e = parse_duration(bad).expect_err(bad);
+            assert!(e.starts_with("--duration must be a positive number"), "{e}");
         }
     }
 }

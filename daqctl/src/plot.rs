@@ -2,6 +2,7 @@
 //! RssAnon against elapsed time), in the style of Ganglia's host graphs.
 //! Plain SVG text, viewable in any browser; no font or system library needed.
 
+use crate::heap::Verdict;
 use crate::soak::SoakReport;
 use daq_alloc::HeapSnapshot;
 use daq_runtime::sampler::Sample;
@@ -47,7 +48,7 @@ fn panel(
     x0: f64,
     y0: f64,
     name: &str,
-    verdict: &str,
+    verdict: Option<Verdict>,
     samples: &[Sample],
     warmup_s: f64,
 ) {
@@ -70,7 +71,7 @@ fn panel(
         * 1.1;
     let sx = |t: f64| x0 + MARGIN_L + t / t_max * pw;
     let sy = |v: f64| y0 + MARGIN_T + ph - v / y_max * ph;
-    let color = if verdict == "leak" {
+    let color = if verdict == Some(Verdict::Leak) {
         "#b00020"
     } else {
         "#1b5e20"
@@ -82,7 +83,7 @@ fn panel(
         x0 + MARGIN_L,
         y0 + 18.0,
         esc(name),
-        esc(verdict)
+        verdict.map_or("", Verdict::as_str)
     );
     // Grid and ticks.
     let ys = step(y_max, 4.0);
@@ -144,7 +145,12 @@ fn panel(
 
 /// One process's panel as an SVG element of its own (`class="heap-plot"`,
 /// `data-process="<name>"`), to inline in an HTML page.
-pub fn process_svg(name: &str, verdict: &str, samples: &[Sample], warmup_s: f64) -> String {
+pub fn process_svg(
+    name: &str,
+    verdict: Option<Verdict>,
+    samples: &[Sample],
+    warmup_s: f64,
+) -> String {
     let mut out = format!(
         r##"<svg class="heap-plot" data-process="{}" width="{PANEL_W}" height="{PANEL_H}" viewBox="0 0 {PANEL_W} {PANEL_H}" role="img">
 "##,
@@ -170,7 +176,7 @@ pub fn svg(samples: &BTreeMap<String, Vec<Sample>>, report: &SoakReport) -> Stri
         esc(&report.netmon_input)
     );
     for (i, (name, s)) in samples.iter().enumerate() {
-        let verdict = report.processes.get(name).map_or("", |t| t.verdict);
+        let verdict = report.processes.get(name).map(|t| t.verdict);
         let x0 = (i % COLUMNS) as f64 * PANEL_W;
         let y0 = 30.0 + (i / COLUMNS) as f64 * PANEL_H;
         panel(&mut out, x0, y0, name, verdict, s, report.warmup_s);

@@ -109,9 +109,8 @@ pub fn render(run: &Path, s: &RunSummary, soak: Option<&Value>) -> String {
     out.push_str("<h2 id=\"heap-over-time\">Heap over time</h2>\n<div class=\"plots\">\n");
     for name in s.processes.keys() {
         let csv = run.join("heap").join(format!("{name}.csv"));
-        let verdict = soak
-            .and_then(|v| v["processes"][name]["verdict"].as_str())
-            .unwrap_or("");
+        let verdict =
+            soak.and_then(|v| serde_json::from_value(v["processes"][name]["verdict"].clone()).ok());
         match read_csv(&csv) {
             Ok(samples) if !samples.is_empty() => {
                 out.push_str(&process_svg(name, verdict, &samples, warmup_s));

@@ -1,45 +1,139 @@
-//! `daqctl soak`: a long run with a progress bar and periodic heap samples,
-//! then per process a robust trend of allocated bytes (per hour and per
-//! event), a leak verdict, `soak.json` and a memory-over-time plot
-//! (`soak.svg`).
+//! `daqctl soak`: a long run with a progress bar (each process's current
+//! slope and provisional verdict) and periodic heap samples, then per process
+//! a robust trend of allocated bytes (per hour and per event), a leak
+//! verdict, `soak.json` and a memory-over-time plot (`soak.svg`); and
+//! `daqctl soak analyse`, which recomputes both from the samples of a soak
+//! that ended early (daqctl killed, host rebooted).
 
-use crate::heap::{LEAK_BYTES_PER_EVENT, LEAK_MIN_BYTES, theil_sen};
-use anyhow::{Context, Result};
-use daq_format::record::RunSummary;
+use crate::heap::{SOAK_BYTES_PER_EVENT, SOAK_MIN_GROWTH_BYTES, Verdict, theil_sen};
+use anyhow::{Context, Result, bail};
+use daq_format::config::SystemConfig;
+use daq_format::record::{InjectedLeak, RunSummary};
 use daq_runtime::sampler::{Sample, read_csv};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
-use std::collections::BTreeMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::time::Duration;
+
+/// `plan.json` in a run record: what the run was meant to be, written
+/// before it starts, so that a run that never finished can still be
+/// analysed against its plan.
+pub const PLAN_FILE: &str = "plan.json";
+
+/// What a run was meant to be (`plan.json`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub run: u32,
+    /// Planned length in seconds (`None`: the run was to stop after an event count).
+    pub duration_s: Option<f64>,
+    /// Planned events per boardreader (`None`: the run was to last `duration_s`).
+    pub events: Option<u64>,
+    /// Unix time (s) when the plan was written, just before boot.
+    pub written_unix_s: f64,
+}
 
 pub fn progress_bar(total: Duration) -> ProgressBar {
     let bar = ProgressBar::new(total.as_secs().max(1));
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {percent:>3}%  {msg}")
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {percent:>3}%  {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
 }
 
-pub fn update_bar(
-    bar: &ProgressBar,
-    elapsed: Duration,
-    fragments: u64,
-    heaps: &[(String, proto::HeapReply)],
-) {
-    bar.set_position(elapsed.as_secs());
-    let mut msg = format!("{fragments} fragments");
-    for (name, h) in heaps {
-        if let Some(c) = &h.current {
+/// The last samples of one process, kept for the progress bar's provisional
+/// trend: at most [`Provisional::CAPACITY`] samples, evenly thinned (every
+/// second one dropped when full, then only every 2^k-th one kept), so
+/// daqctl's memory stays flat however long the soak. The full samples are
+/// on disk (`heap/<process>.csv`, written by the process itself).
+#[derive(Default)]
+struct Thinned {
+    samples: VecDeque<Sample>,
+    stride: u64,
+    seen: u64,
+}
+
+impl Thinned {
+    fn push(&mut self, s: Sample) {
+        let stride = self.stride.max(1);
+        self.seen += 1;
+        if !(self.seen - 1).is_multiple_of(stride) {
+            return;
+        }
+        self.samples.push_back(s);
+        if self.samples.len() >= Provisional::CAPACITY {
+            let kept: VecDeque<Sample> = self.samples.iter().step_by(2).copied().collect();
+            self.samples = kept;
+            self.stride = stride * 2;
+        }
+    }
+}
+
+/// Each process's provisional trend and verdict while a soak runs.
+pub struct Provisional {
+    warmup: Duration,
+    processes: BTreeMap<String, Thinned>,
+}
+
+impl Provisional {
+    /// Samples kept per process.
+    pub const CAPACITY: usize = 128;
+
+    pub fn new(planned: Duration) -> Self {
+        Self {
+            warmup: warmup(planned),
+            processes: BTreeMap::new(),
+        }
+    }
+
+    pub fn add(&mut self, elapsed: Duration, heaps: &[(String, proto::HeapReply)]) {
+        for (name, h) in heaps {
+            if let Some(c) = &h.current {
+                self.processes
+                    .entry(name.clone())
+                    .or_default()
+                    .push(Sample {
+                        elapsed_s: elapsed.as_secs_f64(),
+                        snapshot: *c,
+                    });
+            }
+        }
+    }
+
+    /// `e0 +3.1B/ev leak?  a1 -0.2B/ev stable?` (`warm-up` before the trend starts).
+    pub fn message(&self, elapsed: Duration) -> String {
+        let mut msg = String::new();
+        for (name, t) in &self.processes {
             let short: String = name
                 .split('-')
                 .map(|p| p.chars().next().unwrap_or('?'))
                 .collect();
-            msg.push_str(&format!("  {short} {:.1}M", c.allocated as f64 / 1048576.0));
+            if elapsed < self.warmup {
+                let mib = t
+                    .samples
+                    .back()
+                    .map_or(0.0, |s| s.snapshot.allocated as f64 / 1048576.0);
+                msg.push_str(&format!(" {short} {mib:.1}M"));
+                continue;
+            }
+            let samples: Vec<Sample> = t.samples.iter().copied().collect();
+            let tr = trend(&samples, self.warmup.as_secs_f64());
+            let slope = tr
+                .slope_bytes_per_event
+                .map_or_else(|| "-".into(), |v| format!("{v:+.0}"));
+            msg.push_str(&format!(" {short} {slope}B/ev {}?", tr.verdict));
         }
+        if elapsed < self.warmup {
+            msg.push_str(" (warm-up)");
+        }
+        msg
     }
-    bar.set_message(msg);
+}
+
+pub fn update_bar(bar: &ProgressBar, elapsed: Duration, fragments: u64, provisional: &Provisional) {
+    bar.set_position(elapsed.as_secs());
+    bar.set_message(format!("{fragments} frags{}", provisional.message(elapsed)));
 }
 
 /// The trend and verdict of one process.
@@ -49,10 +143,14 @@ pub struct Trend {
     pub events: u64,
     pub slope_bytes_per_hour: f64,
     pub slope_bytes_per_event: Option<f64>,
+    /// slope_bytes_per_event of the first and the second half of the window.
+    pub slope_bytes_per_event_halves: [Option<f64>; 2],
     /// slope_bytes_per_hour over the analysed window.
     pub growth_over_window_bytes: f64,
     pub rss_anon_slope_bytes_per_hour: f64,
-    pub verdict: &'static str,
+    /// Bytes per event injected into this process on purpose (0: clean).
+    pub injected_bytes_per_event: u64,
+    pub verdict: Verdict,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,10 +165,32 @@ pub struct SoakReport {
     pub run: u32,
     pub netmon_input: String,
     pub topology: String,
+    pub throttle_us: u64,
+    /// The leak injected on purpose, if any.
+    pub injected_leak: Option<InjectedLeak>,
+    /// The length analysed: the run's duration, or for a soak that never
+    /// finished, the span of its samples.
     pub duration_s: f64,
+    /// The planned length (from plan.json), when known.
+    pub planned_duration_s: Option<f64>,
+    /// duration_s / planned_duration_s.
+    pub coverage: Option<f64>,
+    /// False for a soak that did not end normally (no summary.json).
+    pub finished: bool,
     pub warmup_s: f64,
     pub threshold: Threshold,
     pub processes: BTreeMap<String, Trend>,
+}
+
+impl SoakReport {
+    /// Leak if any process leaks, else stable (a soak's verdicts are never stale).
+    pub fn verdict(&self) -> Verdict {
+        self.processes
+            .values()
+            .map(|t| t.verdict)
+            .max()
+            .unwrap_or(Verdict::Stable)
+    }
 }
 
 /// Warm-up excluded from the trend: 15% of the run, between 5 s and 30 min.
@@ -97,58 +217,148 @@ pub fn trend(samples: &[Sample], warmup_s: f64) -> Trend {
         .map(|s| (s.snapshot.events as f64, s.snapshot.allocated as f64))
         .collect();
     let slope_ev = theil_sen(&ev_pts);
+    // The per-event slope of each half of the window: a leak grows in both,
+    // a one-time step (a backpressure episode filling the bounded queues, a
+    // cache warming up) in one only.
+    let mid = ev_pts.len() / 2;
+    let halves = [theil_sen(&ev_pts[..mid]), theil_sen(&ev_pts[mid..])];
     let span_h = match (window.first(), window.last()) {
         (Some(a), Some(b)) => (b.elapsed_s - a.elapsed_s) / 3600.0,
         _ => 0.0,
     };
     let growth = slope_h * span_h;
-    let events = window.last().map_or(0, |s| s.snapshot.events)
-        - window.first().map_or(0, |s| s.snapshot.events);
-    let leak = growth >= LEAK_MIN_BYTES
-        && match slope_ev {
-            Some(e) if events > 0 => e >= LEAK_BYTES_PER_EVENT,
-            _ => true,
-        };
+    let events = window
+        .last()
+        .map_or(0, |s| s.snapshot.events)
+        .saturating_sub(window.first().map_or(0, |s| s.snapshot.events));
+    let per_event = |e: Option<f64>| e.is_some_and(|e| e >= SOAK_BYTES_PER_EVENT);
+    let leak = growth >= SOAK_MIN_GROWTH_BYTES
+        && (events == 0 || (per_event(slope_ev) && halves.into_iter().all(per_event)));
     Trend {
         samples: window.len(),
         events,
         slope_bytes_per_hour: slope_h,
         slope_bytes_per_event: slope_ev,
+        slope_bytes_per_event_halves: halves,
         growth_over_window_bytes: growth,
         rss_anon_slope_bytes_per_hour: rss_h,
-        verdict: if leak { "leak" } else { "stable" },
+        injected_bytes_per_event: 0,
+        verdict: if leak { Verdict::Leak } else { Verdict::Stable },
     }
 }
 
-/// Reads every process's heap CSV of a run record.
-pub fn load_samples(root: &Path, s: &RunSummary) -> Result<BTreeMap<String, Vec<Sample>>> {
+/// Reads every process's heap CSV of a run record (`heap/<process>.csv`).
+pub fn load_samples(root: &Path) -> Result<BTreeMap<String, Vec<Sample>>> {
+    let dir = root.join("heap");
     let mut out = BTreeMap::new();
-    for name in s.processes.keys() {
-        let path = root.join("heap").join(format!("{name}.csv"));
-        out.insert(name.clone(), read_csv(&path)?);
+    let entries =
+        std::fs::read_dir(&dir).with_context(|| format!("no heap samples in {}", dir.display()))?;
+    for e in entries {
+        let path = e?.path();
+        let (Some(name), Some("csv")) = (
+            path.file_stem().and_then(|s| s.to_str()),
+            path.extension().and_then(|s| s.to_str()),
+        ) else {
+            continue;
+        };
+        out.insert(name.to_string(), read_csv(&path)?);
+    }
+    if out.is_empty() {
+        bail!("no heap samples (heap/*.csv) in {}", dir.display());
     }
     Ok(out)
 }
 
-/// Analyses a finished soak run; writes soak.json and soak.svg into its record.
-pub fn analyse(root: &Path, s: &RunSummary) -> Result<(SoakReport, String)> {
-    let samples = load_samples(root, s)?;
-    let warm = warmup(Duration::from_secs_f64(s.duration_s)).as_secs_f64();
+/// What the analysis knows of the run: from summary.json when the run
+/// finished, else from config.toml and plan.json.
+struct RunFacts {
+    run: u32,
+    netmon_input: String,
+    topology: String,
+    throttle_us: u64,
+    injected_leak: Option<InjectedLeak>,
+    duration_s: Option<f64>,
+}
+
+fn facts(root: &Path, summary: Option<&RunSummary>) -> Result<RunFacts> {
+    if let Some(s) = summary {
+        let t = s.topology;
+        return Ok(RunFacts {
+            run: s.run,
+            netmon_input: s.netmon_input.clone(),
+            topology: format!("{}x{}x{}", t.boardreaders, t.eventbuilders, t.aggregators),
+            throttle_us: s.throttle_us,
+            injected_leak: s.injected_leak,
+            duration_s: Some(s.duration_s),
+        });
+    }
+    let config_path = root.join("config.toml");
+    let c = SystemConfig::from_file(&config_path)
+        .with_context(|| format!("{} is not a run record", root.display()))?;
+    let t = c.topology;
+    let run = root
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("run_"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    Ok(RunFacts {
+        run,
+        netmon_input: c.aggregator.netmon_input.as_str().into(),
+        topology: format!("{}x{}x{}", t.boardreaders, t.eventbuilders, t.aggregators),
+        throttle_us: c.generator.throttle_us,
+        injected_leak: InjectedLeak::of(&c.leak),
+        duration_s: None,
+    })
+}
+
+/// Reads `plan.json` of a run record, if there is one.
+pub fn load_plan(root: &Path) -> Option<Plan> {
+    let text = std::fs::read_to_string(root.join(PLAN_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Analyses a soak's record (finished or not) and writes soak.json and
+/// soak.svg into it.
+pub fn analyse(root: &Path) -> Result<(SoakReport, String)> {
+    let summary = if root.join("summary.json").exists() {
+        Some(crate::heap::load(root)?)
+    } else {
+        None
+    };
+    let facts = facts(root, summary.as_ref())?;
+    let samples = load_samples(root)?;
+    let covered = samples
+        .values()
+        .filter_map(|v| v.last().map(|s| s.elapsed_s))
+        .fold(0.0f64, f64::max);
+    let duration_s = facts.duration_s.unwrap_or(covered);
+    let plan = load_plan(root);
+    let planned = plan.as_ref().and_then(|p| p.duration_s);
+    let warm = warmup(Duration::from_secs_f64(duration_s.max(0.0))).as_secs_f64();
     let processes: BTreeMap<String, Trend> = samples
         .iter()
-        .map(|(n, v)| (n.clone(), trend(v, warm)))
+        .map(|(n, v)| {
+            let mut t = trend(v, warm);
+            t.injected_bytes_per_event = InjectedLeak::bytes_per_event_in(facts.injected_leak, n);
+            (n.clone(), t)
+        })
         .collect();
-    let t = s.topology;
     let report = SoakReport {
-        run: s.run,
-        netmon_input: s.netmon_input.clone(),
-        topology: format!("{}x{}x{}", t.boardreaders, t.eventbuilders, t.aggregators),
-        duration_s: s.duration_s,
+        run: facts.run,
+        netmon_input: facts.netmon_input,
+        topology: facts.topology,
+        throttle_us: facts.throttle_us,
+        injected_leak: facts.injected_leak,
+        duration_s,
+        planned_duration_s: planned,
+        coverage: planned.filter(|p| *p > 0.0).map(|p| duration_s / p),
+        finished: summary.is_some(),
         warmup_s: warm,
         threshold: Threshold {
-            bytes_per_event: LEAK_BYTES_PER_EVENT,
-            min_growth_bytes: LEAK_MIN_BYTES,
-            why: "leak = the Theil-Sen trend of jemalloc allocated bytes after the warm-up grows by at least 1 MiB over the window AND by at least 8 bytes per event handled (one object of jemalloc's smallest size class per event); the median of pairwise slopes ignores the allocator's sawtooth and batch buffers, the 1 MiB floor keeps in-flight buffers and caches from being called a leak",
+            bytes_per_event: SOAK_BYTES_PER_EVENT,
+            min_growth_bytes: SOAK_MIN_GROWTH_BYTES,
+            why: crate::heap::THRESHOLD_WHY,
         },
         processes,
     };
@@ -163,19 +373,34 @@ pub fn analyse(root: &Path, s: &RunSummary) -> Result<(SoakReport, String)> {
 
 pub fn render(r: &SoakReport, root: &Path) -> String {
     let mut out = format!(
-        "soak run {}  {}  netmon {}  {:.0} s (trend after {:.0} s warm-up)\n  {:<16} {:>8} {:>10} {:>14} {:>12} {:>14}  verdict\n",
-        r.run,
-        r.topology,
-        r.netmon_input,
-        r.duration_s,
-        r.warmup_s,
-        "process",
-        "samples",
-        "events",
-        "KiB/hour",
-        "B/event",
-        "rss_anon KiB/h"
+        "soak run {}  {}  netmon {}  {:.0} s (trend after {:.0} s warm-up)\n",
+        r.run, r.topology, r.netmon_input, r.duration_s, r.warmup_s,
     );
+    if !r.finished {
+        out.push_str(&match (r.planned_duration_s, r.coverage) {
+            (Some(p), Some(c)) => format!(
+                "  unfinished: the samples cover {:.0} s of the planned {:.0} s ({:.1}%)\n",
+                r.duration_s,
+                p,
+                c * 100.0
+            ),
+            _ => format!(
+                "  unfinished: the samples cover {:.0} s (planned length unknown: no {PLAN_FILE})\n",
+                r.duration_s
+            ),
+        });
+    }
+    if let Some(l) = r.injected_leak {
+        out.push_str(&format!(
+            "  injected leak: {} B/event into every {}\n",
+            l.bytes_per_event,
+            l.process_kind.as_str()
+        ));
+    }
+    out.push_str(&format!(
+        "  {:<16} {:>8} {:>10} {:>14} {:>12} {:>14}  verdict\n",
+        "process", "samples", "events", "KiB/hour", "B/event", "rss_anon KiB/h"
+    ));
     for (name, t) in &r.processes {
         out.push_str(&format!(
             "  {:<16} {:>8} {:>10} {:>14.1} {:>12} {:>14.1}  {}\n",
@@ -221,14 +446,45 @@ mod tests {
     #[test]
     fn steady_growth_per_event_is_a_leak() {
         let t = trend(&samples(100, 200_000), 10.0);
-        assert_eq!(t.verdict, "leak");
+        assert_eq!(t.verdict, Verdict::Leak);
         let e = t.slope_bytes_per_event.expect("slope");
         assert!((e - 100.0).abs() < 1.0, "{e}");
     }
 
     #[test]
+    fn a_one_time_step_in_one_half_of_the_window_is_stable() {
+        // 400 B/event for the first 60% of the window (queues filling while
+        // the pipeline stalls), flat after: megabytes over the window, but
+        // the second half does not grow.
+        let mut s = samples(0, 0);
+        for x in &mut s {
+            x.snapshot.allocated += x.snapshot.events.min(40_000) * 400;
+        }
+        let t = trend(&s, 10.0);
+        assert!(t.growth_over_window_bytes > 1e6, "{t:?}");
+        assert_eq!(t.verdict, Verdict::Stable, "{t:?}");
+        let h = t.slope_bytes_per_event_halves;
+        assert!(h[1].is_some_and(|e| e.abs() < 1.0), "{t:?}");
+    }
+
+    #[test]
     fn a_sawtooth_without_growth_is_stable() {
         let t = trend(&samples(0, 3_000_000), 10.0);
-        assert_eq!(t.verdict, "stable", "{t:?}");
+        assert_eq!(t.verdict, Verdict::Stable, "{t:?}");
+    }
+
+    #[test]
+    fn the_provisional_trend_keeps_a_bounded_evenly_thinned_window() {
+        let mut t = Thinned::default();
+        for s in samples(100, 0).into_iter().cycle().take(100_000) {
+            t.push(s);
+        }
+        assert!(
+            t.samples.len() < Provisional::CAPACITY,
+            "{}",
+            t.samples.len()
+        );
+        assert!(t.samples.len() >= Provisional::CAPACITY / 2 - 1);
+        assert_eq!(t.seen, 100_000);
     }
 }

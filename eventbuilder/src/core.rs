@@ -21,6 +21,7 @@ use crate::assembly::{Assembly, Placed, Released};
 use daq_format::config::SystemConfig;
 use daq_format::fragment::{Fragment, FragmentType};
 use daq_format::netmon::{self, Event, EventAux, History, HistoryEntry};
+use daq_format::process::Kind;
 use daq_runtime::counters::LiveCounters;
 use daq_runtime::sources::{RunSlot, Sources};
 use daq_runtime::transport::outbound::OutboundError;
@@ -228,6 +229,7 @@ impl Run {
             parked: (0..n_br).map(|_| VecDeque::new()).collect(),
             stale_timeout: Duration::from_millis(e.stale_timeout_ms),
             sender: Some((sender, finish_tx)),
+            leak_bytes_per_event: config.leak.bytes_per_event_in(Kind::EventBuilder),
         };
         let builder = tokio::spawn(builder.run(rx));
         shared.ingress.set(Some(ingress.clone()));
@@ -300,6 +302,8 @@ struct Builder {
     parked: Vec<VecDeque<Parked>>,
     stale_timeout: Duration,
     sender: Option<(JoinHandle<Vec<String>>, oneshot::Sender<()>)>,
+    /// Bytes orphaned per event released, complete or not (the injected leak; 0 = none).
+    leak_bytes_per_event: u64,
 }
 
 impl Builder {
@@ -328,6 +332,7 @@ impl Builder {
             }
         }
         self.assembly.observe_build_latencies();
+        daq_runtime::leak::inject_leak(self.leak_bytes_per_event, tally.built);
         self.shared.counters.update(|c| {
             c.events_built += tally.built;
             c.dropped += tally.duplicate;
@@ -355,6 +360,7 @@ impl Builder {
             return;
         }
         let n = released.len() as u64;
+        daq_runtime::leak::inject_leak(self.leak_bytes_per_event, n);
         self.shared.counters.update(|c| c.events_incomplete += n);
         for r in released.iter().take(10) {
             warn!(process = %self.shared.process, seq = r.sequence_id, missing = ?r.missing, why, "event released incomplete");

@@ -62,6 +62,7 @@ pub fn unique_partition() -> u32 {
 pub fn daqctl(args: &[&str]) -> Result<Output> {
     let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     if matches!(args.first().map(String::as_str), Some("demo" | "soak"))
+        && args.get(1).map(String::as_str) != Some("analyse")
         && !args.iter().any(|a| a.starts_with("--partition"))
     {
         args.push(format!("--partition={}", unique_partition()));

@@ -14,9 +14,21 @@ fn exclusive() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A short, fast soak: 5 kHz for 20 s with 4 heap samples a second.
-fn soak(dir: &Path, netmon: &str, topology: &str) -> (PathBuf, Value) {
-    let args = [
+/// `daqctl soak` exit statuses (README "Exit statuses").
+const EXIT_STABLE: i32 = 0;
+const EXIT_RUN_FAILED: i32 = 1;
+const EXIT_LEAK: i32 = 3;
+
+/// A short, fast soak: 5 kHz for 20 s with 4 heap samples a second; `extra`
+/// arguments go to daqctl; asserts its exit status.
+fn soak_with(
+    dir: &Path,
+    netmon: &str,
+    topology: &str,
+    extra: &[&str],
+    status: i32,
+) -> (PathBuf, Value) {
+    let mut args = vec![
         "soak",
         "--duration",
         "20s",
@@ -31,12 +43,13 @@ fn soak(dir: &Path, netmon: &str, topology: &str) -> (PathBuf, Value) {
         "--run-dir",
         dir.to_str().expect("utf-8"),
     ];
+    args.extend_from_slice(extra);
     let out = daqctl(&args).expect("daqctl runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "soak failed: {}\n{stdout}\n{}",
-        out.status,
+    assert_eq!(
+        out.status.code(),
+        Some(status),
+        "soak exit status\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let root = latest_run(dir);
@@ -46,6 +59,10 @@ fn soak(dir: &Path, netmon: &str, topology: &str) -> (PathBuf, Value) {
     let svg = std::fs::read_to_string(root.join("soak.svg")).expect("soak.svg");
     assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() >= 2 * 4);
     (root, report)
+}
+
+fn soak(dir: &Path, netmon: &str, topology: &str, status: i32) -> (PathBuf, Value) {
+    soak_with(dir, netmon, topology, &[], status)
 }
 
 fn verdicts(report: &Value) -> Vec<(String, String)> {
@@ -66,7 +83,7 @@ fn verdicts(report: &Value) -> Vec<(String, String)> {
 fn legacy_input_leaks_in_the_aggregators_and_nowhere_else() {
     let _one = exclusive();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_, report) = soak(dir.path(), "legacy", "2x2x2");
+    let (_, report) = soak(dir.path(), "legacy", "2x2x2", EXIT_LEAK);
     assert_eq!(report["netmon_input"], "legacy");
     let v = verdicts(&report);
     assert_eq!(v.len(), 6);
@@ -97,7 +114,7 @@ fn fixed_input_is_stable_everywhere_and_so_is_the_2x2_system() {
     let _one = exclusive();
     let dir = tempfile::tempdir().expect("tempdir");
     for topology in ["2x2x2", "2x2"] {
-        let (root, report) = soak(dir.path(), "fixed", topology);
+        let (root, report) = soak(dir.path(), "fixed", topology, EXIT_STABLE);
         // What a run leaves behind in a fixed-mode process stays below the
         // documented bound (one-time connection buffers and caches).
         let summary = daq_tests::summary(&root).expect("summary");
@@ -239,4 +256,261 @@ fn heap_profile_names_the_legacy_deserializer_as_the_top_growing_site() {
         "{sites}"
     );
     assert!(top["percent"].as_f64().expect("percent") > 80.0, "{sites}");
+}
+
+#[test]
+fn an_injected_leak_is_found_at_its_size_in_each_process_kind() {
+    let _one = exclusive();
+    for kind in ["boardreader", "eventbuilder", "aggregator"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (root, report) = soak_with(
+            dir.path(),
+            "fixed",
+            "2x2x2",
+            &["--inject-leak", "64", "--inject-leak-in", kind],
+            EXIT_LEAK,
+        );
+        let summary = daq_tests::summary(&root).expect("summary");
+        assert_eq!(summary["injected_leak"]["bytes_per_event"], 64);
+        assert_eq!(summary["injected_leak"]["process_kind"], kind);
+        assert_eq!(report["injected_leak"]["process_kind"], kind);
+        let v = verdicts(&report);
+        assert_eq!(v.len(), 6);
+        for (name, verdict) in &v {
+            let t = &report["processes"][name];
+            if name.starts_with(kind) {
+                assert_eq!(verdict, "leak", "{kind}: {name}: {t}");
+                assert_eq!(t["injected_bytes_per_event"], 64);
+                let slope = t["slope_bytes_per_event"].as_f64().expect("slope");
+                // 64 B orphaned per event handled, measured within 25%.
+                assert!(
+                    (48.0..=80.0).contains(&slope),
+                    "{kind}: {name}: {slope} B/event"
+                );
+            } else {
+                assert_eq!(verdict, "stable", "{kind}: {name}: {t}");
+                assert_eq!(t["injected_bytes_per_event"], 0);
+            }
+        }
+    }
+}
+
+/// A soak running in the background, its stderr read line by line.
+struct LiveSoak {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Process name -> pid, from daqctl's boot lines.
+    pids: Vec<(String, u32)>,
+}
+
+impl LiveSoak {
+    fn start(args: &[&str]) -> Self {
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        args.push(format!("--partition={}", daq_tests::unique_partition()));
+        let mut child = std::process::Command::new(daq_tests::bin_dir().join("daqctl"))
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("daqctl starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut live = Self {
+            child,
+            lines,
+            pids: Vec::new(),
+        };
+        live.wait_running();
+        live
+    }
+
+    /// Reads stderr until the run is running, collecting the processes' pids.
+    fn wait_running(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .expect("daqctl says the run is running within 60 s");
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if let [name, "pid", pid, _addr] = cols.as_slice() {
+                self.pids
+                    .push((name.to_string(), pid.parse().expect("pid")));
+            }
+            if line.ends_with(": running") {
+                return;
+            }
+        }
+    }
+
+    fn pid(&self, name: &str) -> u32 {
+        self.pids
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .unwrap_or_else(|| panic!("no pid for {name} in {:?}", self.pids))
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// Waits until `path` holds at least `rows` lines (a heap CSV filling up).
+fn wait_for_rows(path: &Path, rows: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::fs::read_to_string(path).map_or(0, |t| t.lines().count()) < rows {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} has fewer than {rows} rows after 120 s",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Waits until a process that is not our child has exited (SIGKILL after
+/// 10 s: a boardreader whose generator is running does not end on SIGTERM).
+fn wait_gone(pid: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        if std::time::Instant::now() > deadline {
+            signal(pid, "-KILL");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn soak_analyse_recomputes_the_verdicts_of_a_soak_whose_daqctl_was_killed() {
+    let _one = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run_dir = dir.path().to_str().expect("utf-8");
+    let mut live = LiveSoak::start(&[
+        "soak",
+        "--duration",
+        "120",
+        "--throttle-us",
+        "200",
+        "--sample-interval",
+        "0.25",
+        "--inject-leak",
+        "64",
+        "--inject-leak-in",
+        "eventbuilder",
+        "--run-dir",
+        run_dir,
+    ]);
+    let root = dir.path().join("run_000001");
+    // 20 s of samples (4 a second), then daqctl dies without a word.
+    wait_for_rows(&root.join("heap").join("eventbuilder-1.csv"), 81);
+    live.child.kill().expect("SIGKILL daqctl");
+    live.child.wait().expect("reaped");
+    // Its processes outlive it; end them as an operator would.
+    for (_, pid) in &live.pids {
+        signal(*pid, "-TERM");
+    }
+    for (_, pid) in &live.pids {
+        wait_gone(*pid);
+    }
+    assert!(!root.join("summary.json").exists());
+    let out = daqctl(&["soak", "analyse", root.to_str().expect("utf-8")]).expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_LEAK),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("unfinished: the samples cover"), "{stdout}");
+    assert!(stdout.contains("of the planned 120 s"), "{stdout}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("soak.json")).expect("soak.json"))
+            .expect("json");
+    assert_eq!(report["finished"], false);
+    assert_eq!(report["planned_duration_s"], 120.0);
+    let coverage = report["coverage"].as_f64().expect("coverage");
+    assert!((0.15..0.6).contains(&coverage), "{coverage}");
+    for (name, verdict) in verdicts(&report) {
+        let want = if name.starts_with("eventbuilder") {
+            "leak"
+        } else {
+            "stable"
+        };
+        assert_eq!(verdict, want, "{name}: {}", report["processes"][&name]);
+    }
+    assert!(
+        std::fs::read_to_string(root.join("soak.svg"))
+            .expect("soak.svg")
+            .starts_with("<svg")
+    );
+}
+
+#[test]
+fn a_soak_whose_run_fails_exits_1_and_bad_arguments_exit_2() {
+    let _one = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run_dir = dir.path().to_str().expect("utf-8");
+    let mut live = LiveSoak::start(&[
+        "soak",
+        "--duration",
+        "8",
+        "--throttle-us",
+        "1000",
+        "--run-dir",
+        run_dir,
+    ]);
+    signal(live.pid("boardreader-1"), "-KILL");
+    let status = live.child.wait().expect("daqctl ends");
+    assert_eq!(status.code(), Some(EXIT_RUN_FAILED));
+    let summary = daq_tests::summary(&dir.path().join("run_000001")).expect("summary");
+    let errors = summary["errors"].to_string();
+    assert!(errors.contains("boardreader-1"), "{errors}");
+    for bad in [
+        vec!["soak"],
+        vec!["soak", "--duration", "0"],
+        vec![
+            "soak",
+            "--duration",
+            "60",
+            "--inject-leak-in",
+            "eventbuilder",
+        ],
+        vec![
+            "soak",
+            "--duration",
+            "60",
+            "--inject-leak",
+            "8",
+            "--inject-leak-in",
+            "daqctl",
+        ],
+        vec!["soak", "analyse", run_dir],
+    ] {
+        let out = daqctl(&bad).expect("runs");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{bad:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -57,6 +57,43 @@ pub struct SystemConfig {
     /// spawns every process locally on `host`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addresses: Option<BTreeMap<String, String>>,
+    /// A leak of known size injected on purpose (calibrates the leak detector); off by default.
+    pub leak: LeakConfig,
+}
+
+/// A leak injected on purpose: the processes of one kind orphan
+/// `inject_bytes_per_event` bytes of heap per event they handle (real
+/// allocations, never freed, in `daq_runtime::leak::inject_leak`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeakConfig {
+    /// Bytes orphaned per event handled; 0 = no injected leak (the default).
+    pub inject_bytes_per_event: u64,
+    /// The processes that leak: boardreader, eventbuilder (the default) or aggregator.
+    pub inject_in: Kind,
+}
+
+/// Largest injected leak per event: keeps a mistyped value from eating the host.
+pub const MAX_INJECT_BYTES_PER_EVENT: u64 = 1 << 20;
+
+impl Default for LeakConfig {
+    fn default() -> Self {
+        Self {
+            inject_bytes_per_event: 0,
+            inject_in: Kind::EventBuilder,
+        }
+    }
+}
+
+impl LeakConfig {
+    /// Bytes a process of `kind` orphans per event handled (0: none).
+    pub fn bytes_per_event_in(&self, kind: Kind) -> u64 {
+        if kind == self.inject_in {
+            self.inject_bytes_per_event
+        } else {
+            0
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -261,6 +298,7 @@ impl Default for SystemConfig {
             aggregator: AggregatorConfig::default(),
             heap: HeapConfig::default(),
             addresses: None,
+            leak: LeakConfig::default(),
         }
     }
 }
@@ -508,6 +546,13 @@ impl SystemConfig {
             ));
         }
         self.address_book()?;
+        if self.leak.inject_bytes_per_event > MAX_INJECT_BYTES_PER_EVENT {
+            return Err(bad(
+                "leak.inject_bytes_per_event",
+                self.leak.inject_bytes_per_event,
+                "must be 0 to 1048576",
+            ));
+        }
         Ok(())
     }
 
@@ -659,10 +704,17 @@ mod tests {
                 "[generator]\nn_adc_counts = 100000",
                 "eventbuilder.buffer_bytes",
             ),
+            (
+                "[leak]\ninject_bytes_per_event = 2000000",
+                "leak.inject_bytes_per_event",
+            ),
         ] {
             let err = SystemConfig::from_toml(text, "x").expect_err(text);
             assert!(err.to_string().contains(field), "{text}: {err}");
         }
+        let err =
+            SystemConfig::from_toml("[leak]\ninject_in = \"daqctl\"", "x").expect_err("bad kind");
+        assert!(err.to_string().contains("daqctl"), "{err}");
         let err = SystemConfig::from_toml("[generator]\ndistribution = \"poisson\"", "x")
             .expect_err("bad enum");
         assert!(err.to_string().contains("poisson"), "{err}");
@@ -748,5 +800,24 @@ mod tests {
             let err = SystemConfig::from_toml(&text, "x").expect_err(&table);
             assert!(err.to_string().contains(want), "{table}: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod leak_tests {
+    use super::*;
+
+    #[test]
+    fn an_injected_leak_applies_to_its_kind_only() {
+        let c = SystemConfig::from_toml(
+            "[leak]\ninject_bytes_per_event = 64\ninject_in = \"aggregator\"",
+            "x",
+        )
+        .expect("valid");
+        assert_eq!(c.leak.bytes_per_event_in(Kind::Aggregator), 64);
+        assert_eq!(c.leak.bytes_per_event_in(Kind::EventBuilder), 0);
+        assert_eq!(c.leak.bytes_per_event_in(Kind::BoardReader), 0);
+        assert_eq!(SystemConfig::default().leak.inject_bytes_per_event, 0);
+        assert_eq!(SystemConfig::default().leak.inject_in, Kind::EventBuilder);
     }
 }

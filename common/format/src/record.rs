@@ -9,7 +9,8 @@
 //!   logs/<process>.log
 //! ```
 
-use crate::config::Topology;
+use crate::config::{LeakConfig, Topology};
+use crate::process::{Kind, ProcessId};
 use daq_alloc::HeapSnapshot;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -52,6 +53,9 @@ pub struct RunSummary {
     /// Whether the aggregators wrote data files.
     #[serde(default = "yes")]
     pub disk_writing: bool,
+    /// The leak injected on purpose in this run (`None`: none was).
+    #[serde(default)]
+    pub injected_leak: Option<InjectedLeak>,
     /// Generator throttle of the run, in microseconds (0: as fast as possible).
     pub throttle_us: u64,
     /// Unix time (s) when the run started.
@@ -78,6 +82,36 @@ pub struct RunSummary {
     /// Everything that went wrong; empty for a clean run.
     pub errors: Vec<String>,
     pub processes: BTreeMap<String, ProcessRecord>,
+}
+
+/// A leak injected on purpose (the `[leak]` configuration of the run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InjectedLeak {
+    /// Bytes orphaned per event handled by every process of `process_kind`.
+    pub bytes_per_event: u64,
+    pub process_kind: Kind,
+}
+
+impl InjectedLeak {
+    /// The injected leak of a configuration, `None` when it is off.
+    pub fn of(leak: &LeakConfig) -> Option<Self> {
+        (leak.inject_bytes_per_event > 0).then_some(Self {
+            bytes_per_event: leak.inject_bytes_per_event,
+            process_kind: leak.inject_in,
+        })
+    }
+
+    /// Bytes per event injected into `process` (0 for the clean ones).
+    pub fn bytes_per_event_in(injected: Option<Self>, process: &str) -> u64 {
+        match injected {
+            Some(i)
+                if process.parse::<ProcessId>().ok().map(|p| p.kind) == Some(i.process_kind) =>
+            {
+                i.bytes_per_event
+            }
+            _ => 0,
+        }
+    }
 }
 
 fn yes() -> bool {

@@ -104,14 +104,19 @@ pub struct CsvError {
     source: csv::Error,
 }
 
-/// Reads a heap CSV written by [`Sampler`].
+/// Reads a heap CSV written by [`Sampler`]. A last line without its
+/// newline (a row cut short by a crash, or being written) is left out.
 pub fn read_csv(path: &Path) -> Result<Vec<Sample>, CsvError> {
     let err = |source| CsvError {
         path: path.display().to_string(),
         source,
     };
-    let rows = csv::Reader::from_path(path)
-        .map_err(err)?
+    let mut text = std::fs::read(path).map_err(|e| err(e.into()))?;
+    if text.last().is_some_and(|b| *b != b'\n') {
+        let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        text.truncate(complete);
+    }
+    let rows = csv::Reader::from_reader(text.as_slice())
         .into_deserialize::<HeapSnapshot>()
         .collect::<Result<Vec<_>, _>>()
         .map_err(err)?;
@@ -202,6 +207,10 @@ mod tests {
                 .next()
                 .is_some_and(|h| h.ends_with(",events,vm_hwm"))
         );
+        // A row cut short at the end of the file (a crash mid-write) is left out.
+        let cut = format!("{}{}", text, &text.lines().nth(1).expect("a row")[..5]);
+        std::fs::write(&path, cut).expect("write");
+        assert_eq!(read_csv(&path).expect("reads").len(), 2);
         std::fs::write(&path, "unix_ms,allocated\n1,2,3\n").expect("write");
         let err = read_csv(&path).expect_err("long row");
         assert!(err.to_string().contains("p.csv"), "{err}");
