@@ -110,6 +110,7 @@ pub async fn run(rank: u16, listener: TcpListener) -> std::io::Result<()> {
         .to_string();
     let (control, exit) = Control::new(name.clone(), Arc::new(BoardReader::new(rank)));
     let router = daq_runtime::net::server()
+        .map_err(std::io::Error::other)?
         .add_service(proto::run_control_server::RunControlServer::new(control));
     daq_runtime::process::serve(&name, listener, router, exit).await
 }

@@ -19,7 +19,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     daq_runtime::net::init_tracing();
     let args = Args::parse();
-    let listener = tokio::net::TcpListener::bind(args.process.listen).await?;
+    let listener = args.process.bind().await?;
     eventbuilder::run(args.process.rank, listener).await?;
     Ok(())
 }
