@@ -89,6 +89,7 @@ pub async fn run(rank: u16, listeners: Listeners) -> std::io::Result<()> {
     let (control, exit) = Control::new(name.clone(), app);
     let observed = control.observed();
     let router = daq_runtime::net::server()
+        .map_err(std::io::Error::other)?
         .add_service(proto::run_control_server::RunControlServer::new(control))
         .add_service(
             proto::event_sink_server::EventSinkServer::new(core::EventSink { shared })

@@ -111,6 +111,7 @@ pub async fn run(rank: u16, listeners: Listeners) -> std::io::Result<()> {
     let (control, exit) = Control::new(name.clone(), Arc::new(BoardReader::new(rank)));
     let observed = control.observed();
     let router = daq_runtime::net::server()
+        .map_err(std::io::Error::other)?
         .add_service(proto::run_control_server::RunControlServer::new(control));
     daq_runtime::process::serve(&name, listeners, router, observed, exit).await
 }

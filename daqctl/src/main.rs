@@ -31,6 +31,10 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+    /// Token and TLS files for talking to the processes (also passed to the
+    /// processes daqctl spawns).
+    #[command(flatten)]
+    access: daq_runtime::auth::AccessArgs,
 }
 
 #[derive(Subcommand)]
@@ -516,6 +520,16 @@ async fn run_session(args: RunArgs) -> Result<bool> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every channel daqctl opens (and every process it spawns) uses these.
+    let installed = cli
+        .access
+        .load()
+        .map_err(anyhow::Error::from)
+        .and_then(|c| Ok(daq_runtime::auth::install(c)?));
+    if let Err(e) = installed {
+        eprintln!("daqctl: error: {e:#}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Cmd::Demo(a) => demo(a).await,
         Cmd::Boot(a) => match resolve(&a, false) {

@@ -6,6 +6,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use daq_format::config::SystemConfig;
 use daq_format::process::{Kind, ProcessId};
+use daq_runtime::net::Channel;
 use daq_runtime::net::parse_ready_line;
 use futures::future::join_all;
 use proto::run_control_client::RunControlClient;
@@ -14,7 +15,6 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tonic::transport::Channel;
 
 /// How long a process may take from spawn to its readiness line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -94,6 +94,7 @@ async fn spawn(
         .arg(id.rank.to_string())
         .arg("--listen")
         .arg(format!("{host}:0"))
+        .args(daq_runtime::auth::installed().child_args())
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

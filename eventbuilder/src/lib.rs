@@ -99,6 +99,7 @@ pub async fn run(rank: u16, listeners: Listeners) -> std::io::Result<()> {
     let (control, exit) = Control::new(name.clone(), app);
     let observed = control.observed();
     let router = daq_runtime::net::server()
+        .map_err(std::io::Error::other)?
         .add_service(proto::run_control_server::RunControlServer::new(control))
         .add_service(
             proto::fragment_sink_server::FragmentSinkServer::new(core::FragmentSink { shared })

@@ -103,14 +103,22 @@ pub fn spawn(binary: &str, rank: u16) -> Result<Spawned> {
 
 /// `spawn` with extra arguments.
 pub fn spawn_with(binary: &str, rank: u16, args: &[&str]) -> Result<Spawned> {
-    let mut child = Command::new(bin_dir().join(binary))
-        .args(["--rank", &rank.to_string(), "--listen", "127.0.0.1:0"])
+    let mut cmd = Command::new(bin_dir().join(binary));
+    cmd.args(["--rank", &rank.to_string(), "--listen", "127.0.0.1:0"])
         .args(args)
+        .stderr(Stdio::null());
+    spawn_cmd(cmd, binary)
+}
+
+/// Starts `cmd` (a process binary, or a wrapper such as `ip netns exec`
+/// around one) and waits for its readiness line. Its stderr is the caller's
+/// choice; stdin is closed.
+pub fn spawn_cmd(mut cmd: Command, what: &str) -> Result<Spawned> {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
-        .with_context(|| format!("starting {binary}"))?;
+        .with_context(|| format!("starting {what}"))?;
     let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -121,14 +129,74 @@ pub fn spawn_with(binary: &str, rank: u16, args: &[&str]) -> Result<Spawned> {
             }
         }
     });
-    let (addr, metrics_url) = rx
-        .recv_timeout(Duration::from_secs(30))
-        .with_context(|| format!("{binary} printed no readiness line"))?;
+    let (addr, metrics_url) = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(a) => a,
+        Err(_) => {
+            let _ = child.kill();
+            let status = child.wait()?;
+            bail!("{what} printed no readiness line (exit: {status})");
+        }
+    };
     Ok(Spawned {
         child,
         addr,
         metrics_url,
     })
+}
+
+/// Writes a fresh random token (32 hex digits, mode 0600) to `dir/name`.
+pub fn write_token(dir: &Path, name: &str) -> Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 16];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    writeln!(f, "{token}")?;
+    Ok(path)
+}
+
+/// A test certificate authority and one server certificate it signed,
+/// written as PEM files (made with rcgen; nothing leaves the machine).
+pub struct TestPki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestPki {
+    /// A CA and a server certificate for `names` (IP addresses become IP
+    /// subject alternative names, anything else DNS names), in `dir`.
+    pub fn new(dir: &Path, names: &[&str]) -> Result<Self> {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "daq test ca");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+        let key = KeyPair::generate()?;
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "daq test server");
+        let cert = params.signed_by(&key, &ca)?;
+        let out = Self {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        };
+        std::fs::write(&out.ca, ca.pem())?;
+        std::fs::write(&out.cert, cert.pem())?;
+        std::fs::write(&out.key, key.serialize_pem())?;
+        Ok(out)
+    }
 }
 
 /// The Python interpreter with h5py for the interop checks: `DAQ_TEST_PYTHON`.
@@ -250,7 +318,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// A run-control client for a spawned process.
 pub async fn control(
     addr: &str,
-) -> proto::run_control_client::RunControlClient<tonic::transport::Channel> {
+) -> proto::run_control_client::RunControlClient<daq_runtime::net::Channel> {
     let ch = daq_runtime::net::connect(addr, Duration::from_secs(10))
         .await
         .unwrap_or_else(|e| panic!("{addr}: {e}"));

@@ -85,7 +85,7 @@ fn slow_disk_writer_backpressures_the_system_and_nothing_is_lost() {
 
 /// Polls the process's counters until `done` holds (a state, not a sleep).
 async fn wait_for(
-    c: &mut RunControlClient<tonic::transport::Channel>,
+    c: &mut RunControlClient<daq_runtime::net::Channel>,
     what: &str,
     done: impl Fn(&proto::Counters) -> bool,
 ) -> proto::Counters {

@@ -2,8 +2,10 @@
 //! (state machine, heap snapshots, sampler) wrapped around an `App`, the
 //! end-of-data bookkeeping of inbound streams, the data path's transport
 //! for both hops, the injected leak that calibrates the leak detector, the
-//! tuned gRPC setup and the serve-until-shutdown loop.
+//! tuned gRPC setup, its access control (token, TLS) and the
+//! serve-until-shutdown loop.
 
+pub mod auth;
 pub mod control;
 pub mod counters;
 pub mod leak;

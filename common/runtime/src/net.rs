@@ -1,30 +1,67 @@
-//! gRPC transport settings shared by every endpoint, and the readiness line
-//! a process prints once it has bound its address.
+//! gRPC transport settings shared by every endpoint, the access control
+//! (token layer, TLS) every server and channel is built with, and the
+//! readiness line a process prints once it has bound its address.
 //!
 //! Tuning (measured, see shared/reference/dependencies.md): 16 MiB HTTP/2
 //! stream and connection windows and a 1 MiB max frame on *both* ends double
 //! loopback throughput over tonic's defaults.
 
+use crate::auth::{self, Credentials, RequireToken, SendToken};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Endpoint, Server};
+use tower_layer::{Identity, Stack};
 
-/// A tonic server with the data-path tuning.
-pub fn server() -> Server {
-    Server::builder()
-        .initial_stream_window_size(proto::WINDOW_BYTES)
-        .initial_connection_window_size(proto::WINDOW_BYTES)
-        .max_frame_size(proto::MAX_FRAME_BYTES)
-        .tcp_nodelay(true)
+/// A channel to a DAQ process: tuned, TLS when configured, and sending the
+/// token (if any) on every request.
+pub type Channel = InterceptedService<tonic::transport::Channel, SendToken>;
+/// A server with the access layer in front of every service.
+pub type DaqServer = Server<Stack<RequireToken, Identity>>;
+/// The router `DaqServer::add_service` returns.
+pub type Router = tonic::transport::server::Router<Stack<RequireToken, Identity>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("bad server tls configuration: {0}")]
+    Tls(#[source] tonic::transport::Error),
 }
 
-fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+/// A tonic server with the data-path tuning and the installed credentials
+/// (`auth::install`): every RPC must carry the token, if one is configured.
+pub fn server() -> Result<DaqServer, ServerError> {
+    server_with(auth::installed())
+}
+
+/// `server` with explicit credentials.
+pub fn server_with(credentials: &Credentials) -> Result<DaqServer, ServerError> {
+    let mut builder = Server::builder()
+        .initial_stream_window_size(proto::WINDOW_BYTES)
+        .initial_connection_window_size(proto::WINDOW_BYTES)
+        .max_frame_size(proto::MAX_FRAME_BYTES)
+        .tcp_nodelay(true);
+    if let Some(tls) = credentials.server_tls() {
+        builder = builder.tls_config(tls.clone()).map_err(ServerError::Tls)?;
+    }
+    Ok(builder.layer(RequireToken::new(credentials.token.clone())))
+}
+
+fn endpoint(addr: &str, credentials: &Credentials) -> Result<Endpoint, tonic::transport::Error> {
+    let scheme = if credentials.client_tls().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))?
         .initial_stream_window_size(proto::WINDOW_BYTES)
         .initial_connection_window_size(proto::WINDOW_BYTES)
         .max_frame_size(proto::MAX_FRAME_BYTES)
         .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(2)))
+        .connect_timeout(Duration::from_secs(2));
+    if let Some(tls) = credentials.client_tls() {
+        ep = ep.tls_config(tls.clone())?;
+    }
+    Ok(ep)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +79,19 @@ pub enum ConnectError {
     },
 }
 
-/// Connects to `addr` (host:port), retrying until `timeout` has passed.
+/// Connects to `addr` (host:port) with the installed credentials
+/// (`auth::install`), retrying until `timeout` has passed.
 pub async fn connect(addr: &str, timeout: Duration) -> Result<Channel, ConnectError> {
-    let ep = endpoint(addr).map_err(|source| ConnectError::BadAddress {
+    connect_with(addr, timeout, auth::installed()).await
+}
+
+/// `connect` with explicit credentials.
+pub async fn connect_with(
+    addr: &str,
+    timeout: Duration,
+    credentials: &Credentials,
+) -> Result<Channel, ConnectError> {
+    let ep = endpoint(addr, credentials).map_err(|source| ConnectError::BadAddress {
         addr: addr.to_string(),
         source,
     })?;
@@ -52,7 +99,12 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<Channel, ConnectEr
     let mut backoff = Duration::from_millis(10);
     loop {
         match ep.connect().await {
-            Ok(ch) => return Ok(ch),
+            Ok(ch) => {
+                return Ok(InterceptedService::new(
+                    ch,
+                    SendToken::new(credentials.token.as_ref()),
+                ));
+            }
             Err(source) if Instant::now() >= deadline => {
                 return Err(ConnectError::Unreachable {
                     addr: addr.to_string(),

@@ -1,13 +1,15 @@
-//! The life of a process binary: bind its gRPC and metrics addresses, serve
-//! the gRPC router and `/metrics` on the listeners the caller bound, print
-//! the readiness line, and drain on `shutdown` or on SIGTERM/SIGINT.
+//! The life of a process binary: load its credentials and bind its gRPC and
+//! metrics addresses (refusing a non-loopback address without a token),
+//! serve the gRPC router and `/metrics` on the listeners, print the
+//! readiness line, and drain on `shutdown` or on SIGTERM/SIGINT.
 
+use crate::auth::{self, AccessArgs, AuthError, Credentials};
+use crate::net::Router;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::server::Router;
 use tracing::{info, warn};
 
 /// Arguments every process binary takes.
@@ -23,6 +25,45 @@ pub struct ProcessArgs {
     /// choose (reported on the readiness line and in the Status reply).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub metrics_listen: SocketAddr,
+    #[command(flatten)]
+    pub access: AccessArgs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Credentials(#[from] AuthError),
+    #[error(
+        "refusing to listen on {addr} without a token: a non-loopback address needs \
+         --token-file FILE or {env} (loopback needs none)",
+        env = auth::TOKEN_FILE_ENV
+    )]
+    TokenRequired { addr: SocketAddr },
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
+/// Loopback needs nothing; any other address (the unspecified 0.0.0.0
+/// included) needs a token.
+pub fn check_access(addr: SocketAddr, credentials: &Credentials) -> Result<(), ProcessError> {
+    if addr.ip().is_loopback() || credentials.token.is_some() {
+        Ok(())
+    } else {
+        Err(ProcessError::TokenRequired { addr })
+    }
+}
+
+impl ProcessArgs {
+    /// Loads the credentials, refuses a non-loopback address (gRPC or
+    /// metrics) without a token, installs them for every server and channel
+    /// of this process, and binds `--listen` and `--metrics-listen`.
+    pub async fn bind(&self) -> Result<Listeners, ProcessError> {
+        let credentials = self.access.load()?;
+        check_access(self.listen, &credentials)?;
+        check_access(self.metrics_listen, &credentials)?;
+        auth::install(credentials)?;
+        Ok(Listeners::bind(self.listen, self.metrics_listen).await?)
+    }
 }
 
 /// An address a process could not bind.
@@ -62,13 +103,6 @@ impl Listeners {
                 source,
             })?;
         Ok(Self { grpc, metrics })
-    }
-}
-
-impl ProcessArgs {
-    /// Binds `--listen` and `--metrics-listen`.
-    pub async fn bind(&self) -> Result<Listeners, BindError> {
-        Listeners::bind(self.listen, self.metrics_listen).await
     }
 }
 
@@ -128,4 +162,29 @@ pub async fn serve(
     served?;
     info!(process, "exited");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_loopback_needs_a_token_loopback_does_not() {
+        let none = Credentials::default();
+        for ok in ["127.0.0.1:0", "127.0.0.5:7000", "[::1]:7000"] {
+            let addr = ok.parse().expect("addr");
+            assert!(check_access(addr, &none).is_ok(), "{ok}");
+        }
+        for refused in ["10.77.0.11:7000", "0.0.0.0:7000", "[::]:7000"] {
+            let addr = refused.parse().expect("addr");
+            let e = check_access(addr, &none).expect_err(refused);
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "refusing to listen on {addr} without a token: a non-loopback address \
+                     needs --token-file FILE or DAQ_TOKEN_FILE (loopback needs none)"
+                )
+            );
+        }
+    }
 }

@@ -6,12 +6,12 @@
 //! | [Fragments] | boardreader | eventbuilder | `FragmentBatch` (fragments) | an EndOfData fragment with the count |
 //! | [Events]    | eventbuilder | aggregator  | `EventBatch` (NetMonOutput events) | the `end_of_data` field       |
 
+use crate::net::Channel;
 use bytes::Bytes;
 use daq_format::fragment::{Fragment, FragmentError};
 use daq_format::record::Counters;
 use std::future::Future;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HopError {

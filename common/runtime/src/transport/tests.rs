@@ -103,6 +103,7 @@ fn server(sources: usize) -> Server {
     rt.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
         crate::net::server()
+            .expect("server")
             .add_service(proto::event_sink_server::EventSinkServer::new(sink))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await
