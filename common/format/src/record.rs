@@ -10,7 +10,7 @@
 //! ```
 
 use crate::config::Topology;
-use daq_alloc::HeapSnapshot;
+use proto::HeapSnapshot;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
