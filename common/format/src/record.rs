@@ -11,7 +11,7 @@
 
 use crate::config::{LeakConfig, Topology};
 use crate::process::{Kind, ProcessId};
-use daq_alloc::HeapSnapshot;
+use proto::HeapSnapshot;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

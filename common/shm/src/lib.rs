@@ -104,6 +104,8 @@ pub enum ShmError {
     Map { path: PathBuf, source: io::Error },
     #[error("segment {} is not initialized yet", path.display())]
     NotReady { path: PathBuf },
+    #[error("segment {} is truncated: {len} bytes, shorter than its 128-byte header", path.display())]
+    Truncated { path: PathBuf, len: u64 },
     #[error("segment {} has bad magic {found:#018x}", path.display())]
     BadMagic { path: PathBuf, found: u64 },
     #[error("segment {} has layout version {found}, expected {expected}", path.display())]
@@ -119,6 +121,12 @@ pub enum ShmError {
         path: PathBuf,
         expected: u64,
         actual: u64,
+    },
+    #[error("segment {} has a corrupt descriptor {idx}: {reason}", path.display())]
+    BadDescriptor {
+        path: PathBuf,
+        idx: usize,
+        reason: String,
     },
     #[error("{len} bytes do not fit buffer {idx}: {used} of {capacity} bytes used")]
     TooLarge {

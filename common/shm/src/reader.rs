@@ -15,6 +15,9 @@ use crate::layout::{
 use crate::region::Region;
 use crate::sys::{duration_ns, now_ns, pid_alive};
 
+/// How long [`ShmReader::take`] waits for a publication in progress.
+pub(crate) const NEWER_WAIT: Duration = Duration::from_millis(100);
+
 /// Destructive reader for the next stage: takes Full buffers in publication
 /// order. Cheap to clone; every clone keeps the mapping alive, so it may
 /// outlive the [`ShmStore`](crate::ShmStore) it came from (the file name is gone then, the
@@ -48,8 +51,14 @@ impl ShmReader {
     /// Takes the oldest published Full buffer (CAS Full -> Reading). The
     /// guard gives its data; dropping it (or [`ReadGuard::release`]) makes
     /// the buffer Empty. `None` when nothing is Full.
+    ///
+    /// A Full buffer published after the scan read `published_total` (its
+    /// writer is between its two stores) is waited for, but at most
+    /// 100 ms: a descriptor that stays ahead of the header (a
+    /// corrupt or foreign segment) makes `take` return `None`, never spin.
     pub fn take(&self) -> Option<ReadGuard<'_>> {
         let region = &*self.region;
+        let mut waiting_since: Option<std::time::Instant> = None;
         loop {
             // Acquire: the Full state of every publication up to `total` is
             // visible to the scan, so the oldest untaken one among them is
@@ -71,7 +80,13 @@ impl ShmReader {
             }
             let Some((_, idx)) = best else {
                 if newer {
-                    continue; // published after we read `total`
+                    // Published after we read `total`: wait for its header
+                    // store, a bounded time.
+                    let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() < NEWER_WAIT {
+                        std::thread::yield_now();
+                        continue;
+                    }
                 }
                 return None;
             };

@@ -210,9 +210,17 @@ impl Region {
             .open(path)
             .map_err(open_err)?;
         let file_len = file.metadata().map_err(open_err)?.len();
-        if file_len < HEADER_BYTES as u64 {
+        // An empty file is one a foreign tool is still creating; a short
+        // one was cut (this crate links a segment into place only whole).
+        if file_len == 0 {
             return Err(ShmError::NotReady {
                 path: path.to_path_buf(),
+            });
+        }
+        if file_len < HEADER_BYTES as u64 {
+            return Err(ShmError::Truncated {
+                path: path.to_path_buf(),
+                len: file_len,
             });
         }
         let len = usize::try_from(file_len).map_err(|_| ShmError::BadGeometry {
@@ -237,6 +245,7 @@ impl Region {
         }
         .ok_or_else(|| map_err(io::Error::other("mmap returned a null pointer")))?;
         region.geo = region.validate(path)?;
+        region.validate_descriptors(path)?;
         Ok(region)
     }
 
@@ -298,6 +307,49 @@ impl Region {
             });
         }
         Ok(geo)
+    }
+
+    /// Checks what the writer keeps true of every descriptor at every
+    /// instant, so the table of a live segment always passes: `data_len`
+    /// never exceeds the buffer, and no `publish_seq` is ahead of
+    /// `published_total` by more than the one publication in progress.
+    /// `published_total` is read after the table, so a publication that
+    /// completes while the table is scanned cannot make it fail.
+    /// Runs after [`Region::validate`] set the geometry.
+    pub(crate) fn validate_descriptors(&self, path: &Path) -> Result<(), ShmError> {
+        let geo = self.geo;
+        let mut max_publish_seq = 0;
+        for idx in 0..geo.buffer_count {
+            let d = self.desc(idx);
+            let data_len = d.data_len.load(Ordering::Relaxed);
+            if data_len > geo.buffer_bytes as u64 {
+                return Err(ShmError::BadDescriptor {
+                    path: path.to_path_buf(),
+                    idx,
+                    reason: format!(
+                        "data_len {data_len} exceeds the buffer's {} bytes",
+                        geo.buffer_bytes
+                    ),
+                });
+            }
+            max_publish_seq = max_publish_seq.max(d.publish_seq.load(Ordering::Relaxed));
+        }
+        // Acquire: every publish_seq read above was stored before a
+        // published_total at most one smaller than it.
+        let total = self.header().published_total.load(Ordering::Acquire);
+        if max_publish_seq > total.saturating_add(1) {
+            let idx = (0..geo.buffer_count)
+                .find(|&i| self.desc(i).publish_seq.load(Ordering::Relaxed) == max_publish_seq)
+                .unwrap_or(0);
+            return Err(ShmError::BadDescriptor {
+                path: path.to_path_buf(),
+                idx,
+                reason: format!(
+                    "publish_seq {max_publish_seq} is ahead of published_total {total}"
+                ),
+            });
+        }
+        Ok(())
     }
 
     pub(crate) fn counts(&self) -> StateCounts {

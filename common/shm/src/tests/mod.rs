@@ -22,6 +22,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+mod corrupt;
 mod processes;
 mod store;
 
