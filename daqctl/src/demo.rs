@@ -378,6 +378,8 @@ async fn wait(
     // whose daqctl dies still leaves samples for `soak analyse`; at stop
     // the processes' own sampler rows replace them.
     let mut live = LiveSamples::new(heap_dir);
+    let sample_every = Duration::from_millis(config.heap.sample_interval_ms.max(200));
+    let mut last_sample = Instant::now();
     let mut last_print = Instant::now();
     let mut bar = match (progress, length) {
         (Progress::Bar, Length::Duration(d)) => Some((
@@ -440,11 +442,16 @@ async fn wait(
             }
         };
         if let Some((bar, provisional)) = &mut bar {
-            if last_print.elapsed() >= Duration::from_secs(1) || done {
-                last_print = Instant::now();
+            // Heap readings at the configured sample interval (at most the
+            // loop's tick), the bar redrawn each second.
+            if last_sample.elapsed() >= sample_every || done {
+                last_sample = Instant::now();
                 let (heaps, _) = system.heap().await;
                 live.append(&heaps);
                 provisional.add(started.elapsed(), &heaps);
+            }
+            if last_print.elapsed() >= Duration::from_secs(1) || done {
+                last_print = Instant::now();
                 crate::soak::update_bar(
                     bar,
                     started.elapsed(),

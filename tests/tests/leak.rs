@@ -346,7 +346,8 @@ impl LiveSoak {
                 .recv_timeout(left)
                 .expect("daqctl says the run is running within 60 s");
             let cols: Vec<&str> = line.split_whitespace().collect();
-            if let [name, "pid", pid, _addr] = cols.as_slice() {
+            // `<name> pid <pid> <addr> [<metrics url>]`
+            if let [name, "pid", pid, _addr, ..] = cols.as_slice() {
                 self.pids
                     .push((name.to_string(), pid.parse().expect("pid")));
             }
