@@ -434,6 +434,9 @@ pub struct AcrossRuns {
     pub verdict: Verdict,
 }
 
+/// [`across_runs`]'s rule in words, for records that carry its verdicts.
+pub const ACROSS_RUNS_RULE: &str = "leak = the Theil-Sen trend of jemalloc allocated after stop against the events handled so far grows by at least 8 bytes per event AND by at least 1 MiB over the runs after the first; stale = a step of at least 1 MiB (after the first stop, or between runs) that does not grow with events; stable otherwise";
+
 /// Leak, stale or stable for a process kept up over many runs, from its
 /// `after_stop` heap per run (in run order) and, optionally, its heap
 /// before the first start. Memory left after every stop that grows with the

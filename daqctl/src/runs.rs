@@ -5,7 +5,7 @@
 //! is a leak at the run scale).
 
 use crate::demo::{self, Length, Progress};
-use crate::heap::{LEAK_BYTES_PER_EVENT, LEAK_MIN_BYTES, theil_sen};
+use crate::heap::{ACROSS_RUNS_RULE, AcrossRuns, RunHeap, across_runs};
 use crate::session;
 use crate::system::Lifetime;
 use anyhow::{Context, Result};
@@ -53,18 +53,6 @@ pub struct ProcessAcross {
     pub trend: AcrossRuns,
 }
 
-/// The trend of after-stop memory across runs, and its verdict.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct AcrossRuns {
-    /// Runs left out at the start (warm-up: caches, pools, first files).
-    pub warmup_runs: usize,
-    pub slope_bytes_per_run: f64,
-    pub slope_bytes_per_event: Option<f64>,
-    /// The fitted growth over the runs after the warm-up.
-    pub growth_bytes: f64,
-    pub verdict: &'static str,
-}
-
 /// `session.json`.
 #[derive(Debug, Serialize)]
 pub struct SessionReport {
@@ -75,45 +63,6 @@ pub struct SessionReport {
     pub runs: Vec<RunLine>,
     pub processes: BTreeMap<String, ProcessAcross>,
     pub threshold: &'static str,
-}
-
-/// The verdict across runs from each run's after-stop `allocated` and the
-/// events handled per run: the Theil-Sen trend (as the soak's) of memory
-/// after stop against the run index and against cumulative events, after
-/// a warm-up of 10% of the runs (at least one of three or more). `leak`
-/// when it grows by at least 1 MiB over the runs and by at least 8 bytes
-/// per event handled, `stable` otherwise.
-///
-/// A stand-in in one function: the leak analysis (issue 9) replaces it
-/// with `heap::across_runs`.
-pub fn across_runs(after_stop: &[u64], events: &[u64]) -> AcrossRuns {
-    let n = after_stop.len();
-    let warmup_runs = if n >= 3 { (n / 10).max(1) } else { 0 };
-    let mut cumulative = 0u64;
-    let mut by_run = Vec::new();
-    let mut by_event = Vec::new();
-    for (i, (&a, &e)) in after_stop.iter().zip(events).enumerate() {
-        cumulative += e;
-        if i >= warmup_runs {
-            by_run.push((i as f64, a as f64));
-            by_event.push((cumulative as f64, a as f64));
-        }
-    }
-    let slope_run = theil_sen(&by_run).unwrap_or(0.0);
-    let slope_event = theil_sen(&by_event);
-    let growth = slope_run * by_run.len().saturating_sub(1) as f64;
-    let leak = growth >= LEAK_MIN_BYTES
-        && match slope_event {
-            Some(e) => e >= LEAK_BYTES_PER_EVENT,
-            None => true,
-        };
-    AcrossRuns {
-        warmup_runs,
-        slope_bytes_per_run: slope_run,
-        slope_bytes_per_event: slope_event,
-        growth_bytes: growth,
-        verdict: if leak { "leak" } else { "stable" },
-    }
 }
 
 fn line(s: &RunSummary, root: &std::path::Path) -> RunLine {
@@ -218,16 +167,20 @@ pub async fn run(opts: RunsOptions) -> Result<(SessionReport, PathBuf)> {
     for e in &shutdown_errors {
         eprintln!("error: {e}");
     }
-    /// (allocated, rss_anon, events) after each stop.
-    type PerRun = (Vec<u64>, Vec<u64>, Vec<u64>);
+    /// (allocated before the first start, allocated, rss_anon and events
+    /// after each stop).
+    type PerRun = (Option<u64>, Vec<u64>, Vec<u64>, Vec<u64>);
     let mut per: BTreeMap<String, PerRun> = BTreeMap::new();
     for o in &outcomes {
         for (name, p) in &o.summary.processes {
             let e = per.entry(name.clone()).or_default();
+            if e.1.is_empty() {
+                e.0 = p.heap.get("before_start").map(|h| h.allocated);
+            }
             let after = p.heap.get("after_stop").copied().unwrap_or_default();
-            e.0.push(after.allocated);
-            e.1.push(after.rss_anon);
-            e.2.push(after.events);
+            e.1.push(after.allocated);
+            e.2.push(after.rss_anon);
+            e.3.push(after.events);
         }
     }
     let report = SessionReport {
@@ -241,8 +194,16 @@ pub async fn run(opts: RunsOptions) -> Result<(SessionReport, PathBuf)> {
             .collect(),
         processes: per
             .into_iter()
-            .map(|(name, (alloc, rss, events))| {
-                let trend = across_runs(&alloc, &events);
+            .map(|(name, (baseline, alloc, rss, events))| {
+                let runs: Vec<RunHeap> = (outcomes.iter().map(|o| o.summary.run))
+                    .zip(alloc.iter().zip(&events))
+                    .map(|(run, (&after_stop_bytes, &events))| RunHeap {
+                        run,
+                        after_stop_bytes,
+                        events,
+                    })
+                    .collect();
+                let trend = across_runs(baseline, &runs);
                 (
                     name,
                     ProcessAcross {
@@ -254,7 +215,7 @@ pub async fn run(opts: RunsOptions) -> Result<(SessionReport, PathBuf)> {
                 )
             })
             .collect(),
-        threshold: "leak = the Theil-Sen trend of jemalloc allocated after stop, across the runs after a 10% warm-up, grows by at least 1 MiB AND by at least 8 bytes per event handled",
+        threshold: ACROSS_RUNS_RULE,
     };
     let path = dir.join("session.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
@@ -282,7 +243,7 @@ pub fn render(r: &SessionReport, path: &std::path::Path) -> String {
             name,
             p.after_stop_allocated.first().copied().unwrap_or(0) as f64 / 1024.0,
             p.after_stop_allocated.last().copied().unwrap_or(0) as f64 / 1024.0,
-            p.trend.slope_bytes_per_run,
+            p.trend.slope_bytes_per_run.unwrap_or(0.0),
             p.trend
                 .slope_bytes_per_event
                 .map_or("-".into(), |e| format!("{e:.2}")),
@@ -291,25 +252,4 @@ pub fn render(r: &SessionReport, path: &std::path::Path) -> String {
     }
     out.push_str(&format!("  session    {}\n", path.display()));
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memory_that_stays_after_every_stop_and_grows_is_a_leak() {
-        // 20 runs of 10000 events; 175 bytes per event stay after every stop.
-        let events = vec![10_000u64; 20];
-        let leaking: Vec<u64> = (0..20).map(|i| 8_000_000 + i * 1_750_000).collect();
-        let t = across_runs(&leaking, &events);
-        assert_eq!(t.verdict, "leak");
-        assert_eq!(t.warmup_runs, 2);
-        assert_eq!(t.slope_bytes_per_run, 1_750_000.0);
-        assert_eq!(t.slope_bytes_per_event, Some(175.0));
-        // A first run that fills caches, then a sawtooth around a level.
-        let mut flat: Vec<u64> = (0..20).map(|i| 8_000_000 + (i % 3) * 200_000).collect();
-        flat[0] = 1_000_000;
-        assert_eq!(across_runs(&flat, &events).verdict, "stable");
-    }
 }
