@@ -149,8 +149,8 @@ fn hostile_bytes_on_every_port_close_the_connection_and_lose_nothing() {
         }
         all
     });
-    // daqctl lists every process as "  <name> pid <pid> <addr>" (from its
-    // readiness line), then says "run N: running".
+    // daqctl lists every process as "  <name> pid <pid> <addr> <metrics url>"
+    // (from its readiness line), then says "run N: running".
     let mut ports: Vec<(String, String)> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -159,7 +159,7 @@ fn hostile_bytes_on_every_port_close_the_connection_and_lose_nothing() {
             .recv_timeout(left)
             .unwrap_or_else(|e| panic!("daqctl never said running ({e}); ports {ports:?}"));
         let words: Vec<&str> = line.split_whitespace().collect();
-        if let [name, "pid", _, addr] = words.as_slice() {
+        if let [name, "pid", _, addr, ..] = words.as_slice() {
             ports.push((name.to_string(), addr.to_string()));
         }
         if line.starts_with("run ") && line.ends_with(": running") {
