@@ -207,8 +207,29 @@ pub fn parse_sites(jeprof_text: &str) -> Vec<Site> {
     sites.sort_by(|a, b| b.bytes.total_cmp(&a.bytes));
     let mut seen = std::collections::HashSet::new();
     sites.retain(|s| seen.insert(s.function.clone()));
+    // A caller's cumulative growth is at least its callee's, so the generic
+    // loops every item passes through (the transport, run control) tie with
+    // or just top the function that really allocates. Among sites within 2%
+    // of each other, the one outside that plumbing ranks first; plumbing
+    // that grows on its own (nothing under it ties) still ranks by bytes.
+    let plumbing = |s: &Site| PLUMBING.iter().any(|p| s.function.starts_with(p));
+    if let Some(first) = sites.first().filter(|s| plumbing(s)) {
+        let floor = first.bytes * 0.98;
+        if let Some(i) = sites
+            .iter()
+            .take_while(|s| s.bytes >= floor)
+            .position(|s| !plumbing(s))
+        {
+            let cause = sites.remove(i);
+            sites.insert(0, cause);
+        }
+    }
     sites
 }
+
+/// Generic code every event or command passes through: a site there that
+/// ties with one of its callees is the stack around the cause, not the cause.
+const PLUMBING: [&str; 2] = ["daq_runtime::transport::", "daq_runtime::control::"];
 
 /// `daqctl heap sites RUN --process P`: the project's functions under which
 /// the heap grew between two boundaries, from the run's heap profiles.
@@ -625,6 +646,32 @@ mod tests {
         assert_eq!(s[0].function, "daq_format::netmon::decode_legacy");
         assert_eq!(s[0].percent, 99.4);
         assert_eq!(s[1].function, "daq_format::netmon::decode_history");
+    }
+
+    #[test]
+    fn the_function_under_the_generic_receive_loop_is_named_before_it() {
+        // The loop's cumulative growth includes the decoder's and a little more.
+        let text = "Total: 1.6 MB
+     0.0   0.0% 100.0%      1.6  98.9% daq_runtime::transport::inbound::serve::{{closure}}
+     0.0   0.0% 100.0%      1.6  98.7% daq_format::netmon::decode_legacy
+     0.0   0.0% 100.0%      1.3  78.8% daq_format::netmon::decode_history
+";
+        let s = parse_sites(text);
+        assert_eq!(s[0].function, "daq_format::netmon::decode_legacy");
+        assert_eq!(
+            s[1].function,
+            "daq_runtime::transport::inbound::serve::{{closure}}"
+        );
+        // Plumbing that grows with nothing of ours under it keeps its rank.
+        let alone = "Total: 2.0 MB
+     0.0   0.0% 100.0%      2.0  99.0% daq_runtime::transport::inbound::serve::{{closure}}
+     0.0   0.0% 100.0%      0.2   9.0% daq_format::netmon::decode_history
+";
+        let s = parse_sites(alone);
+        assert_eq!(
+            s[0].function,
+            "daq_runtime::transport::inbound::serve::{{closure}}"
+        );
     }
 
     #[test]
