@@ -285,19 +285,8 @@ impl BinaryWriter {
         if let Some(open) = self.current.take() {
             open.sync()?;
         }
-        let mut bytes_on_disk = 0;
-        for path in &self.files {
-            let meta = std::fs::metadata(path).map_err(|cause| BinaryFileError::FileSize {
-                path: path.clone(),
-                cause,
-            })?;
-            bytes_on_disk += meta.len();
-        }
-        Ok(RunFiles {
-            files: self.files,
-            events: self.events_written,
-            bytes_on_disk,
-        })
+        RunFiles::measure(self.files, self.events_written)
+            .map_err(|(path, cause)| BinaryFileError::FileSize { path, cause })
     }
 }
 

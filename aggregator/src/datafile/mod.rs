@@ -211,3 +211,20 @@ pub struct RunFiles {
     /// Total size of `files` on disk after closing.
     pub bytes_on_disk: u64,
 }
+
+impl RunFiles {
+    /// The closed files of a run (either format) with their size on disk;
+    /// the error names the file that could not be measured.
+    pub fn measure(files: Vec<PathBuf>, events: u64) -> Result<Self, (PathBuf, std::io::Error)> {
+        let mut bytes_on_disk = 0;
+        for path in &files {
+            let meta = std::fs::metadata(path).map_err(|cause| (path.clone(), cause))?;
+            bytes_on_disk += meta.len();
+        }
+        Ok(Self {
+            files,
+            events,
+            bytes_on_disk,
+        })
+    }
+}
