@@ -222,19 +222,7 @@ pub fn h5dump_script() -> PathBuf {
 /// Whether `jeprof` (Debian libjemalloc-dev) is on PATH for the heap-profile
 /// checks. In CI (`CI` set) it is required; elsewhere they are skipped without it.
 pub fn jeprof_available() -> bool {
-    let found = Command::new("jeprof")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found && std::env::var_os("CI").is_some() {
-        panic!("CI is set but jeprof (Debian libjemalloc-dev) is not installed");
-    }
-    if !found {
-        eprintln!("note: jeprof not found; heap-profile check skipped");
-    }
-    found
+    tool_available("jeprof", "libjemalloc-dev")
 }
 
 /// The C++ compiler for the artdaq-binary reader check: `CXX`, else `g++`.

@@ -111,16 +111,8 @@ pub fn read_csv(path: &Path) -> Result<Vec<Sample>, CsvError> {
         path: path.display().to_string(),
         source,
     };
-    let mut text = std::fs::read(path).map_err(|e| err(e.into()))?;
-    if text.last().is_some_and(|b| *b != b'\n') {
-        let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        text.truncate(complete);
-    }
-    let rows = csv::Reader::from_reader(text.as_slice())
-        .into_deserialize::<HeapSnapshot>()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(err)?;
-    Ok(samples(rows))
+    let text = std::fs::read(path).map_err(|e| err(e.into()))?;
+    Ok(samples(whole_rows(&text).map_err(err)?))
 }
 
 /// Every row a [`Sampler`] wrote so far into `file`, read from its start
@@ -142,12 +134,16 @@ pub fn read_rows(file: &std::fs::File) -> Result<Vec<HeapSnapshot>, CsvError> {
         }
         bytes.extend_from_slice(&chunk[..n]);
     }
-    // A row being written while we read is cut short: whole lines only.
+    whole_rows(&bytes).map_err(err)
+}
+
+/// The rows of heap-CSV bytes, whole lines only: a row being written while
+/// the bytes were read (or cut by a crash) is left out.
+fn whole_rows(bytes: &[u8]) -> Result<Vec<HeapSnapshot>, csv::Error> {
     let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     csv::Reader::from_reader(&bytes[..end])
         .into_deserialize::<HeapSnapshot>()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(err)
+        .collect()
 }
 
 /// Writes `rows` as a heap CSV at `path` (what [`Sampler`] writes, for rows
