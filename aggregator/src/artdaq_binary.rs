@@ -371,13 +371,13 @@ impl FragmentWalker {
             // Peek at the first word without moving the cursor.
             let mut first = [0u8; 8];
             let want = first.len().min(file_bytes as usize);
-            file.read_exact_at(&mut first[..want], 0)
+            file.read_exact_at(first.get_mut(..want).unwrap_or_default(), 0)
                 .map_err(|cause| BinaryFileError::Read {
                     path: path.to_owned(),
                     offset: 0,
                     cause,
                 })?;
-            if let Some(reason) = not_artdaq_binary(&first[..want]) {
+            if let Some(reason) = not_artdaq_binary(first.get(..want).unwrap_or_default()) {
                 return Err(BinaryFileError::NotArtdaqBinary {
                     path: path.to_owned(),
                     reason,
@@ -407,8 +407,8 @@ impl FragmentWalker {
     /// Reads as much of `buf` as the file holds.
     fn fill(&mut self, buf: &mut [u8]) -> Result<usize, BinaryFileError> {
         let mut n = 0;
-        while n < buf.len() {
-            match self.reader.read(&mut buf[n..]) {
+        while let Some(rest) = buf.get_mut(n..).filter(|rest| !rest.is_empty()) {
+            match self.reader.read(rest) {
                 Ok(0) => break,
                 Ok(k) => n += k,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -465,10 +465,8 @@ impl FragmentWalker {
             );
         }
         let mut words = [0u64; HEADER_WORDS];
-        for (i, w) in words.iter_mut().enumerate() {
-            let mut b = [0u8; WORD_BYTES];
-            b.copy_from_slice(&head[i * WORD_BYTES..(i + 1) * WORD_BYTES]);
-            *w = u64::from_le_bytes(b);
+        for (w, b) in words.iter_mut().zip(head.chunks_exact(WORD_BYTES)) {
+            *w = b.try_into().map_or(0, u64::from_le_bytes);
         }
         let header = FragmentHeader::decode(words);
         if header.version != HEADER_VERSION {
@@ -498,9 +496,10 @@ impl FragmentWalker {
                 },
             );
         }
-        let mut buf = vec![0u8; fragment_bytes as usize];
-        buf[..HEADER_BYTES].copy_from_slice(&head);
-        let n = self.fill(&mut buf[HEADER_BYTES..])?;
+        let mut buf = Vec::with_capacity(fragment_bytes as usize);
+        buf.extend_from_slice(&head);
+        buf.resize(fragment_bytes as usize, 0);
+        let n = self.fill(buf.get_mut(HEADER_BYTES..).unwrap_or_default())?;
         if n < buf.len() - HEADER_BYTES {
             return stop(
                 self,

@@ -145,7 +145,7 @@ pub fn adc_samples(payload: &[u8], n_adc_counts: usize) -> Vec<u16> {
         .get(8..8 + 2 * n_adc_counts)
         .unwrap_or(&[])
         .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .map(|c| c.try_into().map_or(0, u16::from_le_bytes))
         .collect()
 }
 

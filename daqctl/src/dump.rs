@@ -267,16 +267,17 @@ fn detect(path: &Path) -> Result<Format> {
         .len();
     let mut first = [0u8; 8];
     let n = first.len().min(len as usize);
-    file.read_exact_at(&mut first[..n], 0)
+    let (first, _) = first.split_at_mut(n);
+    file.read_exact_at(first, 0)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    if first[..n] == HDF5_SIGNATURE[..] {
+    if first[..] == HDF5_SIGNATURE[..] {
         return Ok(Format::Hdf5);
     }
     if n == 0 {
         // What an artdaq-binary file of a run without events is.
         return Ok(Format::ArtdaqBinary);
     }
-    match artdaq_binary::not_artdaq_binary(&first[..n]) {
+    match artdaq_binary::not_artdaq_binary(first) {
         None => Ok(Format::ArtdaqBinary),
         Some(reason) => bail!(
             "{} is neither an HDF5 data file nor an artdaq-binary file: {reason}",

@@ -176,11 +176,11 @@ pub fn parse_sites(jeprof_text: &str) -> Vec<Site> {
             if cols.len() < 6 {
                 return None;
             }
-            let cum_mb: f64 = cols[3].parse().ok()?;
-            let pct: f64 = cols[4].trim_end_matches('%').parse().ok()?;
+            let cum_mb: f64 = cols.get(3)?.parse().ok()?;
+            let pct: f64 = cols.get(4)?.trim_end_matches('%').parse().ok()?;
             let inline = cols.last() == Some(&"(inline)");
             let end = if inline { cols.len() - 1 } else { cols.len() };
-            Some((cum_mb, pct, cols[5..end].join(" "), inline))
+            Some((cum_mb, pct, cols.get(5..end)?.join(" "), inline))
         })
         .collect();
     let own = |f: &str| OWN_CRATES.iter().any(|c| f.starts_with(c));
@@ -411,11 +411,11 @@ pub fn theil_sen(points: &[(f64, f64)]) -> Option<f64> {
     let step = points.len().div_ceil(MAX_POINTS).max(1);
     let pts: Vec<(f64, f64)> = points.iter().step_by(step).copied().collect();
     let mut slopes = Vec::with_capacity(pts.len() * pts.len() / 2);
-    for i in 0..pts.len() {
-        for j in i + 1..pts.len() {
-            let dx = pts[j].0 - pts[i].0;
+    for (i, a) in pts.iter().enumerate() {
+        for b in pts.iter().skip(i + 1) {
+            let dx = b.0 - a.0;
             if dx != 0.0 {
-                slopes.push((pts[j].1 - pts[i].1) / dx);
+                slopes.push((b.1 - a.1) / dx);
             }
         }
     }

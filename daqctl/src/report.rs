@@ -109,8 +109,10 @@ pub fn render(run: &Path, s: &RunSummary, soak: Option<&Value>) -> String {
     out.push_str("<h2 id=\"heap-over-time\">Heap over time</h2>\n<div class=\"plots\">\n");
     for name in s.processes.keys() {
         let csv = run.join("heap").join(format!("{name}.csv"));
-        let verdict =
-            soak.and_then(|v| serde_json::from_value(v["processes"][name]["verdict"].clone()).ok());
+        let verdict = soak.and_then(|v| {
+            let verdict = v.get("processes")?.get(name)?.get("verdict")?;
+            serde_json::from_value(verdict.clone()).ok()
+        });
         match read_csv(&csv) {
             Ok(samples) if !samples.is_empty() => {
                 out.push_str(&process_svg(name, verdict, &samples, warmup_s));
@@ -148,7 +150,11 @@ fn verdicts(out: &mut String, v: &Value) {
         "<h2 id=\"verdicts\">Soak verdicts</h2>\n<p>trend after {:.0} s warm-up; {}</p>\n<table>\
 <tr><th>process</th><th>samples</th><th>events</th><th>KiB/hour</th><th>B/event</th><th>RssAnon KiB/hour</th><th>verdict</th></tr>",
         v["warmup_s"].as_f64().unwrap_or(0.0),
-        esc(v["threshold"]["why"].as_str().unwrap_or(""))
+        esc(v
+            .get("threshold")
+            .and_then(|t| t.get("why"))
+            .and_then(Value::as_str)
+            .unwrap_or(""))
     );
     let Some(procs) = v["processes"].as_object() else {
         out.push_str("</table>\n");

@@ -221,7 +221,8 @@ pub fn trend(samples: &[Sample], warmup_s: f64) -> Trend {
     // a one-time step (a backpressure episode filling the bounded queues, a
     // cache warming up) in one only.
     let mid = ev_pts.len() / 2;
-    let halves = [theil_sen(&ev_pts[..mid]), theil_sen(&ev_pts[mid..])];
+    let (first_half, second_half) = ev_pts.split_at(mid);
+    let halves = [theil_sen(first_half), theil_sen(second_half)];
     let span_h = match (window.first(), window.last()) {
         (Some(a), Some(b)) => (b.elapsed_s - a.elapsed_s) / 3600.0,
         _ => 0.0,

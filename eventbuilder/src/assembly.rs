@@ -96,11 +96,13 @@ impl Assembly {
     }
 
     fn remember_released(&mut self, seq: u64) {
-        self.released[seq as usize % RELEASED_MEMORY] = seq;
+        if let Some(slot) = self.released.get_mut(seq as usize % RELEASED_MEMORY) {
+            *slot = seq;
+        }
     }
 
     fn was_released(&self, seq: u64) -> bool {
-        self.released[seq as usize % RELEASED_MEMORY] == seq
+        self.released.get(seq as usize % RELEASED_MEMORY) == Some(&seq)
     }
 
     /// Offers one data fragment.
@@ -130,14 +132,18 @@ impl Assembly {
         let Some(open) = self.open.get_mut(&seq) else {
             return Placed::NoBuffer;
         };
-        if open.have[id] {
+        // `id < expected` was checked above and `have` has `expected` slots.
+        let Some(have) = open.have.get_mut(id) else {
+            return Placed::Oversize;
+        };
+        if *have {
             return Placed::Duplicate;
         }
         if self.store.append(open.idx, f.bytes()).is_err() {
             // The buffer cannot take it: nothing was written.
             return Placed::Oversize;
         }
-        open.have[id] = true;
+        *have = true;
         open.count += 1;
         if open.count < self.expected {
             return Placed::Pending;

@@ -314,8 +314,8 @@ impl Builder {
         let mut blocked = false;
         for queue in &mut self.parked {
             'source: while let Some(batch) = queue.front_mut() {
-                while batch.next < batch.fragments.len() {
-                    match self.assembly.place(&batch.fragments[batch.next]) {
+                while let Some(fragment) = batch.fragments.get(batch.next) {
+                    match self.assembly.place(fragment) {
                         Placed::NoBuffer => {
                             blocked = true;
                             break 'source;

@@ -48,6 +48,10 @@ pub struct ReadFile {
 
 /// Reads a whole data file, taking the shortest consistent prefix of its
 /// events if the columns differ in length (a file whose writer crashed).
+#[allow(
+    clippy::indexing_slicing,
+    reason = "rows stay below fragment_rows()/event_rows(), the shortest column of their table, and byte ranges are checked against data.len() before slicing"
+)]
 pub fn read_file(path: &Path) -> Result<ReadFile, DataFileError> {
     let file = File::open_streaming(path).map_err(|cause| DataFileError::Open {
         path: path.to_owned(),
@@ -201,6 +205,10 @@ struct FileColumns<'a> {
     path: &'a Path,
 }
 
+#[allow(
+    clippy::indexing_slicing,
+    reason = "`column` is an index into the static COLUMNS table, never data"
+)]
 impl ColumnSource for FileColumns<'_> {
     fn read<T: Element>(&mut self, column: usize) -> Result<Vec<T>, DataFileError> {
         let dataset = COLUMNS[column].path;

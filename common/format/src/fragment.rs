@@ -202,10 +202,11 @@ pub struct Fragment {
     bytes: Bytes,
 }
 
+/// Word `i` of `b`, or 0 past its end (callers check the length first).
 fn read_word(b: &[u8], i: usize) -> u64 {
-    let mut w = [0u8; WORD_BYTES];
-    w.copy_from_slice(&b[i * WORD_BYTES..(i + 1) * WORD_BYTES]);
-    u64::from_le_bytes(w)
+    b.get(i * WORD_BYTES..(i + 1) * WORD_BYTES)
+        .and_then(|w| <[u8; WORD_BYTES]>::try_from(w).ok())
+        .map_or(0, u64::from_le_bytes)
 }
 
 /// Checks a whole binary fragment and returns its header.
@@ -246,6 +247,18 @@ fn validate(bytes: &[u8]) -> Result<FragmentHeader, FragmentError> {
     Ok(header)
 }
 
+/// The metadata bytes of a fragment `validate` accepted (empty otherwise).
+fn metadata_of<'b>(header: &FragmentHeader, bytes: &'b [u8]) -> &'b [u8] {
+    let end = HEADER_BYTES + header.metadata_word_count as usize * WORD_BYTES;
+    bytes.get(HEADER_BYTES..end).unwrap_or_default()
+}
+
+/// The payload bytes of a fragment `validate` accepted (empty otherwise).
+fn payload_of<'b>(header: &FragmentHeader, bytes: &'b [u8]) -> &'b [u8] {
+    let start = HEADER_BYTES + header.metadata_word_count as usize * WORD_BYTES;
+    bytes.get(start..).unwrap_or_default()
+}
+
 /// A validated fragment borrowed from a buffer (e.g. shared memory).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FragmentRef<'a> {
@@ -263,13 +276,11 @@ impl<'a> FragmentRef<'a> {
     }
 
     pub fn metadata(&self) -> &'a [u8] {
-        let end = HEADER_BYTES + self.header.metadata_word_count as usize * WORD_BYTES;
-        &self.bytes[HEADER_BYTES..end]
+        metadata_of(&self.header, self.bytes)
     }
 
     pub fn payload(&self) -> &'a [u8] {
-        let start = HEADER_BYTES + self.header.metadata_word_count as usize * WORD_BYTES;
-        &self.bytes[start..]
+        payload_of(&self.header, self.bytes)
     }
 }
 
@@ -431,13 +442,11 @@ impl Fragment {
     }
     /// Metadata words, as bytes.
     pub fn metadata(&self) -> &[u8] {
-        let end = HEADER_BYTES + self.header.metadata_word_count as usize * WORD_BYTES;
-        &self.bytes[HEADER_BYTES..end]
+        metadata_of(&self.header, &self.bytes)
     }
     /// Payload words, as bytes (including any padding the sender added).
     pub fn payload(&self) -> &[u8] {
-        let start = HEADER_BYTES + self.header.metadata_word_count as usize * WORD_BYTES;
-        &self.bytes[start..]
+        payload_of(&self.header, &self.bytes)
     }
     /// Size of the whole fragment in bytes.
     pub fn len(&self) -> usize {

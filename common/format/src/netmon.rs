@@ -253,7 +253,7 @@ pub(crate) fn decode_rest(
     // Never trust a count for an allocation: at least one header per fragment.
     let mut fragments = Vec::with_capacity(n.min(r.remaining() / crate::fragment::HEADER_BYTES));
     for index in 0..n {
-        let rest = &r.buf[r.pos..];
+        let rest = r.buf.get(r.pos..).unwrap_or_default();
         let len = Fragment::peek_len(rest).ok_or(NetMonError::Truncated {
             field: "fragment header",
             needed: 4,

@@ -188,7 +188,7 @@ impl<'a> ToyView<'a> {
         Ok(Self {
             metadata,
             header,
-            sample_bytes: &payload[HEADER_BYTES..bytes],
+            sample_bytes: payload.get(HEADER_BYTES..bytes).unwrap_or_default(),
         })
     }
 
@@ -197,7 +197,7 @@ impl<'a> ToyView<'a> {
     pub fn samples(&self) -> impl ExactSizeIterator<Item = u16> + 'a {
         self.sample_bytes
             .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .map(|c| c.try_into().map_or(0, u16::from_le_bytes))
     }
 
     /// artdaq-core-demo's `fastVerify`: the index of the first sample with a

@@ -132,7 +132,7 @@ pub fn read_rows(file: &std::fs::File) -> Result<Vec<HeapSnapshot>, CsvError> {
         if n == 0 {
             break;
         }
-        bytes.extend_from_slice(&chunk[..n]);
+        bytes.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
     whole_rows(&bytes).map_err(err)
 }
@@ -141,7 +141,7 @@ pub fn read_rows(file: &std::fs::File) -> Result<Vec<HeapSnapshot>, CsvError> {
 /// the bytes were read (or cut by a crash) is left out.
 fn whole_rows(bytes: &[u8]) -> Result<Vec<HeapSnapshot>, csv::Error> {
     let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    csv::Reader::from_reader(&bytes[..end])
+    csv::Reader::from_reader(bytes.get(..end).unwrap_or_default())
         .into_deserialize::<HeapSnapshot>()
         .collect()
 }

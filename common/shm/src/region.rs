@@ -421,6 +421,10 @@ impl Drop for HeapBlock {
 /// Stores `src` at byte `off` of a buffer with 8-byte atomic stores. The
 /// caller owns the buffer (Writing) and checked `off + src.len()` against
 /// its capacity. Partial words are read, merged and written back.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "the caller checked off + src.len() against the buffer; an index past it is a bug in the store, not bad input"
+)]
 pub(crate) fn write_bytes(words: &[AtomicU64], off: usize, src: &[u8]) {
     let mut pos = off;
     let mut rest = src;
@@ -452,10 +456,11 @@ pub(crate) fn write_bytes(words: &[AtomicU64], off: usize, src: &[u8]) {
     }
 }
 
-/// Copies the first `len` bytes of a buffer with 8-byte atomic loads.
+/// Copies the first `len` bytes of a buffer with 8-byte atomic loads
+/// (at most the buffer's bytes).
 pub(crate) fn read_bytes(words: &[AtomicU64], len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len.next_multiple_of(8));
-    for w in &words[..len.div_ceil(8)] {
+    for w in words.iter().take(len.div_ceil(8)) {
         out.extend_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
     }
     out.truncate(len);

@@ -215,7 +215,7 @@ impl<H: Hop> Outbound<H> {
         }
         let d = self.route(sequence_id);
         let b = &self.config.batching;
-        let dest = &mut self.destinations[d];
+        let dest = self.destinations.get_mut(d)?;
         if dest.pending.is_empty() {
             dest.since = Instant::now();
         }
@@ -233,8 +233,9 @@ impl<H: Hop> Outbound<H> {
     }
 
     fn due(&self, d: usize) -> bool {
-        let dest = &self.destinations[d];
-        !dest.pending.is_empty() && dest.since.elapsed() >= self.config.batching.max_delay
+        self.destinations.get(d).is_some_and(|dest| {
+            !dest.pending.is_empty() && dest.since.elapsed() >= self.config.batching.max_delay
+        })
     }
 
     fn any_due(&self) -> bool {
@@ -266,7 +267,9 @@ impl<H: Hop> Outbound<H> {
     /// counted.
     async fn flush(&mut self, d: usize) {
         let max_items = self.config.batching.max_items;
-        let dest = &mut self.destinations[d];
+        let Some(dest) = self.destinations.get_mut(d) else {
+            return;
+        };
         if dest.pending.is_empty() {
             return;
         }
