@@ -192,7 +192,16 @@ pub async fn run(o: BenchOptions) -> Result<BenchReport> {
     let mut failures = Vec::new();
     let bench_start = Instant::now();
     let mut done = 0usize;
-    for round in 0..rounds {
+    // Ctrl-C stops the run in progress cleanly (demo's wait sees it too),
+    // then the bench ends with what it measured.
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = interrupted.clone();
+    let ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    'rounds: for round in 0..rounds {
         let warmup = round < o.warmup;
         let round_name = if warmup {
             format!("warm-up {}/{}", round + 1, o.warmup)
@@ -263,8 +272,14 @@ pub async fn run(o: BenchOptions) -> Result<BenchReport> {
                 Ok(s) => samples[i].push((warmup, s)),
                 Err(e) => failures.push(format!("{name} ({round_name}): {e:#}")),
             }
+            if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("bench: interrupted; writing what was measured");
+                failures.push(format!("interrupted after {done} of {total} measurements"));
+                break 'rounds;
+            }
         }
     }
+    ctrl_c.abort();
     let _ = std::fs::remove_dir_all(&scratch);
     let report = summarize(
         &o,

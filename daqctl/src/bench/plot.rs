@@ -156,10 +156,15 @@ fn panel(
     }
 }
 
+/// A line of the picture: build, topology, disk writing.
+type SeriesKey = (usize, String, bool);
+/// A point: fragment bytes, MB/s, events/s.
+type Point = (f64, f64, f64);
+
 /// The whole picture.
 pub fn svg(r: &BenchReport) -> String {
     // A series per build x topology x disk writing, points in size order.
-    let mut by: BTreeMap<(usize, String, bool), Vec<(f64, f64, f64)>> = BTreeMap::new();
+    let mut by: BTreeMap<SeriesKey, Vec<Point>> = BTreeMap::new();
     for p in &r.pipeline {
         by.entry((p.build, p.topology.clone(), p.disk_writing))
             .or_default()
