@@ -18,7 +18,7 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
 /// command name (field 2) is in parentheses and may hold spaces or
 /// parentheses itself, so fields are counted after its last `)`.
 fn stat_cpu_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
     // `rest` starts at field 3 (state): utime is field 14, its 12th.
     let mut fields = rest.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;

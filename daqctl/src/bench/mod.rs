@@ -96,10 +96,26 @@ pub fn quick_topologies() -> Vec<Topology> {
 #[derive(Clone, Debug)]
 enum Item {
     Limit(Limit),
-    /// A stage at the index of a size.
-    Stage(Stage, usize),
-    /// A pipeline case (index into the cases) with one build.
-    Pipeline(usize, usize),
+    /// A stage at a fragment size (bytes asked for).
+    Stage(Stage, u64),
+    /// A pipeline case with one build.
+    Pipeline(Box<PipelineItem>),
+}
+
+/// A pipeline case, its configuration and the build that runs it.
+#[derive(Clone, Debug)]
+struct PipelineItem {
+    case: Case,
+    config: SystemConfig,
+    /// Index into `BenchOptions::bin_dirs`.
+    build: usize,
+    bin_dir: PathBuf,
+}
+
+/// A measurement and its samples, one per round: (warm-up, sample).
+struct Slot {
+    item: Item,
+    samples: Vec<(bool, Sample)>,
 }
 
 /// One measurement's outcome in a round.
@@ -159,23 +175,27 @@ pub async fn run(o: BenchOptions) -> Result<BenchReport> {
         .with_context(|| format!("cannot create {}", o.out.display()))?;
     let started_unix_s = unix_now();
     let cases = cases(&o);
-    let configs = cases
-        .iter()
-        .map(|c| pipeline::configure(&o.base, c))
-        .collect::<Result<Vec<_>>>()?;
+    let pipeline_runs = cases.len() * o.bin_dirs.len();
     let mut items: Vec<Item> = Limit::ALL.into_iter().map(Item::Limit).collect();
-    for (i, _) in o.sizes.iter().enumerate() {
-        items.extend(Stage::ALL.into_iter().map(|s| Item::Stage(s, i)));
+    for &size in &o.sizes {
+        items.extend(Stage::ALL.into_iter().map(|s| Item::Stage(s, size)));
     }
-    for (c, _) in cases.iter().enumerate() {
-        items.extend((0..o.bin_dirs.len()).map(|b| Item::Pipeline(c, b)));
+    for case in cases {
+        let config = pipeline::configure(&o.base, &case)?;
+        for (build, bin_dir) in o.bin_dirs.iter().enumerate() {
+            items.push(Item::Pipeline(Box::new(PipelineItem {
+                case: case.clone(),
+                config: config.clone(),
+                build,
+                bin_dir: bin_dir.clone(),
+            })));
+        }
     }
     let rounds = o.warmup + o.repetitions;
     let total = items.len() * rounds as usize;
     let probe = probe(&o);
     let scratch = o.out.join("scratch");
     let runs_dir = o.out.join("runs");
-    let pipeline_runs = cases.len() * o.bin_dirs.len();
     eprintln!(
         "bench: {} measurements x {rounds} rounds ({} warm-up): {} limits, {} stages x {} sizes, \
          {pipeline_runs} pipeline runs of {:.1} s per round; output in {}",
@@ -187,8 +207,13 @@ pub async fn run(o: BenchOptions) -> Result<BenchReport> {
         o.duration.as_secs_f64(),
         o.out.display()
     );
-    // Samples by item index, one per round.
-    let mut samples: Vec<Vec<(bool, Sample)>> = (0..items.len()).map(|_| Vec::new()).collect();
+    let mut slots: Vec<Slot> = items
+        .into_iter()
+        .map(|item| Slot {
+            item,
+            samples: Vec::new(),
+        })
+        .collect();
     let mut failures = Vec::new();
     let bench_start = Instant::now();
     let mut done = 0usize;
@@ -208,9 +233,9 @@ pub async fn run(o: BenchOptions) -> Result<BenchReport> {
         } else {
             format!("round {}/{}", round - o.warmup + 1, o.repetitions)
         };
-        for (i, item) in items.iter().enumerate() {
+        for slot in &mut slots {
             done += 1;
-            let (name, result) = match item {
+            let (name, result) = match &slot.item {
                 Item::Limit(l) => {
                     let (l, dir) = (*l, scratch.clone());
                     let r = tokio::task::spawn_blocking(move || l.measure(probe, &dir))
@@ -220,20 +245,20 @@ pub async fn run(o: BenchOptions) -> Result<BenchReport> {
                     (format!("limit {}", l.name()), r.map(Sample::Measured))
                 }
                 Item::Stage(s, size) => {
-                    let (s, dir) = (*s, scratch.clone());
-                    let n = pipeline::n_adc_counts(o.sizes[*size]);
+                    let (s, size, dir) = (*s, *size, scratch.clone());
+                    let n = pipeline::n_adc_counts(size);
                     let r = tokio::task::spawn_blocking(move || s.measure(n, probe, &dir))
                         .await
                         .context("the measuring thread panicked")
                         .and_then(|r| r);
                     (
-                        format!("stage {} {}", s.name(), report::bytes_name(o.sizes[*size])),
+                        format!("stage {} {}", s.name(), report::bytes_name(size)),
                         r.map(Sample::Measured),
                     )
                 }
-                Item::Pipeline(c, b) => {
-                    let name = format!("pipeline build {b} {}", cases[*c].label());
-                    let r = pipeline::run(&configs[*c], &o.bin_dirs[*b], &runs_dir, o.duration)
+                Item::Pipeline(p) => {
+                    let name = format!("pipeline build {} {}", p.build, p.case.label());
+                    let r = pipeline::run(&p.config, &p.bin_dir, &runs_dir, o.duration)
                         .await
                         .map(|mut run| {
                             run.warmup = warmup;
@@ -267,9 +292,9 @@ pub async fn run(o: BenchOptions) -> Result<BenchReport> {
                         r.record,
                         r.errors.join("; ")
                     ));
-                    samples[i].push((warmup, Sample::Run(r)));
+                    slot.samples.push((warmup, Sample::Run(r)));
                 }
-                Ok(s) => samples[i].push((warmup, s)),
+                Ok(s) => slot.samples.push((warmup, s)),
                 Err(e) => failures.push(format!("{name} ({round_name}): {e:#}")),
             }
             if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
@@ -281,15 +306,7 @@ pub async fn run(o: BenchOptions) -> Result<BenchReport> {
     }
     ctrl_c.abort();
     let _ = std::fs::remove_dir_all(&scratch);
-    let report = summarize(
-        &o,
-        &items,
-        &cases,
-        &configs,
-        samples,
-        failures,
-        started_unix_s,
-    );
+    let report = summarize(&o, &slots, failures, started_unix_s);
     let json = o.out.join("bench.json");
     std::fs::write(
         &json,
@@ -312,10 +329,7 @@ fn unix_now() -> f64 {
 /// The figures from the measured (non-warm-up) samples.
 fn summarize(
     o: &BenchOptions,
-    items: &[Item],
-    cases: &[Case],
-    configs: &[SystemConfig],
-    samples: Vec<Vec<(bool, Sample)>>,
+    slots: &[Slot],
     failures: Vec<String>,
     started_unix_s: f64,
 ) -> BenchReport {
@@ -333,7 +347,7 @@ fn summarize(
     let mut machine = Vec::new();
     let mut stages = Vec::new();
     let mut pipeline = Vec::new();
-    for (item, s) in items.iter().zip(&samples) {
+    for Slot { item, samples: s } in slots {
         match item {
             Item::Limit(l) => machine.push(LimitResult {
                 limit: l.name().into(),
@@ -343,7 +357,7 @@ fn summarize(
                 let per_core = |m: &Measured| m.cpu.unwrap_or(m.wall);
                 let frag_bytes = {
                     let mut c = SystemConfig::default();
-                    c.generator.n_adc_counts = pipeline::n_adc_counts(o.sizes[*size]);
+                    c.generator.n_adc_counts = pipeline::n_adc_counts(*size);
                     c.generator_fragment_bytes()
                 };
                 stages.push(StageResult {
@@ -362,7 +376,7 @@ fn summarize(
                     mb_s_wall: measured(s, &|m| Measured::mb_s(m.bytes, m.wall)),
                 })
             }
-            Item::Pipeline(c, b) => {
+            Item::Pipeline(p) => {
                 let runs: Vec<report::PipelineRun> = s
                     .iter()
                     .filter_map(|(_, s)| match s {
@@ -381,11 +395,10 @@ fn summarize(
                         cpu.entry(k).or_default().push(v);
                     }
                 }
-                let case = &cases[*c];
-                let config = &configs[*c];
+                let (case, config) = (&p.case, &p.config);
                 let writing = case.disk_writing && case.topology.aggregators > 0;
                 pipeline.push(PipelineResult {
-                    build: *b,
+                    build: p.build,
                     topology: pipeline::topology_name(case.topology),
                     fragment_bytes: config.generator_fragment_bytes(),
                     n_adc_counts: config.generator.n_adc_counts,

@@ -189,7 +189,7 @@ pub fn svg(r: &BenchReport) -> String {
         } else {
             format!("{topo}{disk}")
         };
-        let color = COLORS[i % COLORS.len()];
+        let color = COLORS.get(i % COLORS.len()).copied().unwrap_or("#000");
         // Later builds dashed: before/after side by side.
         let dashed = build > 0;
         mb.push(Series {

@@ -69,10 +69,11 @@ impl Figure {
         let mut sorted = samples.clone();
         sorted.sort_by(f64::total_cmp);
         let n = sorted.len();
+        let at = |i: usize| sorted.get(i).copied().unwrap_or(0.0);
         let median = match n {
             0 => 0.0,
-            _ if n % 2 == 1 => sorted[n / 2],
-            _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+            _ if n % 2 == 1 => at(n / 2),
+            _ => (at(n / 2 - 1) + at(n / 2)) / 2.0,
         };
         Self {
             median,

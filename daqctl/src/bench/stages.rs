@@ -204,8 +204,11 @@ fn pool(n_adc_counts: u32) -> Result<Vec<Event>> {
 
 fn event_encode(n_adc_counts: u32, duration: Duration) -> Result<Measured> {
     let events = pool(n_adc_counts)?;
-    timed(duration, |i| {
-        let e = &events[i as usize % events.len()];
+    let mut next = events.iter().cycle();
+    timed(duration, |_| {
+        let e = next
+            .next()
+            .ok_or_else(|| anyhow!("no event to serialize"))?;
         let b = netmon::encode(e).context("serializing an event")?;
         black_box(b);
         Ok(e.fragment_bytes() as u64)
@@ -218,8 +221,11 @@ fn event_decode(n_adc_counts: u32, duration: Duration) -> Result<Measured> {
         .map(|e| Ok((netmon::encode(e)?, e.fragment_bytes() as u64)))
         .collect::<Result<Vec<_>, netmon::NetMonError>>()
         .context("serializing an event")?;
-    timed(duration, |i| {
-        let (b, bytes) = &encoded[i as usize % encoded.len()];
+    let mut next = encoded.iter().cycle();
+    timed(duration, |_| {
+        let (b, bytes) = next
+            .next()
+            .ok_or_else(|| anyhow!("no event to deserialize"))?;
         let e = netmon::decode(b.clone()).context("deserializing an event")?;
         black_box(e);
         Ok(*bytes)
@@ -263,8 +269,9 @@ fn writer_hdf5(n_adc_counts: u32, duration: Duration, dir: &Path) -> Result<Meas
         .context("creating the hdf5 writer")?;
     let mut frags = Vec::with_capacity(usize::from(BOARDS));
     let (mut bytes, mut items) = (0u64, 0u64);
+    let mut next = events.iter().cycle();
     while items == 0 || start.elapsed() < duration {
-        let e = &events[items as usize % events.len()];
+        let e = next.next().ok_or_else(|| anyhow!("no event to write"))?;
         frags.clear();
         for f in split_packed(e) {
             let f = f.context("splitting an event")?;
@@ -310,9 +317,9 @@ fn writer_binary(n_adc_counts: u32, duration: Duration, dir: &Path) -> Result<Me
     let mut w =
         BinaryWriter::create(&dir, 1, "bench", 1 << 30).context("creating the binary writer")?;
     let (mut bytes, mut items) = (0u64, 0u64);
+    let mut batches = events.chunks(BATCH).cycle();
     while items == 0 || start.elapsed() < duration {
-        let first = items as usize % events.len();
-        let batch = &events[first..(first + BATCH).min(events.len())];
+        let batch = batches.next().ok_or_else(|| anyhow!("no event to write"))?;
         w.write_batch(batch.iter().map(Vec::as_slice))
             .context("writing an artdaq-binary batch")?;
         bytes += batch.iter().map(|e| e.len() as u64).sum::<u64>();
