@@ -3,7 +3,7 @@
 //! every pipeline run's equalities held and every figure is positive. No
 //! timing is asserted: only that each figure was measured.
 
-use daq_tests::{daqctl, unique_partition};
+use daq_tests::{daqctl, tool_available, unique_partition};
 use serde_json::Value;
 
 fn num(v: &Value, what: &str) -> f64 {
@@ -159,4 +159,17 @@ fn quick_bench_measures_every_case_without_loss() {
     assert!(svg.starts_with("<svg"), "{svg}");
     // One line per topology x disk case in each of the two panels.
     assert_eq!(svg.matches("<polyline").count(), 2 * 3, "{svg}");
+    // The picture renders: librsvg reads it and draws a PNG.
+    if tool_available("rsvg-convert", "librsvg2-bin") {
+        let png = dir.path().join("bench.png");
+        let status = std::process::Command::new("rsvg-convert")
+            .arg(out_dir.join("bench.svg"))
+            .arg("-o")
+            .arg(&png)
+            .status()
+            .expect("rsvg-convert runs");
+        assert!(status.success(), "rsvg-convert: {status}");
+        let bytes = std::fs::read(&png).expect("bench.png");
+        assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
+    }
 }
