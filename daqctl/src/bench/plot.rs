@@ -177,8 +177,16 @@ pub fn svg(r: &BenchReport) -> String {
     let builds = r.options.bin_dirs.len();
     let mut mb = Vec::new();
     let mut ev = Vec::new();
-    for (i, ((build, topo, disk), mut pts)) in by.into_iter().enumerate() {
+    // A colour per topology x disk writing, the same in every build.
+    let mut cases: Vec<(String, bool)> = by.keys().map(|(_, t, d)| (t.clone(), *d)).collect();
+    cases.sort();
+    cases.dedup();
+    for ((build, topo, disk), mut pts) in by {
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let i = cases
+            .iter()
+            .position(|(t, d)| *t == topo && *d == disk)
+            .unwrap_or(0);
         let disk = match (topo.matches('x').count(), disk) {
             (1, _) => "",
             (_, true) => " disk on",
