@@ -3,6 +3,7 @@
 // jemalloc is the global allocator of every DAQ binary (daq-alloc owns it).
 use daq_alloc as _;
 
+mod bench;
 mod demo;
 mod dump;
 mod heap;
@@ -109,6 +110,12 @@ enum Cmd {
         #[arg(long)]
         check: bool,
     },
+    /// Measure this machine's limits (loopback TCP, disk, memcpy), each
+    /// stage alone (generator, codec, serializer, writers) and the whole
+    /// system at throttle 0 over fragment sizes, topologies and disk writing
+    /// on/off, interleaved, repeated after a warm-up. Prints a table, writes
+    /// <out>/bench.json and <out>/bench.svg; exit 1 if any run lost data.
+    Bench(BenchArgs),
     /// Write the run report page, RUN/report.html: summary, heap table,
     /// heap-over-time plots per process and, for soaks, the verdicts; one
     /// self-contained file.
@@ -270,6 +277,45 @@ struct DemoArgs {
     /// stdout first. For scraping a run's final values.
     #[arg(long)]
     hold: bool,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// A small matrix in seconds (sizes 128 B and 64 KiB, topologies 1x1x1
+    /// and 2x2, one round, no warm-up, 1 s runs); the other options
+    /// override its choices.
+    #[arg(long)]
+    quick: bool,
+    /// Measured rounds (default 3; 1 with --quick).
+    #[arg(long)]
+    repetitions: Option<u32>,
+    /// Warm-up rounds, run first and left out of the figures (default 1; 0 with --quick).
+    #[arg(long)]
+    warmup: Option<u32>,
+    /// Fragment sizes, comma-separated, binary units (default 128,1K,16K,256K,1M).
+    #[arg(long)]
+    sizes: Option<String>,
+    /// Topologies, comma-separated (default 1x1x1,2x2,2x2x2,4x4x2).
+    #[arg(long, value_delimiter = ',', value_parser = parse_topology)]
+    topologies: Option<Vec<Topology>>,
+    /// Length of each pipeline run (default 3 s; 1 s with --quick).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Directory for bench.json, bench.svg, the run records (runs/) and the disk probe.
+    #[arg(long, default_value = "bench")]
+    out: PathBuf,
+    /// Spawn the process binaries from DIR (default: daqctl's own
+    /// directory). Give it twice or more to measure several builds in the
+    /// same run, interleaved (before/after).
+    #[arg(long = "bin-dir", value_name = "DIR")]
+    bin_dirs: Vec<PathBuf>,
+    /// Base system configuration (TOML) for everything the bench does not
+    /// set: format, transfer, partition.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Partition number of the bench's systems.
+    #[arg(long)]
+    partition: Option<u32>,
 }
 
 #[derive(clap::Args)]
@@ -497,6 +543,44 @@ async fn soak(args: SoakArgs) -> Result<u8> {
     }
 }
 
+async fn bench_cmd(a: BenchArgs) -> Result<u8> {
+    let mut base = match &a.config {
+        Some(p) => SystemConfig::from_file(p)?,
+        None => SystemConfig::default(),
+    };
+    if let Some(p) = a.partition {
+        base.partition = p;
+    }
+    let bin_dirs = match a.bin_dirs.is_empty() {
+        true => vec![bench::default_bin_dir()?],
+        false => a.bin_dirs,
+    };
+    let q = a.quick;
+    let report = bench::run(bench::BenchOptions {
+        quick: q,
+        repetitions: a.repetitions.unwrap_or(if q { 1 } else { 3 }),
+        warmup: a.warmup.unwrap_or(if q { 0 } else { 1 }),
+        sizes: match (&a.sizes, q) {
+            (Some(s), _) => bench::parse_sizes(s).map_err(anyhow::Error::msg)?,
+            (None, true) => bench::QUICK_SIZES.to_vec(),
+            (None, false) => bench::DEFAULT_SIZES.to_vec(),
+        },
+        topologies: a.topologies.unwrap_or_else(|| match q {
+            true => bench::quick_topologies(),
+            false => bench::default_topologies(),
+        }),
+        duration: a
+            .duration
+            .unwrap_or(Duration::from_secs(if q { 1 } else { 3 })),
+        out: a.out,
+        bin_dirs,
+        base,
+    })
+    .await?;
+    print!("{}", bench::table(&report));
+    Ok(ok_or_failed(report.failures.is_empty()))
+}
+
 async fn run_session(args: RunArgs) -> Result<bool> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
@@ -577,6 +661,7 @@ async fn main() -> ExitCode {
         },
         Cmd::Run(a) => run_session(a).await.map(ok_or_failed),
         Cmd::Soak(a) => soak(a).await,
+        Cmd::Bench(a) => bench_cmd(a).await,
         Cmd::Config { check } => {
             let config = match check {
                 Some(p) => SystemConfig::from_file(&p).map_err(anyhow::Error::from),

@@ -11,10 +11,10 @@ use std::fmt::Write;
 
 const PANEL_W: f64 = 460.0;
 const PANEL_H: f64 = 230.0;
-const MARGIN_L: f64 = 64.0;
-const MARGIN_R: f64 = 12.0;
-const MARGIN_T: f64 = 28.0;
-const MARGIN_B: f64 = 34.0;
+pub const MARGIN_L: f64 = 64.0;
+pub const MARGIN_R: f64 = 12.0;
+pub const MARGIN_T: f64 = 28.0;
+pub const MARGIN_B: f64 = 34.0;
 const COLUMNS: usize = 2;
 
 pub fn esc(s: &str) -> String {

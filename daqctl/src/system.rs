@@ -56,8 +56,28 @@ pub enum Lifetime {
     Detached,
 }
 
-/// Directory holding the process binaries: `DAQ_BIN_DIR`, else daqctl's own.
+/// Where `daqctl bench --bin-dir` points process spawning (one build's
+/// binaries after another's, in one daqctl); `None`: [`bin_dir`]'s default.
+static BIN_DIR_OVERRIDE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Spawn the process binaries from `dir` from now on (`None`: the default).
+pub fn set_bin_dir(dir: Option<PathBuf>) {
+    let mut o = BIN_DIR_OVERRIDE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    *o = dir;
+}
+
+/// Directory holding the process binaries: the one set by [`set_bin_dir`],
+/// else `DAQ_BIN_DIR`, else daqctl's own.
 pub fn bin_dir() -> Result<PathBuf> {
+    let set = BIN_DIR_OVERRIDE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    if let Some(d) = set {
+        return Ok(d);
+    }
     if let Some(d) = std::env::var_os("DAQ_BIN_DIR") {
         return Ok(PathBuf::from(d));
     }
