@@ -1,6 +1,7 @@
 //! The disk writers' throughput fed from memory: HDF5 (as the aggregator's
 //! writer thread drives it, one event at a time) against artdaq-binary (one
-//! `writev` per batch of events), for small toy events and larger ones.
+//! `writev` per batch of events), for the demo's toy events, 16 KiB events
+//! and 512 KiB events of two 256 KiB fragments.
 //! Each iteration writes a whole run into a fresh directory and closes it
 //! (fsync included). Run: `nice cargo bench -p aggregator --bench writers`.
 
@@ -92,11 +93,14 @@ fn write_binary(dir: &Path, events: &[Vec<u8>], batch: usize) {
 fn writers(c: &mut Criterion) {
     let mut g = c.benchmark_group("writers");
     g.sample_size(10);
-    // (name, events, boards, payload bytes): the default toy event (2 x 128 B)
-    // and 2 x 8 KiB fragments; about 64 MB per run either way.
+    g.measurement_time(std::time::Duration::from_secs(4));
+    // (name, events, boards, payload bytes): the demo's toy event (2 x 128 B),
+    // 2 x 8 KiB fragments, and the throughput goal's 2 x 256 KiB fragments;
+    // about 64 MB per run each.
     for (name, n, boards, payload) in [
         ("toy_256B_events", 250_000u64, 2u16, 88usize),
         ("16KiB_events", 4_000, 2, 8192),
+        ("512KiB_events", 128, 2, 256 * 1024),
     ] {
         let data = events(n, boards, payload);
         let bytes: u64 = data.iter().map(|e| e.len() as u64).sum();

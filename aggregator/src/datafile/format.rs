@@ -58,9 +58,12 @@
 //! # Crash consistency
 //!
 //! Each flush appends, in this order: `fragments/data`, the other fragment
-//! columns, the event columns, and `events/fragment_end` last. Every append is
-//! atomic against a crash of the writing process, so after a crash the columns
-//! may differ in length but each holds a valid prefix. Readers take the
+//! columns, the event columns, and `events/fragment_end` last. An append
+//! survives a crash of the writing process as a valid prefix of what it
+//! added (`hdf5-pure` commits an append atomically in whole-chunk batches of
+//! about 1 MiB, so a large `data` append may be cut between two of them), so
+//! after a crash the columns may differ in length but each holds a valid
+//! prefix. Readers take the
 //! *shortest consistent prefix*: the events (in order) whose `fragment_end`
 //! lies within every fragment column and whose fragments' `data_end` lies
 //! within `data`. [`read_file`] and `tests/h5dump_events.py` both do this.

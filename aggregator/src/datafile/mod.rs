@@ -19,6 +19,19 @@
 //! borrowed from shared memory for each event, and finally
 //! [`RunWriter::close`], which returns the [`RunFiles`] for the run record.
 //! Flushing and rolling over to the next file happen inside the writer.
+//!
+//! Copies of each payload byte on the way from the shared-memory mapping to
+//! the file: one of ours, gathering the batch's fragments into the `data`
+//! column buffer (the event's shared-memory buffer is freed as soon as
+//! [`RunWriter::append`] returns, so the writer never holds one across a
+//! flush); then, inside `hdf5-pure` 0.47, three to build the chunks (its
+//! append builder, the trailing-chunk assembly, the split into chunk buffers)
+//! and one into its write coalescer (chunks under 1 MiB are gathered before
+//! they are issued), then the kernel's copy into the page cache. The bytes go
+//! in with `Dataset::append_raw`: the typed append serialized them one
+//! element at a time, which was most of the writer's CPU. The library's
+//! copies can only go with the library (there is no direct chunk write);
+//! `crate::artdaq_binary` makes no copy of its own.
 //! The other format, `crate::artdaq_binary`, sits beside this module rather
 //! than behind these calls: it writes whole shared-memory buffers a batch at
 //! a time and never looks at a fragment, which an [`EventView`] (one view per
