@@ -577,6 +577,14 @@ fn summarize(
             })
         })
         .collect();
+    let mut drops = std::collections::BTreeMap::new();
+    for p in processes.values() {
+        for (k, v) in record::drops_of(&p.counters) {
+            if v > 0 {
+                *drops.entry(k.to_string()).or_insert(0) += v;
+            }
+        }
+    }
     let mut summary = RunSummary {
         run,
         topology: config.topology,
@@ -594,6 +602,8 @@ fn summarize(
         events_built,
         events_incomplete: sum(Kind::EventBuilder, |c| c.events_incomplete),
         events_written: sum(Kind::Aggregator, |c| c.events_written),
+        events_unwritten: sum(Kind::Aggregator, |c| c.events_unwritten),
+        drops,
         bytes_written,
         data_files,
         data_file_locations,
@@ -638,6 +648,10 @@ pub fn render(o: &Outcome) -> String {
         "  events     built {}  incomplete {}  written {}",
         s.events_built, s.events_incomplete, s.events_written
     ));
+    if !s.drops.is_empty() {
+        let d: Vec<String> = s.drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        line(format!("  dropped    {}", d.join("  ")));
+    }
     line(format!(
         "  rate       {:.1} events/s  {:.2} MB/s into the eventbuilders  {:.2} MB/s to disk",
         s.event_rate_hz, s.throughput_mb_s, s.write_mb_s

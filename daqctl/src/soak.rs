@@ -183,7 +183,8 @@ pub struct SoakReport {
 }
 
 impl SoakReport {
-    /// Leak if any process leaks, else stable (a soak's verdicts are never stale).
+    /// Unreadable if any process's statistics failed, else leak if any
+    /// process leaks, else stable (a soak's verdicts are never stale).
     pub fn verdict(&self) -> Verdict {
         self.processes
             .values()
@@ -313,6 +314,14 @@ fn facts(root: &Path, summary: Option<&RunSummary>) -> Result<RunFacts> {
     })
 }
 
+/// How many heap-statistics reads of `process` failed in the run (from
+/// summary.json; 0 when unknown).
+fn heap_stats_failed(summary: Option<&RunSummary>, process: &str) -> u64 {
+    summary
+        .and_then(|s| s.processes.get(process))
+        .map_or(0, |p| p.counters.heap_stats_failed)
+}
+
 /// Reads `plan.json` of a run record, if there is one.
 pub fn load_plan(root: &Path) -> Option<Plan> {
     let text = std::fs::read_to_string(root.join(PLAN_FILE)).ok()?;
@@ -342,6 +351,9 @@ pub fn analyse(root: &Path) -> Result<(SoakReport, String)> {
         .map(|(n, v)| {
             let mut t = trend(v, warm);
             t.injected_bytes_per_event = InjectedLeak::bytes_per_event_in(facts.injected_leak, n);
+            if heap_stats_failed(summary.as_ref(), n) > 0 {
+                t.verdict = Verdict::Unreadable;
+            }
             (n.clone(), t)
         })
         .collect();
