@@ -323,6 +323,60 @@ mod tests {
         assert_eq!(a.place(&frag(far, 0, 8)), Placed::Pending);
     }
 
+    /// Marks buffer `idx` Empty behind the writer's back, as another
+    /// process scribbling on the segment would (descriptor `idx` is at
+    /// 128 + 64 * idx, its state word first: see `daq_shm::layout`).
+    fn steal_buffer(path: &std::path::Path, idx: u64) {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("opens the segment");
+        f.write_all_at(&0u32.to_le_bytes(), 128 + 64 * idx)
+            .expect("writes");
+    }
+
+    #[test]
+    fn events_whose_buffer_cannot_be_published_are_counted_with_every_fragment() {
+        let (_d, mut a) = assembly("t-lost", 4);
+        let path = a.store().path().to_path_buf();
+        let reader = a.store().reader();
+        let mut offered = 0u64;
+        let mut place = |a: &mut Assembly, f: Fragment| {
+            offered += 1;
+            a.place(&f)
+        };
+        // Event 7: its buffer (0) is taken from us between its fragments.
+        assert_eq!(place(&mut a, frag(7, 1, 16)), Placed::Pending);
+        steal_buffer(&path, 0);
+        assert_eq!(place(&mut a, frag(7, 0, 16)), Placed::Unpublished);
+        // Event 8 (buffer 1) is taken before the stop releases it.
+        assert_eq!(place(&mut a, frag(8, 1, 16)), Placed::Pending);
+        steal_buffer(&path, 1);
+        // Event 9 completes normally.
+        assert_eq!(place(&mut a, frag(9, 0, 16)), Placed::Pending);
+        assert_eq!(place(&mut a, frag(9, 1, 16)), Placed::Complete);
+        assert_eq!(a.release_all(), vec![]);
+        let lost = a.take_unpublished();
+        assert_eq!(
+            lost.iter()
+                .map(|u| (u.sequence_id, u.fragments))
+                .collect::<Vec<_>>(),
+            [(7, 2), (8, 1)]
+        );
+        assert!(lost[0].error.contains("not writing"), "{lost:?}");
+        // Every fragment offered is in a published event or a lost one.
+        let published: u64 = std::iter::from_fn(|| reader.take())
+            .map(|g| u64::from(g.fragment_count()))
+            .sum();
+        let unpublished: u64 = lost.iter().map(|u| u64::from(u.fragments)).sum();
+        assert_eq!((published, unpublished), (2, 3));
+        assert_eq!(offered, published + unpublished);
+        // Late fragments of a lost event are recognised as late.
+        assert_eq!(a.place(&frag(7, 1, 16)), Placed::Late);
+        assert!(a.take_unpublished().is_empty());
+    }
+
     #[test]
     fn duplicates_and_oversize_fragments_are_refused_and_nothing_is_written() {
         let (_d, mut a) = assembly("t3", 4);
