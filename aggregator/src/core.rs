@@ -287,6 +287,12 @@ impl Run {
                         c.data_files = w.files.iter().map(|p| p.display().to_string()).collect();
                     });
                     problems.extend(w.error);
+                    for f in w.files.iter().filter(|f| !f.exists()) {
+                        problems.push(format!(
+                            "data file {} is gone: removed during the run, its events with it",
+                            f.display()
+                        ));
+                    }
                 }
                 Err(_) => problems.push("writer ended during stop".into()),
             }
