@@ -702,3 +702,87 @@ pub fn render(o: &Outcome) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(process: &str, counters: proto::Counters) -> proto::StatusReply {
+        proto::StatusReply {
+            process: process.into(),
+            counters: Some(counters),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_record_says_how_many_events_were_not_written_and_why_counts_differ() {
+        let mut config = SystemConfig::default();
+        config.topology.boardreaders = 1;
+        config.topology.eventbuilders = 1;
+        config.topology.aggregators = 2;
+        let statuses = vec![
+            status(
+                "boardreader-0",
+                proto::Counters {
+                    fragments_sent: 100,
+                    ..Default::default()
+                },
+            ),
+            status(
+                "eventbuilder-0",
+                proto::Counters {
+                    fragments_received: 97,
+                    fragments_rejected: 1,
+                    fragments_discarded: 2,
+                    events_built: 97,
+                    ..Default::default()
+                },
+            ),
+            status(
+                "aggregator-0",
+                proto::Counters {
+                    events_received: 50,
+                    events_written: 20,
+                    events_unwritten: 30,
+                    ..Default::default()
+                },
+            ),
+            status(
+                "aggregator-1",
+                proto::Counters {
+                    events_received: 47,
+                    events_written: 47,
+                    ..Default::default()
+                },
+            ),
+        ];
+        let collected = Collected {
+            statuses,
+            heaps: vec![],
+            replies: vec![],
+            errors: vec![],
+            profiles: BTreeMap::new(),
+            hosts: BTreeMap::new(),
+        };
+        let paths = RunPaths::new(Path::new("runs"), 1);
+        let s = summarize(&config, 1, &paths, Duration::from_secs(1), collected);
+        assert_eq!((s.events_written, s.events_unwritten), (67, 30));
+        assert_eq!(
+            s.drops,
+            BTreeMap::from([
+                ("events_unwritten".to_string(), 30),
+                ("fragments_discarded".to_string(), 2),
+                ("fragments_rejected".to_string(), 1),
+            ])
+        );
+        assert_eq!(
+            s.errors,
+            [
+                "fragments_received 97 != fragments_sent 100 (rejected 1, discarded with their batch 2, unaccounted 0)",
+                "fragments_sent 100 != 1 x events_built 97",
+                "events_written 67 != events_built 97 + events_incomplete 0 (not written 30, rejected 0, discarded with their batch 0)",
+            ]
+        );
+    }
+}

@@ -80,11 +80,11 @@ pub async fn serve<R: Receiver>(
         let (raw, mut end_of_data) = R::Hop::into_items(batch);
         let src = match inbound.batch(run, source) {
             Ok(src) => src,
-            Err(why) => {
+            Err(rejected) => {
                 // Not this run's or not this stream's: every item goes.
                 r.counters()
                     .update(|c| R::Hop::count_rejected(c, 0, raw.len() as u64));
-                return Err(inbound.reject(why));
+                return Err(rejected);
             }
         };
         let mut items = Vec::with_capacity(raw.len());
