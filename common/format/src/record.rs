@@ -153,9 +153,17 @@ impl RunSummary {
             ));
         }
         if self.fragments_sent != n_br * self.events_built {
+            let lost = [
+                "fragments_unpublished",
+                "late_fragments",
+                "oversize_fragments",
+                "dropped",
+            ]
+            .map(|k| format!("{k} {}", drop(k)))
+            .join(", ");
             e.push(format!(
-                "fragments_sent {} != {n_br} x events_built {}",
-                self.fragments_sent, self.events_built
+                "fragments_sent {} != {n_br} x events_built {} (events_incomplete {}, {lost})",
+                self.fragments_sent, self.events_built, self.events_incomplete
             ));
         }
         if self.events_incomplete != 0 {
