@@ -377,3 +377,122 @@ fn a_data_dir_removed_mid_run_puts_the_artdaq_binary_aggregator_in_error_and_sto
  {
     vanishing_dir(DataFormat::ArtdaqBinary);
 }
+
+#[test]
+fn daqctl_refuses_a_read_only_run_dir_before_starting_anything() {
+    let Some(disk) = Tmpfs::mount("1m", true) else {
+        return;
+    };
+    let partition = daq_tests::unique_partition();
+    let runs = disk.path().join("runs");
+    let out = daq_tests::daqctl(&[
+        "demo",
+        "--run-dir",
+        runs.to_str().expect("utf-8"),
+        "--events",
+        "100",
+        &format!("--partition={partition}"),
+    ])
+    .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot create run dir {}: Read-only file system (os error 30)",
+            runs.display()
+        )),
+        "{stderr}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir("/dev/shm")
+        .expect("/dev/shm")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("daq-p{partition}-"))
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_run_dir_removed_mid_run_is_recorded_again_with_every_event_not_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("system.toml");
+    // Small files: new ones are created while the run goes on.
+    std::fs::write(&config, "[aggregator]\nmax_file_bytes = 262144\n").expect("write");
+    let runs = dir.path().join("runs");
+    let data = runs.join("run_000001").join("data");
+    let daqctl = daq_tests::bin_dir().join("daqctl");
+    let started = Instant::now();
+    let child = Command::new(daqctl)
+        .args(["demo", "--config"])
+        .arg(&config)
+        .arg("--run-dir")
+        .arg(&runs)
+        .args(["--duration", "4", "--throttle-us", "0"])
+        .arg(format!("--partition={}", daq_tests::unique_partition()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("daqctl starts");
+    // Once both aggregators write, the whole run directory goes.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(&data).map_or(0, |d| d.count()) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no data files in {}",
+            data.display()
+        );
+        std::thread::yield_now();
+    }
+    std::fs::remove_dir_all(&runs).expect("removes the run dir");
+    let removed = started.elapsed();
+    let out = child.wait_with_output().expect("daqctl ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "run dir removed at {:.1} s; daqctl ended {:.1} s later",
+        removed.as_secs_f64(),
+        (started.elapsed() - removed).as_secs_f64()
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    // The record is written again where it was, and accounts for it all.
+    let s = daq_tests::summary(&runs.join("run_000001")).expect("summary.json");
+    let u = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("{k}: {s}"));
+    eprintln!(
+        "built {} written {} unwritten {}",
+        u("events_built"),
+        u("events_written"),
+        u("events_unwritten")
+    );
+    assert!(u("events_unwritten") > 0, "{s}");
+    assert_eq!(
+        u("events_written") + u("events_unwritten"),
+        u("events_built") + u("events_incomplete"),
+        "{s}"
+    );
+    assert_eq!(s["drops"]["events_unwritten"], s["events_unwritten"]);
+    let errors: Vec<&str> = s["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e.as_str())
+        .collect();
+    for a in ["aggregator-0", "aggregator-1"] {
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with(&format!("{a}: data file write failed"))
+                    && e.contains("No such file or directory (os error 2)")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with(&format!("{a}: data file "))
+                    && e.ends_with("is gone: removed during the run, its events with it")),
+            "{errors:?}"
+        );
+    }
+}
