@@ -2,6 +2,8 @@
 //! reading of zeros: run control counts it (`heap_stats_failed`), leaves
 //! the snapshot out and names the failure in the stop reply. Alone in its
 //! test binary: the fault is injected process-wide.
+// The helpers outside #[test] state their expectations too.
+#![allow(clippy::expect_used)]
 
 use daq_format::config::SystemConfig;
 use daq_runtime::control::{App, AppError, Control, InitArgs, StopArgs};
