@@ -242,26 +242,28 @@ impl BinaryWriter {
                 self.current.insert(open)
             }
         };
+        let start = open.bytes;
         while !slices.is_empty() {
-            match open.file.write_vectored(slices) {
-                Ok(0) => {
-                    return Err(BinaryFileError::Write {
-                        path: open.path.clone(),
-                        cause: std::io::ErrorKind::WriteZero.into(),
-                    });
-                }
+            let cause = match open.file.write_vectored(slices) {
+                Ok(0) => std::io::ErrorKind::WriteZero.into(),
                 Ok(n) => {
                     open.bytes += n as u64;
                     IoSlice::advance_slices(&mut slices, n);
+                    continue;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(cause) => {
-                    return Err(BinaryFileError::Write {
-                        path: open.path.clone(),
-                        cause,
-                    });
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(cause) => cause,
+            };
+            // A failed batch leaves no part of itself (a short write before
+            // a full disk): the file ends with the last whole batch, so its
+            // events are exactly those counted written.
+            if open.file.set_len(start).is_ok() {
+                open.bytes = start;
             }
+            return Err(BinaryFileError::Write {
+                path: open.path.clone(),
+                cause,
+            });
         }
         let max = self.max_file_bytes;
         if let Some(full) = self.current.take_if(|o| max > 0 && o.bytes > max) {

@@ -14,8 +14,15 @@
 //! writer to free one; the receivers' queue fills and they stop reading,
 //! which stalls the eventbuilders' streams. Nothing is dropped; the wait is
 //! counted (`backpressure_wait_ms`).
+//!
+//! A data-file failure (disk full, the directory removed or read-only)
+//! ends writing for the run: the process moves to Error with the failure
+//! (file and errno), the writer thread keeps emptying shared memory so the
+//! streams still end cleanly, and every event received from then on, plus
+//! those the failed write lost, is counted in `events_unwritten`, so that
+//! `events_received == events_written + events_unwritten` (the events a
+//! writer had not yet put in a file when it failed count as unwritten).
 
-use crate::datafile::RunFiles;
 use crate::output::Output;
 use daq_format::config::{NetMonInput, SystemConfig};
 use daq_format::netmon::{self, Event};
@@ -36,7 +43,7 @@ use tracing::{error, info, warn};
 enum IngestInput {
     Events(Vec<Event>),
     /// Everything received is in; drain, close the files, report.
-    Finish(oneshot::Sender<Result<Option<RunFiles>, String>>),
+    Finish(oneshot::Sender<Written>),
 }
 
 struct Ingress {
@@ -94,6 +101,8 @@ pub struct Shared {
     process: String,
     pub counters: Arc<LiveCounters>,
     ingress: RunSlot<Ingress>,
+    /// The current run's data-file failure, if writing failed.
+    failure: std::sync::Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -102,7 +111,43 @@ impl Shared {
             process,
             counters: Arc::default(),
             ingress: RunSlot::default(),
+            failure: std::sync::Mutex::default(),
         })
+    }
+
+    fn failure_slot(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why writing failed in the current run (`None`: it did not).
+    pub fn failure(&self) -> Option<String> {
+        self.failure_slot().clone()
+    }
+}
+
+/// What the writer thread leaves at the end of a run.
+struct Written {
+    /// The run's files, in order (listed after a failure too: those closed
+    /// before it are whole, the last one readable up to its last flush).
+    files: Vec<PathBuf>,
+    bytes_on_disk: u64,
+    /// The failure that ended writing, naming the file and the cause.
+    error: Option<String>,
+}
+
+impl Written {
+    /// The files as they are on disk now (a vanished one counts 0 bytes).
+    fn on_disk(files: &[PathBuf], error: Option<String>) -> Self {
+        let bytes_on_disk = files
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum();
+        Self {
+            files: files.to_vec(),
+            bytes_on_disk,
+            error,
+        }
     }
 }
 
@@ -142,6 +187,7 @@ impl Run {
         config: &SystemConfig,
         data_dir: &Path,
     ) -> Result<Self, String> {
+        *shared.failure_slot() = None;
         let writer = if config.aggregator.write_data {
             std::fs::create_dir_all(data_dir)
                 .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
@@ -235,25 +281,26 @@ impl Run {
             problems.push("ingest ended before stop".into());
         } else {
             match done.await {
-                Ok(Ok(Some(files))) => {
+                Ok(w) => {
                     shared.counters.update(|c| {
-                        c.bytes_written = files.bytes_on_disk;
-                        c.data_files = files
-                            .files
-                            .iter()
-                            .map(|p| p.display().to_string())
-                            .collect();
+                        c.bytes_written = w.bytes_on_disk;
+                        c.data_files = w.files.iter().map(|p| p.display().to_string()).collect();
                     });
+                    problems.extend(w.error);
+                    for f in w.files.iter().filter(|f| !f.exists()) {
+                        problems.push(format!(
+                            "data file {} is gone: removed during the run, its events with it",
+                            f.display()
+                        ));
+                    }
                 }
-                Ok(Ok(None)) => {}
-                Ok(Err(e)) => problems.push(e),
                 Err(_) => problems.push("writer ended during stop".into()),
             }
         }
-        let dropped = shared.counters.read(|c| c.dropped);
-        if dropped > 0 {
+        let unwritten = shared.counters.read(|c| c.events_unwritten);
+        if unwritten > 0 {
             problems.push(format!(
-                "{dropped} events dropped: the disk writer had ended"
+                "{unwritten} events received but not written: the data files had failed"
             ));
         }
         if let Err(e) = self.ingest.await {
@@ -271,7 +318,7 @@ struct Ingest {
     buffer_bytes: usize,
 }
 
-type Done = oneshot::Receiver<Result<Option<RunFiles>, String>>;
+type Done = oneshot::Receiver<Written>;
 
 impl Ingest {
     async fn run(mut self, mut rx: mpsc::Receiver<IngestInput>, done: Done) {
@@ -293,9 +340,11 @@ impl Ingest {
                     }
                     self.signals.finishing.store(true, Ordering::Release);
                     self.signals.published.notify_one();
-                    let result = done
-                        .await
-                        .unwrap_or_else(|_| Err("writer thread ended without a result".into()));
+                    let result = done.await.unwrap_or_else(|_| Written {
+                        files: vec![],
+                        bytes_on_disk: 0,
+                        error: Some("writer thread ended without a result".into()),
+                    });
                     let _ = ack.send(result);
                     // The store (and its segment) goes when this task ends.
                     return;
@@ -320,7 +369,7 @@ impl Ingest {
             }
             if self.signals.writer_gone.load(Ordering::Acquire) {
                 // Nobody will free a buffer: the event is lost, and counted.
-                self.shared.counters.update(|c| c.dropped += 1);
+                self.shared.counters.update(|c| c.events_unwritten += 1);
                 return;
             }
             waited.get_or_insert_with(Instant::now);
@@ -358,17 +407,23 @@ struct WriterThread {
 }
 
 impl WriterThread {
-    fn run(mut self) -> Result<Option<RunFiles>, String> {
+    /// Writes until the run ends. Keeps emptying shared memory after a
+    /// failure, counting what it cannot write.
+    fn run(mut self) -> Written {
         let mut failed: Option<String> = None;
-        let mut written = 0u64;
+        // Events the writer accepted (HDF5: perhaps still buffered).
+        let mut accepted = 0u64;
+        let mut reported = 0u64;
         let limit = self.writer.as_ref().map_or(1, Output::batch_limit);
         let mut batch = Vec::with_capacity(limit);
         loop {
             // Every event ready, up to the writer's batch: one write for all.
             batch.extend(std::iter::from_fn(|| self.reader.take()).take(limit));
             if batch.is_empty() {
-                let n = std::mem::take(&mut written);
-                self.shared.counters.update(|c| c.events_written += n);
+                if accepted != reported {
+                    reported = accepted;
+                    self.shared.counters.update(|c| c.events_written = accepted);
+                }
                 if self.signals.finishing.load(Ordering::Acquire) && self.reader.counts().full == 0
                 {
                     break;
@@ -380,33 +435,67 @@ impl WriterThread {
                 continue;
             }
             let n = batch.len() as u64;
-            if let (Some(w), None) = (self.writer.as_mut(), &failed) {
-                match w.write(self.run, &batch) {
-                    Ok(()) => written += n,
-                    Err(e) => {
-                        error!(process = %self.shared.process, error = %e, "data file write failed; events from here on are lost");
-                        failed = Some(format!("data file write failed: {e}"));
+            match (self.writer.as_mut(), &failed) {
+                (Some(w), None) => {
+                    let pending = w.events_pending();
+                    match w.write(self.run, &batch) {
+                        Ok(()) => accepted += n,
+                        Err(e) => {
+                            // This batch, and what the writer had accepted
+                            // but not yet put in a file, are lost.
+                            accepted -= pending;
+                            let msg = format!("data file write failed: {e}");
+                            self.fail(msg.clone(), n + pending, accepted);
+                            reported = accepted;
+                            failed = Some(msg);
+                        }
                     }
                 }
+                (Some(_), Some(_)) => {
+                    self.shared.counters.update(|c| c.events_unwritten += n);
+                }
+                (None, _) => accepted += n,
             }
             batch.clear();
             self.signals.freed.notify_one();
-            if written >= 256 {
-                let n = std::mem::take(&mut written);
-                self.shared.counters.update(|c| c.events_written += n);
+            if accepted >= reported + 256 {
+                reported = accepted;
+                self.shared.counters.update(|c| c.events_written = accepted);
             }
             if !self.delay.is_zero() {
                 std::thread::sleep(self.delay * n as u32);
             }
         }
-        match (self.writer.take(), failed) {
-            (_, Some(e)) => Err(e),
-            (Some(w), None) => w
-                .close()
-                .map(Some)
-                .map_err(|e| format!("closing data files failed: {e}")),
-            (None, None) => Ok(None),
+        let Some(w) = self.writer.take() else {
+            return Written::on_disk(&[], None);
+        };
+        if failed.is_some() {
+            return Written::on_disk(w.files(), failed);
         }
+        let (pending, files) = (w.events_pending(), w.files().to_vec());
+        match w.close() {
+            Ok(f) => Written {
+                files: f.files,
+                bytes_on_disk: f.bytes_on_disk,
+                error: None,
+            },
+            Err(e) => {
+                let msg = format!("closing data files failed: {e}");
+                self.fail(msg.clone(), pending, accepted - pending);
+                Written::on_disk(&files, Some(msg))
+            }
+        }
+    }
+
+    /// Writing failed: `lost` events are counted unwritten, `written` is
+    /// what is in the files, and run control is told (Error state).
+    fn fail(&self, msg: String, lost: u64, written: u64) {
+        error!(process = %self.shared.process, error = %msg, lost, "data files failed; events from here on are not written");
+        self.shared.counters.update(|c| {
+            c.events_written = written;
+            c.events_unwritten += lost;
+        });
+        *self.shared.failure_slot() = Some(msg);
     }
 }
 

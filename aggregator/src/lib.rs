@@ -78,6 +78,10 @@ impl App for Aggregator {
     fn counters(&self) -> proto::Counters {
         self.shared.counters.snapshot()
     }
+
+    fn failure(&self) -> Option<String> {
+        self.shared.failure()
+    }
 }
 
 /// Runs an aggregator on `listeners` until shutdown.

@@ -95,6 +95,23 @@ impl Output {
         }
     }
 
+    /// Events handed to [`write`](Self::write) that are not in a file yet
+    /// (the HDF5 writer's buffered rows): lost if the writer fails now.
+    pub fn events_pending(&self) -> u64 {
+        match self {
+            Self::Hdf5(w) => w.events_buffered(),
+            Self::ArtdaqBinary { .. } => 0,
+        }
+    }
+
+    /// The files created so far, in order; the last may still be open.
+    pub fn files(&self) -> &[std::path::PathBuf] {
+        match self {
+            Self::Hdf5(w) => w.files(),
+            Self::ArtdaqBinary { writer, .. } => writer.files(),
+        }
+    }
+
     /// Flushes and closes the files.
     pub fn close(self) -> Result<RunFiles, OutputError> {
         Ok(match self {

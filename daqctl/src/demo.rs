@@ -577,6 +577,14 @@ fn summarize(
             })
         })
         .collect();
+    let mut drops = std::collections::BTreeMap::new();
+    for p in processes.values() {
+        for (k, v) in record::drops_of(&p.counters) {
+            if v > 0 {
+                *drops.entry(k.to_string()).or_insert(0) += v;
+            }
+        }
+    }
     let mut summary = RunSummary {
         run,
         topology: config.topology,
@@ -594,6 +602,8 @@ fn summarize(
         events_built,
         events_incomplete: sum(Kind::EventBuilder, |c| c.events_incomplete),
         events_written: sum(Kind::Aggregator, |c| c.events_written),
+        events_unwritten: sum(Kind::Aggregator, |c| c.events_unwritten),
+        drops,
         bytes_written,
         data_files,
         data_file_locations,
@@ -638,6 +648,10 @@ pub fn render(o: &Outcome) -> String {
         "  events     built {}  incomplete {}  written {}",
         s.events_built, s.events_incomplete, s.events_written
     ));
+    if !s.drops.is_empty() {
+        let d: Vec<String> = s.drops.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        line(format!("  dropped    {}", d.join("  ")));
+    }
     line(format!(
         "  rate       {:.1} events/s  {:.2} MB/s into the eventbuilders  {:.2} MB/s to disk",
         s.event_rate_hz, s.throughput_mb_s, s.write_mb_s
@@ -687,4 +701,88 @@ pub fn render(o: &Outcome) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(process: &str, counters: proto::Counters) -> proto::StatusReply {
+        proto::StatusReply {
+            process: process.into(),
+            counters: Some(counters),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_record_says_how_many_events_were_not_written_and_why_counts_differ() {
+        let mut config = SystemConfig::default();
+        config.topology.boardreaders = 1;
+        config.topology.eventbuilders = 1;
+        config.topology.aggregators = 2;
+        let statuses = vec![
+            status(
+                "boardreader-0",
+                proto::Counters {
+                    fragments_sent: 100,
+                    ..Default::default()
+                },
+            ),
+            status(
+                "eventbuilder-0",
+                proto::Counters {
+                    fragments_received: 97,
+                    fragments_rejected: 1,
+                    fragments_discarded: 2,
+                    events_built: 97,
+                    ..Default::default()
+                },
+            ),
+            status(
+                "aggregator-0",
+                proto::Counters {
+                    events_received: 50,
+                    events_written: 20,
+                    events_unwritten: 30,
+                    ..Default::default()
+                },
+            ),
+            status(
+                "aggregator-1",
+                proto::Counters {
+                    events_received: 47,
+                    events_written: 47,
+                    ..Default::default()
+                },
+            ),
+        ];
+        let collected = Collected {
+            statuses,
+            heaps: vec![],
+            replies: vec![],
+            errors: vec![],
+            profiles: BTreeMap::new(),
+            hosts: BTreeMap::new(),
+        };
+        let paths = RunPaths::new(Path::new("runs"), 1);
+        let s = summarize(&config, 1, &paths, Duration::from_secs(1), collected);
+        assert_eq!((s.events_written, s.events_unwritten), (67, 30));
+        assert_eq!(
+            s.drops,
+            BTreeMap::from([
+                ("events_unwritten".to_string(), 30),
+                ("fragments_discarded".to_string(), 2),
+                ("fragments_rejected".to_string(), 1),
+            ])
+        );
+        assert_eq!(
+            s.errors,
+            [
+                "fragments_received 97 != fragments_sent 100 (rejected 1, discarded with their batch 2, unaccounted 0)",
+                "fragments_sent 100 != 1 x events_built 97 (events_incomplete 0, fragments_unpublished 0, late_fragments 0, oversize_fragments 0, dropped 0)",
+                "events_written 67 != events_built 97 + events_incomplete 0 (not written 30, rejected 0, discarded with their batch 0)",
+            ]
+        );
+    }
 }

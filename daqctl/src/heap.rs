@@ -18,6 +18,10 @@ pub enum Verdict {
     Stale,
     /// Grows with the events handled.
     Leak,
+    /// No verdict: the process's heap statistics could not be read at some
+    /// point (`heap_stats_failed`), so its record has gaps that a trend
+    /// would read as a flat heap. Ranks above every verdict.
+    Unreadable,
 }
 
 impl Verdict {
@@ -26,6 +30,7 @@ impl Verdict {
             Verdict::Stable => "stable",
             Verdict::Stale => "stale",
             Verdict::Leak => "leak",
+            Verdict::Unreadable => "unreadable",
         }
     }
 }

@@ -491,7 +491,7 @@ fn ok_or_failed(ok: bool) -> u8 {
 /// The exit status of a soak: a failed run first (its verdicts are not
 /// to be trusted), then any leak.
 fn soak_status(run_ok: bool, report: &soak::SoakReport) -> u8 {
-    if !run_ok {
+    if !run_ok || report.verdict() == heap::Verdict::Unreadable {
         EXIT_RUN_FAILED
     } else if report.verdict() == heap::Verdict::Leak {
         EXIT_LEAK

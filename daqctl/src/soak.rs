@@ -183,7 +183,8 @@ pub struct SoakReport {
 }
 
 impl SoakReport {
-    /// Leak if any process leaks, else stable (a soak's verdicts are never stale).
+    /// Unreadable if any process's statistics failed, else leak if any
+    /// process leaks, else stable (a soak's verdicts are never stale).
     pub fn verdict(&self) -> Verdict {
         self.processes
             .values()
@@ -313,6 +314,14 @@ fn facts(root: &Path, summary: Option<&RunSummary>) -> Result<RunFacts> {
     })
 }
 
+/// How many heap-statistics reads of `process` failed in the run (from
+/// summary.json; 0 when unknown).
+fn heap_stats_failed(summary: Option<&RunSummary>, process: &str) -> u64 {
+    summary
+        .and_then(|s| s.processes.get(process))
+        .map_or(0, |p| p.counters.heap_stats_failed)
+}
+
 /// Reads `plan.json` of a run record, if there is one.
 pub fn load_plan(root: &Path) -> Option<Plan> {
     let text = std::fs::read_to_string(root.join(PLAN_FILE)).ok()?;
@@ -342,6 +351,9 @@ pub fn analyse(root: &Path) -> Result<(SoakReport, String)> {
         .map(|(n, v)| {
             let mut t = trend(v, warm);
             t.injected_bytes_per_event = InjectedLeak::bytes_per_event_in(facts.injected_leak, n);
+            if heap_stats_failed(summary.as_ref(), n) > 0 {
+                t.verdict = Verdict::Unreadable;
+            }
             (n.clone(), t)
         })
         .collect();
@@ -466,6 +478,46 @@ mod tests {
         assert_eq!(t.verdict, Verdict::Stable, "{t:?}");
         let h = t.slope_bytes_per_event_halves;
         assert!(h[1].is_some_and(|e| e.abs() < 1.0), "{t:?}");
+    }
+
+    #[test]
+    fn a_process_whose_heap_statistics_failed_is_unreadable_never_stable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("heap")).expect("mkdir");
+        // Two processes with the same flat heap; one had failed reads, so
+        // its samples have gaps a trend would read as flat.
+        let rows: Vec<HeapSnapshot> = samples(0, 0)
+            .into_iter()
+            .map(|s| HeapSnapshot {
+                unix_ms: 1_000 + (s.elapsed_s * 1000.0) as u64,
+                ..s.snapshot
+            })
+            .collect();
+        for p in ["aggregator-0", "eventbuilder-0"] {
+            daq_runtime::sampler::write_csv(&dir.path().join(format!("heap/{p}.csv")), &rows)
+                .expect("csv");
+        }
+        let summary = serde_json::json!({
+            "run": 1, "topology": {"boardreaders": 1, "eventbuilders": 1, "aggregators": 1},
+            "netmon_input": "fixed", "throttle_us": 0, "started_unix_s": 0.0,
+            "duration_s": 60.0, "fragments_sent": 0, "fragments_received": 0,
+            "events_built": 0, "events_incomplete": 0, "events_written": 0,
+            "bytes_written": 0, "data_files": [], "event_rate_hz": 0.0,
+            "throughput_mb_s": 0.0, "write_mb_s": 0.0, "errors": [],
+            "processes": {
+                "aggregator-0": {"counters": {"heap_stats_failed": 3}, "problems": [], "heap": {}},
+                "eventbuilder-0": {"counters": {}, "problems": [], "heap": {}}
+            }
+        });
+        std::fs::write(dir.path().join("summary.json"), summary.to_string()).expect("write");
+        let (report, text) = analyse(dir.path()).expect("analyses");
+        assert_eq!(
+            report.processes["aggregator-0"].verdict,
+            Verdict::Unreadable
+        );
+        assert_eq!(report.processes["eventbuilder-0"].verdict, Verdict::Stable);
+        assert_eq!(report.verdict(), Verdict::Unreadable);
+        assert!(text.contains("unreadable"), "{text}");
     }
 
     #[test]

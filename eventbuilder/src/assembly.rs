@@ -7,6 +7,10 @@
 //! Late fragments (for an event already released) are dropped and counted,
 //! never written into a buffer that was reused; duplicates too; fragments
 //! larger than `max_fragment_bytes` are rejected before anything is written.
+//! An event whose buffer cannot be published (its descriptor is no longer
+//! ours: another process wrote into the segment) is lost with every
+//! fragment it held; it is kept in [`Assembly::take_unpublished`] for the
+//! caller to count and name, never dropped silently.
 
 use daq_format::fragment::Fragment;
 use daq_shm::ShmStore;
@@ -33,6 +37,9 @@ pub enum Placed {
     Late,
     /// Larger than allowed: rejected, nothing written.
     Oversize,
+    /// Its event could not be written or published in shared memory: the
+    /// event and its fragments are lost (see [`Assembly::take_unpublished`]).
+    Unpublished,
     /// No buffer is free for a new event: nothing written, offer it again
     /// once the next stage has released a buffer (backpressure).
     NoBuffer,
@@ -44,6 +51,15 @@ struct Open {
     opened: Instant,
     have: Vec<bool>,
     count: u32,
+}
+
+/// An event lost because its buffer could not be written or published.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unpublished {
+    pub sequence_id: u64,
+    /// Fragments it held, this one included: all lost.
+    pub fragments: u32,
+    pub error: String,
 }
 
 /// A released-incomplete event: its sequence id and missing fragment ids.
@@ -62,6 +78,8 @@ pub struct Assembly {
     released: Vec<u64>,
     /// Latencies of events completed since the last `observe_build_latencies`.
     build_latencies: Vec<Duration>,
+    /// Events lost since the last `take_unpublished`.
+    unpublished: Vec<Unpublished>,
 }
 
 impl Assembly {
@@ -74,6 +92,7 @@ impl Assembly {
             open: HashMap::new(),
             released: vec![u64::MAX; RELEASED_MEMORY],
             build_latencies: Vec::new(),
+            unpublished: Vec::new(),
         }
     }
 
@@ -88,6 +107,21 @@ impl Assembly {
         for d in self.build_latencies.drain(..) {
             h.observe(d.as_secs_f64());
         }
+    }
+
+    /// Events lost since the last call: written fragments whose buffer
+    /// could not be published, or was taken from us while being written.
+    pub fn take_unpublished(&mut self) -> Vec<Unpublished> {
+        std::mem::take(&mut self.unpublished)
+    }
+
+    fn lose(&mut self, seq: u64, fragments: u32, error: daq_shm::ShmError) {
+        self.remember_released(seq);
+        self.unpublished.push(Unpublished {
+            sequence_id: seq,
+            fragments,
+            error: error.to_string(),
+        });
     }
 
     /// Events being assembled.
@@ -139,22 +173,33 @@ impl Assembly {
         if *have {
             return Placed::Duplicate;
         }
-        if self.store.append(open.idx, f.bytes()).is_err() {
+        match self.store.append(open.idx, f.bytes()) {
+            Ok(_) => {}
             // The buffer cannot take it: nothing was written.
-            return Placed::Oversize;
+            Err(daq_shm::ShmError::TooLarge { .. }) => return Placed::Oversize,
+            Err(e) => {
+                // The buffer is not ours any more: the event is lost.
+                let fragments = open.count + 1;
+                self.open.remove(&seq);
+                self.lose(seq, fragments, e);
+                return Placed::Unpublished;
+            }
         }
         *have = true;
         open.count += 1;
         if open.count < self.expected {
             return Placed::Pending;
         }
-        let idx = open.idx;
+        let (idx, count) = (open.idx, open.count);
         self.build_latencies.push(open.opened.elapsed());
         self.open.remove(&seq);
         self.remember_released(seq);
         match self.store.publish(idx, true) {
             Ok(()) => Placed::Complete,
-            Err(_) => Placed::Oversize,
+            Err(e) => {
+                self.lose(seq, count, e);
+                Placed::Unpublished
+            }
         }
     }
 
@@ -168,14 +213,18 @@ impl Assembly {
             .filter(|(_, h)| !**h)
             .map(|(i, _)| i as u16)
             .collect();
-        self.store.publish(open.idx, false).ok()?;
+        if let Err(e) = self.store.publish(open.idx, false) {
+            self.lose(seq, open.count, e);
+            return None;
+        }
         Some(Released {
             sequence_id: seq,
             missing,
         })
     }
 
-    /// Releases, incomplete, every event untouched for `age`, oldest first.
+    /// Releases, incomplete, every event untouched for `age`, oldest first
+    /// (one that cannot be published goes to `take_unpublished`).
     pub fn release_stale(&mut self, age: Duration) -> Vec<Released> {
         let stale = self.store.stale_writing(age);
         stale
@@ -272,6 +321,60 @@ mod tests {
         // Remembering is a fixed ring: far later ids reuse its slots.
         let far = 3 + RELEASED_MEMORY as u64;
         assert_eq!(a.place(&frag(far, 0, 8)), Placed::Pending);
+    }
+
+    /// Marks buffer `idx` Empty behind the writer's back, as another
+    /// process scribbling on the segment would (descriptor `idx` is at
+    /// 128 + 64 * idx, its state word first: see `daq_shm::layout`).
+    fn steal_buffer(path: &std::path::Path, idx: u64) {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("opens the segment");
+        f.write_all_at(&0u32.to_le_bytes(), 128 + 64 * idx)
+            .expect("writes");
+    }
+
+    #[test]
+    fn events_whose_buffer_cannot_be_published_are_counted_with_every_fragment() {
+        let (_d, mut a) = assembly("t-lost", 4);
+        let path = a.store().path().to_path_buf();
+        let reader = a.store().reader();
+        let mut offered = 0u64;
+        let mut place = |a: &mut Assembly, f: Fragment| {
+            offered += 1;
+            a.place(&f)
+        };
+        // Event 7: its buffer (0) is taken from us between its fragments.
+        assert_eq!(place(&mut a, frag(7, 1, 16)), Placed::Pending);
+        steal_buffer(&path, 0);
+        assert_eq!(place(&mut a, frag(7, 0, 16)), Placed::Unpublished);
+        // Event 8 (buffer 1) is taken before the stop releases it.
+        assert_eq!(place(&mut a, frag(8, 1, 16)), Placed::Pending);
+        steal_buffer(&path, 1);
+        // Event 9 completes normally.
+        assert_eq!(place(&mut a, frag(9, 0, 16)), Placed::Pending);
+        assert_eq!(place(&mut a, frag(9, 1, 16)), Placed::Complete);
+        assert_eq!(a.release_all(), vec![]);
+        let lost = a.take_unpublished();
+        assert_eq!(
+            lost.iter()
+                .map(|u| (u.sequence_id, u.fragments))
+                .collect::<Vec<_>>(),
+            [(7, 2), (8, 1)]
+        );
+        assert!(lost[0].error.contains("not writing"), "{lost:?}");
+        // Every fragment offered is in a published event or a lost one.
+        let published: u64 = std::iter::from_fn(|| reader.take())
+            .map(|g| u64::from(g.fragment_count()))
+            .sum();
+        let unpublished: u64 = lost.iter().map(|u| u64::from(u.fragments)).sum();
+        assert_eq!((published, unpublished), (2, 3));
+        assert_eq!(offered, published + unpublished);
+        // Late fragments of a lost event are recognised as late.
+        assert_eq!(a.place(&frag(7, 1, 16)), Placed::Late);
+        assert!(a.take_unpublished().is_empty());
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! parked source's stream stalls until the sender frees a buffer. Nothing
 //! is dropped; the time spent waiting is counted (`backpressure_wait_ms`).
 
-use crate::assembly::{Assembly, Placed, Released};
+use crate::assembly::{Assembly, Placed, Released, Unpublished};
 use daq_format::config::SystemConfig;
 use daq_format::fragment::{Fragment, FragmentType};
 use daq_format::netmon::{self, Event, EventAux, History, HistoryEntry};
@@ -77,7 +77,8 @@ impl Receiver for Ingress {
         &self.counters
     }
 
-    /// A fragment of boardreader `source`, or its end-of-data.
+    /// A fragment of boardreader `source`, or its end-of-data. A rejected
+    /// one is counted by the receive loop (`fragments_rejected`).
     fn decode(&self, source: usize, raw: bytes::Bytes) -> Result<Decoded<Fragment>, String> {
         match Fragment::parse(raw) {
             Ok(f) if f.kind() == FragmentType::EndOfData => f
@@ -85,17 +86,11 @@ impl Receiver for Ingress {
                 .map(Decoded::EndOfData)
                 .map_err(|e| format!("bad end-of-data: {e}")),
             Ok(f) if usize::from(f.fragment_id()) == source => Ok(Decoded::Item(f)),
-            Ok(f) => {
-                self.counters.update(|c| c.fragments_rejected += 1);
-                Err(format!(
-                    "fragment id {} on the stream of boardreader-{source}",
-                    f.fragment_id()
-                ))
-            }
-            Err(e) => {
-                self.counters.update(|c| c.fragments_rejected += 1);
-                Err(format!("malformed fragment from boardreader-{source}: {e}"))
-            }
+            Ok(f) => Err(format!(
+                "fragment id {} on the stream of boardreader-{source}",
+                f.fragment_id()
+            )),
+            Err(e) => Err(format!("malformed fragment from boardreader-{source}: {e}")),
         }
     }
 
@@ -230,6 +225,7 @@ impl Run {
             stale_timeout: Duration::from_millis(e.stale_timeout_ms),
             sender: Some((sender, finish_tx)),
             leak_bytes_per_event: config.leak.bytes_per_event_in(Kind::EventBuilder),
+            lost: Lost::default(),
         };
         let builder = tokio::spawn(builder.run(rx));
         shared.ingress.set(Some(ingress.clone()));
@@ -295,6 +291,16 @@ struct Tally {
     oversize: u64,
 }
 
+/// Events lost in shared memory during the run (their buffer could not be
+/// published), for the stop reply.
+#[derive(Default)]
+struct Lost {
+    events: u64,
+    fragments: u64,
+    /// The first few, named.
+    first: Vec<Unpublished>,
+}
+
 struct Builder {
     shared: Arc<Shared>,
     assembly: Assembly,
@@ -304,6 +310,7 @@ struct Builder {
     sender: Option<(JoinHandle<Vec<String>>, oneshot::Sender<()>)>,
     /// Bytes orphaned per event released, complete or not (the injected leak; 0 = none).
     leak_bytes_per_event: u64,
+    lost: Lost,
 }
 
 impl Builder {
@@ -325,6 +332,8 @@ impl Builder {
                         Placed::Duplicate => tally.duplicate += 1,
                         Placed::Late => tally.late += 1,
                         Placed::Oversize => tally.oversize += 1,
+                        // Counted with its event's other fragments below.
+                        Placed::Unpublished => {}
                     }
                     batch.next += 1;
                 }
@@ -332,6 +341,7 @@ impl Builder {
             }
         }
         self.assembly.observe_build_latencies();
+        self.count_unpublished();
         daq_runtime::leak::inject_leak(self.leak_bytes_per_event, tally.built);
         self.shared.counters.update(|c| {
             c.events_built += tally.built;
@@ -355,7 +365,28 @@ impl Builder {
         blocked
     }
 
-    fn released_incomplete(&self, released: Vec<Released>, why: &str) {
+    /// Counts the events the store could not publish since the last call
+    /// (`fragments_unpublished`), naming them in the log and at stop.
+    fn count_unpublished(&mut self) {
+        let lost = self.assembly.take_unpublished();
+        if lost.is_empty() {
+            return;
+        }
+        let fragments: u64 = lost.iter().map(|u| u64::from(u.fragments)).sum();
+        self.shared
+            .counters
+            .update(|c| c.fragments_unpublished += fragments);
+        for u in &lost {
+            error!(process = %self.shared.process, seq = u.sequence_id, fragments = u.fragments, error = %u.error, "event lost: its shared-memory buffer could not be published");
+        }
+        self.lost.events += lost.len() as u64;
+        self.lost.fragments += fragments;
+        let room = 10usize.saturating_sub(self.lost.first.len());
+        self.lost.first.extend(lost.into_iter().take(room));
+    }
+
+    fn released_incomplete(&mut self, released: Vec<Released>, why: &str) {
+        self.count_unpublished();
         if released.is_empty() {
             return;
         }
@@ -475,6 +506,21 @@ impl Builder {
             problems.push(format!("{} incomplete events released at stop", left.len()));
         }
         self.released_incomplete(left, "stop");
+        if self.lost.events > 0 {
+            let named: Vec<String> = self
+                .lost
+                .first
+                .iter()
+                .map(|u| format!("{} ({})", u.sequence_id, u.error))
+                .collect();
+            problems.push(format!(
+                "{} events ({} fragments) lost: their shared-memory buffer could not be published; sequence ids {}{}",
+                self.lost.events,
+                self.lost.fragments,
+                named.join(", "),
+                if self.lost.events > named.len() as u64 { ", ..." } else { "" }
+            ));
+        }
         if let Some((sender, finish)) = self.sender.take() {
             let _ = finish.send(());
             self.signals.published.notify_one();

@@ -329,3 +329,84 @@ pub fn data_fragment(seq: u64, id: u16, payload: usize) -> bytes::Bytes {
     .unwrap_or_else(|e| panic!("fragment: {e}"))
     .into_bytes()
 }
+
+/// A serialized event (NetMonOutput) of `fragments` user fragments of
+/// `payload` bytes each, for run `run` and sequence id `seq`: what an
+/// eventbuilder sends an aggregator.
+pub fn netmon_event(run: u32, seq: u64, fragments: u16, payload: usize) -> bytes::Bytes {
+    use daq_format::fragment::Fragment;
+    use daq_format::netmon::{Event, EventAux, History, HistoryEntry};
+    let event = Event {
+        aux: EventAux {
+            run,
+            subrun: 1,
+            event: seq,
+            sequence_id: seq,
+            timestamp: seq,
+            complete: true,
+        },
+        history: History {
+            entries: vec![HistoryEntry {
+                process: "eventbuilder-0".into(),
+                release: "test".into(),
+                parameter_set_id: "0".repeat(32),
+                time_ns: 0,
+            }],
+        },
+        missing: vec![],
+        fragments: (0..fragments)
+            .map(|id| {
+                Fragment::parse(data_fragment(seq, id, payload))
+                    .unwrap_or_else(|e| panic!("fragment: {e}"))
+            })
+            .collect(),
+    };
+    daq_format::netmon::encode(&event).unwrap_or_else(|e| panic!("encode: {e}"))
+}
+
+/// Initializes and starts a spawned process for run `run` with `config`,
+/// writing data (aggregators) into `data_dir`.
+pub async fn init_and_start(
+    c: &mut proto::run_control_client::RunControlClient<daq_runtime::net::Channel>,
+    config: &daq_format::config::SystemConfig,
+    run: u32,
+    data_dir: &Path,
+) {
+    c.init(proto::InitRequest {
+        config_toml: config.to_toml(),
+        destinations: vec![],
+    })
+    .await
+    .unwrap_or_else(|e| panic!("init: {e}"));
+    c.start(proto::StartRequest {
+        run,
+        data_dir: data_dir.display().to_string(),
+        record_dir: String::new(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("start: {e}"));
+}
+
+/// Polls `Status` until `f` holds, for at most 30 s.
+pub async fn wait_for_status(
+    c: &mut proto::run_control_client::RunControlClient<daq_runtime::net::Channel>,
+    what: &str,
+    f: impl Fn(&proto::StatusReply) -> bool,
+) -> proto::StatusReply {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tick.tick().await;
+        let st = c
+            .status(proto::Empty {})
+            .await
+            .unwrap_or_else(|e| panic!("status: {e}"))
+            .into_inner();
+        if f(&st) {
+            return st;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}: {st:?}");
+        }
+    }
+}

@@ -340,6 +340,12 @@ impl RunWriter {
         &self.files
     }
 
+    /// Events appended but not yet in a file: lost if the next flush fails
+    /// (after a failed flush, the events that flush lost).
+    pub fn events_buffered(&self) -> u64 {
+        self.buffers.event_rows() as u64
+    }
+
     /// Flushes, writes the end-of-run attributes (the events count of the
     /// current file) and closes it.
     pub fn close(mut self) -> Result<RunFiles, DataFileError> {

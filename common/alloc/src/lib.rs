@@ -32,9 +32,37 @@ fn read_u64(name: &[u8]) -> u64 {
     unsafe { raw::read::<u64>(name) }.unwrap_or(0)
 }
 
-/// Reads every figure now (advancing the stats epoch first).
-pub fn snapshot() -> HeapSnapshot {
-    let _ = epoch::advance();
+/// A heap-statistics read that failed: the snapshot is not taken (a
+/// failure never reads as zero bytes, which would look like a stable heap).
+#[derive(Debug, thiserror::Error)]
+pub enum StatsError {
+    #[error("cannot advance the jemalloc stats epoch: {0}")]
+    Epoch(tikv_jemalloc_ctl::Error),
+    #[error("cannot read jemalloc {name}: {cause}")]
+    Read {
+        name: &'static str,
+        cause: tikv_jemalloc_ctl::Error,
+    },
+    #[error("heap statistics reads fail on purpose (fault injection)")]
+    Injected,
+}
+
+static FAIL_STATS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Fault injection: while `on`, every [`snapshot`] of this process fails
+/// with [`StatsError::Injected`], as a failing jemalloc would. For the tests
+/// of what reads the statistics (run control, the sampler, the analyses).
+pub fn fail_stats_reads(on: bool) {
+    FAIL_STATS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Reads every figure now (advancing the stats epoch first). Fails if any
+/// jemalloc figure cannot be read.
+pub fn snapshot() -> Result<HeapSnapshot, StatsError> {
+    if FAIL_STATS.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(StatsError::Injected);
+    }
+    epoch::advance().map_err(StatsError::Epoch)?;
     let (rss_anon, vm_rss, vm_hwm) = proc_status();
     // 4096 is MALLCTL_ARENAS_ALL: the arenas merged.
     let live = |kind: &str| {
@@ -42,23 +70,27 @@ pub fn snapshot() -> HeapSnapshot {
         let d = read_u64(format!("stats.arenas.4096.{kind}.ndalloc\0").as_bytes());
         n.saturating_sub(d)
     };
-    HeapSnapshot {
+    let read = |name: &'static str, r: tikv_jemalloc_ctl::Result<usize>| {
+        r.map(|v| v as u64)
+            .map_err(|cause| StatsError::Read { name, cause })
+    };
+    Ok(HeapSnapshot {
         unix_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
-        allocated: stats::allocated::read().unwrap_or(0) as u64,
-        active: stats::active::read().unwrap_or(0) as u64,
-        resident: stats::resident::read().unwrap_or(0) as u64,
-        mapped: stats::mapped::read().unwrap_or(0) as u64,
-        retained: stats::retained::read().unwrap_or(0) as u64,
-        metadata: stats::metadata::read().unwrap_or(0) as u64,
+        allocated: read("stats.allocated", stats::allocated::read())?,
+        active: read("stats.active", stats::active::read())?,
+        resident: read("stats.resident", stats::resident::read())?,
+        mapped: read("stats.mapped", stats::mapped::read())?,
+        retained: read("stats.retained", stats::retained::read())?,
+        metadata: read("stats.metadata", stats::metadata::read())?,
         rss_anon,
         vm_rss,
         vm_hwm,
         live_allocations: live("small") + live("large"),
         events: 0,
-    }
+    })
 }
 
 /// RssAnon, VmRSS and VmHWM in bytes; zero where /proc is not available.
@@ -136,10 +168,10 @@ mod tests {
         // Other tests of this binary allocate tens of MB at the same time:
         // 512 MiB stands well clear of them.
         const BIG: u64 = 512 << 20;
-        let before = snapshot();
+        let before = snapshot().expect("stats");
         assert!(before.allocated > 0 && before.vm_rss > 0 && before.rss_anon > 0);
         let block = vec![1u8; BIG as usize];
-        let during = snapshot();
+        let during = snapshot().expect("stats");
         assert!(
             during.allocated >= before.allocated + BIG - (128 << 20),
             "{before:?} {during:?}"
@@ -147,7 +179,7 @@ mod tests {
         assert!(during.rss_anon >= BIG - (128 << 20), "{during:?}");
         assert!(during.live_allocations >= 1);
         drop(block);
-        let after = snapshot();
+        let after = snapshot().expect("stats");
         assert!(
             after.allocated + BIG - (128 << 20) < during.allocated,
             "{after:?}"

@@ -67,6 +67,18 @@ pub struct RunSummary {
     pub events_built: u64,
     pub events_incomplete: u64,
     pub events_written: u64,
+    /// Events the aggregators received but did not write (their data files
+    /// failed: disk full, directory gone); also in `drops`.
+    #[serde(default)]
+    pub events_unwritten: u64,
+    /// Fragments and events lost, by reason (the counter's name, summed
+    /// over the processes; only reasons that occurred): `fragments_rejected`
+    /// (malformed), `fragments_discarded` (well-formed, in a rejected
+    /// batch), `fragments_unpublished`, `late_fragments`,
+    /// `oversize_fragments`, `dropped`, `events_rejected`,
+    /// `events_discarded`, `events_unwritten`.
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
     pub bytes_written: u64,
     /// Paths relative to the run directory.
     pub data_files: Vec<String>,
@@ -119,20 +131,39 @@ fn yes() -> bool {
 }
 
 impl RunSummary {
-    /// The equalities of a run that lost nothing.
+    /// The equalities of a run that lost nothing. Where they fail, the
+    /// message says what the drop counters account for.
     pub fn accounting_errors(&self) -> Vec<String> {
         let mut e = Vec::new();
         let n_br = u64::from(self.topology.boardreaders);
+        let drop = |k: &str| self.drops.get(k).copied().unwrap_or(0);
         if self.fragments_received != self.fragments_sent {
+            // Every fragment sent was received, rejected or discarded with
+            // its batch; the rest was lost in flight on a broken stream.
+            let refused = drop("fragments_rejected") + drop("fragments_discarded");
+            let unaccounted = self
+                .fragments_sent
+                .saturating_sub(self.fragments_received + refused);
             e.push(format!(
-                "fragments_received {} != fragments_sent {}",
-                self.fragments_received, self.fragments_sent
+                "fragments_received {} != fragments_sent {} (rejected {}, discarded with their batch {}, unaccounted {unaccounted})",
+                self.fragments_received,
+                self.fragments_sent,
+                drop("fragments_rejected"),
+                drop("fragments_discarded"),
             ));
         }
         if self.fragments_sent != n_br * self.events_built {
+            let lost = [
+                "fragments_unpublished",
+                "late_fragments",
+                "oversize_fragments",
+                "dropped",
+            ]
+            .map(|k| format!("{k} {}", drop(k)))
+            .join(", ");
             e.push(format!(
-                "fragments_sent {} != {n_br} x events_built {}",
-                self.fragments_sent, self.events_built
+                "fragments_sent {} != {n_br} x events_built {} (events_incomplete {}, {lost})",
+                self.fragments_sent, self.events_built, self.events_incomplete
             ));
         }
         if self.events_incomplete != 0 {
@@ -143,8 +174,13 @@ impl RunSummary {
         let released = self.events_built + self.events_incomplete;
         if writing && self.events_written != released {
             e.push(format!(
-                "events_written {} != events_built {} + events_incomplete {}",
-                self.events_written, self.events_built, self.events_incomplete
+                "events_written {} != events_built {} + events_incomplete {} (not written {}, rejected {}, discarded with their batch {})",
+                self.events_written,
+                self.events_built,
+                self.events_incomplete,
+                self.events_unwritten,
+                drop("events_rejected"),
+                drop("events_discarded"),
             ));
         }
         e
@@ -202,6 +238,22 @@ impl RunPaths {
     pub fn config(&self) -> PathBuf {
         self.root.join("config.toml")
     }
+}
+
+/// The drop counters of `Counters`, by name: the keys of
+/// [`RunSummary::drops`].
+pub fn drops_of(c: &Counters) -> [(&'static str, u64); 9] {
+    [
+        ("fragments_rejected", c.fragments_rejected),
+        ("fragments_discarded", c.fragments_discarded),
+        ("fragments_unpublished", c.fragments_unpublished),
+        ("late_fragments", c.late_fragments),
+        ("oversize_fragments", c.oversize_fragments),
+        ("dropped", c.dropped),
+        ("events_rejected", c.events_rejected),
+        ("events_discarded", c.events_discarded),
+        ("events_unwritten", c.events_unwritten),
+    ]
 }
 
 #[cfg(test)]

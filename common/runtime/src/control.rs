@@ -6,7 +6,7 @@
 //! to [`State::Error`] when a command fails. The process implements [`App`]
 //! and never sees the state machine.
 
-use crate::sampler::Sampler;
+use crate::sampler::{Sampler, StatsFailures};
 use daq_alloc::{self as heap, HeapSnapshot};
 use daq_format::config::SystemConfig;
 use daq_format::state::{Command, State};
@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// What `init` gives a process.
 #[derive(Clone, Debug)]
@@ -67,6 +67,12 @@ pub trait App: Send + Sync + 'static {
     }
     /// Counters of the current or last run.
     fn counters(&self) -> proto::Counters;
+    /// A failure during the run that the process cannot recover from (its
+    /// data files failed): run control moves to Error with this message,
+    /// which stop clears. `None` while all is well.
+    fn failure(&self) -> Option<String> {
+        None
+    }
     /// Events handled in the current or last run (fragments sent by a
     /// boardreader, events built by an eventbuilder, events received by an
     /// aggregator): the x axis of the heap-growth analysis.
@@ -128,6 +134,10 @@ struct Inner<A: App> {
     run: Mutex<RunInfo>,
     exit: watch::Sender<bool>,
     heap: Mutex<HeapState>,
+    /// Heap-statistics reads of the current or last run that failed.
+    stats_failures: Arc<StatsFailures>,
+    /// Why the process is in the error state (empty otherwise).
+    error: Mutex<String>,
     metrics_url: std::sync::OnceLock<String>,
 }
 
@@ -144,6 +154,8 @@ impl<A: App> Control<A> {
                 run: Mutex::new(RunInfo::default()),
                 exit,
                 heap: Mutex::new(HeapState::default()),
+                stats_failures: Arc::default(),
+                error: Mutex::new(String::new()),
                 metrics_url: std::sync::OnceLock::new(),
             })),
             rx,
@@ -166,7 +178,7 @@ impl<A: App> crate::metrics::Observed for Inner<A> {
         self.run.lock().unwrap_or_else(|p| p.into_inner()).run
     }
     fn counters(&self) -> daq_format::record::Counters {
-        self.app.counters()
+        Inner::counters(self)
     }
     fn set_metrics_url(&self, url: String) {
         let _ = self.metrics_url.set(url);
@@ -174,8 +186,29 @@ impl<A: App> crate::metrics::Observed for Inner<A> {
 }
 
 impl<A: App> Inner<A> {
+    /// The state; a running process whose work failed moves to Error here.
     fn state(&self) -> State {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*state, State::Running | State::Paused)
+            && let Some(why) = self.app.failure()
+        {
+            *state = State::Error;
+            error!(process = %self.process, error = %why, "run failed; only stop or shutdown is accepted");
+            *self.error_message() = why;
+        }
+        *state
+    }
+
+    fn error_message(&self) -> std::sync::MutexGuard<'_, String> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The App's counters, with run control's own (`heap_stats_failed`).
+    fn counters(&self) -> daq_format::record::Counters {
+        daq_format::record::Counters {
+            heap_stats_failed: self.stats_failures.count(),
+            ..self.app.counters()
+        }
     }
 
     fn heap_state(&self) -> std::sync::MutexGuard<'_, HeapState> {
@@ -186,11 +219,18 @@ impl<A: App> Inner<A> {
         self.run.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A heap snapshot now, with the events the process has handled.
-    fn snapshot(&self) -> HeapSnapshot {
-        HeapSnapshot {
-            events: self.app.events_handled(),
-            ..heap::snapshot()
+    /// A heap snapshot now, with the events the process has handled;
+    /// `None` (counted, never zeros) when the statistics cannot be read.
+    fn snapshot(&self, at: &str) -> Option<HeapSnapshot> {
+        match heap::snapshot() {
+            Ok(s) => Some(HeapSnapshot {
+                events: self.app.events_handled(),
+                ..s
+            }),
+            Err(e) => {
+                self.stats_failures.record(at, &e);
+                None
+            }
         }
     }
 
@@ -198,9 +238,14 @@ impl<A: App> Inner<A> {
     /// profile there when profiling is on (kept on this host until
     /// `RunRecord` fetches it).
     fn boundary(&self, label: &str) {
-        let snap = self.snapshot();
-        let events = snap.events;
+        let snap = self.snapshot(label);
         let mut h = self.heap_state();
+        let Some(snap) = snap else {
+            // Missing from the record, never an older run's reading.
+            h.boundaries.remove(label);
+            return;
+        };
+        let events = snap.events;
         h.boundaries.insert(label.to_string(), snap);
         if label == "before_start" {
             h.clear_profiles();
@@ -237,6 +282,7 @@ impl<A: App> Inner<A> {
                 name,
                 h.sample_interval,
                 Arc::new(move || app.events_handled()),
+                self.stats_failures.clone(),
             )?;
             Ok((s, reader))
         });
@@ -275,18 +321,25 @@ impl<A: App> Inner<A> {
             .next(command)
             .map_err(|e| Status::failed_precondition(format!("{}: {e}", self.process)))?;
         info!(process = %self.process, %command, %from, "command");
+        if command == Command::Start {
+            self.stats_failures.reset();
+        }
         self.boundary(&format!("before_{command}"));
         match f.await {
-            Ok(problems) => {
+            Ok(mut problems) => {
                 self.boundary(&format!("after_{command}"));
+                if command == Command::Stop {
+                    problems.extend(self.stats_failures.problem());
+                }
                 for p in &problems {
                     warn!(process = %self.process, %command, problem = %p, "command finished with a problem");
                 }
                 self.set_state(next);
+                self.error_message().clear();
                 info!(process = %self.process, %command, state = %next, "command done");
                 Ok(Response::new(proto::CommandReply {
                     state: next.to_string(),
-                    counters: Some(self.app.counters()),
+                    counters: Some(self.counters()),
                     problems,
                 }))
             }
@@ -299,6 +352,9 @@ impl<A: App> Inner<A> {
                     State::Error
                 };
                 self.set_state(after);
+                if after == State::Error {
+                    *self.error_message() = format!("{command} failed: {e}");
+                }
                 warn!(process = %self.process, %command, error = %e, state = %after, "command failed");
                 Err(Status::internal(format!(
                     "{}: {command} failed: {e}",
@@ -413,18 +469,19 @@ impl<A: App> Inner<A> {
                 .iter()
                 .map(|c| c.to_string())
                 .collect(),
-            counters: Some(self.app.counters()),
+            counters: Some(self.counters()),
             run: info.run,
             metrics_url: self.metrics_url.get().cloned().unwrap_or_default(),
             pid: std::process::id(),
             record_dir: info.record_dir.clone(),
             run_started_unix_ms: info.started_unix_ms,
             config_toml: info.config_toml.clone(),
+            error: self.error_message().clone(),
         }))
     }
 
     async fn heap(&self, _: Request<proto::Empty>) -> Result<Response<proto::HeapReply>, Status> {
-        let current = self.snapshot();
+        let current = self.snapshot("current");
         let h = self.heap_state();
         Ok(Response::new(proto::HeapReply {
             boundaries: h
@@ -435,7 +492,7 @@ impl<A: App> Inner<A> {
                     snapshot: Some(*s),
                 })
                 .collect(),
-            current: Some(current),
+            current,
             profiling: heap::profiling_enabled(),
             profiles: h.profiles.iter().map(|(label, _)| label.clone()).collect(),
         }))

@@ -282,7 +282,10 @@ impl Collector for Scraped {
                 counter(&mut encoder, base, help, &series)?;
             }
         }
-        heap_gauges(&mut encoder, &daq_alloc::snapshot())?;
+        // Unreadable statistics: no heap gauges in this scrape (never zeros).
+        if let Ok(snapshot) = daq_alloc::snapshot() {
+            heap_gauges(&mut encoder, &snapshot)?;
+        }
         let dp = data_path();
         if let Some(c) = dp.buffer_counts() {
             let series = [

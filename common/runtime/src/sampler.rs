@@ -7,10 +7,16 @@
 //! crate and serde: a header line of its field names (`unix_ms`,
 //! `allocated`, ..., `events`), then one row per sample. Columns are matched
 //! by name, so adding a field to the message keeps old files readable.
+//!
+//! A heap-statistics read that fails writes no row (never a row of zeros,
+//! which an analysis would read as a flat, stable heap): it is counted in
+//! the run's [`StatsFailures`], which run control reports.
 
-use daq_alloc::{self as heap, HeapSnapshot};
+use daq_alloc::{self as heap, HeapSnapshot, StatsError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -26,6 +32,48 @@ pub struct Sample {
 /// Counts the events a process has handled (for the CSV's `events` column).
 pub type EventCount = Arc<dyn Fn() -> u64 + Send + Sync>;
 
+/// The heap-statistics reads of a run that failed (the `heap_stats_failed`
+/// counter), with the first few named, for the stop reply.
+#[derive(Debug, Default)]
+pub struct StatsFailures {
+    count: AtomicU64,
+    first: Mutex<Vec<String>>,
+}
+
+impl StatsFailures {
+    /// Counts a failed read at `at` (a boundary label, or `sample`).
+    pub fn record(&self, at: &str, e: &StatsError) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        warn!(at, error = %e, "heap statistics unreadable; no snapshot taken");
+        let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+        if first.len() < 5 {
+            first.push(format!("{at}: {e}"));
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Forgets the last run's failures (at start).
+    pub fn reset(&self) {
+        self.count.store(0, Ordering::Relaxed);
+        self.first.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// The problem to report, if any read failed.
+    pub fn problem(&self) -> Option<String> {
+        let n = self.count();
+        (n > 0).then(|| {
+            let first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+            format!(
+                "heap statistics unreadable {n} times; those snapshots are missing from the record, so no heap verdict can be given: {}",
+                first.join("; ")
+            )
+        })
+    }
+}
+
 pub struct Sampler {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -34,7 +82,12 @@ pub struct Sampler {
 impl Sampler {
     /// Starts sampling into `path` (appending; the header is written when
     /// the file is new) every `interval`, the first row at once.
-    pub fn start(path: PathBuf, interval: Duration, events: EventCount) -> std::io::Result<Self> {
+    pub fn start(
+        path: PathBuf,
+        interval: Duration,
+        events: EventCount,
+        failures: Arc<StatsFailures>,
+    ) -> std::io::Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -42,7 +95,7 @@ impl Sampler {
             .create(true)
             .append(true)
             .open(&path)?;
-        Self::start_in(file, path, interval, events)
+        Self::start_in(file, path, interval, events, failures)
     }
 
     /// Starts sampling into an open `file` (written at its end); `path`
@@ -52,6 +105,7 @@ impl Sampler {
         path: PathBuf,
         interval: Duration,
         events: EventCount,
+        failures: Arc<StatsFailures>,
     ) -> std::io::Result<Self> {
         // The header only when the file is new (a sampler may append).
         let mut csv = csv::WriterBuilder::new()
@@ -74,9 +128,18 @@ impl Sampler {
                         _ = tick.tick() => false,
                     }
                 };
-                let row = HeapSnapshot {
-                    events: events(),
-                    ..heap::snapshot()
+                let row = match heap::snapshot() {
+                    Ok(s) => HeapSnapshot {
+                        events: events(),
+                        ..s
+                    },
+                    Err(e) => {
+                        failures.record("sample", &e);
+                        if last {
+                            return;
+                        }
+                        continue;
+                    }
                 };
                 if let Err(e) = csv.serialize(row).and_then(|()| Ok(csv.flush()?)) {
                     warn!(path = %path.display(), error = %e, "heap sample not written; sampling ends");
@@ -174,7 +237,6 @@ pub fn samples(rows: Vec<HeapSnapshot>) -> Vec<Sample> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
 
     #[tokio::test]
     async fn sampler_writes_rows_that_read_back() {
@@ -187,6 +249,7 @@ mod tests {
             path.clone(),
             Duration::from_secs(3600),
             Arc::new(move || n2.fetch_add(5, Ordering::Relaxed) + 5),
+            Arc::default(),
         )
         .expect("starts");
         s.stop().await;
@@ -224,6 +287,7 @@ mod tests {
             PathBuf::from("unnamed"),
             Duration::from_secs(3600),
             Arc::new(move || n2.fetch_add(1, Ordering::Relaxed) + 1),
+            Arc::default(),
         )
         .expect("starts");
         // The first row is written at once by the sampler's task.

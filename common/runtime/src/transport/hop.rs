@@ -53,6 +53,10 @@ pub trait Hop: Send + Sync + 'static {
     /// Adds a sent batch of `items` items and `bytes` bytes to the sender's
     /// counters (the fields this hop's items count in).
     fn count_sent(c: &mut Counters, items: u64, bytes: u64);
+    /// Adds the items of a rejected batch to the receiver's counters:
+    /// `malformed` items that could not be decoded, `discarded` well-formed
+    /// ones thrown away with them (per reason, in this hop's fields).
+    fn count_rejected(c: &mut Counters, malformed: u64, discarded: u64);
     /// Sends `batches` as one client stream on `channel`; resolves to the
     /// receiver's summary once the stream has ended.
     fn open(
@@ -73,6 +77,11 @@ impl Hop for Fragments {
     fn count_sent(c: &mut Counters, fragments: u64, bytes: u64) {
         c.fragments_sent += fragments;
         c.bytes_sent += bytes;
+    }
+
+    fn count_rejected(c: &mut Counters, malformed: u64, discarded: u64) {
+        c.fragments_rejected += malformed;
+        c.fragments_discarded += discarded;
     }
 
     fn batch(source: u32, run: u32, fragments: Vec<Bytes>) -> Self::Batch {
@@ -132,6 +141,11 @@ impl Hop for Events {
     fn count_sent(c: &mut Counters, events: u64, bytes: u64) {
         c.events_sent += events;
         c.bytes_sent += bytes;
+    }
+
+    fn count_rejected(c: &mut Counters, malformed: u64, discarded: u64) {
+        c.events_rejected += malformed;
+        c.events_discarded += discarded;
     }
 
     fn batch(source: u32, run: u32, events: Vec<Bytes>) -> Self::Batch {

@@ -36,10 +36,16 @@ pub trait Receiver: Send + Sync + 'static {
     fn run(&self) -> u32;
     /// The run's end-of-data handshake, one entry per source.
     fn sources(&self) -> &Sources;
-    /// The process's counters (a rejected stream counts in `streams_rejected`).
+    /// The process's counters. A rejected stream counts in
+    /// `streams_rejected`; the items of its rejected batch in the hop's
+    /// rejected (malformed) and discarded (well-formed) fields. Batches the
+    /// sender had queued behind a rejected one are never read and counted
+    /// nowhere here: the sender's stop names the failed stream and how many
+    /// items it had sent on it.
     fn counters(&self) -> &LiveCounters;
     /// Decodes one raw item of `source`'s stream; an error rejects the
-    /// stream, with the error as the reason.
+    /// stream, with the error as the reason. Counts nothing itself (the
+    /// loop counts a rejected batch by reason).
     fn decode(&self, source: usize, raw: Bytes) -> Result<Decoded<Self::Item>, String>;
     /// Hands one batch of `source`'s items on, waiting while the process's
     /// queue is full.
@@ -70,18 +76,37 @@ pub async fn serve<R: Receiver>(
     let mut inbound = Inbound::new(process, r.sources(), r.run(), r.counters());
     let mut stream = request.into_inner();
     while let Some(batch) = inbound.next(&mut stream).await? {
-        let src = inbound.batch(R::Hop::run(&batch), R::Hop::source(&batch))?;
+        let (run, source) = (R::Hop::run(&batch), R::Hop::source(&batch));
         let (raw, mut end_of_data) = R::Hop::into_items(batch);
+        let src = match inbound.batch(run, source) {
+            Ok(src) => src,
+            Err(rejected) => {
+                // Not this run's or not this stream's: every item goes.
+                r.counters()
+                    .update(|c| R::Hop::count_rejected(c, 0, raw.len() as u64));
+                return Err(rejected);
+            }
+        };
         let mut items = Vec::with_capacity(raw.len());
         let mut bytes = 0u64;
-        for raw in raw {
-            let len = raw.len() as u64;
-            match r.decode(src, raw).map_err(|e| inbound.reject(e))? {
-                Decoded::Item(item) => {
+        let mut raw = raw.into_iter();
+        while let Some(one) = raw.next() {
+            let len = one.len() as u64;
+            match r.decode(src, one) {
+                Ok(Decoded::Item(item)) => {
                     bytes += len;
                     items.push(item);
                 }
-                Decoded::EndOfData(count) => end_of_data = Some(count),
+                Ok(Decoded::EndOfData(count)) => end_of_data = Some(count),
+                Err(why) => {
+                    // The batch goes whole: the malformed items and the
+                    // well-formed ones beside them, each counted by reason.
+                    let (malformed, discarded) = classify(r, src, raw);
+                    let discarded = discarded + items.len() as u64;
+                    r.counters()
+                        .update(|c| R::Hop::count_rejected(c, 1 + malformed, discarded));
+                    return Err(inbound.reject(why));
+                }
             }
         }
         let n = items.len() as u64;
@@ -90,6 +115,7 @@ pub async fn serve<R: Receiver>(
             .observe(n as f64);
         if n > 0 {
             if r.deliver(src, items).await.is_err() {
+                r.counters().update(|c| R::Hop::count_rejected(c, 0, n));
                 return Err(inbound.reject(format!("run ended while {items_name} were arriving")));
             }
             inbound.received(n);
@@ -100,6 +126,17 @@ pub async fn serve<R: Receiver>(
         }
     }
     Ok(Response::new(inbound.finish()))
+}
+
+/// The rest of a batch rejected for a malformed item, decoded only to be
+/// counted: (malformed items, well-formed data items). End-of-data items
+/// are neither.
+fn classify<R: Receiver>(r: &R, src: usize, rest: impl Iterator<Item = Bytes>) -> (u64, u64) {
+    rest.fold((0, 0), |(bad, good), raw| match r.decode(src, raw) {
+        Ok(Decoded::Item(_)) => (bad, good + 1),
+        Ok(Decoded::EndOfData(_)) => (bad, good),
+        Err(_) => (bad + 1, good),
+    })
 }
 
 /// One inbound stream of a run: checks that every batch belongs to the run

@@ -322,6 +322,15 @@ async fn streams_of_another_run_or_with_a_bad_item_are_rejected_and_counted() {
         .expect_err("bad item");
     assert_eq!(err.message(), "aggregator-test: empty event");
     assert_eq!(s.receiver.counters.read(|c| c.streams_rejected), 2);
+    // Every item of a rejected batch is counted by reason: the other run's
+    // event discarded, the empty one malformed, the good one beside it
+    // discarded.
+    assert_eq!(
+        s.receiver
+            .counters
+            .read(|c| (c.events_rejected, c.events_discarded)),
+        (1, 2)
+    );
     // A rejected batch is not handed on, in part or whole.
     assert_eq!(s.receiver.received.load(Ordering::Relaxed), 0);
     assert_eq!(

@@ -1,0 +1,498 @@
+//! A data disk that fails under a running aggregator: full (a small tmpfs
+//! the test mounts), read-only at start, or its directory removed mid-run.
+//! The aggregator enters Error naming the file and the errno, the files it
+//! closed before stay readable, stop succeeds (its time is printed), and
+//! every event received is written or counted `events_unwritten`, exactly.
+//! Both data formats. Mounting needs root: without it the tests say so and
+//! pass, except in CI (`CI` set), where they fail.
+
+use daq_format::config::{DataFormat, SystemConfig};
+use daq_tests::{
+    control, h5dump_script, h5py_python, init_and_start, netmon_event, runtime, spawn,
+    wait_for_status,
+};
+use proto::event_sink_client::EventSinkClient;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A tmpfs of `size` mounted on a fresh directory; unmounted (lazily, so
+/// files still open do not stop it) and removed on drop, also when the
+/// test fails.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `None` (and a note) where mounting is not allowed, outside CI.
+    fn mount(size: &str, read_only: bool) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut opts = format!("size={size}");
+        if read_only {
+            opts.push_str(",ro");
+        }
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &opts, "tmpfs"])
+            .arg(dir.path())
+            .status();
+        match status {
+            Ok(s) if s.success() => Some(Self { dir }),
+            other => {
+                if std::env::var_os("CI").is_some() {
+                    panic!(
+                        "CI is set but mounting a tmpfs failed ({other:?}): the disk tests need root"
+                    );
+                }
+                eprintln!("note: cannot mount a tmpfs ({other:?}; needs root): disk test skipped");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn config(format: DataFormat) -> SystemConfig {
+    let mut c = SystemConfig {
+        partition: daq_tests::unique_partition(),
+        ..SystemConfig::default()
+    };
+    c.topology.eventbuilders = 1;
+    c.topology.aggregators = 1;
+    c.transfer.end_of_data_timeout_ms = 5_000;
+    c.aggregator.format = format;
+    // Small batches and files: several files close before the disk fails.
+    c.aggregator.batch_events = 10;
+    c.aggregator.max_file_bytes = 1 << 20;
+    c
+}
+
+/// Events of two 16 KiB fragments each (about 32 KiB).
+const PAYLOAD: usize = 16 * 1024;
+
+/// Sends events `first..first + n` of run `run` as eventbuilder 0, in
+/// batches of 20, ending with end-of-data `eod` when given.
+async fn send(
+    addr: &str,
+    run: u32,
+    first: u64,
+    n: u64,
+    eod: Option<u64>,
+) -> proto::TransferSummary {
+    let ch = daq_runtime::net::connect(addr, Duration::from_secs(10))
+        .await
+        .expect("connects");
+    let seqs: Vec<u64> = (first..first + n).collect();
+    let mut batches: Vec<proto::EventBatch> = seqs
+        .chunks(20)
+        .map(|c| proto::EventBatch {
+            source: 0,
+            run,
+            events: c
+                .iter()
+                .map(|&s| netmon_event(run, s, 2, PAYLOAD))
+                .collect(),
+            end_of_data: None,
+        })
+        .collect();
+    if let Some(last) = batches.last_mut() {
+        last.end_of_data = eod;
+    }
+    EventSinkClient::new(ch)
+        .send(tokio_stream::iter(batches))
+        .await
+        .expect("the stream is served to its end")
+        .into_inner()
+}
+
+/// Stops the run, printing how long it took.
+async fn stop(
+    c: &mut proto::run_control_client::RunControlClient<daq_runtime::net::Channel>,
+    what: &str,
+) -> proto::CommandReply {
+    let t = Instant::now();
+    let reply = c
+        .stop(proto::StopRequest::default())
+        .await
+        .expect("stop succeeds")
+        .into_inner();
+    let took = t.elapsed();
+    eprintln!("{what}: stop took {} ms", took.as_millis());
+    assert!(took < Duration::from_secs(15), "{what}: stop took {took:?}");
+    assert_eq!(reply.state, "ready");
+    reply
+}
+
+/// Events readable in each file (the Rust readers: HDF5's consistent
+/// prefix, artdaq-binary's whole fragments), and whether each was closed.
+fn readable(format: DataFormat, files: &[PathBuf]) -> Vec<(u64, bool)> {
+    files
+        .iter()
+        .map(|f| match format {
+            DataFormat::Hdf5 => {
+                let r = aggregator::datafile::read_file(f)
+                    .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+                (r.events.len() as u64, r.recorded_events.is_some())
+            }
+            DataFormat::ArtdaqBinary => {
+                let r = aggregator::artdaq_binary::read_file(f)
+                    .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+                (r.events().count() as u64, r.stop.is_none())
+            }
+        })
+        .collect()
+}
+
+/// h5py reads every closed file whole (its `events` attribute present and
+/// equal to the events it holds).
+fn h5py_reads_closed(files: &[PathBuf]) {
+    let Some(python) = h5py_python() else { return };
+    let out = Command::new(&python)
+        .arg(h5dump_script())
+        .args(files)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "h5dump_events.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dump: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    for f in dump["files"].as_array().expect("files") {
+        let n = f["events"].as_array().expect("events").len() as u64;
+        assert_eq!(f["attrs"]["events"].as_u64(), Some(n), "{}", f["path"]);
+    }
+}
+
+fn disk_full(format: DataFormat) {
+    let Some(disk) = Tmpfs::mount("8m", false) else {
+        return;
+    };
+    let what = format!("disk full ({})", format.as_str());
+    let p = spawn("aggregator", 0).expect("spawns");
+    let data = disk.path().join("run_000001");
+    // 600 events of 32 KiB: 19 MB into 8 MiB.
+    const SENT: u64 = 600;
+    runtime().block_on(async {
+        let mut c = control(&p.addr).await;
+        init_and_start(&mut c, &config(format), 1, &data).await;
+        let summary = send(&p.addr, 1, 1, SENT, Some(SENT)).await;
+        // The stream ends cleanly: a full disk does not stall the senders.
+        assert_eq!((summary.received, summary.announced), (SENT, Some(SENT)));
+        let st = wait_for_status(&mut c, "error state", |s| s.state == "error").await;
+        eprintln!("{what}: status error: {}", st.error);
+        assert!(
+            st.error.contains(&data.display().to_string()),
+            "{}",
+            st.error
+        );
+        assert!(
+            st.error.contains("No space left on device (os error 28)"),
+            "{}",
+            st.error
+        );
+        assert_eq!(st.legal_commands, ["stop", "shutdown"]);
+        let reply = stop(&mut c, &what).await;
+        let k = reply.counters.expect("counters");
+        eprintln!(
+            "{what}: received {} written {} unwritten {} files {}",
+            k.events_received,
+            k.events_written,
+            k.events_unwritten,
+            k.data_files.len()
+        );
+        assert_eq!(k.events_received, SENT);
+        assert_eq!(k.events_written + k.events_unwritten, SENT);
+        assert!(k.events_unwritten > 0 && k.events_written > 0, "{k:?}");
+        assert!(
+            reply.problems.iter().any(|p| p.contains("os error 28")),
+            "{:?}",
+            reply.problems
+        );
+        assert!(
+            reply.problems.contains(&format!(
+                "{} events received but not written: the data files had failed",
+                k.events_unwritten
+            )),
+            "{:?}",
+            reply.problems
+        );
+        // Every event counted written is in the files, read back; every
+        // file but the last was closed whole before the disk filled.
+        let files: Vec<PathBuf> = k.data_files.iter().map(PathBuf::from).collect();
+        assert!(files.len() >= 3, "{files:?}");
+        let read = readable(format, &files);
+        eprintln!("{what}: events per file, closed: {read:?}");
+        assert_eq!(read.iter().map(|r| r.0).sum::<u64>(), k.events_written);
+        let closed = &files[..files.len() - 1];
+        assert!(read[..closed.len()].iter().all(|r| r.1), "{read:?}");
+        if format == DataFormat::Hdf5 {
+            h5py_reads_closed(closed);
+        }
+        // The process is usable again: a new run writes elsewhere.
+        let other = tempfile::tempdir().expect("tempdir");
+        c.start(proto::StartRequest {
+            run: 2,
+            data_dir: other.path().display().to_string(),
+            record_dir: String::new(),
+        })
+        .await
+        .expect("a new run starts");
+        let s = send(&p.addr, 2, 1, 5, Some(5)).await;
+        assert_eq!(s.received, 5);
+        let k = stop(&mut c, &format!("{what}, next run"))
+            .await
+            .counters
+            .expect("counters");
+        assert_eq!((k.events_written, k.events_unwritten), (5, 0));
+    });
+}
+
+#[test]
+fn a_full_disk_puts_the_hdf5_aggregator_in_error_and_counts_every_event_not_written() {
+    disk_full(DataFormat::Hdf5);
+}
+
+#[test]
+fn a_full_disk_puts_the_artdaq_binary_aggregator_in_error_and_counts_every_event_not_written() {
+    disk_full(DataFormat::ArtdaqBinary);
+}
+
+#[test]
+fn a_read_only_data_dir_fails_start_naming_the_dir_and_errno_and_stop_clears_it() {
+    let Some(disk) = Tmpfs::mount("1m", true) else {
+        return;
+    };
+    for format in [DataFormat::Hdf5, DataFormat::ArtdaqBinary] {
+        let what = format!("read-only data dir ({})", format.as_str());
+        let p = spawn("aggregator", 0).expect("spawns");
+        let data = disk.path().join("run_000001");
+        runtime().block_on(async {
+            let mut c = control(&p.addr).await;
+            c.init(proto::InitRequest {
+                config_toml: config(format).to_toml(),
+                destinations: vec![],
+            })
+            .await
+            .expect("init");
+            let err = c
+                .start(proto::StartRequest {
+                    run: 1,
+                    data_dir: data.display().to_string(),
+                    record_dir: String::new(),
+                })
+                .await
+                .expect_err("start fails");
+            eprintln!("{what}: start refused: {}", err.message());
+            assert_eq!(
+                err.message(),
+                format!(
+                    "aggregator-0: start failed: cannot create data dir {}: Read-only file system (os error 30)",
+                    data.display()
+                )
+            );
+            let st = wait_for_status(&mut c, "error state", |s| s.state == "error").await;
+            assert!(st.error.contains("Read-only file system (os error 30)"), "{}", st.error);
+            let reply = stop(&mut c, &what).await;
+            let k = reply.counters.expect("counters");
+            assert_eq!((k.events_received, k.events_written), (0, 0));
+            let st = c.status(proto::Empty {}).await.expect("status").into_inner();
+            assert_eq!((st.state.as_str(), st.error.as_str()), ("ready", ""));
+        });
+    }
+}
+
+fn vanishing_dir(format: DataFormat) {
+    let what = format!("data dir removed mid-run ({})", format.as_str());
+    let p = spawn("aggregator", 0).expect("spawns");
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("run_000001");
+    runtime().block_on(async {
+        let mut c = control(&p.addr).await;
+        init_and_start(&mut c, &config(format), 1, &data).await;
+        // 20 events go into the first file, then the directory goes.
+        let s = send(&p.addr, 1, 1, 20, None).await;
+        assert_eq!(s.received, 20);
+        wait_for_status(&mut c, "20 events written", |s| {
+            s.counters.as_ref().is_some_and(|k| k.events_written == 20)
+        })
+        .await;
+        std::fs::remove_dir_all(&data).expect("removes the data dir");
+        // 200 more (6 MB): the first file fills, the next cannot be created.
+        let s = send(&p.addr, 1, 21, 200, Some(220)).await;
+        assert_eq!(s.received, 200);
+        let st = wait_for_status(&mut c, "error state", |s| s.state == "error").await;
+        eprintln!("{what}: status error: {}", st.error);
+        assert!(
+            st.error
+                .contains(&format!("failed to create data file {}", data.display())),
+            "{}",
+            st.error
+        );
+        assert!(
+            st.error.contains("No such file or directory (os error 2)"),
+            "{}",
+            st.error
+        );
+        let reply = stop(&mut c, &what).await;
+        let k = reply.counters.expect("counters");
+        eprintln!(
+            "{what}: received {} written {} unwritten {} problems {:?}",
+            k.events_received, k.events_written, k.events_unwritten, reply.problems
+        );
+        assert_eq!(k.events_received, 220);
+        assert_eq!(k.events_written + k.events_unwritten, 220);
+        assert!(k.events_unwritten > 0, "{k:?}");
+        // What was written went with the directory: the stop says so.
+        let first = k.data_files.first().expect("a file");
+        assert!(
+            reply.problems.contains(&format!(
+                "data file {first} is gone: removed during the run, its events with it"
+            )),
+            "{:?}",
+            reply.problems
+        );
+        assert_eq!(k.bytes_written, 0);
+    });
+}
+
+#[test]
+fn a_data_dir_removed_mid_run_puts_the_hdf5_aggregator_in_error_and_stop_names_the_lost_files() {
+    vanishing_dir(DataFormat::Hdf5);
+}
+
+#[test]
+fn a_data_dir_removed_mid_run_puts_the_artdaq_binary_aggregator_in_error_and_stop_names_the_lost_files()
+ {
+    vanishing_dir(DataFormat::ArtdaqBinary);
+}
+
+#[test]
+fn daqctl_refuses_a_read_only_run_dir_before_starting_anything() {
+    let Some(disk) = Tmpfs::mount("1m", true) else {
+        return;
+    };
+    let partition = daq_tests::unique_partition();
+    let runs = disk.path().join("runs");
+    let out = daq_tests::daqctl(&[
+        "demo",
+        "--run-dir",
+        runs.to_str().expect("utf-8"),
+        "--events",
+        "100",
+        &format!("--partition={partition}"),
+    ])
+    .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot create run dir {}: Read-only file system (os error 30)",
+            runs.display()
+        )),
+        "{stderr}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir("/dev/shm")
+        .expect("/dev/shm")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("daq-p{partition}-"))
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_run_dir_removed_mid_run_is_recorded_again_with_every_event_not_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("system.toml");
+    // Small files: new ones are created while the run goes on.
+    std::fs::write(&config, "[aggregator]\nmax_file_bytes = 262144\n").expect("write");
+    let runs = dir.path().join("runs");
+    let data = runs.join("run_000001").join("data");
+    let daqctl = daq_tests::bin_dir().join("daqctl");
+    let started = Instant::now();
+    let child = Command::new(daqctl)
+        .args(["demo", "--config"])
+        .arg(&config)
+        .arg("--run-dir")
+        .arg(&runs)
+        .args(["--duration", "4", "--throttle-us", "0"])
+        .arg(format!("--partition={}", daq_tests::unique_partition()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("daqctl starts");
+    // Once both aggregators write, the whole run directory goes.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(&data).map_or(0, |d| d.count()) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no data files in {}",
+            data.display()
+        );
+        std::thread::yield_now();
+    }
+    std::fs::remove_dir_all(&runs).expect("removes the run dir");
+    let removed = started.elapsed();
+    let out = child.wait_with_output().expect("daqctl ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "run dir removed at {:.1} s; daqctl ended {:.1} s later",
+        removed.as_secs_f64(),
+        (started.elapsed() - removed).as_secs_f64()
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    // The record is written again where it was, and accounts for it all.
+    let s = daq_tests::summary(&runs.join("run_000001")).expect("summary.json");
+    let u = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("{k}: {s}"));
+    eprintln!(
+        "built {} written {} unwritten {}",
+        u("events_built"),
+        u("events_written"),
+        u("events_unwritten")
+    );
+    assert!(u("events_unwritten") > 0, "{s}");
+    assert_eq!(
+        u("events_written") + u("events_unwritten"),
+        u("events_built") + u("events_incomplete"),
+        "{s}"
+    );
+    assert_eq!(s["drops"]["events_unwritten"], s["events_unwritten"]);
+    let errors: Vec<&str> = s["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e.as_str())
+        .collect();
+    for a in ["aggregator-0", "aggregator-1"] {
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with(&format!("{a}: data file write failed"))
+                    && e.contains("No such file or directory (os error 2)")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with(&format!("{a}: data file "))
+                    && e.ends_with("is gone: removed during the run, its events with it")),
+            "{errors:?}"
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! Every fragment or event sent to a receiver is accounted for: received,
+//! or counted under the reason it was dropped (`Counters` fields 19-29),
+//! exactly. One test per drop path that ends in a receiver.
+
+use bytes::Bytes;
+use daq_format::config::SystemConfig;
+use daq_format::fragment::Fragment;
+use daq_tests::{
+    control, data_fragment, init_and_start, netmon_event, runtime, spawn, wait_for_status,
+};
+use proto::event_sink_client::EventSinkClient;
+use proto::fragment_sink_client::FragmentSinkClient;
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+fn config(eventbuilders: u16, aggregators: u16) -> SystemConfig {
+    let mut config = SystemConfig {
+        partition: daq_tests::unique_partition(),
+        ..SystemConfig::default()
+    };
+    config.topology.eventbuilders = eventbuilders;
+    config.topology.aggregators = aggregators;
+    config.transfer.end_of_data_timeout_ms = 2_000;
+    config
+}
+
+#[test]
+fn aggregator_counts_a_malformed_event_and_the_good_events_rejected_with_it() {
+    let p = spawn("aggregator", 0).expect("spawns");
+    let dir = tempfile::tempdir().expect("tempdir");
+    runtime().block_on(async {
+        let mut c = control(&p.addr).await;
+        init_and_start(&mut c, &config(2, 1), 3, dir.path()).await;
+        let ch = daq_runtime::net::connect(&p.addr, Duration::from_secs(10))
+            .await
+            .expect("connects");
+        // Eventbuilder 1: three good events around one cut short.
+        let mut bad = netmon_event(3, 2, 2, 64).to_vec();
+        bad.truncate(bad.len() - 10);
+        let events = vec![
+            netmon_event(3, 1, 2, 64),
+            Bytes::from(bad),
+            netmon_event(3, 3, 2, 64),
+            netmon_event(3, 5, 2, 64),
+        ];
+        let err = EventSinkClient::new(ch.clone())
+            .send(tokio_stream::iter(vec![proto::EventBatch {
+                source: 1,
+                run: 3,
+                events,
+                end_of_data: Some(4),
+            }]))
+            .await
+            .expect_err("rejected");
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(
+            err.message().contains("malformed event"),
+            "{}",
+            err.message()
+        );
+        // Eventbuilder 0: four good events and its end-of-data.
+        let summary = EventSinkClient::new(ch)
+            .send(tokio_stream::iter(vec![proto::EventBatch {
+                source: 0,
+                run: 3,
+                events: (0..4).map(|k| netmon_event(3, 2 * k + 10, 2, 64)).collect(),
+                end_of_data: Some(4),
+            }]))
+            .await
+            .expect("accepted")
+            .into_inner();
+        assert_eq!((summary.received, summary.announced), (4, Some(4)));
+        let stop = c
+            .stop(proto::StopRequest::default())
+            .await
+            .expect("stop")
+            .into_inner();
+        let k = stop.counters.expect("counters");
+        assert_eq!(
+            (
+                k.events_received,
+                k.events_rejected,
+                k.events_discarded,
+                k.streams_rejected
+            ),
+            (4, 1, 3, 1)
+        );
+        let sent = 8;
+        assert_eq!(
+            sent,
+            k.events_received + k.events_rejected + k.events_discarded
+        );
+        assert_eq!((k.events_written, k.events_unwritten), (4, 0));
+        assert!(
+            stop.problems
+                .iter()
+                .any(|p| p.starts_with("eventbuilder-1: stream ended in error")),
+            "{:?}",
+            stop.problems
+        );
+    });
+}
+
+#[test]
+fn a_batch_for_another_run_is_discarded_whole_and_counted() {
+    let p = spawn("eventbuilder", 0).expect("spawns");
+    runtime().block_on(async {
+        let mut c = control(&p.addr).await;
+        init_and_start(&mut c, &config(1, 0), 7, std::path::Path::new("")).await;
+        let ch = daq_runtime::net::connect(&p.addr, Duration::from_secs(10))
+            .await
+            .expect("connects");
+        let err = FragmentSinkClient::new(ch)
+            .send(tokio_stream::iter(vec![proto::FragmentBatch {
+                source: 0,
+                run: 6,
+                fragments: (1..=4).map(|s| data_fragment(s, 0, 16)).collect(),
+            }]))
+            .await
+            .expect_err("rejected");
+        assert!(
+            err.message().contains("batch for run 6 during run 7"),
+            "{}",
+            err.message()
+        );
+        let stop = c
+            .stop(proto::StopRequest::default())
+            .await
+            .expect("stop")
+            .into_inner();
+        let k = stop.counters.expect("counters");
+        assert_eq!(
+            (
+                k.fragments_received,
+                k.fragments_rejected,
+                k.fragments_discarded
+            ),
+            (0, 0, 4)
+        );
+    });
+}
+
+/// Marks descriptor `idx` of a store Empty behind its writer's back, as
+/// another process scribbling on the segment would (descriptors start at
+/// byte 128, 64 bytes each, state word first: see `daq_shm::layout`).
+fn steal_buffer(path: &std::path::Path, idx: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("opens the segment");
+    f.write_all_at(&0u32.to_le_bytes(), 128 + 64 * idx)
+        .expect("writes");
+}
+
+#[test]
+fn eventbuilder_counts_the_fragments_of_an_event_it_could_not_publish() {
+    let p = spawn("eventbuilder", 0).expect("spawns");
+    let config = config(1, 0);
+    let segment = daq_shm::segment_path(config.partition, "eventbuilder-0");
+    runtime().block_on(async {
+        let mut c = control(&p.addr).await;
+        init_and_start(&mut c, &config, 9, std::path::Path::new("")).await;
+        let ch = daq_runtime::net::connect(&p.addr, Duration::from_secs(10))
+            .await
+            .expect("connects");
+        let eod = |n| Fragment::end_of_data(0, 100, n).expect("eod").into_bytes();
+        // Boardreader 1 sends event 1's fragment: the event opens in buffer 0.
+        let first = FragmentSinkClient::new(ch.clone())
+            .send(tokio_stream::iter(vec![proto::FragmentBatch {
+                source: 1,
+                run: 9,
+                fragments: vec![data_fragment(1, 1, 16), data_fragment(2, 1, 16)],
+            }]))
+            .await;
+        // (its stream stays short of end-of-data: it is still open below)
+        drop(first);
+        let monitor = daq_shm::ShmMonitor::open(&segment).expect("segment");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while monitor.counts().writing < 2 {
+            assert!(Instant::now() < deadline, "{:?}", monitor.counts());
+            tokio::task::yield_now().await;
+        }
+        // Another process takes event 1's buffer; event 2's stays ours.
+        steal_buffer(&segment, 0);
+        let summary = FragmentSinkClient::new(ch)
+            .send(tokio_stream::iter(vec![proto::FragmentBatch {
+                source: 0,
+                run: 9,
+                fragments: vec![data_fragment(1, 0, 16), data_fragment(2, 0, 16), eod(2)],
+            }]))
+            .await
+            .expect("accepted")
+            .into_inner();
+        assert_eq!((summary.received, summary.announced), (2, Some(2)));
+        let st = wait_for_status(&mut c, "event 1 lost", |s| {
+            s.counters
+                .as_ref()
+                .is_some_and(|k| k.fragments_unpublished == 2 && k.events_built == 1)
+        })
+        .await;
+        let k = st.counters.expect("counters");
+        // 4 fragments sent, 4 received: 2 in event 2, 2 lost with event 1.
+        assert_eq!(k.fragments_received, 4);
+        assert_eq!(
+            k.fragments_received,
+            2 * k.events_built + k.fragments_unpublished
+        );
+        let stop = c
+            .stop(proto::StopRequest::default())
+            .await
+            .expect("stop")
+            .into_inner();
+        assert!(
+            stop.problems.iter().any(|p| p.starts_with(
+                "1 events (2 fragments) lost: their shared-memory buffer could not be published; sequence ids 1 (buffer 0 is"
+            )),
+            "{:?}",
+            stop.problems
+        );
+    });
+}
