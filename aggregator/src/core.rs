@@ -454,7 +454,8 @@ impl WriterThread {
                 (Some(_), Some(_)) => {
                     self.shared.counters.update(|c| c.events_unwritten += n);
                 }
-                (None, _) => accepted += n,
+                // Disk writing is off: events are consumed, none is written.
+                (None, _) => {}
             }
             batch.clear();
             self.signals.freed.notify_one();
