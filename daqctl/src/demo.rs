@@ -868,6 +868,7 @@ mod tests {
             ),
         ];
         let collected = Collected {
+            dead: vec![],
             statuses,
             heaps: vec![],
             replies: vec![],

@@ -27,18 +27,21 @@ pub fn insert(set: &mut Vec<SequenceRange>, seq: u64, step: u64) {
     if set.get(i).is_some_and(|r| r.first <= seq) {
         return; // Already in.
     }
-    let joins_prev = i > 0 && set[i - 1].last.checked_add(step) == Some(seq);
-    let joins_next = set
-        .get(i)
-        .is_some_and(|r| seq.checked_add(step) == Some(r.first));
-    match (joins_prev, joins_next) {
-        (true, true) => {
-            set[i - 1].last = set[i].last;
+    let (before, after) = set.split_at_mut(i);
+    let prev = before
+        .last_mut()
+        .filter(|r| r.last.checked_add(step) == Some(seq));
+    let next = after
+        .first_mut()
+        .filter(|r| seq.checked_add(step) == Some(r.first));
+    match (prev, next) {
+        (Some(p), Some(n)) => {
+            p.last = n.last;
             set.remove(i);
         }
-        (true, false) => set[i - 1].last = seq,
-        (false, true) => set[i].first = seq,
-        (false, false) => set.insert(
+        (Some(p), None) => p.last = seq,
+        (None, Some(n)) => n.first = seq,
+        (None, None) => set.insert(
             i,
             SequenceRange {
                 first: seq,
