@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".")
         .type_attribute("daq.v1.Counters", RECORD)
         .type_attribute("daq.v1.HeapSnapshot", RECORD)
+        .type_attribute("daq.v1.SequenceRange", RECORD)
+        .type_attribute("daq.v1.SourceRanges", RECORD)
         .compile_protos(&["proto/daq.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto/daq.proto");
     Ok(())

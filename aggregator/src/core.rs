@@ -26,7 +26,9 @@
 use crate::output::Output;
 use daq_format::config::{NetMonInput, SystemConfig};
 use daq_format::netmon::{self, Event};
-use daq_format::process::Kind;
+use daq_format::process::{Kind, ProcessId};
+use daq_format::seqranges;
+use daq_runtime::control::StopArgs;
 use daq_runtime::counters::LiveCounters;
 use daq_runtime::sources::{RunSlot, Sources};
 use daq_runtime::transport::{Decoded, Events, Hop, Receiver, RunEnded};
@@ -55,6 +57,9 @@ struct Ingress {
     counters: Arc<LiveCounters>,
     /// Bytes orphaned per event received (the injected leak; 0 = none).
     leak_bytes_per_event: u64,
+    /// The step between the sequence ids one eventbuilder sends here
+    /// (eventbuilders x aggregators), for `received_ranges`.
+    range_step: u64,
 }
 
 /// The receiving end of a run's event streams (the loop is the transport's).
@@ -80,7 +85,25 @@ impl Receiver for Ingress {
             .map_err(|e| format!("malformed event from eventbuilder-{source}: {e}"))
     }
 
-    async fn deliver(&self, _source: usize, events: Vec<Event>) -> Result<(), RunEnded> {
+    async fn deliver(&self, source: usize, events: Vec<Event>) -> Result<(), RunEnded> {
+        // What came from whom, as ranges (one per gap): names the events
+        // lost with an eventbuilder that dies.
+        let name = u16::try_from(source)
+            .map(|r| ProcessId::new(Kind::EventBuilder, r).to_string())
+            .unwrap_or_else(|_| format!("eventbuilder-{source}"));
+        self.counters.update(|c| {
+            if !c.received_ranges.iter().any(|r| r.source == name) {
+                c.received_ranges.push(proto::SourceRanges {
+                    source: name.clone(),
+                    ranges: Vec::new(),
+                });
+            }
+            if let Some(r) = c.received_ranges.iter_mut().find(|r| r.source == name) {
+                for e in &events {
+                    seqranges::insert(&mut r.ranges, e.aux.sequence_id, self.range_step);
+                }
+            }
+        });
         self.tx
             .send(IngestInput::Events(events))
             .await
@@ -244,6 +267,8 @@ impl Run {
             tx,
             counters: shared.counters.clone(),
             leak_bytes_per_event: config.leak.bytes_per_event_in(Kind::Aggregator),
+            range_step: u64::from(config.topology.eventbuilders).max(1)
+                * u64::from(config.topology.aggregators).max(1),
         });
         daq_runtime::metrics::data_path().set_queue_sender("ingest_batches", &ingress.tx);
         let ingest = Ingest {
@@ -265,10 +290,14 @@ impl Run {
     /// Waits for every eventbuilder's end-of-data (or the idle timeout),
     /// then drains shared memory and closes the data files. Returns the
     /// problems found.
-    pub async fn stop(self, shared: &Shared) -> Vec<String> {
+    pub async fn stop(self, shared: &Shared, args: StopArgs) -> Vec<String> {
         // The store goes away with the run: stop reporting its buffers.
         daq_runtime::metrics::data_path().set_buffers(None);
-        let mut problems = self.ingress.sources.wait_all(self.finish_timeout).await;
+        let mut problems = self
+            .ingress
+            .sources
+            .wait_all(args.source_wait(self.finish_timeout))
+            .await;
         shared.ingress.set(None);
         let (ack, done) = oneshot::channel();
         if self

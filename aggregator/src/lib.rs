@@ -63,10 +63,10 @@ impl App for Aggregator {
         Ok(())
     }
 
-    async fn stop(&self, _args: StopArgs) -> Result<Vec<String>, AppError> {
+    async fn stop(&self, args: StopArgs) -> Result<Vec<String>, AppError> {
         let run = self.inner.lock().await.run.take();
         Ok(match run {
-            Some(r) => r.stop(&self.shared).await,
+            Some(r) => r.stop(&self.shared, args).await,
             None => vec![],
         })
     }
@@ -92,6 +92,7 @@ pub async fn run(rank: u16, listeners: Listeners) -> std::io::Result<()> {
     let app = Arc::new(Aggregator::new(rank, shared.clone()));
     let (control, exit) = Control::new(name.clone(), app);
     let observed = control.observed();
+    let terminate = control.terminator();
     let router = daq_runtime::net::server()
         .map_err(std::io::Error::other)?
         .add_service(proto::run_control_server::RunControlServer::new(control))
@@ -100,5 +101,5 @@ pub async fn run(rank: u16, listeners: Listeners) -> std::io::Result<()> {
                 .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(proto::MAX_MESSAGE_BYTES),
         );
-    daq_runtime::process::serve(&name, listeners, router, observed, exit).await
+    daq_runtime::process::serve(&name, listeners, router, observed, terminate, exit).await
 }

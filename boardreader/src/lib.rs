@@ -110,8 +110,9 @@ pub async fn run(rank: u16, listeners: Listeners) -> std::io::Result<()> {
         .to_string();
     let (control, exit) = Control::new(name.clone(), Arc::new(BoardReader::new(rank)));
     let observed = control.observed();
+    let terminate = control.terminator();
     let router = daq_runtime::net::server()
         .map_err(std::io::Error::other)?
         .add_service(proto::run_control_server::RunControlServer::new(control));
-    daq_runtime::process::serve(&name, listeners, router, observed, exit).await
+    daq_runtime::process::serve(&name, listeners, router, observed, terminate, exit).await
 }

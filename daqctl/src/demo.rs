@@ -8,8 +8,9 @@ use anyhow::{Context, Result};
 use daq_format::config::SystemConfig;
 use daq_format::process::{Kind, ProcessId};
 use daq_format::record::{
-    self, DataFileLocation, InjectedLeak, ProcessRecord, RunPaths, RunSummary,
+    self, DataFileLocation, InjectedLeak, LostWith, ProcessRecord, RunPaths, RunSummary,
 };
+use daq_format::seqranges;
 use daq_runtime::sampler::write_csv;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -245,6 +246,22 @@ pub async fn finish_run(
     mut errors: Vec<String>,
 ) -> Result<Outcome> {
     errors.extend(system.reap());
+    // A process that died left its shared-memory segment (its lock is free
+    // now): removed here, on this host, so nothing of the run outlives it.
+    let dead = system.dead_children();
+    for id in &dead {
+        let path = daq_shm::segment_path(config.partition, &id.to_string());
+        match daq_shm::remove_abandoned(&path) {
+            Ok(true) => eprintln!(
+                "removed the shared-memory segment {} left by {id}",
+                path.display()
+            ),
+            Ok(false) => {}
+            Err(e) => errors.push(format!(
+                "{id}: cannot remove its shared-memory segment: {e}"
+            )),
+        }
+    }
     let (statuses, e) = system.status().await;
     errors.extend(e);
     let (heaps, e) = system.heap().await;
@@ -288,6 +305,7 @@ pub async fn finish_run(
         }
     }
     let collected = Collected {
+        dead,
         statuses,
         heaps,
         replies,
@@ -494,6 +512,8 @@ pub fn kind_of(name: &str) -> Option<Kind> {
 
 /// What the processes reported at the end of a run.
 struct Collected {
+    /// Processes that died during the run.
+    dead: Vec<ProcessId>,
     statuses: Vec<proto::StatusReply>,
     heaps: Vec<(String, proto::HeapReply)>,
     replies: Vec<Reply>,
@@ -512,6 +532,7 @@ fn summarize(
     collected: Collected,
 ) -> RunSummary {
     let Collected {
+        dead,
         statuses,
         heaps,
         replies,
@@ -611,11 +632,100 @@ fn summarize(
         throughput_mb_s: per_s(bytes_received as f64) / 1e6,
         write_mb_s: per_s(bytes_written as f64) / 1e6,
         errors: vec![],
+        lost: vec![],
         processes,
     };
     errors.extend(summary.accounting_errors());
+    summary.lost = dead
+        .iter()
+        .map(|id| lost_with(config, *id, &summary.processes))
+        .collect();
+    for l in &summary.lost {
+        if let Some(n) = l.events {
+            let ids: Vec<String> = l.sequence_ids.iter().map(seqranges::display).collect();
+            errors.push(format!(
+                "{} died: {n} events lost with it (sequence ids {})",
+                l.process,
+                if ids.is_empty() {
+                    "none".into()
+                } else {
+                    ids.join(", ")
+                }
+            ));
+        }
+    }
     summary.errors = errors;
     summary
+}
+
+/// Most sequence ids `lost_with` enumerates to merge the aggregators'
+/// shares into the eventbuilders' step (more are left per aggregator).
+const MERGE_LIMIT: u64 = 4_000_000;
+
+/// What died with `id`. For an eventbuilder: its sequence ids (those
+/// `s % eventbuilders == rank` from the first one generated to the last)
+/// that no aggregator received from it, from every aggregator's
+/// `received_ranges`; unknown when an aggregator did not answer.
+fn lost_with(
+    config: &SystemConfig,
+    id: ProcessId,
+    processes: &BTreeMap<String, ProcessRecord>,
+) -> LostWith {
+    let mut lost = LostWith {
+        process: id.to_string(),
+        ..Default::default()
+    };
+    let t = config.topology;
+    let (n_eb, n_ag) = (u64::from(t.eventbuilders), u64::from(t.aggregators));
+    if id.kind != Kind::EventBuilder || n_ag == 0 || n_eb == 0 {
+        return lost;
+    }
+    let first = config.generator.initial_sequence_id;
+    let last = processes
+        .iter()
+        .filter(|(n, _)| kind_of(n) == Some(Kind::BoardReader))
+        .map(|(_, p)| p.counters.last_sequence_id)
+        .max()
+        .unwrap_or(0);
+    let k = u64::from(id.rank);
+    let step = n_eb * n_ag;
+    let mut shares = Vec::new();
+    for j in 0..n_ag {
+        let name = ProcessId::new(Kind::Aggregator, j as u16).to_string();
+        let Some(ag) = processes.get(&name) else {
+            return lost; // Its share is unknown.
+        };
+        // Sequence ids of eventbuilder k routed to aggregator j.
+        let routed = |s: u64| s % n_eb == k && (s / n_eb) % n_ag == j;
+        let Some(lo) = (first..first.saturating_add(step)).find(|&s| routed(s)) else {
+            continue;
+        };
+        let Some(hi) = (last.saturating_sub(step - 1)..=last)
+            .rev()
+            .find(|&s| routed(s))
+        else {
+            continue;
+        };
+        if hi < lo {
+            continue;
+        }
+        let have = ag
+            .counters
+            .received_ranges
+            .iter()
+            .find(|r| r.source == lost.process)
+            .map(|r| r.ranges.as_slice())
+            .unwrap_or_default();
+        let expected = seqranges::SequenceRange {
+            first: lo,
+            last: hi,
+            step,
+        };
+        shares.extend(seqranges::subtract(&expected, have));
+    }
+    lost.events = Some(shares.iter().map(seqranges::count).sum());
+    lost.sequence_ids = seqranges::merge(shares, n_eb, MERGE_LIMIT);
+    lost
 }
 
 fn relative(file: &Path, root: &Path) -> String {
@@ -758,6 +868,7 @@ mod tests {
             ),
         ];
         let collected = Collected {
+            dead: vec![],
             statuses,
             heaps: vec![],
             replies: vec![],

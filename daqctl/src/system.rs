@@ -120,6 +120,14 @@ async fn spawn(
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log_file))
         .kill_on_drop(lifetime == Lifetime::Owned)
+        // Owned processes also end by themselves if this daqctl dies
+        // (SIGKILL included): they watch for their parent to go.
+        .envs((lifetime == Lifetime::Owned).then(|| {
+            (
+                daq_runtime::process::EXIT_WITH_PARENT_ENV,
+                std::process::id().to_string(),
+            )
+        }))
         // Their own process group: a Ctrl-C at the terminal reaches daqctl
         // only, which then stops the run in order instead of every process
         // shutting down at once; detached ones outlive the terminal's
@@ -491,6 +499,16 @@ impl System {
             }
         }
         errors
+    }
+
+    /// Processes this daqctl spawned that have died (their shared-memory
+    /// segments, on this host, may be left behind).
+    pub fn dead_children(&self) -> Vec<ProcessId> {
+        self.procs
+            .iter()
+            .filter(|p| !p.alive && p.child.is_some())
+            .map(|p| p.id)
+            .collect()
     }
 
     /// Whether every process of `kind` is gone.

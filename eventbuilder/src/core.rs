@@ -22,6 +22,7 @@ use daq_format::config::SystemConfig;
 use daq_format::fragment::{Fragment, FragmentType};
 use daq_format::netmon::{self, Event, EventAux, History, HistoryEntry};
 use daq_format::process::Kind;
+use daq_runtime::control::StopArgs;
 use daq_runtime::counters::LiveCounters;
 use daq_runtime::sources::{RunSlot, Sources};
 use daq_runtime::transport::outbound::OutboundError;
@@ -247,10 +248,14 @@ impl Run {
     /// Waits for every boardreader's end-of-data (or the idle timeout),
     /// releases what is left, ends the aggregator streams and checks their
     /// counts. Returns the problems found.
-    pub async fn stop(self, shared: &Shared) -> Vec<String> {
+    pub async fn stop(self, shared: &Shared, args: StopArgs) -> Vec<String> {
         // The store goes away with the run: stop reporting its buffers.
         daq_runtime::metrics::data_path().set_buffers(None);
-        let mut problems = self.ingress.sources.wait_all(self.finish_timeout).await;
+        let mut problems = self
+            .ingress
+            .sources
+            .wait_all(args.source_wait(self.finish_timeout))
+            .await;
         // New streams for this run are refused from here on.
         shared.ingress.set(None);
         let (ack, done) = oneshot::channel();

@@ -15,11 +15,13 @@ struct Args {
     process: daq_runtime::process::ProcessArgs,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     daq_runtime::net::init_tracing();
     let args = Args::parse();
-    let listeners = args.process.bind().await?;
-    eventbuilder::run(args.process.rank, listeners).await?;
-    Ok(())
+    // Leaves within seconds of the end of `run`, even with a thread stuck.
+    daq_runtime::process::block_on(async move {
+        let listeners = args.process.bind().await?;
+        eventbuilder::run(args.process.rank, listeners).await?;
+        anyhow::Ok(())
+    })?
 }

@@ -8,5 +8,6 @@ pub mod fragment;
 pub mod netmon;
 pub mod process;
 pub mod record;
+pub mod seqranges;
 pub mod state;
 pub mod toy;

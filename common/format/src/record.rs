@@ -93,7 +93,25 @@ pub struct RunSummary {
     pub write_mb_s: f64,
     /// Everything that went wrong; empty for a clean run.
     pub errors: Vec<String>,
+    /// Processes that died during the run, with what was lost with them
+    /// (where it can be known); empty for a clean run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost: Vec<LostWith>,
     pub processes: BTreeMap<String, ProcessRecord>,
+}
+
+/// A process that died during the run and the events lost with it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LostWith {
+    /// `eventbuilder-1`.
+    pub process: String,
+    /// Events lost with it: its sequence ids that reached no aggregator
+    /// (eventbuilders only, and only when every aggregator answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<u64>,
+    /// Those sequence ids, as ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sequence_ids: Vec<crate::seqranges::SequenceRange>,
 }
 
 /// A leak injected on purpose (the `[leak]` configuration of the run).

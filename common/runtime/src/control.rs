@@ -33,6 +33,27 @@ pub struct InitArgs {
 pub struct StopArgs {
     /// Boardreaders: generate up to this sequence id before end-of-data.
     pub end_sequence_id: Option<u64>,
+    /// Receivers: wait at most this long for the sources' end-of-data
+    /// (less than `transfer.end_of_data_timeout_ms`); set by a stop on a
+    /// signal, whose whole stop must fit in a few seconds.
+    pub source_wait_limit: Option<Duration>,
+}
+
+impl StopArgs {
+    /// How long a receiver waits for its sources' end-of-data: `configured`,
+    /// or less when this stop has a limit.
+    pub fn source_wait(&self, configured: Duration) -> Duration {
+        self.source_wait_limit
+            .map_or(configured, |l| l.min(configured))
+    }
+}
+
+/// Ends a process's work when it is told to go without a command (SIGTERM,
+/// SIGINT, its parent gone): a run in progress is stopped in order, as far
+/// as `within` allows, then the app shuts down.
+#[tonic::async_trait]
+pub trait Terminate: Send + Sync + 'static {
+    async fn terminate(&self, within: Duration);
 }
 
 /// A command that failed inside the process.
@@ -167,6 +188,55 @@ impl<A: App> Control<A> {
     /// What the metrics endpoint reads at every scrape.
     pub fn observed(&self) -> Arc<dyn crate::metrics::Observed> {
         self.0.clone()
+    }
+
+    /// What the process runs when it is told to go without a command.
+    pub fn terminator(&self) -> Arc<dyn Terminate> {
+        self.0.clone()
+    }
+}
+
+/// How long a stop on a signal waits for the sources' end-of-data.
+const TERMINATE_SOURCE_WAIT: Duration = Duration::from_millis(1_000);
+
+#[tonic::async_trait]
+impl<A: App> Terminate for Inner<A> {
+    async fn terminate(&self, within: Duration) {
+        let work = async {
+            // A command in progress (perhaps a stop) finishes first.
+            let _guard = self.busy.lock().await;
+            let state = self.state();
+            if matches!(state, State::Running | State::Paused | State::Error) {
+                info!(process = %self.process, %state, "terminating: stopping the run");
+                let args = StopArgs {
+                    end_sequence_id: None,
+                    source_wait_limit: Some(TERMINATE_SOURCE_WAIT),
+                };
+                match self.app.stop(args).await {
+                    Ok(problems) => {
+                        for p in &problems {
+                            warn!(process = %self.process, problem = %p, "stop on termination found a problem");
+                        }
+                        self.set_state(State::Ready);
+                    }
+                    Err(e) => {
+                        warn!(process = %self.process, error = %e, "stop on termination failed");
+                        self.set_state(State::Error);
+                    }
+                }
+                self.stop_sampler().await;
+            }
+            if let Err(e) = self.app.shutdown().await {
+                warn!(process = %self.process, error = %e, "shutdown on termination failed");
+            }
+        };
+        if tokio::time::timeout(within, work).await.is_err() {
+            warn!(
+                process = %self.process,
+                within_ms = within.as_millis() as u64,
+                "the run did not end in time; exiting anyway"
+            );
+        }
     }
 }
 
@@ -436,6 +506,7 @@ impl<A: App> Inner<A> {
     ) -> Result<Response<proto::CommandReply>, Status> {
         let args = StopArgs {
             end_sequence_id: request.into_inner().end_sequence_id,
+            source_wait_limit: None,
         };
         let reply = self.exec(Command::Stop, self.app.stop(args)).await?;
         self.stop_sampler().await;

@@ -1,12 +1,23 @@
 //! The life of a process binary: load its credentials and bind its gRPC and
 //! metrics addresses (refusing a non-loopback address without a token),
 //! serve the gRPC router and `/metrics` on the listeners, print the
-//! readiness line, and drain on `shutdown` or on SIGTERM/SIGINT.
+//! readiness line, and drain on `shutdown`, on SIGTERM/SIGINT, or (when
+//! the parent asked for it) when the parent process is gone; and leave
+//! within seconds whatever state the work is in.
+//!
+//! Termination: on a signal or a lost parent, the run in progress is
+//! stopped in order ([`Terminate`], at most [`TERMINATE_WITHIN`]), the
+//! servers drain (at most [`SERVER_DRAIN`]), and [`block_on`] gives the
+//! runtime [`RUNTIME_GRACE`] to drop its tasks (their shared-memory stores
+//! remove their segments) before the process exits, even with a thread
+//! still blocked (a generator on a queue whose consumer is gone).
 
 use crate::auth::{self, AccessArgs, AuthError, Credentials};
+use crate::control::Terminate;
 use crate::net::Router;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -109,16 +120,70 @@ impl Listeners {
 /// How long a scrape in progress may delay the exit of a process.
 const METRICS_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long a process told to go (signal, lost parent) spends stopping its
+/// run in order before it exits anyway.
+pub const TERMINATE_WITHIN: Duration = Duration::from_secs(3);
+
+/// How long open connections may keep the gRPC server up after it was told to go.
+pub const SERVER_DRAIN: Duration = Duration::from_secs(1);
+
+/// How long the runtime's tasks and blocking threads get to end once the
+/// process's main future returned; then the process exits regardless.
+pub const RUNTIME_GRACE: Duration = Duration::from_secs(1);
+
+/// Set by a parent (daqctl, for the processes it owns) to its own pid: the
+/// process shuts down by itself, as on SIGTERM, once that parent is gone.
+/// Processes started by hand or by systemd do not have it and never watch
+/// their parent.
+pub const EXIT_WITH_PARENT_ENV: &str = "DAQ_EXIT_WITH_PARENT";
+
+/// How often a process whose parent asked for it checks that the parent lives.
+const PARENT_CHECK: Duration = Duration::from_millis(200);
+
+/// Resolves once the parent named by [`EXIT_WITH_PARENT_ENV`] is gone (this
+/// process was re-parented); never without that variable.
+async fn parent_lost() {
+    let parent = std::env::var(EXIT_WITH_PARENT_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    let Some(parent) = parent else {
+        return std::future::pending().await;
+    };
+    let mut tick = tokio::time::interval(PARENT_CHECK);
+    loop {
+        tick.tick().await;
+        if std::os::unix::process::parent_id() != parent {
+            return;
+        }
+    }
+}
+
+/// Runs a process binary's main future on a multi-threaded runtime, then
+/// gives the runtime at most [`RUNTIME_GRACE`] to end its tasks and
+/// blocking threads: a thread blocked for good cannot keep the process
+/// from exiting.
+pub fn block_on<T>(main: impl Future<Output = T>) -> std::io::Result<T> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let out = rt.block_on(main);
+    rt.shutdown_timeout(RUNTIME_GRACE);
+    Ok(out)
+}
+
 /// Serves `router` on the gRPC listener and the process's metrics (read from
 /// `observed`) on the metrics listener until `exit` turns true (the shutdown
-/// command) or the process gets SIGTERM or SIGINT. Prints the readiness line
-/// on stdout once serving. Metrics are served until the very end, so the
-/// last values of a run can be scraped after stop.
+/// command), the process gets SIGTERM or SIGINT, or its parent is gone
+/// ([`EXIT_WITH_PARENT_ENV`]); in the last three cases `terminate` first
+/// stops the run in order (at most [`TERMINATE_WITHIN`]). Prints the
+/// readiness line on stdout once serving. Metrics are served until the
+/// very end, so the last values of a run can be scraped after stop.
 pub async fn serve(
     process: &str,
     listeners: Listeners,
     router: Router,
     observed: Arc<dyn crate::metrics::Observed>,
+    terminate: Arc<dyn Terminate>,
     mut exit: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let Listeners { grpc, metrics } = listeners;
@@ -128,29 +193,51 @@ pub async fn serve(
     observed.set_metrics_url(crate::metrics::url(metrics_addr));
     let registry = crate::metrics::registry(process, observed);
     let metrics_task = tokio::spawn(crate::metrics::serve(metrics, registry, metrics_exit_rx));
+    let (told, told_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let signal = async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = exit.wait_for(|v| *v) => info!("shutdown command"),
-            _ = tokio::signal::ctrl_c() => info!("SIGINT"),
+        let why = tokio::select! {
+            _ = exit.wait_for(|v| *v) => None,
+            _ = tokio::signal::ctrl_c() => Some("SIGINT"),
             _ = async {
                 match term.as_mut() {
                     Some(t) => { t.recv().await; }
                     None => std::future::pending::<()>().await,
                 }
-            } => info!("SIGTERM"),
+            } => Some("SIGTERM"),
+            _ = parent_lost() => Some("parent process gone"),
+        };
+        match why {
+            None => info!("shutdown command"),
+            Some(why) => {
+                warn!(why, "told to go: ending the run and exiting");
+                terminate.terminate(TERMINATE_WITHIN).await;
+            }
         }
+        let _ = told.send(());
     };
     info!(process, %addr, metrics = %metrics_addr, "serving");
     println!(
         "{}",
         crate::net::ready_line(process, addr, Some(metrics_addr))
     );
-    let served = router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), signal)
-        .await
-        .map_err(std::io::Error::other);
+    let serving = router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc), signal);
+    // Connections still open (a peer's stream) may delay the exit by
+    // SERVER_DRAIN at most.
+    let drained = async {
+        if told_rx.await.is_ok() {
+            tokio::time::sleep(SERVER_DRAIN).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let served = tokio::select! {
+        r = serving => r.map_err(std::io::Error::other),
+        _ = drained => {
+            warn!(process, "connections did not drain; exiting anyway");
+            Ok(())
+        }
+    };
     let _ = metrics_exit.send(true);
     // A scraper holding its connection open must not keep the process alive.
     match tokio::time::timeout(METRICS_DRAIN, metrics_task).await {

@@ -81,7 +81,7 @@ pub use layout::{
 };
 pub use monitor::{MonitoredEvent, ShmMonitor};
 pub use reader::{ReadGuard, ShmReader};
-pub use writer::ShmStore;
+pub use writer::{ShmStore, remove_abandoned};
 
 /// Everything that can go wrong creating, attaching to or writing a store.
 #[derive(Debug, thiserror::Error)]

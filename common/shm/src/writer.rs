@@ -76,6 +76,21 @@ fn probe_existing(path: &Path) -> Result<Existing, ShmError> {
     }
 }
 
+/// Removes the segment at `path` if its owner is dead (nobody holds its
+/// lock): what a crashed process left behind. Returns whether it removed
+/// one; a live store, or no file, is left alone.
+pub fn remove_abandoned(path: &Path) -> Result<bool, ShmError> {
+    match probe_existing(path)? {
+        Existing::Stale(file) => {
+            // We hold the dead owner's lock: nobody can take the name now.
+            let removed = same_file(&file, path) && fs::remove_file(path).is_ok();
+            drop(file);
+            Ok(removed)
+        }
+        Existing::Gone | Existing::Live { .. } => Ok(false),
+    }
+}
+
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The single writer of a segment. Holds an exclusive `flock` on the file

@@ -81,7 +81,8 @@ pub trait SendCounts: Send + Sync + 'static {
 }
 
 /// The usual [`SendCounts`]: a hop's batches counted into the process's
-/// [`LiveCounters`] (the fields [`Hop::count_sent`] names; losses in `dropped`).
+/// [`LiveCounters`] (the fields [`Hop::count_sent`] names; losses to a lost
+/// destination in `undelivered` and `dropped`).
 pub struct CountSent<H>(Arc<LiveCounters>, PhantomData<H>);
 
 impl<H> CountSent<H> {
@@ -96,7 +97,10 @@ impl<H: Hop> SendCounts for CountSent<H> {
     }
 
     fn dropped(&self, items: u64) {
-        self.0.update(|c| c.dropped += items);
+        self.0.update(|c| {
+            c.dropped += items;
+            c.undelivered += items;
+        });
     }
 }
 

@@ -1,0 +1,551 @@
+//! Processes killed mid-run: an eventbuilder, an aggregator, daqctl itself,
+//! and SIGTERM to every kind of process whose downstream is already dead.
+//! Each test measures how long the system took to stop or exit and prints it
+//! (`cargo test -p daq-tests --test faults -- --nocapture`).
+
+use daq_tests::{bin_dir, h5dump_script, h5py_python, latest_run, spawn_cmd, summary};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn u(v: &Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("{k} missing in {v}"))
+}
+
+fn counter(s: &Value, process: &str, k: &str) -> u64 {
+    s["processes"][process]["counters"][k].as_u64().unwrap_or(0)
+}
+
+/// What is left in a test's own shared-memory directory.
+fn shm_left(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn send_signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill {signal} {pid}");
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has exited: only its status is left for its parent.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Waits (polling /proc, at most `limit`) until `pid` has exited; returns how long it took.
+fn wait_gone(pid: u32, limit: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if !alive(pid) {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A `daqctl demo` running in the background, with its stderr lines
+/// arriving on a channel, in its own shared-memory directory.
+struct Demo {
+    child: Child,
+    lines: mpsc::Receiver<(Instant, String)>,
+    seen: Vec<(Instant, String)>,
+    run_dir: PathBuf,
+    shm: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    fn start(config: &str, duration_s: u32) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("system.toml");
+        std::fs::write(&cfg, config).expect("config");
+        let shm = dir.path().join("shm");
+        std::fs::create_dir_all(&shm).expect("shm dir");
+        let run_dir = dir.path().join("runs");
+        let mut child = Command::new(bin_dir().join("daqctl"))
+            .args(["demo", "--duration", &duration_s.to_string(), "--config"])
+            .arg(&cfg)
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .env(daq_shm::SHM_DIR_ENV, &shm)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("daqctl starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send((Instant::now(), line));
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+            run_dir,
+            shm,
+            _dir: dir,
+        }
+    }
+
+    /// Waits for a stderr line containing `what`; returns when it came.
+    fn wait_line(&mut self, what: &str) -> Instant {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (t, line) = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no line with {what:?}: {:?}", self.seen));
+            self.seen.push((t, line.clone()));
+            if line.contains(what) {
+                return t;
+            }
+        }
+    }
+
+    /// The pid daqctl printed for `process`.
+    fn pid(&self, process: &str) -> u32 {
+        self.seen
+            .iter()
+            .find_map(|(_, l)| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                (w.first() == Some(&process) && w.get(1) == Some(&"pid"))
+                    .then(|| w.get(2)?.parse().ok())
+                    .flatten()
+            })
+            .unwrap_or_else(|| panic!("no pid for {process}: {:?}", self.seen))
+    }
+
+    /// Waits for daqctl to exit; returns its exit code, when its "stopping"
+    /// line came, and when it exited.
+    fn finish(&mut self) -> (Option<i32>, Instant, Instant) {
+        let status = self.child.wait().expect("daqctl exits");
+        let exited = Instant::now();
+        self.seen.extend(self.lines.try_iter());
+        let stopping = self
+            .seen
+            .iter()
+            .find(|(_, l)| l.contains(": stopping"))
+            .map(|(t, _)| *t)
+            .unwrap_or(exited);
+        (status.code(), stopping, exited)
+    }
+}
+
+const FAST_FAULTS: &str = "[generator]\nthrottle_us = 2000\n[eventbuilder]\nstale_timeout_ms = 500\n[transfer]\nend_of_data_timeout_ms = 2000\n";
+
+/// Sequence ids of every event in the files (complete or not).
+fn sequence_ids_on_disk(root: &Path, files: &[Value]) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for f in files {
+        let path = root.join(f.as_str().expect("path"));
+        let file = aggregator::datafile::read_file(&path).expect("reads");
+        ids.extend(file.events.iter().map(|e| e.sequence_id));
+    }
+    ids
+}
+
+fn expand(ranges: &Value) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for r in ranges.as_array().expect("ranges") {
+        let (first, last, step) = (u(r, "first"), u(r, "last"), u(r, "step").max(1));
+        ids.extend((first..=last).step_by(step as usize));
+    }
+    ids
+}
+
+#[test]
+fn killed_eventbuilder_is_named_with_its_lost_sequence_ids_and_every_other_event_is_on_disk() {
+    let mut demo = Demo::start(FAST_FAULTS, 5);
+    demo.wait_line("fragments sent");
+    let eb1 = demo.pid("eventbuilder-1");
+    send_signal(eb1, "-9");
+    let killed = Instant::now();
+    let (code, stopping, exited) = demo.finish();
+    let text: Vec<&String> = demo.seen.iter().map(|(_, l)| l).collect();
+    println!(
+        "eventbuilder-1 SIGKILLed: stop took {:.2} s, daqctl exited {:.2} s after the kill",
+        (exited - stopping).as_secs_f64(),
+        (exited - killed).as_secs_f64()
+    );
+    assert_eq!(code, Some(1), "{text:#?}");
+    let root = latest_run(&demo.run_dir);
+    let s = summary(&root).expect("summary");
+    let errors = s["errors"].to_string();
+    assert!(
+        errors.contains("eventbuilder-1 exited unexpectedly"),
+        "{errors}"
+    );
+    // The boardreaders saw the broken stream and named it.
+    for br in ["boardreader-0", "boardreader-1"] {
+        let p = s["processes"][br]["problems"].to_string();
+        assert!(
+            p.contains("eventbuilder-1: stream closed during the run"),
+            "{br}: {p}"
+        );
+        assert!(counter(&s, br, "undelivered") > 0, "{br}: {s}");
+    }
+    // The record names the dead process and the sequence ids lost with it.
+    let lost = &s["lost"];
+    assert_eq!(lost[0]["process"], "eventbuilder-1", "{s}");
+    let lost_ids = expand(&lost[0]["sequence_ids"]);
+    assert_eq!(lost_ids.len() as u64, u(&lost[0], "events"));
+    assert!(!lost_ids.is_empty());
+    assert!(lost_ids.iter().all(|s| s % 2 == 1), "{lost_ids:?}");
+    // Every event built elsewhere is on disk, and the ids on disk and the
+    // ids named lost are together exactly the run's, without overlap.
+    let on_disk = sequence_ids_on_disk(&root, s["data_files"].as_array().expect("files"));
+    assert_eq!(on_disk.len() as u64, u(&s, "events_written"));
+    let last = counter(&s, "boardreader-0", "last_sequence_id").max(counter(
+        &s,
+        "boardreader-1",
+        "last_sequence_id",
+    ));
+    let disk: BTreeSet<u64> = on_disk.iter().copied().collect();
+    assert_eq!(disk.len(), on_disk.len(), "an event written twice");
+    let named: BTreeSet<u64> = lost_ids.iter().copied().collect();
+    assert!(disk.is_disjoint(&named));
+    let all: BTreeSet<u64> = (1..=last).collect();
+    let union: BTreeSet<u64> = disk.union(&named).copied().collect();
+    assert_eq!(union, all, "ids neither on disk nor named lost");
+    let eb0 = counter(&s, "eventbuilder-0", "events_built")
+        + counter(&s, "eventbuilder-0", "events_incomplete");
+    assert_eq!(disk.iter().filter(|s| *s % 2 == 0).count() as u64, eb0);
+    println!(
+        "lost with eventbuilder-1: {} events ({}); on disk {} of {last}",
+        lost_ids.len(),
+        lost[0]["sequence_ids"],
+        disk.len()
+    );
+    // Its segment did not outlive the run; nothing of the run is left.
+    assert_eq!(shm_left(&demo.shm), Vec::<String>::new());
+}
+
+fn h5py_reads(files: &[PathBuf]) -> Option<Value> {
+    let python = h5py_python()?;
+    let out = Command::new(python)
+        .arg(h5dump_script())
+        .args(files)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "h5py could not read {files:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("json"))
+}
+
+/// The data files `process` wrote, in the order it wrote them.
+fn files_of(data_dir: &Path, process: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data_dir)
+        .expect("data dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.contains(&format!("_{process}_")) && n.ends_with(".h5"))
+        })
+        .collect();
+    files.sort_by_key(|p| {
+        p.file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.rsplit('_').next())
+            .and_then(|i| i.parse::<u64>().ok())
+            .unwrap_or(0)
+    });
+    files
+}
+
+#[test]
+fn killed_aggregator_leaves_its_closed_files_intact_and_its_eventbuilders_count_what_they_could_not_deliver()
+ {
+    // Small files (roll-over every ~64 KiB) written in small batches, so the
+    // dead aggregator has closed files and an open one with flushed events.
+    let mut demo = Demo::start(
+        &format!("{FAST_FAULTS}[aggregator]\nmax_file_bytes = 65536\nbatch_events = 16\n"),
+        5,
+    );
+    demo.wait_line("fragments sent");
+    demo.wait_line("fragments sent");
+    let ag0 = demo.pid("aggregator-0");
+    send_signal(ag0, "-9");
+    let killed = Instant::now();
+    let (code, stopping, exited) = demo.finish();
+    let text: Vec<&String> = demo.seen.iter().map(|(_, l)| l).collect();
+    println!(
+        "aggregator-0 SIGKILLed: stop took {:.2} s, daqctl exited {:.2} s after the kill",
+        (exited - stopping).as_secs_f64(),
+        (exited - killed).as_secs_f64()
+    );
+    assert_eq!(code, Some(1), "{text:#?}");
+    let root = latest_run(&demo.run_dir);
+    let s = summary(&root).expect("summary");
+    let errors = s["errors"].to_string();
+    assert!(
+        errors.contains("aggregator-0 exited unexpectedly"),
+        "{errors}"
+    );
+    let mut undelivered = 0;
+    for eb in ["eventbuilder-0", "eventbuilder-1"] {
+        let p = s["processes"][eb]["problems"].to_string();
+        assert!(
+            p.contains("aggregator-0: stream closed during the run"),
+            "{eb}: {p}"
+        );
+        let n = counter(&s, eb, "undelivered");
+        assert!(n > 0, "{eb}: {s}");
+        undelivered += n;
+    }
+    // The other aggregator's files are complete: all it received is on disk.
+    let ag1_received = counter(&s, "aggregator-1", "events_received");
+    assert_eq!(counter(&s, "aggregator-1", "events_written"), ag1_received);
+    let data = root.join("data");
+    let ag1_files = files_of(&data, "aggregator-1");
+    let on_disk: usize = ag1_files
+        .iter()
+        .map(|f| {
+            aggregator::datafile::read_file(f)
+                .expect("reads")
+                .events
+                .len()
+        })
+        .sum();
+    assert_eq!(on_disk as u64, ag1_received);
+    // The dead aggregator's files: every closed one whole (its event count
+    // attribute written at close), the open one readable up to its last flush.
+    let ag0_files = files_of(&data, "aggregator-0");
+    assert!(
+        ag0_files.len() >= 2,
+        "no roll-over before the kill: {ag0_files:?}"
+    );
+    let mut ag0_events = 0;
+    for (i, f) in ag0_files.iter().enumerate() {
+        let file = aggregator::datafile::read_file(f).expect("a dead aggregator's file reads");
+        ag0_events += file.events.len();
+        if i + 1 < ag0_files.len() {
+            assert!(!file.events.is_empty(), "{}", f.display());
+        }
+    }
+    if let Some(dump) = h5py_reads(&ag0_files) {
+        let dumped = dump["files"].as_array().expect("files");
+        let n = dumped.len();
+        for (i, d) in dumped.iter().enumerate() {
+            let events = d["events"].as_array().expect("events").len() as u64;
+            if i + 1 < n {
+                assert_eq!(
+                    d["attrs"]["events"].as_u64(),
+                    Some(events),
+                    "closed file {i}"
+                );
+            }
+        }
+        let total: usize = dumped
+            .iter()
+            .map(|d| d["events"].as_array().map_or(0, Vec::len))
+            .sum();
+        assert_eq!(total, ag0_events, "h5py and the Rust reader disagree");
+    }
+    println!(
+        "lost with aggregator-0: {undelivered} events undelivered by the eventbuilders; \
+         {ag0_events} events in its {} files ({} closed); aggregator-1 wrote {ag1_received}",
+        ag0_files.len(),
+        ag0_files.len() - 1
+    );
+    // The dead aggregator's segment was removed by daqctl at stop.
+    assert_eq!(shm_left(&demo.shm), Vec::<String>::new());
+}
+
+#[test]
+fn processes_of_a_killed_daqctl_shut_down_by_themselves_and_remove_their_segments() {
+    let mut demo = Demo::start(FAST_FAULTS, 120);
+    demo.wait_line("fragments sent");
+    let names = [
+        "boardreader-0",
+        "boardreader-1",
+        "eventbuilder-0",
+        "eventbuilder-1",
+        "aggregator-0",
+        "aggregator-1",
+    ];
+    let pids: Vec<(&str, u32)> = names.iter().map(|n| (*n, demo.pid(n))).collect();
+    assert!(!shm_left(&demo.shm).is_empty(), "the run holds segments");
+    let killed = Instant::now();
+    demo.child.kill().expect("SIGKILL daqctl");
+    demo.child.wait().expect("daqctl reaped");
+    for (name, pid) in pids {
+        wait_gone(pid, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{name} still runs 10 s after daqctl died"));
+        println!(
+            "daqctl SIGKILLed: {name} gone {:.2} s after the kill",
+            killed.elapsed().as_secs_f64()
+        );
+    }
+    assert_eq!(shm_left(&demo.shm), Vec::<String>::new());
+}
+
+/// A process spawned by hand (no parent watch), in `shm`.
+fn spawn_in(binary: &str, rank: u16, shm: &Path) -> daq_tests::Spawned {
+    let mut cmd = Command::new(bin_dir().join(binary));
+    cmd.args(["--rank", &rank.to_string(), "--listen", "127.0.0.1:0"])
+        .env(daq_shm::SHM_DIR_ENV, shm)
+        .stderr(Stdio::null());
+    spawn_cmd(cmd, binary).expect("spawns")
+}
+
+/// Inits and starts a BxExA system of hand-spawned processes.
+fn start_system(
+    brs: &[daq_tests::Spawned],
+    ebs: &[daq_tests::Spawned],
+    ags: &[daq_tests::Spawned],
+    data_dir: &Path,
+) {
+    let mut config = daq_format::config::SystemConfig::default();
+    config.topology.boardreaders = brs.len() as u16;
+    config.topology.eventbuilders = ebs.len() as u16;
+    config.topology.aggregators = ags.len() as u16;
+    config.generator.throttle_us = 2000;
+    let toml = config.to_toml();
+    let addrs = |ps: &[daq_tests::Spawned]| ps.iter().map(|p| p.addr.clone()).collect::<Vec<_>>();
+    daq_tests::runtime().block_on(async {
+        for (tier, dest) in [(ags, vec![]), (ebs, addrs(ags)), (brs, addrs(ebs))] {
+            for p in tier {
+                daq_tests::control(&p.addr)
+                    .await
+                    .init(proto::InitRequest {
+                        config_toml: toml.clone(),
+                        destinations: dest.clone(),
+                    })
+                    .await
+                    .expect("init");
+            }
+        }
+        for tier in [ags, ebs, brs] {
+            for p in tier {
+                daq_tests::control(&p.addr)
+                    .await
+                    .start(proto::StartRequest {
+                        run: 1,
+                        data_dir: data_dir.display().to_string(),
+                        record_dir: String::new(),
+                    })
+                    .await
+                    .expect("start");
+            }
+        }
+        // Running once the boardreaders have sent something.
+        let mut c = daq_tests::control(&brs[0].addr).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = c
+                .status(proto::Empty {})
+                .await
+                .expect("status")
+                .into_inner();
+            if st.counters.is_some_and(|k| k.fragments_sent > 0) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "nothing sent");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
+/// SIGTERM to `p`: it must exit (successfully) within a few seconds.
+fn terminate(name: &str, p: &mut daq_tests::Spawned) -> Duration {
+    send_signal(p.child.id(), "-TERM");
+    let t = Instant::now();
+    loop {
+        if let Some(status) = p.child.try_wait().expect("wait") {
+            let took = t.elapsed();
+            println!(
+                "SIGTERM to {name}: exited ({status}) in {:.2} s",
+                took.as_secs_f64()
+            );
+            assert!(status.success(), "{name}: {status}");
+            return took;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(8),
+            "{name} ignored SIGTERM for 8 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill9(p: &mut daq_tests::Spawned) {
+    p.child.kill().expect("SIGKILL");
+    p.child.wait().expect("reaped");
+}
+
+#[test]
+fn sigterm_ends_every_kind_of_process_whose_downstream_is_dead() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shm = dir.path().join("shm");
+    std::fs::create_dir_all(&shm).expect("shm");
+    let data = dir.path().join("data");
+    // A 2x2x2 system: the aggregators die, then the eventbuilders get
+    // SIGTERM, then the boardreaders (whose eventbuilders are gone by then).
+    let mut brs: Vec<_> = (0..2).map(|r| spawn_in("boardreader", r, &shm)).collect();
+    let mut ebs: Vec<_> = (0..2).map(|r| spawn_in("eventbuilder", r, &shm)).collect();
+    let mut ags: Vec<_> = (0..2).map(|r| spawn_in("aggregator", r, &shm)).collect();
+    start_system(&brs, &ebs, &ags, &data);
+    ags.iter_mut().for_each(kill9);
+    for (r, p) in ebs.iter_mut().enumerate() {
+        let took = terminate(&format!("eventbuilder-{r} (aggregators dead)"), p);
+        assert!(took < Duration::from_secs(6));
+    }
+    for (r, p) in brs.iter_mut().enumerate() {
+        let took = terminate(&format!("boardreader-{r} (eventbuilders dead)"), p);
+        assert!(took < Duration::from_secs(6));
+    }
+    // Only the SIGKILLed aggregators' segments are left; the next start
+    // replaces them (their locks are free).
+    let mut left = shm_left(&shm);
+    left.sort();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().all(|n| n.contains("aggregator")), "{left:?}");
+    for n in &left {
+        assert_eq!(daq_shm::remove_abandoned(&shm.join(n)).ok(), Some(true));
+    }
+    // A 1x1x1 system: the eventbuilder dies; the aggregator (nothing
+    // upstream any more) gets SIGTERM, closes its file and leaves.
+    let mut br = vec![spawn_in("boardreader", 0, &shm)];
+    let mut eb = vec![spawn_in("eventbuilder", 0, &shm)];
+    let mut ag = vec![spawn_in("aggregator", 0, &shm)];
+    let data1 = dir.path().join("data1");
+    start_system(&br, &eb, &ag, &data1);
+    kill9(&mut eb[0]);
+    let took = terminate("aggregator-0 (eventbuilder dead)", &mut ag[0]);
+    assert!(took < Duration::from_secs(6));
+    let took = terminate("boardreader-0 (eventbuilder dead)", &mut br[0]);
+    assert!(took < Duration::from_secs(6));
+    for f in files_of(&data1, "aggregator-0") {
+        aggregator::datafile::read_file(&f).expect("the terminated aggregator's file reads");
+    }
+    let left = shm_left(&shm);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].contains("eventbuilder-0"), "{left:?}");
+}
