@@ -82,11 +82,10 @@ impl Words {
 #[derive(Debug)]
 struct AliasTable {
     bits: u32,
-    /// Per bucket: accept the bucket's own value when the low `32 - bits`
-    /// random bits are below this (`2^(32 - bits)` = always).
-    threshold: Vec<u32>,
-    /// Per bucket: the value taken otherwise.
-    alias: Vec<u16>,
+    /// Per bucket, one word: bits 0-31 the threshold (accept the bucket's
+    /// own value when the low `32 - bits` random bits are below it;
+    /// `2^(32 - bits)` = always), bits 32-47 the value taken otherwise.
+    entries: Vec<u64>,
 }
 
 /// The standard normal CDF.
@@ -128,24 +127,24 @@ impl AliasTable {
             q[k] = 1.0;
         }
         let one = (1u64 << (32 - bits)) as f64;
-        let threshold = q.iter().map(|&v| (v * one).round() as u32).collect();
-        Self {
-            bits,
-            threshold,
-            alias,
-        }
+        let entries = q
+            .iter()
+            .zip(&alias)
+            .map(|(&v, &a)| (v * one).round() as u64 | u64::from(a) << 32)
+            .collect();
+        Self { bits, entries }
     }
 
-    /// The sample of 32 random bits.
+    /// The sample of 32 random bits (branch free: the accept test is
+    /// unpredictable).
     #[inline(always)]
     fn sample(&self, r: u32) -> u16 {
-        let idx = (r >> (32 - self.bits)) as usize;
+        let idx = (r >> (32 - self.bits)) as usize & (self.entries.len() - 1);
         let low = r & ((1u32 << (32 - self.bits)) - 1);
-        if low < self.threshold[idx] {
-            idx as u16
-        } else {
-            self.alias[idx]
-        }
+        let e = self.entries[idx];
+        let accept = u64::from(low < e as u32);
+        // accept: the bucket's own value; otherwise its alias.
+        (accept * idx as u64 + (1 - accept) * (e >> 32)) as u16
     }
 }
 
@@ -229,47 +228,63 @@ impl ToySimulator {
         head.copy_from_slice(&header.encode()[..head.len()]);
         let mut words = Words::new(self.seed, sequence_id);
         let max = (1u16 << self.adc_bits()) - 1;
-        let mut chunks = samples.chunks_exact_mut(WORD_BYTES);
-        // Sample lanes of the last word (the rest is padding, zero).
-        let full_words = n / 4;
-        let lanes_mask = |lanes: usize| -> u64 {
-            if lanes >= 4 { u64::MAX } else { (1u64 << (16 * lanes)) - 1 }
-        };
-        match self.cfg.distribution {
+        // Whole words of four samples, then the last word's samples (the
+        // rest of it is padding, zero), then nothing (a short `out`).
+        let whole = (n / 4).min(samples.len() / WORD_BYTES);
+        let (body, tail) = samples.split_at_mut(whole * WORD_BYTES);
+        let last_lanes = n - 4 * whole;
+        let word_of = |w: u64, c: &mut [u8]| c.copy_from_slice(&w.to_le_bytes());
+        let last = match self.cfg.distribution {
             Distribution::Uniform => {
                 let mask = u64::from(max) * 0x0001_0001_0001_0001;
-                for (i, c) in chunks.by_ref().enumerate() {
-                    let lanes = if i < full_words { 4 } else { n - 4 * i };
-                    let w = words.next() & mask & lanes_mask(lanes);
-                    c.copy_from_slice(&w.to_le_bytes());
+                for c in body.chunks_exact_mut(WORD_BYTES) {
+                    word_of(words.next() & mask, c);
                 }
+                words.next() & mask
             }
             Distribution::Gaussian => {
                 let Some(table) = self.gaussian.as_deref() else {
                     return;
                 };
-                for (i, c) in chunks.by_ref().enumerate() {
-                    let lanes = if i < full_words { 4 } else { n - 4 * i };
+                let mut four = move || {
                     let (a, b) = (words.next(), words.next());
-                    let w = u64::from(table.sample(a as u32))
+                    u64::from(table.sample(a as u32))
                         | u64::from(table.sample((a >> 32) as u32)) << 16
                         | u64::from(table.sample(b as u32)) << 32
-                        | u64::from(table.sample((b >> 32) as u32)) << 48;
-                    c.copy_from_slice(&(w & lanes_mask(lanes)).to_le_bytes());
+                        | u64::from(table.sample((b >> 32) as u32)) << 48
+                };
+                for c in body.chunks_exact_mut(WORD_BYTES) {
+                    word_of(four(), c);
                 }
+                four()
             }
             Distribution::Monotonic => {
                 let start = sequence_id.wrapping_mul(n as u64);
-                let max = u64::from(max);
-                for (i, c) in chunks.by_ref().enumerate() {
-                    let lanes = if i < full_words { 4 } else { n - 4 * i };
-                    let base = start.wrapping_add(4 * i as u64);
-                    let w = (0..4u64).fold(0u64, |w, l| {
-                        w | (base.wrapping_add(l) & max) << (16 * l)
-                    }) & lanes_mask(lanes);
-                    c.copy_from_slice(&w.to_le_bytes());
+                let max = u64::from(max) * 0x0001_0001_0001_0001;
+                // Lanes count up from the word's first value, masked to the
+                // ADC range first so that no lane carries into the next
+                // (at most max + 3 < 2^16), then wrapped by the mask.
+                let at = move |i: u64| {
+                    let base = start.wrapping_add(4 * i);
+                    let lanes =
+                        (base & max & 0xFFFF) * 0x0001_0001_0001_0001 + 0x0003_0002_0001_0000;
+                    lanes & max
+                };
+                for (i, c) in body.chunks_exact_mut(WORD_BYTES).enumerate() {
+                    word_of(at(i as u64), c);
                 }
+                at(whole as u64)
             }
+        };
+        let mut chunks = tail.chunks_exact_mut(WORD_BYTES);
+        if last_lanes > 0
+            && let Some(c) = chunks.next()
+        {
+            let keep = (1u64 << (16 * last_lanes)) - 1;
+            word_of(last & keep, c);
+        }
+        for c in chunks.by_ref() {
+            c.fill(0);
         }
         chunks.into_remainder().fill(0);
     }
@@ -279,7 +294,11 @@ impl ToySimulator {
     /// [`Self::write_payload`]). `buf.split().freeze()` then gives the
     /// fragment's bytes with no copy; successive fragments appended to one
     /// buffer share its allocation.
-    pub fn write_fragment(&self, sequence_id: u64, buf: &mut BytesMut) -> Result<(), FragmentError> {
+    pub fn write_fragment(
+        &self,
+        sequence_id: u64,
+        buf: &mut BytesMut,
+    ) -> Result<(), FragmentError> {
         let len = self.fragment_bytes();
         let words = len / WORD_BYTES;
         let header = FragmentHeader {
@@ -468,8 +487,15 @@ mod tests {
         assert_eq!(all.len(), 200 * 1001);
         let n = all.len() as f64;
         let mean = all.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-        let var = all.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
-        let (lo, hi) = (*all.iter().min().unwrap_or(&0), *all.iter().max().unwrap_or(&0));
+        let var = all
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let (lo, hi) = (
+            *all.iter().min().unwrap_or(&0),
+            *all.iter().max().unwrap_or(&0),
+        );
         (mean, var.sqrt(), lo, hi, max)
     }
 
@@ -508,9 +534,9 @@ mod tests {
         // bucket that aliases to it.
         let mut p = vec![0f64; 4096];
         for k in 0..4096 {
-            let own = f64::from(t.threshold[k]).min(one) / one;
+            let own = ((t.entries[k] as u32) as f64).min(one) / one;
             p[k] += own / 4096.0;
-            p[usize::from(t.alias[k])] += (1.0 - own) / 4096.0;
+            p[(t.entries[k] >> 32) as usize] += (1.0 - own) / 4096.0;
         }
         let (mean, sd) = (4095.0 / 2.0, 409.5);
         let at = |k: f64| phi((k + 0.5 - mean) / sd) - phi((k - 0.5 - mean) / sd);
@@ -529,7 +555,11 @@ mod tests {
 
     #[test]
     fn fragments_carved_from_one_arena_equal_fragments_of_their_own() {
-        for d in [Distribution::Uniform, Distribution::Gaussian, Distribution::Monotonic] {
+        for d in [
+            Distribution::Uniform,
+            Distribution::Gaussian,
+            Distribution::Monotonic,
+        ] {
             for n_adc_counts in [1, 2, 3, 4, 5, 40, 41] {
                 let c = GeneratorConfig {
                     n_adc_counts,
@@ -556,5 +586,8 @@ mod tests {
         let mut g = ToySimulator::new(0, &cfg(Distribution::Monotonic, ToyFragmentType::Toy1));
         let s = adc_samples(g.fragment(2).expect("valid").payload(), 40);
         assert_eq!(s, (80..120).collect::<Vec<u16>>());
+        // Sequence 102 starts at 4080 and wraps at the 12-bit range.
+        let s = adc_samples(g.fragment(102).expect("valid").payload(), 40);
+        assert_eq!(s, (4080..4096).chain(0..24).collect::<Vec<u16>>());
     }
 }
