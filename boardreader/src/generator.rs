@@ -96,6 +96,10 @@ fn phi(x: f64) -> f64 {
 impl AliasTable {
     /// The distribution of `round(mean + sd * z).clamp(0, max)`, with
     /// `max = 2^bits - 1`, mean `max / 2` and sd `max / 10`.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "every index is a bucket in 0..n of vectors of n buckets"
+    )]
     fn gaussian(bits: u32) -> Self {
         let n = 1usize << bits;
         let max = (n - 1) as f64;
@@ -141,7 +145,7 @@ impl AliasTable {
     fn sample(&self, r: u32) -> u16 {
         let idx = (r >> (32 - self.bits)) as usize & (self.entries.len() - 1);
         let low = r & ((1u32 << (32 - self.bits)) - 1);
-        let e = self.entries[idx];
+        let e = self.entries.get(idx).copied().unwrap_or_default();
         let accept = u64::from(low < e as u32);
         // accept: the bucket's own value; otherwise its alias.
         (accept * idx as u64 + (1 - accept) * (e >> 32)) as u16
@@ -225,7 +229,9 @@ impl ToySimulator {
         let n = self.cfg.n_adc_counts as usize;
         let header = ToyHeader::for_samples(n, self.distribution_code(), sequence_id as u32);
         let (head, samples) = out.split_at_mut(toy::HEADER_BYTES.min(out.len()));
-        head.copy_from_slice(&header.encode()[..head.len()]);
+        for (d, s) in head.iter_mut().zip(header.encode()) {
+            *d = s;
+        }
         let mut words = Words::new(self.seed, sequence_id);
         let max = (1u16 << self.adc_bits()) - 1;
         // Whole words of four samples, then the last word's samples (the
@@ -322,7 +328,8 @@ impl ToySimulator {
         }
         buf.extend_from_slice(&self.metadata());
         buf.resize(start + len, 0);
-        self.write_payload(sequence_id, &mut buf[start + len - self.payload_bytes()..]);
+        let (_, payload) = buf.split_at_mut(start + len - self.payload_bytes());
+        self.write_payload(sequence_id, payload);
         Ok(())
     }
 

@@ -587,12 +587,14 @@ impl Serializer {
         index.clear();
         let mut at = 0;
         while at < data.len() {
-            let rest = &data[at..];
+            let corrupt = || format!("event {seq}: corrupt buffer in shared memory");
+            let rest = data.get(at..).ok_or_else(corrupt)?;
             let len = Fragment::peek_len(rest).unwrap_or(0);
-            if len == 0 || len > rest.len() {
-                return Err(format!("event {seq}: corrupt buffer in shared memory"));
-            }
-            let f = FragmentRef::parse(&rest[..len]).map_err(|e| format!("event {seq}: {e}"))?;
+            let bytes = rest
+                .get(..len)
+                .filter(|b| !b.is_empty())
+                .ok_or_else(corrupt)?;
+            let f = FragmentRef::parse(bytes).map_err(|e| format!("event {seq}: {e}"))?;
             index.push((f.header.fragment_id, f.header.timestamp, at, at + len));
             at += len;
         }
@@ -621,7 +623,9 @@ impl Serializer {
             &aux,
             &self.history,
             &self.missing,
-            index.iter().map(|&(_, _, start, end)| &data[start..end]),
+            index
+                .iter()
+                .map(|&(_, _, start, end)| data.get(start..end).unwrap_or_default()),
         )
         .map_err(|e| e.to_string())
     }
