@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::generator::{Generator, ToySimulator};
+use crate::generator::ToySimulator;
 
 /// What run control asks of the generator thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +147,10 @@ impl Run {
     }
 }
 
+/// Fragments are carved out of buffers of this size (one allocation per
+/// buffer, not per fragment); a larger fragment gets a buffer of its own.
+const ARENA_BYTES: usize = 256 * 1024;
+
 struct LoopConfig {
     rank: u16,
     run: u32,
@@ -163,7 +167,7 @@ struct LoopConfig {
 /// Returns the problems of the run.
 fn generate(
     cfg: LoopConfig,
-    mut generator: ToySimulator,
+    generator: ToySimulator,
     mut command: watch::Receiver<(u64, RunCommand)>,
     idle_ack: watch::Sender<u64>,
     mut out: BlockingOutbound<Fragments>,
@@ -176,6 +180,7 @@ fn generate(
         u64::MAX
     };
     let mut seq = cfg.initial_sequence_id;
+    let mut arena = bytes::BytesMut::new();
     let mut next_due = Instant::now();
     let result: Result<(), String> = (|| {
         loop {
@@ -219,14 +224,20 @@ fn generate(
                 }
                 next_due = next_due.max(now) + cfg.throttle;
             }
+            // Generated straight into the bytes that are sent: no copy
+            // before the gRPC encoder's.
             let fragment = generator
-                .fragment(seq)
+                .fragment_bytes_in(seq, &mut arena, ARENA_BYTES)
                 .map_err(|e| format!("generator failed at sequence id {seq}: {e}"))?;
-            out.push(seq, fragment.into_bytes());
+            out.push(seq, fragment);
             daq_runtime::leak::inject_leak(cfg.leak_bytes_per_event, 1);
             counters.last_sequence_id.store(seq, Ordering::Relaxed);
             seq += 1;
-            out.flush_due();
+            // The clock is read every 16 fragments, not per fragment: a
+            // batch waits at most 16 fragments past its delay.
+            if seq.is_multiple_of(16) {
+                out.flush_due();
+            }
         }
     })();
     // End of run: flush, then end-of-data with the count, on every stream.

@@ -19,8 +19,8 @@
 
 use crate::assembly::{Assembly, Placed, Released, Unpublished};
 use daq_format::config::SystemConfig;
-use daq_format::fragment::{Fragment, FragmentType};
-use daq_format::netmon::{self, Event, EventAux, History, HistoryEntry};
+use daq_format::fragment::{Fragment, FragmentRef, FragmentType};
+use daq_format::netmon::{self, EventAux, History, HistoryEntry};
 use daq_format::process::Kind;
 use daq_runtime::control::StopArgs;
 use daq_runtime::counters::LiveCounters;
@@ -208,10 +208,21 @@ impl Run {
             reader,
             signals: signals.clone(),
             process: shared.process.clone(),
-            release: concat!("daq ", env!("CARGO_PKG_VERSION")).to_string(),
-            parameter_set_id: parameter_set_id(&config.to_toml()),
             run,
-            expected: n_br as u16,
+            serializer: Serializer {
+                history: History {
+                    entries: vec![HistoryEntry {
+                        process: shared.process.clone(),
+                        release: concat!("daq ", env!("CARGO_PKG_VERSION")).to_string(),
+                        parameter_set_id: parameter_set_id(&config.to_toml()),
+                        time_ns: 0,
+                    }],
+                },
+                run,
+                expected: n_br as u16,
+                index: Vec::with_capacity(n_br),
+                missing: Vec::new(),
+            },
             out,
             batch_max_delay: Duration::from_millis(config.transfer.batch_max_delay_ms),
             dropped: 0,
@@ -545,10 +556,8 @@ struct Sender {
     reader: ShmReader,
     signals: Arc<Signals>,
     process: String,
-    release: String,
-    parameter_set_id: String,
     run: u32,
-    expected: u16,
+    serializer: Serializer,
     /// The streams to the aggregators.
     out: Outbound<Events>,
     batch_max_delay: Duration,
@@ -556,6 +565,70 @@ struct Sender {
     /// why (the first few).
     dropped: u64,
     problems: Vec<String>,
+}
+
+/// NetMonOutput of the events of one run, straight from shared memory.
+struct Serializer {
+    /// This process's history entry (its time set per event).
+    history: History,
+    run: u32,
+    /// Fragments of a complete event (ids `0..expected`).
+    expected: u16,
+    /// Per event, reused: where each fragment lies in its buffer
+    /// (fragment id, timestamp, start, end) and the missing ids.
+    index: Vec<(u16, u64, usize, usize)>,
+    missing: Vec<u16>,
+}
+
+impl Serializer {
+    fn serialize(&mut self, seq: u64, complete: bool, data: &[u8]) -> Result<bytes::Bytes, String> {
+        // Where each fragment lies in the buffer: (fragment id, start, end).
+        let index = &mut self.index;
+        index.clear();
+        let mut at = 0;
+        while at < data.len() {
+            let corrupt = || format!("event {seq}: corrupt buffer in shared memory");
+            let rest = data.get(at..).ok_or_else(corrupt)?;
+            let len = Fragment::peek_len(rest).unwrap_or(0);
+            let bytes = rest
+                .get(..len)
+                .filter(|b| !b.is_empty())
+                .ok_or_else(corrupt)?;
+            let f = FragmentRef::parse(bytes).map_err(|e| format!("event {seq}: {e}"))?;
+            index.push((f.header.fragment_id, f.header.timestamp, at, at + len));
+            at += len;
+        }
+        index.sort_by_key(|&(id, ..)| id);
+        self.missing.clear();
+        let mut have = index.iter().map(|&(id, ..)| id).peekable();
+        for id in 0..self.expected {
+            while have.next_if(|&h| h < id).is_some() {}
+            if have.peek() != Some(&id) {
+                self.missing.push(id);
+            }
+        }
+        let timestamp = index.first().map(|&(_, ts, ..)| ts).unwrap_or(0);
+        let aux = EventAux {
+            run: self.run,
+            subrun: 1,
+            event: seq,
+            sequence_id: seq,
+            timestamp,
+            complete,
+        };
+        if let Some(h) = self.history.entries.first_mut() {
+            h.time_ns = now_ns();
+        }
+        netmon::encode_gathered(
+            &aux,
+            &self.history,
+            &self.missing,
+            index
+                .iter()
+                .map(|&(_, _, start, end)| data.get(start..end).unwrap_or_default()),
+        )
+        .map_err(|e| e.to_string())
+    }
 }
 
 /// A 128-bit digest of the configuration text, as 32 hex digits
@@ -605,12 +678,10 @@ impl Sender {
     async fn drain(&mut self) {
         while let Some(event) = self.take_one() {
             self.signals.freed.notify_one();
-            let result = match event {
-                Ok(event) => self.emit(event).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = result {
-                self.lost(e);
+            match event {
+                Ok(Some((seq, bytes))) => self.out.push(seq, bytes).await,
+                Ok(None) => {}
+                Err(e) => self.lost(e),
             }
         }
     }
@@ -625,62 +696,24 @@ impl Sender {
         }
     }
 
-    /// One published event, copied out of shared memory (its buffer is
-    /// released before the copy is sent on).
-    fn take_one(&self) -> Option<Result<Event, String>> {
+    /// One published event, serialized (NetMonOutput) straight out of
+    /// shared memory: the header, then each fragment copied once from the
+    /// mapping into the serialized buffer, in fragment-id order. The buffer
+    /// is released before the event is sent on. `None` when nothing is
+    /// published; `Some(Ok(None))` when there is no aggregator (the event
+    /// is discarded).
+    fn take_one(&mut self) -> Option<Result<Option<(u64, bytes::Bytes)>, String>> {
         let guard = self.reader.take()?;
+        if self.out.is_empty() {
+            return Some(Ok(None)); // No aggregators: built events are discarded.
+        }
         let seq = guard.sequence_id();
         let complete = guard.complete();
-        let data = bytes::Bytes::copy_from_slice(guard.data());
-        drop(guard);
-        Some(self.event(seq, complete, data))
-    }
-
-    fn event(&self, seq: u64, complete: bool, mut data: bytes::Bytes) -> Result<Event, String> {
-        let mut fragments = Vec::with_capacity(usize::from(self.expected));
-        while !data.is_empty() {
-            let len = Fragment::peek_len(&data).unwrap_or(0);
-            if len == 0 || len > data.len() {
-                return Err(format!("event {seq}: corrupt buffer in shared memory"));
-            }
-            let f = Fragment::parse(data.split_to(len)).map_err(|e| format!("event {seq}: {e}"))?;
-            fragments.push(f);
-        }
-        fragments.sort_by_key(Fragment::fragment_id);
-        let missing = (0..self.expected)
-            .filter(|id| !fragments.iter().any(|f| f.fragment_id() == *id))
-            .collect();
-        let timestamp = fragments.first().map(Fragment::timestamp).unwrap_or(0);
-        Ok(Event {
-            aux: EventAux {
-                run: self.run,
-                subrun: 1,
-                event: seq,
-                sequence_id: seq,
-                timestamp,
-                complete,
-            },
-            history: History {
-                entries: vec![HistoryEntry {
-                    process: self.process.clone(),
-                    release: self.release.clone(),
-                    parameter_set_id: self.parameter_set_id.clone(),
-                    time_ns: now_ns(),
-                }],
-            },
-            missing,
-            fragments,
-        })
-    }
-
-    /// Serializes an event and queues it for its aggregator.
-    async fn emit(&mut self, event: Event) -> Result<(), String> {
-        if self.out.is_empty() {
-            return Ok(()); // No aggregators: built events are discarded.
-        }
-        let bytes = netmon::encode(&event).map_err(|e| e.to_string())?;
-        self.out.push(event.aux.sequence_id, bytes).await;
-        Ok(())
+        Some(
+            self.serializer
+                .serialize(seq, complete, guard.data())
+                .map(|b| Some((seq, b))),
+        )
     }
 
     /// End of run: flush, send end-of-data with the count to every

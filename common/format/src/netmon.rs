@@ -84,24 +84,7 @@ pub enum NetMonError {
 impl Event {
     /// Serialized size in bytes.
     pub fn encoded_len(&self) -> usize {
-        4 + 2
-            + 2
-            + 4
-            + 4
-            + 8
-            + 8
-            + 8
-            + 2
-            + self
-                .history
-                .entries
-                .iter()
-                .map(|h| 6 + h.process.len() + h.release.len() + h.parameter_set_id.len() + 8)
-                .sum::<usize>()
-            + 2
-            + 2 * self.missing.len()
-            + 4
-            + self.fragments.iter().map(Fragment::len).sum::<usize>()
+        head_len(&self.history, &self.missing) + self.fragment_bytes()
     }
 
     /// Payload bytes of all fragments (header, metadata and payload).
@@ -112,39 +95,83 @@ impl Event {
 
 /// NetMonOutput: serializes an event into one buffer.
 pub fn encode(event: &Event) -> Result<Bytes, NetMonError> {
+    encode_gathered(
+        &event.aux,
+        &event.history,
+        &event.missing,
+        event.fragments.iter().map(|f| f.bytes().as_ref()),
+    )
+}
+
+/// NetMonOutput by gathering: serializes an event whose fragments are
+/// byte slices wherever they are (straight from a shared-memory buffer, in
+/// the order given), copying each byte once into the one buffer. The same
+/// bytes as [`encode`] of the same event.
+pub fn encode_gathered<'a, I>(
+    aux: &EventAux,
+    history: &History,
+    missing: &[u16],
+    fragments: I,
+) -> Result<Bytes, NetMonError>
+where
+    I: Iterator<Item = &'a [u8]> + Clone,
+{
     fn count16(what: &'static str, n: usize) -> Result<u16, NetMonError> {
         u16::try_from(n).map_err(|_| NetMonError::TooMany { what, count: n })
     }
-    let mut b = BytesMut::with_capacity(event.encoded_len());
+    let (n, fragment_bytes) = fragments
+        .clone()
+        .fold((0usize, 0usize), |(n, b), f| (n + 1, b + f.len()));
+    let mut b = BytesMut::with_capacity(head_len(history, missing) + fragment_bytes);
     b.put_slice(MAGIC);
     b.put_u16_le(FORMAT_VERSION);
-    b.put_u16_le(u16::from(event.aux.complete));
-    b.put_u32_le(event.aux.run);
-    b.put_u32_le(event.aux.subrun);
-    b.put_u64_le(event.aux.event);
-    b.put_u64_le(event.aux.sequence_id);
-    b.put_u64_le(event.aux.timestamp);
-    b.put_u16_le(count16("history entries", event.history.entries.len())?);
-    for h in &event.history.entries {
+    b.put_u16_le(u16::from(aux.complete));
+    b.put_u32_le(aux.run);
+    b.put_u32_le(aux.subrun);
+    b.put_u64_le(aux.event);
+    b.put_u64_le(aux.sequence_id);
+    b.put_u64_le(aux.timestamp);
+    b.put_u16_le(count16("history entries", history.entries.len())?);
+    for h in &history.entries {
         for s in [&h.process, &h.release, &h.parameter_set_id] {
             b.put_u16_le(count16("bytes in a history string", s.len())?);
             b.put_slice(s.as_bytes());
         }
         b.put_u64_le(h.time_ns);
     }
-    b.put_u16_le(count16("missing fragments", event.missing.len())?);
-    for m in &event.missing {
+    b.put_u16_le(count16("missing fragments", missing.len())?);
+    for m in missing {
         b.put_u16_le(*m);
     }
-    let n = u32::try_from(event.fragments.len()).map_err(|_| NetMonError::TooMany {
+    let n = u32::try_from(n).map_err(|_| NetMonError::TooMany {
         what: "fragments",
-        count: event.fragments.len(),
+        count: n,
     })?;
     b.put_u32_le(n);
-    for f in &event.fragments {
-        b.put_slice(f.bytes());
+    for f in fragments {
+        b.put_slice(f);
     }
     Ok(b.freeze())
+}
+
+/// Serialized bytes before the fragments.
+fn head_len(history: &History, missing: &[u16]) -> usize {
+    4 + 2
+        + 2
+        + 4
+        + 4
+        + 8
+        + 8
+        + 8
+        + 2
+        + history
+            .entries
+            .iter()
+            .map(|h| 6 + h.process.len() + h.release.len() + h.parameter_set_id.len() + 8)
+            .sum::<usize>()
+        + 2
+        + 2 * missing.len()
+        + 4
 }
 
 /// A cursor over a serialized event that names the field it fails in.

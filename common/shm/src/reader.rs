@@ -3,8 +3,8 @@
 //! and returning a dead reader's buffers to Full.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::ShmError;
@@ -22,10 +22,19 @@ pub(crate) const NEWER_WAIT: Duration = Duration::from_millis(100);
 /// order. Cheap to clone; every clone keeps the mapping alive, so it may
 /// outlive the [`ShmStore`](crate::ShmStore) it came from (the file name is gone then, the
 /// memory is not).
-#[derive(Clone)]
 pub struct ShmReader {
     pub(crate) region: Arc<Region>,
     pub(crate) pid: u32,
+    /// What the last scan found Full, `(publish_seq, index)`, newest first:
+    /// taken from the end, so one scan of the descriptors serves every
+    /// event published before it (a drain takes many in a row).
+    found: Mutex<Vec<(u64, usize)>>,
+}
+
+impl Clone for ShmReader {
+    fn clone(&self) -> Self {
+        Self::new(Arc::clone(&self.region))
+    }
 }
 
 impl std::fmt::Debug for ShmReader {
@@ -42,13 +51,49 @@ impl ShmReader {
     /// process (maps it read-write; only state words and touch times are
     /// ever stored).
     pub fn attach(path: &Path) -> Result<Self, ShmError> {
-        Ok(Self {
-            region: Arc::new(Region::attach(path, true)?),
-            pid: std::process::id(),
-        })
+        Ok(Self::new(Arc::new(Region::attach(path, true)?)))
     }
 
-    /// Takes the oldest published Full buffer (CAS Full -> Reading). The
+    pub(crate) fn new(region: Arc<Region>) -> Self {
+        Self {
+            region,
+            pid: std::process::id(),
+            found: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The next buffer of the last scan, taken (CAS Full -> Reading) if it
+    /// still holds the publication the scan saw. `None` when the scan's
+    /// list is used up, or stale (another reader took one of them: the
+    /// list is dropped and the caller scans again).
+    fn take_found(&self) -> Option<(usize, u32)> {
+        let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
+        let (p, idx) = found.pop()?;
+        let d = self.region.desc(idx);
+        let lease = lease_word(self.pid);
+        // Acquire: as in the scan's CAS below.
+        if d.state
+            .compare_exchange(ST_FULL, lease, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            if d.publish_seq.load(Ordering::Relaxed) == p {
+                return Some((idx, lease));
+            }
+            // A later publication in a reused buffer (another reader took
+            // the one seen): give it back untouched, scan again.
+            let _ = d
+                .state
+                .compare_exchange(lease, ST_FULL, Ordering::Release, Ordering::Relaxed);
+        }
+        found.clear();
+        None
+    }
+
+    /// Takes the oldest published Full buffer (CAS Full -> Reading). One
+    /// scan of the descriptors finds every Full buffer published so far;
+    /// the following takes use that list, oldest first, until it is used
+    /// up (a buffer returned to Full by another handle's
+    /// `recover_stale_reading` meanwhile is taken after them). The
     /// guard gives its data; dropping it (or [`ReadGuard::release`]) makes
     /// the buffer Empty. `None` when nothing is Full.
     ///
@@ -58,13 +103,17 @@ impl ShmReader {
     /// corrupt or foreign segment) makes `take` return `None`, never spin.
     pub fn take(&self) -> Option<ReadGuard<'_>> {
         let region = &*self.region;
+        if let Some((idx, lease)) = self.take_found() {
+            return Some(self.guard(idx, lease));
+        }
         let mut waiting_since: Option<std::time::Instant> = None;
         loop {
             // Acquire: the Full state of every publication up to `total` is
             // visible to the scan, so the oldest untaken one among them is
             // really the oldest (later ones wait for the next round).
             let total = region.header().published_total.load(Ordering::Acquire);
-            let mut best: Option<(u64, usize)> = None;
+            let mut found = self.found.lock().unwrap_or_else(|p| p.into_inner());
+            found.clear();
             let mut newer = false;
             for idx in 0..region.geo.buffer_count {
                 let d = region.desc(idx);
@@ -73,11 +122,15 @@ impl ShmReader {
                     let p = d.publish_seq.load(Ordering::Relaxed);
                     if p > total {
                         newer = true;
-                    } else if best.is_none_or(|(bp, _)| p < bp) {
-                        best = Some((p, idx));
+                    } else {
+                        found.push((p, idx));
                     }
                 }
             }
+            // Newest first: the oldest is popped from the end.
+            found.sort_unstable_by(|a, b| b.cmp(a));
+            let best = found.pop();
+            drop(found);
             let Some((_, idx)) = best else {
                 if newer {
                     // Published after we read `total`: wait for its header
@@ -99,13 +152,23 @@ impl ShmReader {
                 .compare_exchange(ST_FULL, lease, Ordering::Acquire, Ordering::Relaxed)
                 .is_err()
             {
+                self.found.lock().unwrap_or_else(|p| p.into_inner()).clear();
                 continue; // another reader was faster; look again
             }
+            return Some(self.guard(idx, lease));
+        }
+    }
+
+    /// The guard of buffer `idx`, just leased.
+    fn guard(&self, idx: usize, lease: u32) -> ReadGuard<'_> {
+        let region = &*self.region;
+        let d = region.desc(idx);
+        {
             d.last_touch_ns.store(now_ns(), Ordering::Relaxed);
             let len = usize::try_from(d.data_len.load(Ordering::Relaxed))
                 .unwrap_or(usize::MAX)
                 .min(region.geo.buffer_bytes);
-            return Some(ReadGuard {
+            ReadGuard {
                 region,
                 idx,
                 lease,
@@ -116,7 +179,7 @@ impl ShmReader {
                 publish_seq: d.publish_seq.load(Ordering::Relaxed),
                 len,
                 done: false,
-            });
+            }
         }
     }
 
@@ -125,6 +188,8 @@ impl ShmReader {
     /// nothing. Leases of live processes (including this one) are never
     /// revoked: their guards may still be reading. Returns how many.
     pub fn recover_stale_reading(&self, age: Duration) -> usize {
+        // What this reader's last scan found is older news: scan again.
+        self.found.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let region = &*self.region;
         let now = now_ns();
         let age = duration_ns(age);

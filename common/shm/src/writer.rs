@@ -407,10 +407,7 @@ impl ShmStore {
 
     /// A destructive reader on this mapping, for another thread or task.
     pub fn reader(&self) -> ShmReader {
-        ShmReader {
-            region: Arc::clone(&self.region),
-            pid: std::process::id(),
-        }
+        ShmReader::new(Arc::clone(&self.region))
     }
 
     /// A non-destructive monitor on this mapping (in-process monitoring).

@@ -236,14 +236,21 @@ impl<H: Hop> Outbound<H> {
         }
     }
 
-    fn due(&self, d: usize) -> bool {
+    fn due(&self, d: usize, now: Instant) -> bool {
         self.destinations.get(d).is_some_and(|dest| {
-            !dest.pending.is_empty() && dest.since.elapsed() >= self.config.batching.max_delay
+            !dest.pending.is_empty()
+                && now.saturating_duration_since(dest.since) >= self.config.batching.max_delay
         })
     }
 
+    /// Whether some batch is due. Reads the clock once, and only when some
+    /// batch is pending (this is asked once per item).
     fn any_due(&self) -> bool {
-        (0..self.destinations.len()).any(|d| self.due(d))
+        if !self.any_pending() {
+            return false;
+        }
+        let now = Instant::now();
+        (0..self.destinations.len()).any(|d| self.due(d, now))
     }
 
     fn any_pending(&self) -> bool {
@@ -252,8 +259,9 @@ impl<H: Hop> Outbound<H> {
 
     /// Sends every batch older than the batch delay.
     pub async fn flush_due(&mut self) {
+        let now = Instant::now();
         for d in 0..self.destinations.len() {
-            if self.due(d) {
+            if self.due(d, now) {
                 self.flush(d).await;
             }
         }
