@@ -229,8 +229,15 @@ pub async fn start_wait_stop(
     if progress != Progress::Quiet {
         eprintln!("run {run}: stopping");
     }
+    let stop_began = Instant::now();
     let (replies, e) = system.stop().await;
     errors.extend(e);
+    if progress != Progress::Quiet {
+        eprintln!(
+            "run {run}: stopped in {:.1} s",
+            stop_began.elapsed().as_secs_f64()
+        );
+    }
     Ok(replies)
 }
 
@@ -262,6 +269,7 @@ pub async fn finish_run(
             )),
         }
     }
+    errors.extend(system.silent());
     let (statuses, e) = system.status().await;
     errors.extend(e);
     let (heaps, e) = system.heap().await;
@@ -413,6 +421,7 @@ async fn wait(
     // without a new fragment.
     const STALLED: Duration = Duration::from_secs(15);
     let mut last_progress = (0u64, Instant::now());
+    let mut silent = std::collections::BTreeSet::new();
     loop {
         tokio::select! {
             _ = &mut ctrl_c => {
@@ -428,6 +437,17 @@ async fn wait(
             errors.push(e);
         }
         let (statuses, _) = system.status().await;
+        // A process that stops answering (hung, cut off) is named once,
+        // and again when it answers again; the run goes on.
+        for p in system.procs.iter().filter(|p| p.alive_now()) {
+            let name = p.name();
+            let answers = statuses.iter().any(|s| s.process == name);
+            if !answers && silent.insert(name.clone()) {
+                eprintln!("warning: {name} does not answer status");
+            } else if answers && silent.remove(&name) {
+                eprintln!("warning: {name} answers again");
+            }
+        }
         let sum = |kind: Kind, f: fn(&proto::Counters) -> u64| -> u64 {
             statuses
                 .iter()

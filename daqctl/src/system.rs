@@ -18,10 +18,17 @@ use tokio::process::{Child, Command};
 
 /// How long a process may take from spawn to its readiness line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a command may take before daqctl gives up on it.
+/// How long a command may take before daqctl gives up on it. A process
+/// that is hung or cut off is found much sooner, by its connection's
+/// keep-alive (`daq_runtime::net::KEEPALIVE_TIMEOUT`); this bounds a
+/// process that answers pings but never finishes the command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a query (status, heap, run record) may take.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long daqctl tries to reach a process it attaches to.
 pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long daqctl waits before asking a busy process again at shutdown.
+const BUSY_RETRY: Duration = Duration::from_millis(100);
 /// How long a process may take to exit after shutdown.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -36,6 +43,10 @@ pub struct Proc {
     /// Its log, when daqctl spawned it.
     pub log: Option<PathBuf>,
     alive: bool,
+    /// False once a command got no answer from it (timed out, or its
+    /// connection failed): the run record's queries skip it, shutdown
+    /// still tries it.
+    answering: bool,
     /// The child, when this daqctl spawned it.
     child: Option<Child>,
     client: RunControlClient<Channel>,
@@ -44,6 +55,11 @@ pub struct Proc {
 impl Proc {
     pub fn name(&self) -> String {
         self.id.to_string()
+    }
+
+    /// Whether it has not exited (as far as daqctl knows).
+    pub fn alive_now(&self) -> bool {
+        self.alive
     }
 }
 
@@ -171,6 +187,7 @@ async fn spawn(
         pid: ready.pid,
         metrics_url: ready.metrics_url,
         alive: true,
+        answering: true,
         log: Some(log),
         child: Some(child),
         client: RunControlClient::new(channel),
@@ -209,6 +226,7 @@ async fn attach(id: ProcessId, addr: &str) -> Result<Proc> {
         pid: status.pid,
         metrics_url: Some(status.metrics_url.clone()).filter(|u| !u.is_empty()),
         alive: true,
+        answering: true,
         log: None,
         child: None,
         client,
@@ -229,6 +247,55 @@ pub struct Reply {
 
 fn status_error(name: &str, command: &str, s: tonic::Status) -> anyhow::Error {
     anyhow!("{name}: {command} failed ({:?}): {}", s.code(), s.message())
+}
+
+/// Whether a failed call means the process gave no answer at all (the
+/// connection failed: refused, keep-alive timed out, reset) rather than an
+/// answer that refused the command. Replies from a process carry no
+/// source; transport failures do.
+fn is_no_answer(s: &tonic::Status) -> bool {
+    std::error::Error::source(s).is_some()
+}
+
+/// Whether a process answered that it is busy with another command.
+fn is_busy(s: &tonic::Status) -> bool {
+    s.code() == tonic::Code::Unavailable && !is_no_answer(s) && s.message().contains("is busy")
+}
+
+/// How one call to one process ended.
+enum Outcome<T> {
+    Reply(T),
+    /// The process answered with an error.
+    Refused(String),
+    /// No answer: the call timed out or the connection failed.
+    NoAnswer(String),
+}
+
+/// Runs one call to `name` with a time limit, telling an answer, a
+/// refusal and no answer apart. No answer is printed at once (naming the
+/// process), so an operator sees which process hangs while daqctl goes on.
+async fn call<T>(
+    name: &str,
+    command: &str,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, tonic::Status>>,
+) -> Outcome<T> {
+    let out = match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(r)) => return Outcome::Reply(r),
+        Ok(Err(s)) if is_no_answer(&s) => Outcome::NoAnswer(format!(
+            "{name} does not answer: {command} got no reply ({}; the process is hung, dead or cut off)",
+            s.message()
+        )),
+        Ok(Err(s)) => return Outcome::Refused(format!("{:#}", status_error(name, command, s))),
+        Err(_) => Outcome::NoAnswer(format!(
+            "{name} does not answer: {command} got no reply within {} s",
+            limit.as_secs()
+        )),
+    };
+    if let Outcome::NoAnswer(e) = &out {
+        eprintln!("daqctl: {e}");
+    }
+    out
 }
 
 impl System {
@@ -302,11 +369,12 @@ impl System {
             .collect()
     }
 
-    /// Live processes of one kind, in rank order.
+    /// Live processes of one kind that answer, in rank order (a process
+    /// that gave no answer is not asked again until shutdown).
     fn tier(&mut self, kind: Kind) -> impl Iterator<Item = &mut Proc> {
         self.procs
             .iter_mut()
-            .filter(move |p| p.id.kind == kind && p.alive)
+            .filter(move |p| p.id.kind == kind && p.alive && p.answering)
     }
 
     /// Sends a command to every live process of `kind` at once. Returns the
@@ -325,20 +393,54 @@ impl System {
             let name = p.name();
             let fut = f(p.client.clone());
             async move {
-                match tokio::time::timeout(COMMAND_TIMEOUT, fut).await {
-                    Ok(Ok(r)) => Ok(Reply {
-                        process: name,
-                        reply: r.into_inner(),
-                    }),
-                    Ok(Err(s)) => Err(format!("{:#}", status_error(&name, command, s))),
-                    Err(_) => Err(format!(
-                        "{name}: {command} timed out after {} s",
-                        COMMAND_TIMEOUT.as_secs()
-                    )),
-                }
+                let out = call(&name, command, COMMAND_TIMEOUT, fut).await;
+                (name, out)
             }
         });
-        split(join_all(calls.collect::<Vec<_>>()).await)
+        let outcomes = join_all(calls.collect::<Vec<_>>()).await;
+        let mut replies = Vec::new();
+        let mut errors = Vec::new();
+        for (name, out) in outcomes {
+            match out {
+                Outcome::Reply(r) => replies.push(Reply {
+                    process: name,
+                    reply: r.into_inner(),
+                }),
+                Outcome::Refused(e) => errors.push(e),
+                Outcome::NoAnswer(e) => {
+                    self.mark_silent(&name);
+                    errors.push(e);
+                }
+            }
+        }
+        (replies, errors)
+    }
+
+    /// Marks a process as not answering.
+    fn mark_silent(&mut self, name: &str) {
+        if let Some(p) = self.procs.iter_mut().find(|p| p.name() == name) {
+            p.answering = false;
+        }
+    }
+
+    /// Live processes that gave no answer to a command; one error each,
+    /// saying what the run record lacks.
+    pub fn silent(&self) -> Vec<String> {
+        self.procs
+            .iter()
+            .filter(|p| p.alive && !p.answering)
+            .map(|p| {
+                format!(
+                    "{} never answered: its counters, heap and samples are missing from the record",
+                    p.id
+                )
+            })
+            .collect()
+    }
+
+    /// Live processes that answer, for queries.
+    fn answering(&self) -> impl Iterator<Item = &Proc> {
+        self.procs.iter().filter(|p| p.alive && p.answering)
     }
 
     /// Like `on_tier`, failing on the first error (for init and start).
@@ -437,14 +539,13 @@ impl System {
 
     /// Status of every live process, in order, and the failures.
     pub async fn status(&mut self) -> (Vec<proto::StatusReply>, Vec<String>) {
-        let calls = self.procs.iter().filter(|p| p.alive).map(|p| {
+        let calls = self.answering().map(|p| {
             let mut c = p.client.clone();
             let name = p.name();
             async move {
-                c.status(proto::Empty {})
+                query(&name, "status", c.status(proto::Empty {}))
                     .await
                     .map(tonic::Response::into_inner)
-                    .map_err(|s| format!("{:#}", status_error(&name, "status", s)))
             }
         });
         split(join_all(calls.collect::<Vec<_>>()).await)
@@ -452,14 +553,13 @@ impl System {
 
     /// Heap snapshots of every live process, in order, and the failures.
     pub async fn heap(&mut self) -> (Vec<(String, proto::HeapReply)>, Vec<String>) {
-        let calls = self.procs.iter().filter(|p| p.alive).map(|p| {
+        let calls = self.answering().map(|p| {
             let mut c = p.client.clone();
             let name = p.name();
             async move {
-                c.heap(proto::Empty {})
+                query(&name, "heap", c.heap(proto::Empty {}))
                     .await
                     .map(|r| (name.clone(), r.into_inner()))
-                    .map_err(|s| format!("{:#}", status_error(&name, "heap", s)))
             }
         });
         split(join_all(calls.collect::<Vec<_>>()).await)
@@ -468,14 +568,13 @@ impl System {
     /// What every live process recorded for the current or last run (heap
     /// samples and profiles), in order, and the failures.
     pub async fn run_records(&mut self) -> (Vec<(String, proto::RunRecordReply)>, Vec<String>) {
-        let calls = self.procs.iter().filter(|p| p.alive).map(|p| {
+        let calls = self.answering().map(|p| {
             let mut c = p.client.clone();
             let name = p.name();
             async move {
-                c.run_record(proto::Empty {})
+                query(&name, "run record", c.run_record(proto::Empty {}))
                     .await
                     .map(|r| (name.clone(), r.into_inner()))
-                    .map_err(|s| format!("{:#}", status_error(&name, "run record", s)))
             }
         });
         split(join_all(calls.collect::<Vec<_>>()).await)
@@ -525,15 +624,31 @@ impl System {
     /// SIGKILL.
     pub async fn shutdown(mut self) -> Vec<String> {
         let mut errors = self.reap();
+        // Every process is asked again, also one that gave no answer
+        // before: it may have come back (SIGCONT, a link restored).
+        for p in &mut self.procs {
+            p.answering = true;
+        }
         for kind in [Kind::BoardReader, Kind::EventBuilder, Kind::Aggregator] {
             let (_, e) = self
                 .on_tier(kind, "shutdown", |mut c| async move {
-                    match c.shutdown(proto::Empty {}).await {
-                        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-                            c.stop(proto::StopRequest::default()).await?;
-                            c.shutdown(proto::Empty {}).await
+                    // A process that was hung may, once it runs again, be
+                    // busy finishing a command it received before: wait
+                    // for it (bounded by the command timeout).
+                    let mut stopped = false;
+                    loop {
+                        match c.shutdown(proto::Empty {}).await {
+                            Err(s) if s.code() == tonic::Code::FailedPrecondition && !stopped => {
+                                match c.stop(proto::StopRequest::default()).await {
+                                    Err(s) if is_busy(&s) => {}
+                                    Err(s) => return Err(s),
+                                    Ok(_) => stopped = true,
+                                }
+                            }
+                            Err(s) if is_busy(&s) => {}
+                            r => return r,
                         }
-                        r => r,
+                        tokio::time::sleep(BUSY_RETRY).await;
                     }
                 })
                 .await;
@@ -571,6 +686,27 @@ impl System {
             });
         errors.extend(join_all(waits).await.into_iter().flatten());
         errors
+    }
+}
+
+/// One query to one process, bounded by [`QUERY_TIMEOUT`], quietly (a
+/// query's failure is the caller's to report).
+async fn query<T>(
+    name: &str,
+    what: &str,
+    fut: impl Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(QUERY_TIMEOUT, fut).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(s)) if is_no_answer(&s) => Err(format!(
+            "{name} does not answer: {what} got no reply ({})",
+            s.message()
+        )),
+        Ok(Err(s)) => Err(format!("{:#}", status_error(name, what, s))),
+        Err(_) => Err(format!(
+            "{name} does not answer: {what} got no reply within {} s",
+            QUERY_TIMEOUT.as_secs()
+        )),
     }
 }
 

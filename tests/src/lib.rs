@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: build the real binaries, run daqctl,
 //! spawn single processes on ephemeral loopback ports.
 
+pub mod netns;
+
 use anyhow::{Context, Result, anyhow, bail};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

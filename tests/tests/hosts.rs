@@ -12,12 +12,12 @@
 
 use aggregator::datafile::read_file;
 use daq_format::config::SystemConfig;
-use daq_tests::{Spawned, bin_dir, spawn_cmd, summary, unique_partition, write_token};
+use daq_tests::netns::{net_or_skip, start_in};
+use daq_tests::{Spawned, bin_dir, summary, unique_partition, write_token};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The test subnet's prefix; the bridge itself has no address.
@@ -25,100 +25,6 @@ const SUBNET: &str = "10.77.0";
 const PORT: u16 = 7000;
 /// How long any one daqctl invocation may take.
 const DAQCTL_TIMEOUT_S: &str = "120";
-
-/// Runs `ip args...`; an error names the command and what it printed.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {} {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// A bridge and one namespace per host, each with a veth pair to the
-/// bridge. Removed on drop, also when the test fails.
-struct Net {
-    bridge: String,
-    namespaces: Vec<String>,
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        // Deleting a namespace deletes its veth end, and with it the peer.
-        for ns in &self.namespaces {
-            if let Err(e) = ip(&["netns", "del", ns]) {
-                eprintln!("cleanup: {e}");
-            }
-        }
-        if let Err(e) = ip(&["link", "del", &self.bridge]) {
-            eprintln!("cleanup: {e}");
-        }
-    }
-}
-
-impl Net {
-    /// Names unique to this test process and call, so parallel runs never
-    /// collide (interface names stay within 15 characters).
-    fn create(hosts: &[u8]) -> Result<Self, String> {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let tag = format!("{:x}{n}", std::process::id());
-        let mut net = Net {
-            bridge: format!("dqb{tag}"),
-            namespaces: Vec::new(),
-        };
-        ip(&["link", "add", &net.bridge, "type", "bridge"])?;
-        ip(&["link", "set", &net.bridge, "up"])?;
-        for (i, host) in hosts.iter().enumerate() {
-            let ns = format!("daq-{tag}-{host}");
-            ip(&["netns", "add", &ns])?;
-            net.namespaces.push(ns.clone());
-            let outer = format!("dqv{tag}x{i}");
-            ip(&[
-                "link", "add", &outer, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-            ])?;
-            ip(&["link", "set", &outer, "master", &net.bridge, "up"])?;
-            let addr = format!("{SUBNET}.{host}/24");
-            ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
-            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        }
-        Ok(net)
-    }
-
-    fn ns(&self, i: usize) -> &str {
-        &self.namespaces[i]
-    }
-}
-
-/// The namespaces, or why the test cannot run: a failure in CI, a skip
-/// (said out loud) elsewhere.
-fn net_or_skip(hosts: &[u8]) -> Option<Net> {
-    match Net::create(hosts) {
-        Ok(n) => Some(n),
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!(
-                "CI is set but network namespaces cannot be created (needs root and iproute2): {e}"
-            )
-        }
-        Err(e) => {
-            eprintln!(
-                "note: network namespaces cannot be created here ({e}); multi-host test skipped"
-            );
-            None
-        }
-    }
-}
 
 /// The six processes: (name, binary, rank, host byte).
 const PROCESSES: [(&str, &str, u16, u8); 6] = [
@@ -131,20 +37,6 @@ const PROCESSES: [(&str, &str, u16, u8); 6] = [
 ];
 /// daqctl's host.
 const CTL_HOST: u8 = 2;
-
-/// Starts a process inside namespace `ns` as its systemd unit would.
-fn start_in(ns: &str, binary: &str, rank: u16, host: u8, token: &Path, log: &Path) -> Spawned {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns])
-        .arg(bin_dir().join(binary))
-        .args(["--rank", &rank.to_string()])
-        .args(["--listen", &format!("{SUBNET}.{host}:{PORT}")])
-        .arg("--token-file")
-        .arg(token)
-        .env_remove("DAQ_TOKEN_FILE")
-        .stderr(Stdio::from(std::fs::File::create(log).expect("log file")));
-    spawn_cmd(cmd, binary).unwrap_or_else(|e| panic!("{binary} {rank} in {ns}: {e:#}"))
-}
 
 /// daqctl in its namespace.
 struct Ctl<'a> {
@@ -244,7 +136,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 fn session_across_network_namespaces_with_a_token_never_restarts_a_process() {
     let mut hosts: Vec<u8> = PROCESSES.iter().map(|p| p.3).collect();
     hosts.push(CTL_HOST);
-    let Some(net) = net_or_skip(&hosts) else {
+    let Some(net) = net_or_skip("dq", SUBNET, &hosts) else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -262,7 +154,7 @@ fn session_across_network_namespaces_with_a_token_never_restarts_a_process() {
                 net.ns(i),
                 binary,
                 *rank,
-                *host,
+                &format!("{SUBNET}.{host}:{PORT}"),
                 &token,
                 &logs.join(format!("{name}.log")),
             )

@@ -5,6 +5,16 @@
 //! Tuning (measured, see shared/reference/dependencies.md): 16 MiB HTTP/2
 //! stream and connection windows and a 1 MiB max frame on *both* ends double
 //! loopback throughput over tonic's defaults.
+//!
+//! Liveness: every connection, both ends, pings its peer over HTTP/2 every
+//! [`KEEPALIVE_INTERVAL`] and closes the connection when a ping is not
+//! answered within [`KEEPALIVE_TIMEOUT`]. A peer that is slow but alive
+//! answers pings whatever its streams are doing (hyper answers them on the
+//! connection task), so backpressure is never cut; a peer that is hung
+//! (SIGSTOP) or cut off (link down, packets dropped) is detected within
+//! their sum: its data streams break (the sender counts the destination as
+//! lost, the receiver records the source's stream as ended in error) and a
+//! run-control command to it fails naming it, instead of waiting forever.
 
 use crate::auth::{self, Credentials, RequireToken, SendToken};
 use std::net::SocketAddr;
@@ -12,6 +22,11 @@ use std::time::{Duration, Instant};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Endpoint, Server};
 use tower_layer::{Identity, Stack};
+
+/// How often each end of a connection pings the other.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a ping may go unanswered before the connection is closed.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// A channel to a DAQ process: tuned, TLS when configured, and sending the
 /// token (if any) on every request.
@@ -39,7 +54,9 @@ pub fn server_with(credentials: &Credentials) -> Result<DaqServer, ServerError> 
         .initial_stream_window_size(proto::WINDOW_BYTES)
         .initial_connection_window_size(proto::WINDOW_BYTES)
         .max_frame_size(proto::MAX_FRAME_BYTES)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
     if let Some(tls) = credentials.server_tls() {
         builder = builder.tls_config(tls.clone()).map_err(ServerError::Tls)?;
     }
@@ -57,6 +74,8 @@ fn endpoint(addr: &str, credentials: &Credentials) -> Result<Endpoint, tonic::tr
         .initial_connection_window_size(proto::WINDOW_BYTES)
         .max_frame_size(proto::MAX_FRAME_BYTES)
         .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .connect_timeout(Duration::from_secs(2));
     if let Some(tls) = credentials.client_tls() {
         ep = ep.tls_config(tls.clone())?;
