@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::generator::ToySimulator;
+use crate::generator::{ARENA_BYTES, ToySimulator};
 
 /// What run control asks of the generator thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,10 +146,6 @@ impl Run {
         }
     }
 }
-
-/// Fragments are carved out of buffers of this size (one allocation per
-/// buffer, not per fragment); a larger fragment gets a buffer of its own.
-const ARENA_BYTES: usize = 256 * 1024;
 
 struct LoopConfig {
     rank: u16,

@@ -44,6 +44,11 @@ pub const TOY1: u8 = toy::TOY1;
 pub const TOY2: u8 = toy::TOY2;
 
 /// Produces this board's fragment for a sequence id.
+/// The boardreader carves fragments out of buffers of this size (one
+/// allocation per buffer, not per fragment); a larger fragment gets a
+/// buffer of its own.
+pub const ARENA_BYTES: usize = 256 * 1024;
+
 pub trait Generator: Send {
     fn fragment(&mut self, sequence_id: u64) -> Result<Fragment, FragmentError>;
 }
@@ -334,6 +339,7 @@ impl ToySimulator {
     }
 
     /// `sequence_id`'s fragment as bytes of its own, carved out of `arena`
+    /// (the boardreader's data path, with [`ARENA_BYTES`])
     /// (which is refilled with `arena_bytes` when it runs short), so that
     /// small fragments do not cost one allocation each.
     pub fn fragment_bytes_in(

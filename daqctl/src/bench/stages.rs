@@ -9,7 +9,8 @@ use super::cpu::thread_cpu;
 use aggregator::artdaq_binary::BinaryWriter;
 use aggregator::datafile::{EventView, FileAttributes, FragmentView, RunWriter, WriterOptions};
 use anyhow::{Context, Result, anyhow};
-use boardreader::generator::{Generator, ToySimulator};
+use boardreader::generator::{ARENA_BYTES, Generator, ToySimulator};
+use bytes::BytesMut;
 use daq_format::config::{Distribution, GeneratorConfig};
 use daq_format::fragment::{Fragment, FragmentSpec, FragmentType, split_packed};
 use daq_format::netmon::{self, Event, EventAux, History, HistoryEntry};
@@ -122,9 +123,14 @@ fn timed(duration: Duration, mut step: impl FnMut(u64) -> Result<u64>) -> Result
 }
 
 fn generator(n_adc_counts: u32, d: Distribution, duration: Duration) -> Result<Measured> {
-    let mut g = ToySimulator::new(0, &generator_config(n_adc_counts, d));
+    // What the boardreader's loop does: whole fragments carved out of an
+    // arena, generated in place.
+    let g = ToySimulator::new(0, &generator_config(n_adc_counts, d));
+    let mut arena = BytesMut::new();
     timed(duration, |i| {
-        let f = g.fragment(i + 1).context("generating a fragment")?;
+        let f = g
+            .fragment_bytes_in(i + 1, &mut arena, ARENA_BYTES)
+            .context("generating a fragment")?;
         Ok(black_box(f).len() as u64)
     })
 }
