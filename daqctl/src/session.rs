@@ -126,6 +126,24 @@ pub async fn connect(config: &SystemConfig, run_dir: &Path) -> Result<System> {
     System::attach(&address_book(config, run_dir)?).await
 }
 
+/// Connects to the processes of the session that answer, for the commands
+/// that must go on without a hung or dead one (`stop`, `shutdown`): each
+/// one that does not is printed and returned as an error naming it.
+async fn connect_answering(config: &SystemConfig, run_dir: &Path) -> Result<(System, Vec<String>)> {
+    let (system, silent) = System::attach_answering(&address_book(config, run_dir)?).await;
+    let errors: Vec<String> = silent
+        .iter()
+        .map(|(id, addr, why)| {
+            eprintln!("daqctl: {id} at {addr} does not answer: {why}");
+            format!("{id} never answered ({why}): the command did not reach it")
+        })
+        .collect();
+    if system.procs.is_empty() {
+        bail!("no process answers: {}", errors.join("; "));
+    }
+    Ok((system, errors))
+}
+
 /// Init (configure, or reconfigure in Ready) every process, downstream
 /// first. The config must describe the processes there are.
 pub async fn init(system: &mut System, config: &SystemConfig) -> Result<()> {
@@ -284,7 +302,9 @@ pub async fn start_cmd(config: &SystemConfig, run_dir: &Path) -> Result<u32> {
 /// `daqctl stop`: stops the run in progress (found by asking the
 /// processes) and writes its record. Returns it.
 pub async fn stop_cmd(config: &SystemConfig, run_dir: &Path) -> Result<Outcome> {
-    let mut system = connect(config, run_dir).await?;
+    // A hung or dead process must not keep the others running: the ones
+    // that answer are stopped, the others are named in the record.
+    let (mut system, silent) = connect_answering(config, run_dir).await?;
     let (statuses, errors) = system.status().await;
     if !errors.is_empty() {
         bail!("{}", errors.join("; "));
@@ -315,20 +335,26 @@ pub async fn stop_cmd(config: &SystemConfig, run_dir: &Path) -> Result<Outcome> 
         "" => RunPaths::new(run_dir, run),
         dir => RunPaths { root: dir.into() },
     };
-    let (replies, errors) = system.stop().await;
+    let (replies, mut errors) = system.stop().await;
+    errors.extend(silent);
     demo::finish_run(&mut system, &in_force, run, &paths, replies, errors).await
 }
 
 /// `daqctl shutdown`: every process exits; processes.json goes with them.
 pub async fn shutdown_cmd(config: &SystemConfig, run_dir: &Path) -> Result<bool> {
-    let system = connect(config, run_dir).await?;
+    // The processes that answer exit; one that does not is named, and the
+    // address book stays so that a later shutdown can still reach it.
+    let (system, silent) = connect_answering(config, run_dir).await?;
     let n = system.procs.len();
-    let errors = system.shutdown().await;
+    let mut errors = system.shutdown().await;
+    errors.extend(silent);
     let path = run_dir.join(PROCESSES_FILE);
-    match std::fs::remove_file(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    if errors.is_empty() {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
+        }
     }
     for e in &errors {
         eprintln!("error: {e}");

@@ -504,3 +504,79 @@ fn consecutive_runs_in_one_boot_each_have_a_record_and_a_verdict_across_runs() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn signal(sig: &str, pid: u64) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// A process exists and is not a zombie.
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}
+
+#[test]
+fn session_stop_and_shutdown_go_on_without_a_hung_boardreader() {
+    let dir = fresh_dir("hung");
+    let runs = dir.join("runs");
+    let partition = unique_partition();
+    let config = write_config(
+        &dir,
+        "hung.toml",
+        &format!("partition = {partition}\n[generator]\nthrottle_us = 2000\n"),
+    );
+    ok("boot", &runs, Some(&config), &[]);
+    let book = address_book(&runs);
+    ok("init", &runs, Some(&config), &[]);
+    ok("start", &runs, None, &[]);
+    wait_for_fragments(&book, 20);
+
+    // Hang boardreader-1 (artdaq's "hang" fault): `daqctl stop` must not
+    // wait for it, must stop the other five and name it.
+    let hung = book
+        .iter()
+        .find(|(n, _, _)| n == "boardreader-1")
+        .expect("boardreader-1")
+        .clone();
+    signal("-STOP", hung.2);
+    let t = Instant::now();
+    let out = run("stop", &runs, None, &[]);
+    let took = t.elapsed();
+    eprintln!("FAULT boardreader-1 SIGSTOPped: daqctl stop took {took:.1?}");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("boardreader-1") && stderr.contains("does not answer"),
+        "{}",
+        text(&out)
+    );
+    assert!(took < Duration::from_secs(60), "stop took {took:?}");
+    let s = summary(&daq_tests::latest_run(&runs)).expect("summary.json");
+    let errors = s["errors"].to_string();
+    assert!(errors.contains("boardreader-1 never answered"), "{s}");
+    let others: Vec<_> = book.iter().filter(|p| p.0 != hung.0).cloned().collect();
+    for st in statuses(&others) {
+        assert_eq!(st.state, "ready", "{} after stop", st.process);
+    }
+
+    // Resumed, it is shut down cleanly with the rest: every process exits
+    // and the address book goes.
+    signal("-CONT", hung.2);
+    ok("shutdown", &runs, None, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while book.iter().any(|p| alive(p.2)) {
+        assert!(
+            Instant::now() < deadline,
+            "processes still running after shutdown"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!runs.join("processes.json").exists());
+}
