@@ -124,7 +124,7 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
     // The address book next to the record, for a person or a script mid-run.
     session::write_processes(&paths.root.join(session::PROCESSES_FILE), &mut system).await?;
     let mut errors = Vec::new();
-    let replies = match drive(
+    let result = drive(
         &mut system,
         &config,
         run,
@@ -133,14 +133,8 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
         opts.progress,
         &mut errors,
     )
-    .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            errors.push(format!("{e:#}"));
-            Vec::new()
-        }
-    };
+    .await;
+    let replies = replies_or_record(result, &mut errors);
     let outcome = finish_run(&mut system, &config, run, &paths, replies, errors).await;
     if let (true, Ok(o)) = (opts.hold, &outcome) {
         hold(&system, &o.paths).await;
@@ -191,6 +185,16 @@ async fn hold(system: &System, paths: &RunPaths) {
         _ = line => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// The stop replies of a run, or none: a failure to start, wait or stop
+/// goes into `errors`, and so into the run record, instead of ending the
+/// command before the record is written.
+pub fn replies_or_record(result: Result<Vec<Reply>>, errors: &mut Vec<String>) -> Vec<Reply> {
+    result.unwrap_or_else(|e| {
+        errors.push(format!("{e:#}"));
+        Vec::new()
+    })
 }
 
 /// Init, start, wait, stop. Returns the stop replies.

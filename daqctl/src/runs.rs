@@ -115,7 +115,7 @@ pub async fn run(opts: RunsOptions) -> Result<(SessionReport, PathBuf)> {
             let run = session::next_run(&opts.run_dir, &statuses)?;
             let paths = RunPaths::new(&opts.run_dir, run);
             let mut errors = Vec::new();
-            let replies = match demo::start_wait_stop(
+            let result = demo::start_wait_stop(
                 &mut system,
                 &config,
                 run,
@@ -124,14 +124,8 @@ pub async fn run(opts: RunsOptions) -> Result<(SessionReport, PathBuf)> {
                 Progress::Quiet,
                 &mut errors,
             )
-            .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    errors.push(format!("{e:#}"));
-                    Vec::new()
-                }
-            };
+            .await;
+            let replies = demo::replies_or_record(result, &mut errors);
             let o = demo::finish_run(&mut system, &config, run, &paths, replies, errors).await?;
             let s = &o.summary;
             eprintln!(

@@ -120,7 +120,7 @@ pub async fn run(
     let replies = match session::init(&mut system, config).await {
         Ok(()) => {
             cpu_before = cpu_by_pid(&system);
-            match demo::start_wait_stop(
+            let result = demo::start_wait_stop(
                 &mut system,
                 config,
                 run,
@@ -129,14 +129,8 @@ pub async fn run(
                 Progress::Quiet,
                 &mut errors,
             )
-            .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    errors.push(format!("{e:#}"));
-                    Vec::new()
-                }
-            }
+            .await;
+            demo::replies_or_record(result, &mut errors)
         }
         Err(e) => {
             errors.push(format!("init: {e:#}"));
