@@ -129,19 +129,32 @@ pub async fn connect(config: &SystemConfig, run_dir: &Path) -> Result<System> {
 /// Connects to the processes of the session that answer, for the commands
 /// that must go on without a hung or dead one (`stop`, `shutdown`): each
 /// one that does not is printed and returned as an error naming it.
-async fn connect_answering(config: &SystemConfig, run_dir: &Path) -> Result<(System, Vec<String>)> {
-    let (system, silent) = System::attach_answering(&address_book(config, run_dir)?).await;
-    let errors: Vec<String> = silent
-        .iter()
-        .map(|(id, addr, why)| {
+async fn connect_answering(
+    config: &SystemConfig,
+    run_dir: &Path,
+) -> Result<(System, Vec<String>, Vec<ProcessId>)> {
+    let (mut system, silent) = System::attach_answering(&address_book(config, run_dir)?).await;
+    let mut errors = Vec::new();
+    let mut hung = Vec::new();
+    for (id, addr, why) in &silent {
+        // A refused connection on a process's own host means it is gone
+        // (killed, crashed): it is reported dead, with what was lost with
+        // it; anything else (a timeout) means hung or unreachable.
+        if why.to_lowercase().contains("connection refused") {
+            eprintln!("daqctl: {id} at {addr} is gone (connection refused)");
+            system.gone.push(*id);
+        } else {
             eprintln!("daqctl: {id} at {addr} does not answer: {why}");
-            format!("{id} never answered ({why}): the command did not reach it")
-        })
-        .collect();
+            errors.push(format!(
+                "{id} never answered ({why}): the command did not reach it"
+            ));
+            hung.push(*id);
+        }
+    }
     if system.procs.is_empty() {
         bail!("no process answers: {}", errors.join("; "));
     }
-    Ok((system, errors))
+    Ok((system, errors, hung))
 }
 
 /// Init (configure, or reconfigure in Ready) every process, downstream
@@ -304,11 +317,21 @@ pub async fn start_cmd(config: &SystemConfig, run_dir: &Path) -> Result<u32> {
 pub async fn stop_cmd(config: &SystemConfig, run_dir: &Path) -> Result<Outcome> {
     // A hung or dead process must not keep the others running: the ones
     // that answer are stopped, the others are named in the record.
-    let (mut system, silent) = connect_answering(config, run_dir).await?;
+    let (mut system, mut silent, _) = connect_answering(config, run_dir).await?;
     let (statuses, errors) = system.status().await;
-    if !errors.is_empty() {
-        bail!("{}", errors.join("; "));
+    if statuses.is_empty() {
+        bail!("no process answers: {}", errors.join("; "));
     }
+    // One that stopped answering since it was attached is named, and the
+    // others are stopped all the same; one found gone is named with what
+    // was lost with it (`lost`).
+    silent.extend(errors);
+    silent.extend(
+        system
+            .gone
+            .iter()
+            .map(|id| format!("{id} is gone: its port refuses connections")),
+    );
     let running: Vec<&proto::StatusReply> = statuses
         .iter()
         .filter(|s| {
@@ -344,11 +367,23 @@ pub async fn stop_cmd(config: &SystemConfig, run_dir: &Path) -> Result<Outcome> 
 pub async fn shutdown_cmd(config: &SystemConfig, run_dir: &Path) -> Result<bool> {
     // The processes that answer exit; one that does not is named, and the
     // address book stays so that a later shutdown can still reach it.
-    let (system, silent) = connect_answering(config, run_dir).await?;
+    let (system, silent, hung) = connect_answering(config, run_dir).await?;
     let n = system.procs.len();
     let mut errors = system.shutdown().await;
-    errors.extend(silent);
     let path = run_dir.join(PROCESSES_FILE);
+    if errors.is_empty() && !hung.is_empty() {
+        // Only the processes that did not answer stay in the book, so a
+        // later shutdown (after SIGCONT, or once the host is back) reaches
+        // them and nothing else.
+        if let Some(mut book) = read_processes(&path)? {
+            book.processes.retain(|e| hung.contains(&e.name));
+            std::fs::write(&path, serde_json::to_string_pretty(&book)?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    // A process already gone (printed above) is what shutdown wants: only
+    // the ones that did not answer are errors.
+    errors.extend(silent);
     if errors.is_empty() {
         match std::fs::remove_file(&path) {
             Ok(()) => {}

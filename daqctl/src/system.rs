@@ -237,6 +237,9 @@ async fn attach(id: ProcessId, addr: &str) -> Result<Proc> {
 pub struct System {
     /// Ordered upstream first: boardreaders, eventbuilders, aggregators.
     pub procs: Vec<Proc>,
+    /// Processes of the address book found dead when attaching (their
+    /// port refused the connection): reported like dead children.
+    pub gone: Vec<ProcessId>,
 }
 
 /// A command's reply, by process.
@@ -342,7 +345,13 @@ impl System {
                 Err(e) => silent.push((*id, addr.clone(), format!("{e:#}"))),
             }
         }
-        (Self { procs }, silent)
+        (
+            Self {
+                procs,
+                gone: Vec::new(),
+            },
+            silent,
+        )
     }
 
     fn all_or_nothing(results: Vec<Result<Proc>>, what: &str) -> Result<Self> {
@@ -358,7 +367,10 @@ impl System {
             bail!("{what} failed: {}", errors.join("; "));
         }
         procs.sort_by_key(|p| p.id);
-        Ok(Self { procs })
+        Ok(Self {
+            procs,
+            gone: Vec::new(),
+        })
     }
 
     pub fn addrs(&self, kind: Kind) -> Vec<String> {
@@ -607,6 +619,7 @@ impl System {
             .iter()
             .filter(|p| !p.alive && p.child.is_some())
             .map(|p| p.id)
+            .chain(self.gone.iter().copied())
             .collect()
     }
 

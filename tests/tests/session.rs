@@ -580,3 +580,66 @@ fn session_stop_and_shutdown_go_on_without_a_hung_boardreader() {
     }
     assert!(!runs.join("processes.json").exists());
 }
+
+#[test]
+fn session_stop_names_a_killed_eventbuilder_with_what_was_lost_and_shutdown_finishes() {
+    let dir = fresh_dir("gone");
+    let runs = dir.join("runs");
+    let partition = unique_partition();
+    let config = write_config(
+        &dir,
+        "gone.toml",
+        &format!("partition = {partition}\n[generator]\nthrottle_us = 2000\n"),
+    );
+    ok("boot", &runs, Some(&config), &[]);
+    let book = address_book(&runs);
+    ok("init", &runs, Some(&config), &[]);
+    ok("start", &runs, None, &[]);
+    wait_for_fragments(&book, 20);
+    let dead = book
+        .iter()
+        .find(|(n, _, _)| n == "eventbuilder-1")
+        .expect("eventbuilder-1")
+        .clone();
+    signal("-KILL", dead.2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive(dead.2) {
+        assert!(Instant::now() < deadline, "eventbuilder-1 still alive");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // `daqctl stop` (attached, not its parent) finds it gone: the rest stop,
+    // the record names it with the sequence ids lost with it, exit 1.
+    let out = run("stop", &runs, None, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("eventbuilder-1") && stderr.contains("is gone"),
+        "{}",
+        text(&out)
+    );
+    let s = summary(&daq_tests::latest_run(&runs)).expect("summary.json");
+    assert!(
+        s["errors"].to_string().contains("eventbuilder-1 is gone"),
+        "{s}"
+    );
+    let lost = s["lost"].as_array().expect("lost");
+    assert_eq!(lost.len(), 1, "{s}");
+    assert_eq!(lost[0]["process"], "eventbuilder-1", "{s}");
+    assert!(lost[0]["events"].as_u64().is_some_and(|n| n > 0), "{s}");
+    // Its segment went with the run (its lock was free).
+    let segment = daq_shm::segment_path(partition, "eventbuilder-1");
+    assert!(!segment.exists(), "{} left behind", segment.display());
+
+    // Shutdown of the others succeeds: a process already gone is no error.
+    ok("shutdown", &runs, None, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while book.iter().any(|p| alive(p.2)) {
+        assert!(
+            Instant::now() < deadline,
+            "processes still running after shutdown"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!runs.join("processes.json").exists());
+}
