@@ -133,16 +133,15 @@ async fn connect_answering(
     config: &SystemConfig,
     run_dir: &Path,
 ) -> Result<(System, Vec<String>, Vec<ProcessId>)> {
-    let (mut system, silent) = System::attach_answering(&address_book(config, run_dir)?).await;
+    let (system, silent) = System::attach_answering(&address_book(config, run_dir)?).await;
     let mut errors = Vec::new();
     let mut hung = Vec::new();
     for (id, addr, why) in &silent {
-        // A refused connection on a process's own host means it is gone
-        // (killed, crashed): it is reported dead, with what was lost with
-        // it; anything else (a timeout) means hung or unreachable.
-        if why.to_lowercase().contains("connection refused") {
+        // Gone (its port refused the connection: killed, crashed) is
+        // reported as dead, with what was lost with it; anything else (a
+        // timeout) means hung or unreachable.
+        if system.gone.contains(id) {
             eprintln!("daqctl: {id} at {addr} is gone (connection refused)");
-            system.gone.push(*id);
         } else {
             eprintln!("daqctl: {id} at {addr} does not answer: {why}");
             errors.push(format!(

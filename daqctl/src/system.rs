@@ -194,6 +194,16 @@ async fn spawn(
     })
 }
 
+/// Whether `e` comes from a refused TCP connection: nothing listens on the
+/// port any more, so on a live host the process is gone (killed, crashed),
+/// as opposed to hung or cut off (a timeout).
+fn refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
+}
+
 /// Connects to `id` at `addr` and checks that it is who the address book
 /// says (kind and rank from its `Status`).
 async fn attach(id: ProcessId, addr: &str) -> Result<Proc> {
@@ -207,7 +217,9 @@ async fn attach(id: ProcessId, addr: &str) -> Result<Proc> {
     // unreachable host).
     let (client, status) = match tokio::time::timeout(ATTACH_TIMEOUT * 2, connect).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => bail!("{id} at {addr} does not answer: {e:#}"),
+        // The cause stays in the chain (same text), so that `refused` can
+        // tell a process gone from one that is hung.
+        Ok(Err(e)) => return Err(e.context(format!("{id} at {addr} does not answer"))),
         Err(_) => bail!(
             "{id} at {addr} does not answer within {} s",
             (ATTACH_TIMEOUT * 2).as_secs()
@@ -332,26 +344,27 @@ impl System {
     }
 
     /// Like `attach`, keeping the processes that answer; the others are
-    /// returned with why not (for `daqctl status`).
+    /// returned with why not (for `daqctl status`), and the ones among them
+    /// whose port refused the connection are also listed in `gone`.
     pub async fn attach_answering(
         book: &[(ProcessId, String)],
     ) -> (Self, Vec<(ProcessId, String, String)>) {
         let attached = join_all(book.iter().map(|(id, addr)| attach(*id, addr))).await;
         let mut procs = Vec::new();
+        let mut gone = Vec::new();
         let mut silent = Vec::new();
         for ((id, addr), p) in book.iter().zip(attached) {
             match p {
                 Ok(p) => procs.push(p),
-                Err(e) => silent.push((*id, addr.clone(), format!("{e:#}"))),
+                Err(e) => {
+                    if refused(&e) {
+                        gone.push(*id);
+                    }
+                    silent.push((*id, addr.clone(), format!("{e:#}")));
+                }
             }
         }
-        (
-            Self {
-                procs,
-                gone: Vec::new(),
-            },
-            silent,
-        )
+        (Self { procs, gone }, silent)
     }
 
     fn all_or_nothing(results: Vec<Result<Proc>>, what: &str) -> Result<Self> {
