@@ -70,24 +70,22 @@ pub struct BenchOptions {
 
 /// The default topologies of a full bench.
 pub fn default_topologies() -> Vec<Topology> {
-    [(1, 1, 1), (2, 2, 0), (2, 2, 2), (4, 4, 2)]
-        .into_iter()
-        .map(|(b, e, a)| Topology {
-            boardreaders: b,
-            eventbuilders: e,
-            aggregators: a,
-        })
-        .collect()
+    topologies(&[(1, 1, 1), (2, 2, 0), (2, 2, 2), (4, 4, 2)])
 }
 
 /// The topologies of `--quick`.
 pub fn quick_topologies() -> Vec<Topology> {
-    [(1, 1, 1), (2, 2, 0)]
-        .into_iter()
-        .map(|(b, e, a)| Topology {
-            boardreaders: b,
-            eventbuilders: e,
-            aggregators: a,
+    topologies(&[(1, 1, 1), (2, 2, 0)])
+}
+
+/// Topologies from (boardreaders, eventbuilders, aggregators).
+fn topologies(counts: &[(u16, u16, u16)]) -> Vec<Topology> {
+    counts
+        .iter()
+        .map(|&(boardreaders, eventbuilders, aggregators)| Topology {
+            boardreaders,
+            eventbuilders,
+            aggregators,
         })
         .collect()
 }

@@ -105,21 +105,46 @@ fn generator_config(n_adc_counts: u32, distribution: Distribution) -> GeneratorC
     }
 }
 
+/// When a stage's measurement started, on the wall and on this thread's
+/// CPU clock.
+struct Clock {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl Clock {
+    fn start() -> Self {
+        Self {
+            wall: Instant::now(),
+            cpu: thread_cpu(),
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.wall.elapsed()
+    }
+
+    /// `bytes` and `items` handled since the start.
+    fn measured(&self, bytes: u64, items: u64) -> Measured {
+        Measured {
+            bytes,
+            items,
+            wall: self.wall.elapsed(),
+            cpu: Some(thread_cpu().saturating_sub(self.cpu)),
+        }
+    }
+}
+
 /// Times `step` (which returns the payload bytes it handled) until
 /// `duration` has passed, at least once.
 fn timed(duration: Duration, mut step: impl FnMut(u64) -> Result<u64>) -> Result<Measured> {
-    let (start, cpu0) = (Instant::now(), thread_cpu());
+    let clock = Clock::start();
     let (mut bytes, mut items) = (0u64, 0u64);
-    while items == 0 || start.elapsed() < duration {
+    while items == 0 || clock.elapsed() < duration {
         bytes += step(items)?;
         items += 1;
     }
-    Ok(Measured {
-        bytes,
-        items,
-        wall: start.elapsed(),
-        cpu: Some(thread_cpu().saturating_sub(cpu0)),
-    })
+    Ok(clock.measured(bytes, items))
 }
 
 fn generator(n_adc_counts: u32, d: Distribution, duration: Duration) -> Result<Measured> {
@@ -270,13 +295,13 @@ fn writer_hdf5(n_adc_counts: u32, duration: Duration, dir: &Path) -> Result<Meas
         config_toml: String::new(),
         software_version: env!("CARGO_PKG_VERSION").into(),
     };
-    let (start, cpu0) = (Instant::now(), thread_cpu());
+    let clock = Clock::start();
     let mut w = RunWriter::create(&dir, attrs, WriterOptions::default())
         .context("creating the hdf5 writer")?;
     let mut frags = Vec::with_capacity(usize::from(BOARDS));
     let (mut bytes, mut items) = (0u64, 0u64);
     let mut next = events.iter().cycle();
-    while items == 0 || start.elapsed() < duration {
+    while items == 0 || clock.elapsed() < duration {
         let e = next.next().ok_or_else(|| anyhow!("no event to write"))?;
         frags.clear();
         for f in split_packed(e) {
@@ -305,12 +330,7 @@ fn writer_hdf5(n_adc_counts: u32, duration: Duration, dir: &Path) -> Result<Meas
         items += 1;
     }
     w.close().context("closing the hdf5 file")?;
-    let m = Measured {
-        bytes,
-        items,
-        wall: start.elapsed(),
-        cpu: Some(thread_cpu().saturating_sub(cpu0)),
-    };
+    let m = clock.measured(bytes, items);
     std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     Ok(m)
 }
@@ -319,12 +339,12 @@ fn writer_binary(n_adc_counts: u32, duration: Duration, dir: &Path) -> Result<Me
     const BATCH: usize = 256;
     let events = packed_pool(n_adc_counts)?;
     let dir = scratch(dir, "writer-binary")?;
-    let (start, cpu0) = (Instant::now(), thread_cpu());
+    let clock = Clock::start();
     let mut w =
         BinaryWriter::create(&dir, 1, "bench", 1 << 30).context("creating the binary writer")?;
     let (mut bytes, mut items) = (0u64, 0u64);
     let mut batches = events.chunks(BATCH).cycle();
-    while items == 0 || start.elapsed() < duration {
+    while items == 0 || clock.elapsed() < duration {
         let batch = batches.next().ok_or_else(|| anyhow!("no event to write"))?;
         w.write_batch(batch.iter().map(Vec::as_slice))
             .context("writing an artdaq-binary batch")?;
@@ -338,12 +358,7 @@ fn writer_binary(n_adc_counts: u32, duration: Duration, dir: &Path) -> Result<Me
             files.events
         ));
     }
-    let m = Measured {
-        bytes,
-        items,
-        wall: start.elapsed(),
-        cpu: Some(thread_cpu().saturating_sub(cpu0)),
-    };
+    let m = clock.measured(bytes, items);
     std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     Ok(m)
 }
