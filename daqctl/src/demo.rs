@@ -60,6 +60,24 @@ pub struct Outcome {
     pub summary: RunSummary,
 }
 
+/// `config` with the run's length applied and validated, the run dir
+/// created, and the next run number in it: what every command that runs
+/// does first.
+pub fn prepare(
+    mut config: SystemConfig,
+    length: Length,
+    run_dir: &Path,
+) -> Result<(SystemConfig, u32)> {
+    if let Length::Events(n) = length {
+        config.generator.max_events = n;
+    }
+    config.validate()?;
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("cannot create run dir {}", run_dir.display()))?;
+    let run = session::next_run(run_dir, &[])?;
+    Ok((config, run))
+}
+
 /// Runs one demo run end to end: boot, init, start, wait, stop, shutdown,
 /// through the same steps as the session commands (`daqctl boot`, `init`,
 /// `start`, `stop`, `shutdown`). With an `[addresses]` table it attaches
@@ -67,14 +85,7 @@ pub struct Outcome {
 /// the run (a shortfall, a failed stop) end up in `summary.errors`; only
 /// failures that prevent a run record are returned as `Err`.
 pub async fn run(opts: DemoOptions) -> Result<Outcome> {
-    let mut config = opts.config;
-    if let Length::Events(n) = opts.length {
-        config.generator.max_events = n;
-    }
-    config.validate()?;
-    std::fs::create_dir_all(&opts.run_dir)
-        .with_context(|| format!("cannot create run dir {}", opts.run_dir.display()))?;
-    let run = session::next_run(&opts.run_dir, &[])?;
+    let (config, run) = prepare(opts.config, opts.length, &opts.run_dir)?;
     let paths = RunPaths::new(&opts.run_dir, run);
     std::fs::create_dir_all(paths.logs())?;
     let plan = crate::soak::Plan {

@@ -8,7 +8,7 @@ use crate::demo::{self, Length, Progress};
 use crate::heap::{ACROSS_RUNS_RULE, AcrossRuns, RunHeap, across_runs};
 use crate::session;
 use crate::system::Lifetime;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use daq_format::config::SystemConfig;
 use daq_format::record::{RunPaths, RunSummary};
 use serde::Serialize;
@@ -84,14 +84,7 @@ fn line(s: &RunSummary, root: &std::path::Path) -> RunLine {
 /// Boots (or attaches), inits, runs `runs` runs, shuts down what it booted,
 /// writes session.json. Returns the report and where it was written.
 pub async fn run(opts: RunsOptions) -> Result<(SessionReport, PathBuf)> {
-    let mut config = opts.config;
-    if let Length::Events(n) = opts.length {
-        config.generator.max_events = n;
-    }
-    config.validate()?;
-    std::fs::create_dir_all(&opts.run_dir)
-        .with_context(|| format!("cannot create run dir {}", opts.run_dir.display()))?;
-    let first = session::next_run(&opts.run_dir, &[])?;
+    let (config, first) = demo::prepare(opts.config, opts.length, &opts.run_dir)?;
     let dir = opts.run_dir.join(format!("session_{first:06}"));
     std::fs::create_dir_all(&dir)?;
     let env = session::profile_env(opts.heap_profile);
