@@ -1,12 +1,10 @@
 //! Aggregator: the disk writer. Receives serialized events from every
 //! eventbuilder through NetMonInput and writes them to data files, HDF5 or
 //! artdaq-binary. Run control (this file) is kept apart from the data path
-//! (`core`), the choice of format (`output`) and the file formats
-//! (`datafile`, `artdaq_binary`).
+//! (`core`) and the choice of format (`output`); the file formats are
+//! the `daq-datafile` crate's.
 
-pub mod artdaq_binary;
 pub mod core;
-pub mod datafile;
 pub mod output;
 
 use daq_runtime::control::{App, AppError, Control, InitArgs, StopArgs};

@@ -2,9 +2,10 @@
 //! the configured writer, HDF5 or artdaq-binary, and hands it batches of
 //! events straight from the shared-memory store.
 
-use crate::artdaq_binary::{BinaryFileError, BinaryWriter};
-use crate::datafile::{
-    Compression, DataFileError, EventView, FileAttributes, FragmentView, RunFiles, RunWriter,
+use daq_datafile::RunFiles;
+use daq_datafile::artdaq_binary::{BinaryFileError, BinaryWriter};
+use daq_datafile::hdf5::{
+    BatchObserver, Compression, DataFileError, EventView, FileAttributes, FragmentView, RunWriter,
     WriterOptions,
 };
 use daq_format::config::{DataFormat, SystemConfig};
@@ -59,12 +60,18 @@ impl Output {
                     config_toml: config.to_toml(),
                     software_version: env!("CARGO_PKG_VERSION").to_string(),
                 };
-                Self::Hdf5(Box::new(RunWriter::create(dir, attrs, options)?))
+                let mut w = RunWriter::create(dir, attrs, options)?;
+                w.observe(batch_metrics());
+                Self::Hdf5(Box::new(w))
             }
-            DataFormat::ArtdaqBinary => Self::ArtdaqBinary {
-                writer: BinaryWriter::create(dir, run, process, a.max_file_bytes)?,
-                batch_events: a.batch_events.max(1),
-            },
+            DataFormat::ArtdaqBinary => {
+                let mut writer = BinaryWriter::create(dir, run, process, a.max_file_bytes)?;
+                writer.observe(batch_metrics());
+                Self::ArtdaqBinary {
+                    writer,
+                    batch_events: a.batch_events.max(1),
+                }
+            }
         })
     }
 
@@ -119,6 +126,15 @@ impl Output {
             Self::ArtdaqBinary { writer, .. } => writer.close()?,
         })
     }
+}
+
+/// Every batch that reaches a file is timed in the data-path metrics.
+fn batch_metrics() -> BatchObserver {
+    Box::new(|batch| {
+        daq_runtime::metrics::data_path()
+            .write_batch_seconds
+            .observe(batch.elapsed.as_secs_f64());
+    })
 }
 
 /// Appends one event to the HDF5 writer, straight from its buffer.

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::generator::{ARENA_BYTES, ToySimulator};
+use daq_format::generator::{ARENA_BYTES, ToySimulator};
 
 /// What run control asks of the generator thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

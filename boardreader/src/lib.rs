@@ -1,9 +1,8 @@
 //! Boardreader: polls a fragment generator and sends its fragments to the
 //! eventbuilders. Run control (this file) is kept apart from the data path
-//! (`core`) and the generators (`generator`).
+//! (`core`) and the ToySimulator (`daq_format::generator`).
 
 pub mod core;
-pub mod generator;
 
 use daq_runtime::control::{App, AppError, Control, InitArgs, StopArgs};
 use daq_runtime::process::Listeners;

@@ -3,9 +3,9 @@
 //! artdaq user reads them, and with `--check` verifies them like
 //! artdaq-core-demo's `fastVerify` plus a sequence-id census.
 
-use aggregator::artdaq_binary::{self, FragmentWalker, HDF5_SIGNATURE, Step};
-use aggregator::datafile;
 use anyhow::{Context, Result, bail};
+use daq_datafile::artdaq_binary::{self, FragmentWalker, HDF5_SIGNATURE, Step};
+use daq_datafile::hdf5;
 use daq_format::fragment::Fragment;
 use daq_format::record::RunSummary;
 use daq_format::toy::{self, ToyView};
@@ -60,8 +60,8 @@ impl<'a> From<&'a Fragment> for Frag<'a> {
     }
 }
 
-impl<'a> From<&'a datafile::ReadFragment> for Frag<'a> {
-    fn from(f: &'a datafile::ReadFragment) -> Self {
+impl<'a> From<&'a hdf5::ReadFragment> for Frag<'a> {
+    fn from(f: &'a hdf5::ReadFragment) -> Self {
         Self {
             fragment_id: f.fragment_id,
             type_code: f.fragment_type,
@@ -287,7 +287,7 @@ fn detect(path: &Path) -> Result<Format> {
 }
 
 fn dump_hdf5(d: &mut Dumper<'_>, path: &Path) -> Result<()> {
-    let file = datafile::read_file(path)?;
+    let file = hdf5::read_file(path)?;
     writeln!(
         d.out,
         "== {}: HDF5 (daq-events), run {} subrun {}, {} events{}",

@@ -4,8 +4,8 @@
 
 use crate::heap::Verdict;
 use crate::soak::SoakReport;
-use daq_alloc::HeapSnapshot;
 use daq_runtime::sampler::Sample;
+use proto::HeapSnapshot;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 

@@ -438,7 +438,7 @@ pub fn render(r: &SoakReport, root: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use daq_alloc::HeapSnapshot;
+    use proto::HeapSnapshot;
 
     fn samples(bytes_per_event: u64, noise: u64) -> Vec<Sample> {
         (0..120)

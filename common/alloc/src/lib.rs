@@ -20,16 +20,37 @@ use tikv_jemalloc_ctl::{epoch, raw, stats};
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// One reading of the process's memory: the `HeapSnapshot` message of
-/// `daq.proto`, defined once for the wire, `summary.json` and the heap CSV.
-/// Bytes, except `live_allocations` (a count) and `events` (set by the
-/// caller: the events the process had handled).
-pub use proto::HeapSnapshot;
+/// One reading of the process's memory, in bytes except
+/// `live_allocations` (a count). `daq-runtime` carries it as the
+/// `HeapSnapshot` message of `daq.proto` (with the events the process had
+/// handled), so that this crate builds neither protobuf nor gRPC.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapReading {
+    /// Wall-clock time of the reading, ms since the Unix epoch.
+    pub unix_ms: u64,
+    pub allocated: u64,
+    pub active: u64,
+    pub resident: u64,
+    pub mapped: u64,
+    pub retained: u64,
+    pub metadata: u64,
+    /// RssAnon, VmRSS and VmHWM of /proc/self/status; zero without /proc.
+    pub rss_anon: u64,
+    pub vm_rss: u64,
+    pub vm_hwm: u64,
+    /// Allocations made and not yet freed, small and large, all arenas.
+    pub live_allocations: u64,
+}
 
-fn read_u64(name: &[u8]) -> u64 {
+/// A u64 jemalloc statistic by its NUL-terminated name; a failed read is an
+/// error, never a zero.
+fn read_u64(name: &'static str) -> Result<u64, StatsError> {
     // SAFETY: every name passed here is a NUL-terminated jemalloc stats key
     // whose value type is uint64_t (per jemalloc's mallctl documentation).
-    unsafe { raw::read::<u64>(name) }.unwrap_or(0)
+    unsafe { raw::read::<u64>(name.as_bytes()) }.map_err(|cause| StatsError::Read {
+        name: name.trim_end_matches('\0'),
+        cause,
+    })
 }
 
 /// A heap-statistics read that failed: the snapshot is not taken (a
@@ -58,23 +79,28 @@ pub fn fail_stats_reads(on: bool) {
 
 /// Reads every figure now (advancing the stats epoch first). Fails if any
 /// jemalloc figure cannot be read.
-pub fn snapshot() -> Result<HeapSnapshot, StatsError> {
+pub fn snapshot() -> Result<HeapReading, StatsError> {
     if FAIL_STATS.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(StatsError::Injected);
     }
     epoch::advance().map_err(StatsError::Epoch)?;
     let (rss_anon, vm_rss, vm_hwm) = proc_status();
     // 4096 is MALLCTL_ARENAS_ALL: the arenas merged.
-    let live = |kind: &str| {
-        let n = read_u64(format!("stats.arenas.4096.{kind}.nmalloc\0").as_bytes());
-        let d = read_u64(format!("stats.arenas.4096.{kind}.ndalloc\0").as_bytes());
-        n.saturating_sub(d)
+    let live = |nmalloc, ndalloc| -> Result<u64, StatsError> {
+        Ok(read_u64(nmalloc)?.saturating_sub(read_u64(ndalloc)?))
     };
+    let live_allocations = live(
+        "stats.arenas.4096.small.nmalloc\0",
+        "stats.arenas.4096.small.ndalloc\0",
+    )? + live(
+        "stats.arenas.4096.large.nmalloc\0",
+        "stats.arenas.4096.large.ndalloc\0",
+    )?;
     let read = |name: &'static str, r: tikv_jemalloc_ctl::Result<usize>| {
         r.map(|v| v as u64)
             .map_err(|cause| StatsError::Read { name, cause })
     };
-    Ok(HeapSnapshot {
+    Ok(HeapReading {
         unix_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -88,8 +114,7 @@ pub fn snapshot() -> Result<HeapSnapshot, StatsError> {
         rss_anon,
         vm_rss,
         vm_hwm,
-        live_allocations: live("small") + live("large"),
-        events: 0,
+        live_allocations,
     })
 }
 

@@ -7,9 +7,10 @@
 //! and never sees the state machine.
 
 use crate::sampler::{Sampler, StatsFailures};
-use daq_alloc::{self as heap, HeapSnapshot};
+use daq_alloc as heap;
 use daq_format::config::SystemConfig;
 use daq_format::state::{Command, State};
+use proto::HeapSnapshot;
 use proto::run_control_server::RunControl;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -292,11 +293,8 @@ impl<A: App> Inner<A> {
     /// A heap snapshot now, with the events the process has handled;
     /// `None` (counted, never zeros) when the statistics cannot be read.
     fn snapshot(&self, at: &str) -> Option<HeapSnapshot> {
-        match heap::snapshot() {
-            Ok(s) => Some(HeapSnapshot {
-                events: self.app.events_handled(),
-                ..s
-            }),
+        match crate::sampler::heap_snapshot(self.app.events_handled()) {
+            Ok(s) => Some(s),
             Err(e) => {
                 self.stats_failures.record(at, &e);
                 None

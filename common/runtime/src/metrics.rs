@@ -21,7 +21,6 @@
 
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use daq_alloc::HeapSnapshot;
 use daq_format::record::Counters;
 use daq_format::state::State;
 use daq_shm::{ShmMonitor, StateCounts};
@@ -31,6 +30,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use proto::HeapSnapshot;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -68,8 +68,8 @@ pub struct DataPath {
     /// First fragment of an event to its completion, per event, observed
     /// once per batch (`eventbuilder::assembly`).
     pub event_build_seconds: Histogram,
-    /// One batch of events written to a data file (`aggregator::datafile`,
-    /// `aggregator::artdaq_binary`).
+    /// One batch of events written to a data file (`daq_datafile::hdf5`,
+    /// `daq_datafile::artdaq_binary`).
     pub write_batch_seconds: Histogram,
     /// Items (fragments at an eventbuilder, events at an aggregator) per
     /// gRPC batch received (`transport::inbound`).
@@ -283,7 +283,7 @@ impl Collector for Scraped {
             }
         }
         // Unreadable statistics: no heap gauges in this scrape (never zeros).
-        if let Ok(snapshot) = daq_alloc::snapshot() {
+        if let Ok(snapshot) = crate::sampler::heap_snapshot(0) {
             heap_gauges(&mut encoder, &snapshot)?;
         }
         let dp = data_path();

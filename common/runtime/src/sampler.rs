@@ -12,7 +12,8 @@
 //! which an analysis would read as a flat, stable heap): it is counted in
 //! the run's [`StatsFailures`], which run control reports.
 
-use daq_alloc::{self as heap, HeapSnapshot, StatsError};
+use daq_alloc::{self as heap, StatsError};
+use proto::HeapSnapshot;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -21,6 +22,26 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::warn;
+
+/// Reads the heap now (daq-alloc) as the `HeapSnapshot` of the wire, the
+/// run record and the heap CSV, with the events the process had handled.
+pub fn heap_snapshot(events: u64) -> Result<HeapSnapshot, StatsError> {
+    let r = heap::snapshot()?;
+    Ok(HeapSnapshot {
+        unix_ms: r.unix_ms,
+        allocated: r.allocated,
+        active: r.active,
+        resident: r.resident,
+        mapped: r.mapped,
+        retained: r.retained,
+        metadata: r.metadata,
+        rss_anon: r.rss_anon,
+        vm_rss: r.vm_rss,
+        vm_hwm: r.vm_hwm,
+        live_allocations: r.live_allocations,
+        events,
+    })
+}
 
 /// One row of a heap CSV, with its time since the first row.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -128,11 +149,8 @@ impl Sampler {
                         _ = tick.tick() => false,
                     }
                 };
-                let row = match heap::snapshot() {
-                    Ok(s) => HeapSnapshot {
-                        events: events(),
-                        ..s
-                    },
+                let row = match heap_snapshot(events()) {
+                    Ok(s) => s,
                     Err(e) => {
                         failures.record("sample", &e);
                         if last {

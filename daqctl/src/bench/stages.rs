@@ -6,13 +6,13 @@
 
 use super::Measured;
 use super::cpu::thread_cpu;
-use aggregator::artdaq_binary::BinaryWriter;
-use aggregator::datafile::{EventView, FileAttributes, FragmentView, RunWriter, WriterOptions};
 use anyhow::{Context, Result, anyhow};
-use boardreader::generator::{ARENA_BYTES, Generator, ToySimulator};
 use bytes::BytesMut;
+use daq_datafile::artdaq_binary::BinaryWriter;
+use daq_datafile::hdf5::{EventView, FileAttributes, FragmentView, RunWriter, WriterOptions};
 use daq_format::config::{Distribution, GeneratorConfig};
 use daq_format::fragment::{Fragment, FragmentSpec, FragmentType, split_packed};
+use daq_format::generator::{ARENA_BYTES, ToySimulator};
 use daq_format::netmon::{self, Event, EventAux, History, HistoryEntry};
 use std::hint::black_box;
 use std::path::Path;

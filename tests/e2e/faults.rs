@@ -1,7 +1,7 @@
 //! Processes killed mid-run: an eventbuilder, an aggregator, daqctl itself,
 //! and SIGTERM to every kind of process whose downstream is already dead.
 //! Each test measures how long the system took to stop or exit and prints it
-//! (`cargo test -p daq-tests --test faults -- --nocapture`).
+//! (`cargo test -p daq-tests --test e2e faults:: -- --nocapture`).
 
 use daq_tests::{bin_dir, h5dump_script, h5py_python, latest_run, spawn_cmd, summary};
 use serde_json::Value;
@@ -160,7 +160,7 @@ fn sequence_ids_on_disk(root: &Path, files: &[Value]) -> Vec<u64> {
     let mut ids = Vec::new();
     for f in files {
         let path = root.join(f.as_str().expect("path"));
-        let file = aggregator::datafile::read_file(&path).expect("reads");
+        let file = daq_datafile::hdf5::read_file(&path).expect("reads");
         ids.extend(file.events.iter().map(|e| e.sequence_id));
     }
     ids
@@ -327,7 +327,7 @@ fn killed_aggregator_leaves_its_closed_files_intact_and_its_eventbuilders_count_
     let on_disk: usize = ag1_files
         .iter()
         .map(|f| {
-            aggregator::datafile::read_file(f)
+            daq_datafile::hdf5::read_file(f)
                 .expect("reads")
                 .events
                 .len()
@@ -343,7 +343,7 @@ fn killed_aggregator_leaves_its_closed_files_intact_and_its_eventbuilders_count_
     );
     let mut ag0_events = 0;
     for (i, f) in ag0_files.iter().enumerate() {
-        let file = aggregator::datafile::read_file(f).expect("a dead aggregator's file reads");
+        let file = daq_datafile::hdf5::read_file(f).expect("a dead aggregator's file reads");
         ag0_events += file.events.len();
         if i + 1 < ag0_files.len() {
             assert!(!file.events.is_empty(), "{}", f.display());
@@ -543,7 +543,7 @@ fn sigterm_ends_every_kind_of_process_whose_downstream_is_dead() {
     let took = terminate("boardreader-0 (eventbuilder dead)", &mut br[0]);
     assert!(took < Duration::from_secs(6));
     for f in files_of(&data1, "aggregator-0") {
-        aggregator::datafile::read_file(&f).expect("the terminated aggregator's file reads");
+        daq_datafile::hdf5::read_file(&f).expect("the terminated aggregator's file reads");
     }
     let left = shm_left(&shm);
     assert_eq!(left.len(), 1, "{left:?}");

@@ -326,7 +326,7 @@ fn killed_boardreader_leaves_incomplete_events_and_the_run_still_stops_cleanly()
     let mut complete = 0;
     for f in s["data_files"].as_array().expect("files") {
         let file =
-            aggregator::datafile::read_file(&root.join(f.as_str().expect("path"))).expect("reads");
+            daq_datafile::hdf5::read_file(&root.join(f.as_str().expect("path"))).expect("reads");
         for e in file.events {
             if e.complete {
                 complete += 1;

@@ -4,7 +4,7 @@
 //! walker, and the same deterministic run written once per format holds the
 //! same events, event by event.
 
-use aggregator::{artdaq_binary, datafile};
+use daq_datafile::{artdaq_binary, hdf5};
 use daq_tests::{cpp_source, cxx_compiler, daqctl, h5py_python, latest_run, summary};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,7 +77,7 @@ fn process_of(path: &Path) -> String {
 }
 
 fn read_hdf5(path: &Path) -> Events {
-    let f = datafile::read_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let f = hdf5::read_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(f.recorded_events, Some(f.events.len() as u64));
     f.events
         .into_iter()

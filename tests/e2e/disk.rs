@@ -141,12 +141,12 @@ fn readable(format: DataFormat, files: &[PathBuf]) -> Vec<(u64, bool)> {
         .iter()
         .map(|f| match format {
             DataFormat::Hdf5 => {
-                let r = aggregator::datafile::read_file(f)
+                let r = daq_datafile::hdf5::read_file(f)
                     .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
                 (r.events.len() as u64, r.recorded_events.is_some())
             }
             DataFormat::ArtdaqBinary => {
-                let r = aggregator::artdaq_binary::read_file(f)
+                let r = daq_datafile::artdaq_binary::read_file(f)
                     .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
                 (r.events().count() as u64, r.stop.is_none())
             }

@@ -1,14 +1,14 @@
 //! Owns writing a run's HDF5 data files: buffering events column-wise, appending them in the crash-consistent order, and rolling over to a new file by size.
 
-use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use hdf5_pure::{AttrValue, Dataset, File, FileAccessProperties, SyncPolicy};
 
 use super::columns::{COLUMNS, ColumnSink, Columns, Element};
-use super::format::{file_name, layout};
+use super::format::{EXTENSION, layout};
 use super::{Compression, DataFileError, EventView, FileAttributes, RunFiles, WriterOptions};
+use crate::rolling::{BatchObserver, FileError, Rolling, Segment, create_new};
 
 /// A batch is flushed early once its fragment data reaches this many bytes,
 /// bounding the writer's memory whatever the event size. Measured on
@@ -32,12 +32,11 @@ struct OpenFile {
 
 impl OpenFile {
     fn create(
-        dir: &Path,
+        path: &Path,
         attrs: &FileAttributes,
         options: &WriterOptions,
-        index: u32,
     ) -> Result<Self, DataFileError> {
-        let path = dir.join(file_name(attrs.run, &attrs.process, index));
+        let path = path.to_owned();
         let bytes =
             layout(attrs, options)
                 .finish()
@@ -45,23 +44,10 @@ impl OpenFile {
                     path: path.clone(),
                     cause,
                 })?;
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|cause| {
-                if cause.kind() == std::io::ErrorKind::AlreadyExists {
-                    DataFileError::FileExists { path: path.clone() }
-                } else {
-                    DataFileError::CreateFile {
-                        path: path.clone(),
-                        cause,
-                    }
-                }
-            })?;
+        let mut out = create_new(&path)?;
         out.write_all(&bytes)
             .and_then(|()| out.flush())
-            .map_err(|cause| DataFileError::CreateFile {
+            .map_err(|cause| FileError::CreateFile {
                 path: path.clone(),
                 cause,
             })?;
@@ -111,6 +97,14 @@ impl OpenFile {
             cause,
         })
     }
+}
+
+impl Segment for OpenFile {
+    type Error = DataFileError;
+
+    fn bytes(&self) -> u64 {
+        self.file.file_size()
+    }
 
     /// Writes the end-of-file attributes and closes the file (one fsync).
     fn finish(self) -> Result<(), DataFileError> {
@@ -152,7 +146,7 @@ impl ColumnSink for OpenFile {
     }
 }
 
-fn validate(attrs: &FileAttributes, options: &WriterOptions) -> Result<(), DataFileError> {
+fn validate(options: &WriterOptions) -> Result<(), DataFileError> {
     if let Compression::Deflate(level @ (0 | 10..)) = options.compression {
         return Err(DataFileError::InvalidOptions(format!(
             "deflate level {level} is outside 1..=9"
@@ -162,15 +156,6 @@ fn validate(attrs: &FileAttributes, options: &WriterOptions) -> Result<(), DataF
         return Err(DataFileError::InvalidOptions(
             "batch_events must be at least 1".to_owned(),
         ));
-    }
-    let p = &attrs.process;
-    let valid = !p.is_empty()
-        && p != "."
-        && p != ".."
-        && p.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if !valid {
-        return Err(DataFileError::InvalidProcessName(p.clone()));
     }
     Ok(())
 }
@@ -188,16 +173,12 @@ fn validate(attrs: &FileAttributes, options: &WriterOptions) -> Result<(), DataF
 /// as an inconsistent tail); the writer then refuses further work with
 /// [`DataFileError::WriterFailed`].
 pub struct RunWriter {
-    dir: PathBuf,
     attrs: FileAttributes,
     options: WriterOptions,
     buffers: Columns,
-    /// The file being written; `None` after a rollover until the next flush.
-    current: Option<OpenFile>,
-    next_index: u32,
-    files: Vec<PathBuf>,
+    files: Rolling<OpenFile>,
+    /// Events appended, buffered ones included.
     events_written: u64,
-    failed: bool,
 }
 
 impl RunWriter {
@@ -208,34 +189,30 @@ impl RunWriter {
         attrs: FileAttributes,
         options: WriterOptions,
     ) -> Result<Self, DataFileError> {
-        validate(&attrs, &options)?;
-        std::fs::create_dir_all(dir).map_err(|cause| DataFileError::CreateDir {
-            path: dir.to_owned(),
-            cause,
-        })?;
-        let first = OpenFile::create(dir, &attrs, &options, 0)?;
-        let files = vec![first.path.clone()];
+        validate(&options)?;
+        let files = Rolling::create(
+            dir,
+            attrs.run,
+            &attrs.process,
+            EXTENSION,
+            options.max_file_bytes,
+            |path, _| OpenFile::create(path, &attrs, &options),
+        )?;
         let mut buffers = Columns::default();
         buffers.reserve_events(options.batch_events);
         Ok(Self {
-            dir: dir.to_owned(),
             attrs,
             options,
             buffers,
-            current: Some(first),
-            next_index: 1,
             files,
             events_written: 0,
-            failed: false,
         })
     }
 
     /// Copies the event into the column buffers; flushes when `batch_events`
     /// events (or 16 MiB of fragment data) are buffered.
     pub fn append(&mut self, event: &EventView<'_>) -> Result<(), DataFileError> {
-        if self.failed {
-            return Err(DataFileError::WriterFailed);
-        }
+        self.files.usable()?;
         for f in event.fragments {
             if u32::try_from(f.metadata.len()).is_err() {
                 return Err(DataFileError::MetadataTooLarge {
@@ -245,7 +222,7 @@ impl RunWriter {
                 });
             }
         }
-        let (data_base, fragment_base) = match &self.current {
+        let (data_base, fragment_base) = match self.files.current() {
             Some(open) => (open.data_bytes, open.fragments),
             None => (0, 0),
         };
@@ -281,50 +258,35 @@ impl RunWriter {
     /// first after a rollover), then rolls over if the file exceeds
     /// `max_file_bytes`.
     pub fn flush(&mut self) -> Result<(), DataFileError> {
-        if self.failed {
-            return Err(DataFileError::WriterFailed);
-        }
-        if self.buffers.event_rows() == 0 {
+        self.files.usable()?;
+        let events = self.buffers.event_rows() as u64;
+        if events == 0 {
             return Ok(());
         }
-        let result = self.flush_buffers();
-        if result.is_err() {
-            self.failed = true;
-        }
-        result
+        let (attrs, options, buffers) = (&self.attrs, &self.options, &mut self.buffers);
+        self.files.write_batch(
+            events,
+            |path, _| OpenFile::create(path, attrs, options),
+            |open| open.write_batch(buffers),
+        )?;
+        buffers.clear();
+        Ok(())
     }
 
-    fn flush_buffers(&mut self) -> Result<(), DataFileError> {
-        let open = match &mut self.current {
-            Some(open) => open,
-            None => {
-                let open =
-                    OpenFile::create(&self.dir, &self.attrs, &self.options, self.next_index)?;
-                self.next_index += 1;
-                self.files.push(open.path.clone());
-                self.current.insert(open)
-            }
-        };
-        let started = std::time::Instant::now();
-        open.write_batch(&self.buffers)?;
-        daq_runtime::metrics::data_path()
-            .write_batch_seconds
-            .observe(started.elapsed().as_secs_f64());
-        self.buffers.clear();
-        let max = self.options.max_file_bytes;
-        if let Some(full) = self
-            .current
-            .take_if(|open| max > 0 && open.file.file_size() > max)
-        {
-            full.finish()?;
-        }
-        Ok(())
+    /// Tells `observer` of every batch that reaches a file.
+    pub fn observe(&mut self, observer: BatchObserver) {
+        self.files.observe(observer);
+    }
+
+    /// Bytes the batches so far added to the files.
+    pub fn bytes_written(&self) -> u64 {
+        self.files.bytes()
     }
 
     /// Forces everything flushed so far to stable storage (fsync). Buffered
     /// events are not written; call [`flush`](Self::flush) first for that.
     pub fn sync(&self) -> Result<(), DataFileError> {
-        match &self.current {
+        match self.files.current() {
             Some(open) => open.sync(),
             None => Ok(()),
         }
@@ -337,7 +299,7 @@ impl RunWriter {
 
     /// Files created so far, in order; the last may still be open.
     pub fn files(&self) -> &[PathBuf] {
-        &self.files
+        self.files.files()
     }
 
     /// Events appended but not yet in a file: lost if the next flush fails
@@ -350,10 +312,6 @@ impl RunWriter {
     /// current file) and closes it.
     pub fn close(mut self) -> Result<RunFiles, DataFileError> {
         self.flush()?;
-        if let Some(open) = self.current.take() {
-            open.finish()?;
-        }
-        RunFiles::measure(self.files, self.events_written)
-            .map_err(|(path, cause)| DataFileError::FileSize { path, cause })
+        self.files.close(self.events_written)
     }
 }

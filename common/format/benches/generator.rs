@@ -3,12 +3,12 @@
 //! (`ToySimulator::write_payload`), for demo-sized and 256 KiB fragments,
 //! and whole demo-sized fragments carved out of one arena
 //! (`ToySimulator::fragment_bytes_in`, what the boardreader's loop does).
-//! Run: `nice cargo bench -p boardreader`.
+//! Run: `nice cargo bench -p daq-format --bench generator`.
 
-use boardreader::generator::ToySimulator;
 use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use daq_format::config::{Distribution, GeneratorConfig};
+use daq_format::generator::ToySimulator;
 use std::hint::black_box;
 
 fn payload(c: &mut Criterion) {

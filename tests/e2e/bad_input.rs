@@ -198,7 +198,7 @@ fn malformed_fragment_rejects_its_stream_and_nothing_else() {
 
 #[test]
 fn dump_of_a_cut_artdaq_binary_file_names_the_offset_and_the_whole_fragments() {
-    use boardreader::generator::{Generator, ToySimulator};
+    use daq_format::generator::ToySimulator;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = SystemConfig::default();
     let mut boards: Vec<ToySimulator> = (0..2)
@@ -252,7 +252,7 @@ fn dump_of_a_file_of_another_format_says_so() {
     // A file that starts like HDF5 goes to the HDF5 reader, which says it
     // is not one of our data files.
     let fake = dir.path().join("x.artdaq.bin");
-    let mut b = aggregator::artdaq_binary::HDF5_SIGNATURE.to_vec();
+    let mut b = daq_datafile::artdaq_binary::HDF5_SIGNATURE.to_vec();
     b.resize(512, 0);
     std::fs::write(&fake, &b).expect("write");
     let out = daqctl(&["dump", fake.to_str().expect("utf-8")]).expect("runs");

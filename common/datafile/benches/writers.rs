@@ -3,11 +3,11 @@
 //! `writev` per batch of events), for the demo's toy events, 16 KiB events
 //! and 512 KiB events of two 256 KiB fragments.
 //! Each iteration writes a whole run into a fresh directory and closes it
-//! (fsync included). Run: `nice cargo bench -p aggregator --bench writers`.
+//! (fsync included). Run: `nice cargo bench -p daq-datafile --bench writers`.
 
-use aggregator::artdaq_binary::BinaryWriter;
-use aggregator::datafile::{EventView, FileAttributes, FragmentView, RunWriter, WriterOptions};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use daq_datafile::artdaq_binary::BinaryWriter;
+use daq_datafile::hdf5::{EventView, FileAttributes, FragmentView, RunWriter, WriterOptions};
 use daq_format::fragment::{Fragment, FragmentSpec, FragmentType, split_packed};
 use std::hint::black_box;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! the real binaries, locally booted or attached through an `[addresses]`
 //! table; `daqctl run --runs N`; and bad input that changes nothing.
 
-use aggregator::datafile::read_file;
+use daq_datafile::hdf5::read_file;
 use daq_format::config::SystemConfig;
 use daq_tests::{bin_dir, control, daqctl, runtime, spawn, summary, unique_partition};
 use serde_json::Value;

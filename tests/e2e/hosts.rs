@@ -10,7 +10,7 @@
 //! Needs root (CI runs as root). If the namespaces cannot be made the test
 //! fails when `CI` is set and is skipped, saying so, elsewhere.
 
-use aggregator::datafile::read_file;
+use daq_datafile::hdf5::read_file;
 use daq_format::config::SystemConfig;
 use daq_tests::netns::{net_or_skip, start_in};
 use daq_tests::{Spawned, bin_dir, summary, unique_partition, write_token};

@@ -144,7 +144,7 @@ impl System {
 fn events_on_disk(root: &Path, s: &Value) -> Vec<(u64, usize)> {
     let mut out = Vec::new();
     for f in s["data_files"].as_array().expect("data_files") {
-        let file = aggregator::datafile::read_file(&root.join(f.as_str().expect("path")))
+        let file = daq_datafile::hdf5::read_file(&root.join(f.as_str().expect("path")))
             .expect("data file reads");
         out.extend(
             file.events

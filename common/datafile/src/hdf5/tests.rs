@@ -435,7 +435,10 @@ fn create_refuses_to_overwrite_an_existing_file() {
     let err = RunWriter::create(dir.path(), attributes("eb01"), WriterOptions::default())
         .err()
         .unwrap();
-    assert!(matches!(err, DataFileError::FileExists { .. }), "{err:?}");
+    assert!(
+        matches!(err, DataFileError::File(FileError::FileExists { .. })),
+        "{err:?}"
+    );
     assert_eq!(std::fs::read(&path).unwrap(), b"precious");
 }
 
@@ -467,7 +470,7 @@ fn invalid_options_and_process_names_are_rejected() {
         assert!(
             matches!(
                 create(process, WriterOptions::default()),
-                Some(DataFileError::InvalidProcessName(_))
+                Some(DataFileError::File(FileError::InvalidProcessName(_)))
             ),
             "{process:?}"
         );

@@ -100,9 +100,12 @@ const MAX_CHUNK_ELEMENTS: u64 = 32_768;
 /// Chunk dimension of `fragments/data`, in bytes.
 const DATA_CHUNK_BYTES: u64 = 32_768;
 
+/// File-name suffix of HDF5 data files (after the index).
+pub const EXTENSION: &str = "h5";
+
 /// The file name of file `index` of a run of a process.
 pub fn file_name(run: u32, process: &str, index: u32) -> String {
-    format!("run{run:06}_{process}_{index:03}.h5")
+    crate::rolling::file_name(run, process, index, EXTENSION)
 }
 
 /// The initial, empty file: attributes, groups and datasets.

@@ -2,9 +2,9 @@
 //! run record proves nothing was lost; the data files hold exactly what the
 //! generators produced.
 
-use aggregator::datafile::read_file;
-use boardreader::generator::{Generator, ToySimulator};
+use daq_datafile::hdf5::read_file;
 use daq_format::config::SystemConfig;
+use daq_format::generator::ToySimulator;
 use daq_tests::{daqctl, h5dump_script, h5py_python, latest_run, summary};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -53,7 +53,7 @@ fn assert_nothing_lost(s: &Value) {
 fn check_data_files(root: &Path, s: &Value, expected: &BTreeSet<u64>) -> Vec<PathBuf> {
     let config = SystemConfig::from_file(&root.join("config.toml")).expect("config.toml");
     let n_br = config.topology.boardreaders;
-    let mut generators: Vec<ToySimulator> = (0..n_br)
+    let generators: Vec<ToySimulator> = (0..n_br)
         .map(|b| ToySimulator::new(b, &config.generator))
         .collect();
     let files: Vec<PathBuf> = s["data_files"]

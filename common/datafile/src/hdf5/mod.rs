@@ -13,7 +13,7 @@
 //!
 //! # How the aggregator writes through it
 //!
-//! `crate::output` (which picks the format from `aggregator.format`) builds
+//! The aggregator's `output` module (which picks the format from `aggregator.format`) builds
 //! [`WriterOptions`] and [`FileAttributes`] from the config, calls
 //! [`RunWriter::create`], then [`RunWriter::append`] with an [`EventView`]
 //! borrowed from shared memory for each event, and finally
@@ -31,13 +31,16 @@
 //! in with `Dataset::append_raw`: the typed append serialized them one
 //! element at a time, which was most of the writer's CPU. The library's
 //! copies can only go with the library (there is no direct chunk write);
-//! `crate::artdaq_binary` makes no copy of its own.
-//! The other format, `crate::artdaq_binary`, sits beside this module rather
+//! [`crate::artdaq_binary`] makes no copy of its own.
+//! The other format, [`crate::artdaq_binary`], sits beside this module rather
 //! than behind these calls: it writes whole shared-memory buffers a batch at
 //! a time and never looks at a fragment, which an [`EventView`] (one view per
 //! fragment) would undo. [`RunFiles`] is shared by both.
 
 use std::path::PathBuf;
+
+pub use crate::RunFiles;
+pub use crate::rolling::{BatchObserver, BatchWritten, FileError};
 
 mod columns;
 mod format;
@@ -56,20 +59,9 @@ pub use writer::RunWriter;
 pub enum DataFileError {
     #[error("invalid writer options: {0}")]
     InvalidOptions(String),
-    #[error("invalid process name {0:?}: use ascii letters, digits, '-', '_' or '.'")]
-    InvalidProcessName(String),
-    #[error("failed to create output directory {path}: {cause}")]
-    CreateDir {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
-    #[error("data file {path} already exists")]
-    FileExists { path: PathBuf },
-    #[error("failed to create data file {path}: {cause}")]
-    CreateFile {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    /// Naming, creating and rolling the files (shared with artdaq-binary).
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("failed to build the layout of data file {path}: {cause}")]
     BuildLayout {
         path: PathBuf,
@@ -108,11 +100,6 @@ pub enum DataFileError {
         path: PathBuf,
         cause: hdf5_pure::Error,
     },
-    #[error("failed to get the size of {path}: {cause}")]
-    FileSize {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
     #[error(
         "fragment {fragment_id} of event {event} has {len} bytes of metadata, more than a u32 can describe"
     )]
@@ -121,8 +108,6 @@ pub enum DataFileError {
         fragment_id: u16,
         len: usize,
     },
-    #[error("writer is unusable after an earlier write failure")]
-    WriterFailed,
     #[error("failed to open data file {path}: {cause}")]
     Open {
         path: PathBuf,
@@ -212,32 +197,4 @@ pub struct FileAttributes {
     pub process: String,
     pub config_toml: String,
     pub software_version: String,
-}
-
-/// What a closed [`RunWriter`] produced.
-#[derive(Clone, Debug)]
-pub struct RunFiles {
-    /// Every file written, in order.
-    pub files: Vec<PathBuf>,
-    /// Events written over all files.
-    pub events: u64,
-    /// Total size of `files` on disk after closing.
-    pub bytes_on_disk: u64,
-}
-
-impl RunFiles {
-    /// The closed files of a run (either format) with their size on disk;
-    /// the error names the file that could not be measured.
-    pub fn measure(files: Vec<PathBuf>, events: u64) -> Result<Self, (PathBuf, std::io::Error)> {
-        let mut bytes_on_disk = 0;
-        for path in &files {
-            let meta = std::fs::metadata(path).map_err(|cause| (path.clone(), cause))?;
-            bytes_on_disk += meta.len();
-        }
-        Ok(Self {
-            files,
-            events,
-            bytes_on_disk,
-        })
-    }
 }

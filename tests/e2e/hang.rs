@@ -51,7 +51,7 @@ fn wait_line(lines: &Receiver<String>, seen: &mut Vec<String>, limit: Duration, 
 fn events_on_disk(root: &Path, s: &Value) -> Vec<(String, u64, bool)> {
     let mut out = Vec::new();
     for f in s["data_files"].as_array().expect("data_files") {
-        let file = aggregator::datafile::read_file(&root.join(f.as_str().expect("path")))
+        let file = daq_datafile::hdf5::read_file(&root.join(f.as_str().expect("path")))
             .expect("data file reads");
         for e in &file.events {
             out.push((file.process.clone(), e.sequence_id, e.complete));

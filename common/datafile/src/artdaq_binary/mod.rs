@@ -1,0 +1,230 @@
+//! Owns the artdaq-binary data files of a run: artdaq's `BinaryFileOutput`
+//! layout, the writer that fills and rolls them over with one vectored write
+//! per batch of events, and the walker that reads them back.
+//!
+//! # Layout
+//!
+//! Every fragment of every event, back to back, exactly as it is in memory:
+//! its artdaq header-v2 (4 little-endian u64 words, see
+//! [`daq_format::fragment`]), its metadata words, its payload words; each
+//! fragment is `word_count` x 8 bytes. No file header, no index, no padding.
+//! The fragments of one event are consecutive and share a sequence id; events
+//! follow in the order the aggregator wrote them (its store's publication
+//! order, not sorted). Any C program can walk it: read word 0, take
+//! `word_count`, step `word_count * 8` bytes. Nothing else is recorded: the
+//! run number is in the file name, and an incomplete event is one with fewer
+//! fragments than the others.
+//!
+//! # File naming and roll-over
+//!
+//! One run of one process writes `<dir>/run<RUN:06>_<process>_<INDEX:03>.artdaq.bin`,
+//! `INDEX` from 0. As with the HDF5 files, a new file is started when the
+//! current one exceeds `max_file_bytes` after a batch (0 = never); the next
+//! file is created only when there is something to write into it, so a run
+//! never ends with an empty trailing file (a run without events has an empty
+//! file `000`). An event is never split between files. An existing file is
+//! never overwritten.
+//!
+//! # Crash contract
+//!
+//! A batch reaches the operating system with `writev` (so it survives a crash
+//! of this process); it is forced to stable storage at roll-over and at close.
+//! A crash can leave the last fragment of a file cut short: a reader takes the
+//! longest prefix of whole fragments ([`FragmentWalker`] stops at the first
+//! fragment that does not fit, and says where).
+
+use std::fs::File;
+use std::io::{IoSlice, Write};
+use std::path::{Path, PathBuf};
+
+use crate::RunFiles;
+use crate::rolling::{BatchObserver, FileError, Rolling, Segment, create_new};
+
+/// File-name suffix of artdaq-binary files (after the index).
+pub const EXTENSION: &str = "artdaq.bin";
+
+pub use crate::HDF5_SIGNATURE;
+
+/// Errors of writing or reading an artdaq-binary file.
+#[derive(Debug, thiserror::Error)]
+pub enum BinaryFileError {
+    /// Naming, creating, measuring and rolling the files (shared with HDF5).
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("failed to write to data file {path}: {cause}")]
+    Write {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("failed to sync data file {path}: {cause}")]
+    Sync {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("failed to open data file {path}: {cause}")]
+    Open {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("failed to read {path} at byte offset {offset}: {cause}")]
+    Read {
+        path: PathBuf,
+        offset: u64,
+        cause: std::io::Error,
+    },
+    #[error("{path} is not an artdaq-binary file: {reason}")]
+    NotArtdaqBinary { path: PathBuf, reason: String },
+}
+
+/// The file name of file `index` of a run of a process.
+pub fn file_name(run: u32, process: &str, index: u32) -> String {
+    format!("run{run:06}_{process}_{index:03}.{EXTENSION}")
+}
+
+/// A file of the run open for appending.
+struct OpenBinary {
+    path: PathBuf,
+    file: File,
+    bytes: u64,
+}
+
+impl OpenBinary {
+    fn create(path: &Path) -> Result<Self, BinaryFileError> {
+        Ok(Self {
+            path: path.to_owned(),
+            file: create_new(path)?,
+            bytes: 0,
+        })
+    }
+
+    /// Appends one batch with as few `writev` calls as the kernel allows.
+    /// A failed batch leaves no part of itself (a short write before a full
+    /// disk): the file ends with the last whole batch, so its events are
+    /// exactly those counted written.
+    fn write_slices(&mut self, mut slices: &mut [IoSlice<'_>]) -> Result<(), BinaryFileError> {
+        let start = self.bytes;
+        while !slices.is_empty() {
+            let cause = match self.file.write_vectored(slices) {
+                Ok(0) => std::io::ErrorKind::WriteZero.into(),
+                Ok(n) => {
+                    self.bytes += n as u64;
+                    IoSlice::advance_slices(&mut slices, n);
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(cause) => cause,
+            };
+            if self.file.set_len(start).is_ok() {
+                self.bytes = start;
+            }
+            return Err(BinaryFileError::Write {
+                path: self.path.clone(),
+                cause,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Segment for OpenBinary {
+    type Error = BinaryFileError;
+
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Forces the file to stable storage (the crash contract's fsync).
+    fn finish(self) -> Result<(), BinaryFileError> {
+        self.file
+            .sync_data()
+            .map_err(|cause| BinaryFileError::Sync {
+                path: self.path.clone(),
+                cause,
+            })
+    }
+}
+
+/// Writes the events of one run of one process into one or more
+/// artdaq-binary files, rolling over by size (see the module docs).
+///
+/// Events are given as they sit in an event store buffer: the event's
+/// fragments packed back to back. The writer neither parses nor copies them:
+/// a batch is one `writev` of the buffers (split only where the kernel's
+/// limit of 1024 buffers per call, or a short write, forces it).
+pub struct BinaryWriter {
+    files: Rolling<OpenBinary>,
+}
+
+impl BinaryWriter {
+    /// Creates the first file (and `dir` if needed). Fails if it exists.
+    pub fn create(
+        dir: &Path,
+        run: u32,
+        process: &str,
+        max_file_bytes: u64,
+    ) -> Result<Self, BinaryFileError> {
+        let files = Rolling::create(dir, run, process, EXTENSION, max_file_bytes, |path, _| {
+            OpenBinary::create(path)
+        })?;
+        Ok(Self { files })
+    }
+
+    /// Appends a batch of events (each its fragments back to back) to the
+    /// current file, creating the next file first after a roll-over, then
+    /// rolls over if the file exceeds `max_file_bytes`.
+    pub fn write_batch<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), BinaryFileError> {
+        self.files.usable()?;
+        let mut count = 0u64;
+        let mut slices: Vec<IoSlice<'a>> = events
+            .into_iter()
+            .inspect(|_| count += 1)
+            .filter(|e| !e.is_empty())
+            .map(IoSlice::new)
+            .collect();
+        if count == 0 {
+            return Ok(());
+        }
+        self.files.write_batch(
+            count,
+            |path, _| OpenBinary::create(path),
+            |open| open.write_slices(&mut slices),
+        )
+    }
+
+    /// Tells `observer` of every batch that reaches a file.
+    pub fn observe(&mut self, observer: BatchObserver) {
+        self.files.observe(observer);
+    }
+
+    /// Events written so far.
+    pub fn events_written(&self) -> u64 {
+        self.files.events()
+    }
+
+    /// Bytes written so far (the files' sizes: nothing is added at close).
+    pub fn bytes_written(&self) -> u64 {
+        self.files.bytes()
+    }
+
+    /// Files created so far, in order; the last may still be open.
+    pub fn files(&self) -> &[PathBuf] {
+        self.files.files()
+    }
+
+    /// Forces the current file to stable storage and closes it.
+    pub fn close(self) -> Result<RunFiles, BinaryFileError> {
+        let events = self.files.events();
+        self.files.close(events)
+    }
+}
+
+mod reader;
+#[cfg(test)]
+mod tests;
+
+pub use reader::{
+    BinaryFile, FragmentWalker, Step, Stop, StopReason, not_artdaq_binary, read_file,
+};
