@@ -4,94 +4,57 @@
 
 pub mod core;
 
-use daq_runtime::control::{App, AppError, Control, InitArgs, StopArgs};
-use daq_runtime::process::Listeners;
+use daq_format::process::{Kind, ProcessId};
+use daq_runtime::control::{AppError, InitArgs, StopArgs};
+use daq_runtime::stage::Stage;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::Mutex;
 
-/// The boardreader's state behind run control.
+/// The boardreader's data path behind the process skeleton.
 pub struct BoardReader {
-    rank: u16,
     counters: Arc<core::SendCounters>,
-    inner: Mutex<Inner>,
-}
-
-#[derive(Default)]
-struct Inner {
-    init: Option<InitArgs>,
-    run: Option<core::Run>,
-}
-
-impl BoardReader {
-    pub fn new(rank: u16) -> Self {
-        Self {
-            rank,
-            counters: Arc::default(),
-            inner: Mutex::default(),
-        }
-    }
 }
 
 #[tonic::async_trait]
-impl App for BoardReader {
-    async fn init(&self, args: InitArgs) -> Result<(), AppError> {
-        let n = usize::from(args.config.topology.eventbuilders);
-        if args.destinations.len() != n {
-            return Err(AppError::new(format!(
-                "init names {} eventbuilder addresses, the topology has {n}",
-                args.destinations.len()
-            )));
+impl Stage for BoardReader {
+    const KIND: Kind = Kind::BoardReader;
+    const ABOUT: &'static str = "DAQ boardreader: ToySimulator fragment generator";
+    type Run = core::Run;
+
+    fn new(_id: ProcessId) -> Self {
+        Self {
+            counters: Arc::default(),
         }
-        if self.rank >= args.config.topology.boardreaders {
-            return Err(AppError::new(format!(
-                "rank {} is outside the topology's {} boardreaders",
-                self.rank, args.config.topology.boardreaders
-            )));
-        }
-        self.inner.lock().await.init = Some(args);
-        Ok(())
     }
 
-    async fn start(&self, run: u32, _data_dir: PathBuf) -> Result<(), AppError> {
-        let mut inner = self.inner.lock().await;
-        let init = inner
-            .init
-            .as_ref()
-            .ok_or_else(|| AppError::new("not initialized"))?;
-        let r = core::Run::start(
-            self.rank,
+    async fn start(
+        &self,
+        id: ProcessId,
+        run: u32,
+        init: &InitArgs,
+        _data_dir: PathBuf,
+    ) -> Result<core::Run, AppError> {
+        core::Run::start(
+            id.rank,
             run,
             &init.config,
             &init.destinations,
             self.counters.clone(),
         )
         .await
-        .map_err(AppError::new)?;
-        inner.run = Some(r);
-        Ok(())
+        .map_err(AppError::new)
     }
 
-    async fn pause(&self) -> Result<(), AppError> {
-        match &mut self.inner.lock().await.run {
-            Some(r) => r.pause().await.map_err(AppError::new),
-            None => Ok(()),
-        }
+    async fn pause(&self, run: &mut core::Run) -> Result<(), AppError> {
+        run.pause().await.map_err(AppError::new)
     }
 
-    async fn resume(&self) -> Result<(), AppError> {
-        if let Some(r) = &self.inner.lock().await.run {
-            r.resume();
-        }
-        Ok(())
+    fn resume(&self, run: &core::Run) {
+        run.resume();
     }
 
-    async fn stop(&self, args: StopArgs) -> Result<Vec<String>, AppError> {
-        let run = self.inner.lock().await.run.take();
-        Ok(match run {
-            Some(r) => r.stop(args.end_sequence_id).await,
-            None => vec![],
-        })
+    async fn stop(&self, run: core::Run, args: StopArgs) -> Vec<String> {
+        run.stop(args.end_sequence_id).await
     }
 
     fn events_handled(&self) -> u64 {
@@ -101,17 +64,4 @@ impl App for BoardReader {
     fn counters(&self) -> proto::Counters {
         self.counters.snapshot()
     }
-}
-
-/// Runs a boardreader on `listeners` until shutdown.
-pub async fn run(rank: u16, listeners: Listeners) -> std::io::Result<()> {
-    let name = daq_format::process::ProcessId::new(daq_format::process::Kind::BoardReader, rank)
-        .to_string();
-    let (control, exit) = Control::new(name.clone(), Arc::new(BoardReader::new(rank)));
-    let observed = control.observed();
-    let terminate = control.terminator();
-    let router = daq_runtime::net::server()
-        .map_err(std::io::Error::other)?
-        .add_service(proto::run_control_server::RunControlServer::new(control));
-    daq_runtime::process::serve(&name, listeners, router, observed, terminate, exit).await
 }

@@ -5,80 +5,54 @@
 pub mod assembly;
 pub mod core;
 
-use daq_runtime::control::{App, AppError, Control, InitArgs, StopArgs};
-use daq_runtime::process::Listeners;
+use daq_format::process::{Kind, ProcessId};
+use daq_runtime::control::{AppError, InitArgs, StopArgs};
+use daq_runtime::net::Router;
+use daq_runtime::stage::Stage;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::Mutex;
 
+/// The eventbuilder's data path behind the process skeleton.
 pub struct EventBuilder {
-    rank: u16,
     shared: Arc<core::Shared>,
-    inner: Mutex<Inner>,
-}
-
-#[derive(Default)]
-struct Inner {
-    init: Option<InitArgs>,
-    run: Option<core::Run>,
-}
-
-impl EventBuilder {
-    pub fn new(rank: u16, shared: Arc<core::Shared>) -> Self {
-        Self {
-            rank,
-            shared,
-            inner: Mutex::default(),
-        }
-    }
 }
 
 #[tonic::async_trait]
-impl App for EventBuilder {
-    async fn init(&self, args: InitArgs) -> Result<(), AppError> {
-        let t = args.config.topology;
-        if args.destinations.len() != usize::from(t.aggregators) {
-            return Err(AppError::new(format!(
-                "init names {} aggregator addresses, the topology has {}",
-                args.destinations.len(),
-                t.aggregators
-            )));
+impl Stage for EventBuilder {
+    const KIND: Kind = Kind::EventBuilder;
+    const ABOUT: &'static str = "DAQ eventbuilder: fragment receiver and event builder";
+    type Run = core::Run;
+
+    fn new(id: ProcessId) -> Self {
+        Self {
+            shared: core::Shared::new(id.to_string()),
         }
-        if self.rank >= t.eventbuilders {
-            return Err(AppError::new(format!(
-                "rank {} is outside the topology's {} eventbuilders",
-                self.rank, t.eventbuilders
-            )));
-        }
-        self.inner.lock().await.init = Some(args);
-        Ok(())
     }
 
-    async fn start(&self, run: u32, _data_dir: PathBuf) -> Result<(), AppError> {
-        let mut inner = self.inner.lock().await;
-        let init = inner
-            .init
-            .as_ref()
-            .ok_or_else(|| AppError::new("not initialized"))?;
-        let r = core::Run::start(
-            &self.shared,
-            self.rank,
-            run,
-            &init.config,
-            &init.destinations,
+    fn services(&self, router: Router) -> Router {
+        router.add_service(
+            proto::fragment_sink_server::FragmentSinkServer::new(core::FragmentSink {
+                shared: self.shared.clone(),
+            })
+            .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(proto::MAX_MESSAGE_BYTES),
         )
-        .await
-        .map_err(AppError::new)?;
-        inner.run = Some(r);
-        Ok(())
     }
 
-    async fn stop(&self, args: StopArgs) -> Result<Vec<String>, AppError> {
-        let run = self.inner.lock().await.run.take();
-        Ok(match run {
-            Some(r) => r.stop(&self.shared, args).await,
-            None => vec![],
-        })
+    async fn start(
+        &self,
+        id: ProcessId,
+        run: u32,
+        init: &InitArgs,
+        _data_dir: PathBuf,
+    ) -> Result<core::Run, AppError> {
+        core::Run::start(&self.shared, id.rank, run, &init.config, &init.destinations)
+            .await
+            .map_err(AppError::new)
+    }
+
+    async fn stop(&self, run: core::Run, args: StopArgs) -> Vec<String> {
+        run.stop(&self.shared, args).await
     }
 
     fn events_handled(&self) -> u64 {
@@ -88,24 +62,4 @@ impl App for EventBuilder {
     fn counters(&self) -> proto::Counters {
         self.shared.counters.snapshot()
     }
-}
-
-/// Runs an eventbuilder on `listeners` until shutdown.
-pub async fn run(rank: u16, listeners: Listeners) -> std::io::Result<()> {
-    let name = daq_format::process::ProcessId::new(daq_format::process::Kind::EventBuilder, rank)
-        .to_string();
-    let shared = core::Shared::new(name.clone());
-    let app = Arc::new(EventBuilder::new(rank, shared.clone()));
-    let (control, exit) = Control::new(name.clone(), app);
-    let observed = control.observed();
-    let terminate = control.terminator();
-    let router = daq_runtime::net::server()
-        .map_err(std::io::Error::other)?
-        .add_service(proto::run_control_server::RunControlServer::new(control))
-        .add_service(
-            proto::fragment_sink_server::FragmentSinkServer::new(core::FragmentSink { shared })
-                .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(proto::MAX_MESSAGE_BYTES),
-        );
-    daq_runtime::process::serve(&name, listeners, router, observed, terminate, exit).await
 }

@@ -21,6 +21,16 @@ impl Kind {
     pub const ALL: [Kind; 3] = [Kind::BoardReader, Kind::EventBuilder, Kind::Aggregator];
 
     /// The name of the kind, which is also its binary's name.
+    /// The kind a process of this kind sends its data to (`None`: the
+    /// aggregators, the last stage).
+    pub fn downstream(self) -> Option<Kind> {
+        match self {
+            Kind::BoardReader => Some(Kind::EventBuilder),
+            Kind::EventBuilder => Some(Kind::Aggregator),
+            Kind::Aggregator => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::BoardReader => "boardreader",

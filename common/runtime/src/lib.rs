@@ -14,4 +14,5 @@ pub mod net;
 pub mod process;
 pub mod sampler;
 pub mod sources;
+pub mod stage;
 pub mod transport;

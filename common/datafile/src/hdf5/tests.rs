@@ -669,7 +669,7 @@ fn h5dump_script_agrees_with_read_file() {
         return;
     };
     let script = std::env::var("DAQ_H5DUMP_SCRIPT").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/h5dump_events.py").to_owned()
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/h5dump_events.py").to_owned()
     });
     let dir = tempfile::tempdir().unwrap();
     let events = make_events(0, 700, |i| 1 + i % 3, false);
