@@ -1,11 +1,11 @@
 //! Aggregator: the disk writer. Receives serialized events from every
 //! eventbuilder through NetMonInput and writes them to data files, HDF5 or
 //! artdaq-binary. Run control (this file) is kept apart from the data path
-//! (`core`) and the choice of format (`output`); the file formats are
+//! (`run`) and the choice of format (`output`); the file formats are
 //! the `daq-datafile` crate's.
 
-pub mod core;
 pub mod output;
+pub mod run;
 
 use daq_format::process::{Kind, ProcessId};
 use daq_runtime::control::{AppError, InitArgs, StopArgs};
@@ -16,24 +16,24 @@ use std::sync::Arc;
 
 /// The aggregator's data path behind the process skeleton.
 pub struct Aggregator {
-    shared: Arc<core::Shared>,
+    shared: Arc<run::Shared>,
 }
 
 #[tonic::async_trait]
 impl Stage for Aggregator {
     const KIND: Kind = Kind::Aggregator;
     const ABOUT: &'static str = "DAQ aggregator: NetMonInput receiver and HDF5 disk writer";
-    type Run = core::Run;
+    type Run = run::Run;
 
     fn new(id: ProcessId) -> Self {
         Self {
-            shared: core::Shared::new(id.to_string()),
+            shared: run::Shared::new(id.to_string()),
         }
     }
 
     fn services(&self, router: Router) -> Router {
         router.add_service(
-            proto::event_sink_server::EventSinkServer::new(core::EventSink {
+            proto::event_sink_server::EventSinkServer::new(run::EventSink {
                 shared: self.shared.clone(),
             })
             .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
@@ -47,12 +47,12 @@ impl Stage for Aggregator {
         run: u32,
         init: &InitArgs,
         data_dir: PathBuf,
-    ) -> Result<core::Run, AppError> {
-        core::Run::start(&self.shared, run, &init.config, &core::data_dir(data_dir))
+    ) -> Result<run::Run, AppError> {
+        run::Run::start(&self.shared, run, &init.config, &run::data_dir(data_dir))
             .map_err(AppError::new)
     }
 
-    async fn stop(&self, run: core::Run, args: StopArgs) -> Vec<String> {
+    async fn stop(&self, run: run::Run, args: StopArgs) -> Vec<String> {
         run.stop(&self.shared, args).await
     }
 

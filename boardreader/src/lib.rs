@@ -1,8 +1,8 @@
 //! Boardreader: polls a fragment generator and sends its fragments to the
 //! eventbuilders. Run control (this file) is kept apart from the data path
-//! (`core`) and the ToySimulator (`daq_format::generator`).
+//! (`run`) and the ToySimulator (`daq_format::generator`).
 
-pub mod core;
+pub mod run;
 
 use daq_format::process::{Kind, ProcessId};
 use daq_runtime::control::{AppError, InitArgs, StopArgs};
@@ -12,14 +12,14 @@ use std::sync::Arc;
 
 /// The boardreader's data path behind the process skeleton.
 pub struct BoardReader {
-    counters: Arc<core::SendCounters>,
+    counters: Arc<run::SendCounters>,
 }
 
 #[tonic::async_trait]
 impl Stage for BoardReader {
     const KIND: Kind = Kind::BoardReader;
     const ABOUT: &'static str = "DAQ boardreader: ToySimulator fragment generator";
-    type Run = core::Run;
+    type Run = run::Run;
 
     fn new(_id: ProcessId) -> Self {
         Self {
@@ -33,8 +33,8 @@ impl Stage for BoardReader {
         run: u32,
         init: &InitArgs,
         _data_dir: PathBuf,
-    ) -> Result<core::Run, AppError> {
-        core::Run::start(
+    ) -> Result<run::Run, AppError> {
+        run::Run::start(
             id.rank,
             run,
             &init.config,
@@ -45,15 +45,15 @@ impl Stage for BoardReader {
         .map_err(AppError::new)
     }
 
-    async fn pause(&self, run: &mut core::Run) -> Result<(), AppError> {
+    async fn pause(&self, run: &mut run::Run) -> Result<(), AppError> {
         run.pause().await.map_err(AppError::new)
     }
 
-    fn resume(&self, run: &core::Run) {
+    fn resume(&self, run: &run::Run) {
         run.resume();
     }
 
-    async fn stop(&self, run: core::Run, args: StopArgs) -> Vec<String> {
+    async fn stop(&self, run: run::Run, args: StopArgs) -> Vec<String> {
         run.stop(args.end_sequence_id).await
     }
 

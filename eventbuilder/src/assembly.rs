@@ -35,8 +35,12 @@ pub enum Placed {
     Duplicate,
     /// Its event was already released downstream: dropped.
     Late,
-    /// Larger than allowed: rejected, nothing written.
-    Oversize,
+    /// Larger than `max_fragment_bytes` or than its buffer can still
+    /// take: rejected, nothing written.
+    TooLarge,
+    /// A fragment id outside the topology's boardreaders: rejected, nothing
+    /// written.
+    UnknownFragmentId,
     /// Its event could not be written or published in shared memory: the
     /// event and its fragments are lost (see [`Assembly::take_unpublished`]).
     Unpublished,
@@ -143,8 +147,11 @@ impl Assembly {
     pub fn place(&mut self, f: &Fragment) -> Placed {
         let seq = f.sequence_id();
         let id = usize::from(f.fragment_id());
-        if f.len() > self.max_fragment_bytes || id >= self.expected as usize {
-            return Placed::Oversize;
+        if f.len() > self.max_fragment_bytes {
+            return Placed::TooLarge;
+        }
+        if id >= self.expected as usize {
+            return Placed::UnknownFragmentId;
         }
         if self.was_released(seq) {
             return Placed::Late;
@@ -168,7 +175,7 @@ impl Assembly {
         };
         // `id < expected` was checked above and `have` has `expected` slots.
         let Some(have) = open.have.get_mut(id) else {
-            return Placed::Oversize;
+            return Placed::UnknownFragmentId;
         };
         if *have {
             return Placed::Duplicate;
@@ -176,7 +183,7 @@ impl Assembly {
         match self.store.append(open.idx, f.bytes()) {
             Ok(_) => {}
             // The buffer cannot take it: nothing was written.
-            Err(daq_shm::ShmError::TooLarge { .. }) => return Placed::Oversize,
+            Err(daq_shm::ShmError::TooLarge { .. }) => return Placed::TooLarge,
             Err(e) => {
                 // The buffer is not ours any more: the event is lost.
                 let fragments = open.count + 1;
@@ -382,7 +389,7 @@ mod tests {
         let (_d, mut a) = assembly("t3", 4);
         assert_eq!(a.place(&frag(1, 0, 8)), Placed::Pending);
         assert_eq!(a.place(&frag(1, 0, 8)), Placed::Duplicate);
-        assert_eq!(a.place(&frag(2, 0, 2000)), Placed::Oversize);
+        assert_eq!(a.place(&frag(2, 0, 2000)), Placed::TooLarge);
         assert_eq!(a.open_events(), 1);
         assert_eq!(a.store().counts().writing, 1);
     }

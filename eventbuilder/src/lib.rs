@@ -1,9 +1,13 @@
 //! Eventbuilder: receives the fragments of every boardreader, assembles
 //! events and ships them, serialized, to the aggregators. Run control (this
-//! file) is kept apart from the data path (`core`) and assembly (`store`).
+//! file) is kept apart from the run (`run`), its three jobs (`receive`,
+//! `build`, `send`) and the shared-memory assembly (`assembly`).
 
 pub mod assembly;
-pub mod core;
+mod build;
+mod receive;
+pub mod run;
+mod send;
 
 use daq_format::process::{Kind, ProcessId};
 use daq_runtime::control::{AppError, InitArgs, StopArgs};
@@ -14,24 +18,24 @@ use std::sync::Arc;
 
 /// The eventbuilder's data path behind the process skeleton.
 pub struct EventBuilder {
-    shared: Arc<core::Shared>,
+    shared: Arc<run::Shared>,
 }
 
 #[tonic::async_trait]
 impl Stage for EventBuilder {
     const KIND: Kind = Kind::EventBuilder;
     const ABOUT: &'static str = "DAQ eventbuilder: fragment receiver and event builder";
-    type Run = core::Run;
+    type Run = run::Run;
 
     fn new(id: ProcessId) -> Self {
         Self {
-            shared: core::Shared::new(id.to_string()),
+            shared: run::Shared::new(id.to_string()),
         }
     }
 
     fn services(&self, router: Router) -> Router {
         router.add_service(
-            proto::fragment_sink_server::FragmentSinkServer::new(core::FragmentSink {
+            proto::fragment_sink_server::FragmentSinkServer::new(receive::FragmentSink {
                 shared: self.shared.clone(),
             })
             .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
@@ -45,13 +49,13 @@ impl Stage for EventBuilder {
         run: u32,
         init: &InitArgs,
         _data_dir: PathBuf,
-    ) -> Result<core::Run, AppError> {
-        core::Run::start(&self.shared, id.rank, run, &init.config, &init.destinations)
+    ) -> Result<run::Run, AppError> {
+        run::Run::start(&self.shared, id.rank, run, &init.config, &init.destinations)
             .await
             .map_err(AppError::new)
     }
 
-    async fn stop(&self, run: core::Run, args: StopArgs) -> Vec<String> {
+    async fn stop(&self, run: run::Run, args: StopArgs) -> Vec<String> {
         run.stop(&self.shared, args).await
     }
 
