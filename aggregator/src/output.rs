@@ -111,6 +111,15 @@ impl Output {
         }
     }
 
+    /// What is in the files so far: (events, bytes), both moving once per
+    /// batch that reached a file (see `Counters.events_written`).
+    pub fn in_files(&self) -> (u64, u64) {
+        match self {
+            Self::Hdf5(w) => (w.events_in_files(), w.bytes_written()),
+            Self::ArtdaqBinary { writer, .. } => (writer.events_written(), writer.bytes_written()),
+        }
+    }
+
     /// The files created so far, in order; the last may still be open.
     pub fn files(&self) -> &[std::path::PathBuf] {
         match self {

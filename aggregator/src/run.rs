@@ -291,39 +291,26 @@ impl Run {
     /// then drains shared memory and closes the data files. Returns the
     /// problems found.
     pub async fn stop(self, shared: &Shared, args: StopArgs) -> Vec<String> {
-        // The store goes away with the run: stop reporting its buffers.
-        daq_runtime::metrics::data_path().set_buffers(None);
-        let mut problems = self
-            .ingress
-            .sources
-            .wait_all(args.source_wait(self.finish_timeout))
-            .await;
-        shared.ingress.set(None);
-        let (ack, done) = oneshot::channel();
-        if self
-            .ingress
-            .tx
-            .send(IngestInput::Finish(ack))
-            .await
-            .is_err()
-        {
-            problems.push("ingest ended before stop".into());
-        } else {
-            match done.await {
-                Ok(w) => {
-                    shared.counters.update(|c| {
-                        c.bytes_written = w.bytes_on_disk;
-                        c.data_files = w.files.iter().map(|p| p.display().to_string()).collect();
-                    });
-                    problems.extend(w.error);
-                    for f in w.files.iter().filter(|f| !f.exists()) {
-                        problems.push(format!(
-                            "data file {} is gone: removed during the run, its events with it",
-                            f.display()
-                        ));
-                    }
-                }
-                Err(_) => problems.push("writer ended during stop".into()),
+        let (mut problems, written) = daq_runtime::transport::inbound::end_run(
+            &shared.ingress,
+            &*self.ingress,
+            args.source_wait(self.finish_timeout),
+            &self.ingress.tx,
+            IngestInput::Finish,
+            "ingest",
+        )
+        .await;
+        if let Some(w) = written {
+            shared.counters.update(|c| {
+                c.bytes_written = w.bytes_on_disk;
+                c.data_files = w.files.iter().map(|p| p.display().to_string()).collect();
+            });
+            problems.extend(w.error);
+            for f in w.files.iter().filter(|f| !f.exists()) {
+                problems.push(format!(
+                    "data file {} is gone: removed during the run, its events with it",
+                    f.display()
+                ));
             }
         }
         let unwritten = shared.counters.read(|c| c.events_unwritten);
@@ -442,17 +429,14 @@ impl WriterThread {
         let mut failed: Option<String> = None;
         // Events the writer accepted (HDF5: perhaps still buffered).
         let mut accepted = 0u64;
-        let mut reported = 0u64;
+        // What the counters last said is in the files: (events, bytes).
+        let mut reported = (0u64, 0u64);
         let limit = self.writer.as_ref().map_or(1, Output::batch_limit);
         let mut batch = Vec::with_capacity(limit);
         loop {
             // Every event ready, up to the writer's batch: one write for all.
             batch.extend(std::iter::from_fn(|| self.reader.take()).take(limit));
             if batch.is_empty() {
-                if accepted != reported {
-                    reported = accepted;
-                    self.shared.counters.update(|c| c.events_written = accepted);
-                }
                 if self.signals.finishing.load(Ordering::Acquire) && self.reader.counts().full == 0
                 {
                     break;
@@ -475,7 +459,6 @@ impl WriterThread {
                             accepted -= pending;
                             let msg = format!("data file write failed: {e}");
                             self.fail(msg.clone(), n + pending, accepted);
-                            reported = accepted;
                             failed = Some(msg);
                         }
                     }
@@ -488,9 +471,16 @@ impl WriterThread {
             }
             batch.clear();
             self.signals.freed.notify_one();
-            if accepted >= reported + 256 {
-                reported = accepted;
-                self.shared.counters.update(|c| c.events_written = accepted);
+            // Live: once per batch that reached a file, events and bytes
+            // together (a failure has set them already).
+            if let (Some(w), None) = (&self.writer, &failed) {
+                let now = w.in_files();
+                if now != reported {
+                    reported = now;
+                    self.shared.counters.update(|c| {
+                        (c.events_written, c.bytes_written) = now;
+                    });
+                }
             }
             if !self.delay.is_zero() {
                 std::thread::sleep(self.delay * n as u32);
@@ -504,11 +494,15 @@ impl WriterThread {
         }
         let (pending, files) = (w.events_pending(), w.files().to_vec());
         match w.close() {
-            Ok(f) => Written {
-                files: f.files,
-                bytes_on_disk: f.bytes_on_disk,
-                error: None,
-            },
+            Ok(f) => {
+                // Every event accepted is in a file now.
+                self.shared.counters.update(|c| c.events_written = accepted);
+                Written {
+                    files: f.files,
+                    bytes_on_disk: f.bytes_on_disk,
+                    error: None,
+                }
+            }
             Err(e) => {
                 let msg = format!("closing data files failed: {e}");
                 self.fail(msg.clone(), pending, accepted - pending);

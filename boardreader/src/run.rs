@@ -17,7 +17,7 @@ use daq_runtime::transport::outbound::OutboundError;
 use daq_runtime::transport::{BlockingOutbound, CountSent, Fragments, Outbound, OutboundConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
@@ -221,9 +221,9 @@ fn generate(
                 next_due = next_due.max(now) + cfg.throttle;
             }
             // Generated straight into the bytes that are sent: no copy
-            // before the gRPC encoder's.
+            // before the gRPC encoder's; stamped with the time it was made.
             let fragment = generator
-                .fragment_bytes_in(seq, &mut arena, ARENA_BYTES)
+                .fragment_bytes_made_at(seq, &mut arena, ARENA_BYTES, SystemTime::now())
                 .map_err(|e| format!("generator failed at sequence id {seq}: {e}"))?;
             out.push(seq, fragment);
             daq_runtime::leak::inject_leak(cfg.leak_bytes_per_event, 1);

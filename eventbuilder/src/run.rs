@@ -179,30 +179,16 @@ impl Run {
     /// releases what is left, ends the aggregator streams and checks their
     /// counts. Returns the problems found.
     pub async fn stop(self, shared: &Shared, args: StopArgs) -> Vec<String> {
-        // The store goes away with the run: stop reporting its buffers.
-        daq_runtime::metrics::data_path().set_buffers(None);
-        let mut problems = self
-            .ingress
-            .sources
-            .wait_all(args.source_wait(self.finish_timeout))
-            .await;
-        // New streams for this run are refused from here on.
-        shared.ingress.set(None);
-        let (ack, done) = oneshot::channel();
-        if self
-            .ingress
-            .tx
-            .send(BuilderInput::Finish(ack))
-            .await
-            .is_err()
-        {
-            problems.push("builder task ended before stop".into());
-        } else {
-            match done.await {
-                Ok(p) => problems.extend(p),
-                Err(_) => problems.push("builder task ended during stop".into()),
-            }
-        }
+        let (mut problems, built) = daq_runtime::transport::inbound::end_run(
+            &shared.ingress,
+            &*self.ingress,
+            args.source_wait(self.finish_timeout),
+            &self.ingress.tx,
+            BuilderInput::Finish,
+            "builder task",
+        )
+        .await;
+        problems.extend(built.into_iter().flatten());
         if let Err(e) = self.builder.await {
             problems.push(format!("builder task failed: {e}"));
         }

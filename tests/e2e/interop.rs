@@ -107,6 +107,12 @@ fn read_binary(path: &Path) -> Events {
         .map(|e| {
             let frags = e
                 .iter()
+                .inspect(|f| {
+                    // Stamped when made, as artdaq's Fragment::touch():
+                    // a wall-clock time of this decade, not zero.
+                    let h = f.header();
+                    assert!(h.atime_s > 1_700_000_000, "atime of {h:?}");
+                })
                 .map(|f| Frag {
                     fragment_id: f.fragment_id(),
                     fragment_type: f.header().fragment_type,

@@ -16,6 +16,7 @@ mod hosts;
 mod interop;
 mod leak;
 mod link;
+mod live;
 mod metrics;
 mod pipeline;
 mod report;

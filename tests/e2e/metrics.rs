@@ -14,12 +14,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The value of the sample `name{labels}` in an exposition (exact label text).
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-fn scrape(url: &str) -> String {
+pub(crate) fn scrape(url: &str) -> String {
     let (status, body) = http_get(url).unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(status, 200, "{url}: {body}");
     assert!(body.ends_with("# EOF\n"), "not OpenMetrics text: {body}");
@@ -191,7 +191,7 @@ impl Drop for Held {
 }
 
 /// A Prometheus server on 127.0.0.1 with its own data directory.
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
     api: String,
 }
@@ -206,7 +206,7 @@ impl Drop for Prometheus {
 impl Prometheus {
     /// Starts Prometheus scraping `targets` every 200 ms; waits until it
     /// serves its API (the port it bound is read from its log).
-    fn start(dir: &Path, targets: &[(String, String)]) -> Self {
+    pub(crate) fn start(dir: &Path, targets: &[(String, String)]) -> Self {
         let mut config = String::from(
             "global:\n  scrape_interval: 200ms\n  scrape_timeout: 200ms\nscrape_configs:\n",
         );
@@ -261,7 +261,7 @@ impl Prometheus {
     }
 
     /// The result vector of an instant query.
-    fn query(&self, q: &str) -> Vec<Value> {
+    pub(crate) fn query(&self, q: &str) -> Vec<Value> {
         let url = format!(
             "{}?query={}",
             self.api,
@@ -281,7 +281,7 @@ impl Prometheus {
     }
 
     /// The value of a query returning one sample.
-    fn scalar(&self, q: &str) -> Option<f64> {
+    pub(crate) fn scalar(&self, q: &str) -> Option<f64> {
         self.query(q)
             .first()
             .and_then(|r| r["value"][1].as_str()?.parse().ok())

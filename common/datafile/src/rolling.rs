@@ -145,7 +145,8 @@ pub(crate) struct Rolling<S> {
     next_index: u32,
     files: Vec<PathBuf>,
     events: u64,
-    bytes: u64,
+    /// Sizes of the files closed so far.
+    closed_bytes: u64,
     failed: bool,
     observer: Option<BatchObserver>,
 }
@@ -175,7 +176,7 @@ impl<S: Segment> Rolling<S> {
             next_index: 0,
             files: Vec::new(),
             events: 0,
-            bytes: 0,
+            closed_bytes: 0,
             failed: false,
             observer: None,
         };
@@ -250,13 +251,16 @@ impl<S: Segment> Rolling<S> {
             elapsed: started.elapsed(),
         };
         self.events += events;
-        self.bytes += batch.bytes;
         if let Some(observe) = &mut self.observer {
             observe(batch);
         }
         let max = self.max_file_bytes;
         if let Some(full) = self.current.take_if(|s| max > 0 && s.bytes() > max) {
+            let before = full.bytes();
             full.finish()?;
+            // Its final size, with what finishing added (HDF5's attributes).
+            let closed = self.files.last().and_then(|p| std::fs::metadata(p).ok());
+            self.closed_bytes += closed.map_or(before, |m| m.len());
         }
         Ok(out)
     }
@@ -266,15 +270,15 @@ impl<S: Segment> Rolling<S> {
         self.observer = Some(observer);
     }
 
-    /// Events in files so far.
+    /// Events in files so far (whole batches).
     pub(crate) fn events(&self) -> u64 {
         self.events
     }
 
-    /// Bytes the batches added to the files so far (what is left for close
-    /// to add, such as HDF5's end-of-file attributes, is not counted).
+    /// The files' sizes so far: those closed and the one open (what close
+    /// has still to add, such as HDF5's end-of-file attributes, is not in).
     pub(crate) fn bytes(&self) -> u64 {
-        self.bytes
+        self.closed_bytes + self.current.as_ref().map_or(0, Segment::bytes)
     }
 
     /// Files created so far, in order; the last may still be open.

@@ -204,7 +204,7 @@ impl BinaryWriter {
         self.files.events()
     }
 
-    /// Bytes written so far (the files' sizes: nothing is added at close).
+    /// The files' sizes so far (nothing is added at close).
     pub fn bytes_written(&self) -> u64 {
         self.files.bytes()
     }

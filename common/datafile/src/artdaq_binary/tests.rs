@@ -162,3 +162,24 @@ fn other_formats_are_refused_saying_what_they_are() {
     let e = read_file(&txt).expect_err("refused");
     assert!(e.to_string().contains("is not a fragment header"), "{e}");
 }
+
+#[test]
+fn bytes_written_is_the_files_size_after_every_batch_across_roll_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = event(1, 2, 20);
+    let mut w = BinaryWriter::create(dir.path(), 1, "ag", 300).expect("create");
+    for n in 1..=7u64 {
+        w.write_batch([e.as_slice()]).expect("write");
+        let on_disk: u64 = w
+            .files()
+            .iter()
+            .map(|p| std::fs::metadata(p).expect("exists").len())
+            .sum();
+        assert_eq!(w.bytes_written(), on_disk, "after batch {n}");
+        assert_eq!(w.bytes_written(), n * 128);
+        assert_eq!(w.events_written(), n);
+    }
+    assert!(w.files().len() > 1, "rolled over");
+    let files = w.close().expect("close");
+    assert_eq!(files.bytes_on_disk, 7 * 128);
+}

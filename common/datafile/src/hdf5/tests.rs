@@ -725,3 +725,44 @@ fn h5dump_script_agrees_with_read_file() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn events_and_bytes_in_files_move_together_once_per_flushed_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = make_events(0, 25, two, false);
+    let options = WriterOptions {
+        batch_events: 10,
+        max_file_bytes: 40_000,
+        ..WriterOptions::default()
+    };
+    let mut writer = RunWriter::create(dir.path(), attributes("eb01"), options).unwrap();
+    let empty = writer.bytes_written();
+    write_events(&mut writer, &events[..9]);
+    // Buffered events are not in a file: neither count has moved.
+    assert_eq!(
+        (writer.events_in_files(), writer.bytes_written()),
+        (0, empty)
+    );
+    let mut seen = Vec::new();
+    for e in events[9..].chunks(1) {
+        write_events(&mut writer, e);
+        seen.push((writer.events_in_files(), writer.bytes_written()));
+    }
+    // One step per batch of 10 (events 10 and 20), bytes growing with it.
+    let steps: Vec<_> = seen.windows(2).filter(|w| w[0] != w[1]).collect();
+    assert_eq!(steps.len(), 1, "{seen:?}");
+    assert_eq!(seen.first().map(|s| s.0), Some(10));
+    assert_eq!(seen.last().map(|s| s.0), Some(20));
+    assert!(seen.iter().all(|&(_, b)| b > empty));
+    // The count is the files' size: once synced, what is on disk.
+    writer.sync().unwrap();
+    let on_disk: u64 = writer
+        .files()
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(writer.bytes_written(), on_disk);
+    let files = writer.close().unwrap();
+    assert_eq!(files.events, 25);
+    assert!(files.bytes_on_disk >= on_disk);
+}

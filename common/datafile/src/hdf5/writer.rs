@@ -278,9 +278,16 @@ impl RunWriter {
         self.files.observe(observer);
     }
 
-    /// Bytes the batches so far added to the files.
+    /// The files' sizes so far (see [`Rolling`]'s rule: the end-of-file
+    /// attributes come at close).
     pub fn bytes_written(&self) -> u64 {
         self.files.bytes()
+    }
+
+    /// Events in the files: every batch flushed so far (the buffered
+    /// events are not).
+    pub fn events_in_files(&self) -> u64 {
+        self.files.events()
     }
 
     /// Forces everything flushed so far to stable storage (fsync). Buffered

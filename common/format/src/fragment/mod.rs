@@ -141,6 +141,26 @@ pub struct FragmentHeader {
     pub atime_s: u32,
 }
 
+/// Stamps a fragment's access time (header word 3, `atime_s` and
+/// `atime_ns`) with `at`, as artdaq's `Fragment::touch()` does when a
+/// fragment is made; `valid`, `complete` and every other word are left as
+/// they are. A buffer shorter than a header is left alone.
+pub fn touch(fragment: &mut [u8], at: std::time::SystemTime) {
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let Some(word) = fragment.get_mut(3 * WORD_BYTES..HEADER_BYTES) else {
+        return;
+    };
+    let Ok(old) = <[u8; WORD_BYTES]>::try_from(&*word) else {
+        return;
+    };
+    let flags = u64::from_le_bytes(old) & 0b11;
+    // A second holds fewer than 2^30 nanoseconds; seconds wrap in 2106 (u32).
+    let w3 = flags
+        | u64::from(since.subsec_nanos() & MAX_ATIME_NS) << 2
+        | (since.as_secs() & u64::from(u32::MAX)) << 32;
+    word.copy_from_slice(&w3.to_le_bytes());
+}
+
 impl FragmentHeader {
     /// Decodes the four header words without checking them against a buffer.
     pub fn decode(words: [u64; HEADER_WORDS]) -> Self {

@@ -350,6 +350,30 @@ impl ToySimulator {
         self.write_fragment(sequence_id, arena)?;
         Ok(arena.split().freeze())
     }
+
+    /// [`fragment_bytes_in`](Self::fragment_bytes_in) with the header's
+    /// access time stamped `made_at` ([`fragment::touch`], artdaq's
+    /// `Fragment::touch()` at creation): what the boardreader sends. The
+    /// access time is the one field that is not a function of (seed,
+    /// board, sequence id).
+    pub fn fragment_bytes_made_at(
+        &self,
+        sequence_id: u64,
+        arena: &mut BytesMut,
+        arena_bytes: usize,
+        made_at: std::time::SystemTime,
+    ) -> Result<Bytes, FragmentError> {
+        let len = self.fragment_bytes();
+        if arena.capacity() < len {
+            *arena = BytesMut::with_capacity(arena_bytes.max(len));
+        }
+        let start = arena.len();
+        self.write_fragment(sequence_id, arena)?;
+        if let Some(made) = arena.get_mut(start..) {
+            fragment::touch(made, made_at);
+        }
+        Ok(arena.split().freeze())
+    }
 }
 
 impl ToySimulator {

@@ -227,3 +227,32 @@ fn monotonic_samples_count_up() {
     let s = adc_samples(g.fragment(102).expect("valid").payload(), 40);
     assert_eq!(s, (4080..4096).chain(0..24).collect::<Vec<u16>>());
 }
+
+#[test]
+fn made_at_stamps_the_access_time_and_changes_nothing_else() {
+    let c = cfg(Distribution::Gaussian, ToyFragmentType::Toy2);
+    let g = ToySimulator::new(1, &c);
+    let at = std::time::UNIX_EPOCH + std::time::Duration::new(1_765_000_000, 123_456_789);
+    let mut arena = BytesMut::new();
+    let pure = g.fragment_bytes_in(9, &mut arena, 256).expect("valid");
+    let made = g
+        .fragment_bytes_made_at(9, &mut arena, 256, at)
+        .expect("valid");
+    let f = Fragment::parse(made.clone()).expect("parses");
+    assert_eq!(
+        (f.header().atime_s, f.header().atime_ns),
+        (1_765_000_000, 123_456_789)
+    );
+    assert_eq!(
+        Fragment::parse(pure.clone())
+            .expect("parses")
+            .header()
+            .atime_s,
+        0
+    );
+    // Every byte but header word 3's atime bits is the pure function's.
+    let (w, p) = (&made[24..32], &pure[24..32]);
+    assert_eq!(w[0] & 0b11, p[0] & 0b11);
+    assert_eq!(made[..24], pure[..24]);
+    assert_eq!(made[32..], pure[32..]);
+}

@@ -228,3 +228,34 @@ impl<'a> Inbound<'a> {
         }
     }
 }
+
+/// How a receiving run ends, the same for every receiver: stop reporting
+/// the run's store in the metrics (it goes with the run), wait for every
+/// source's end-of-data (at most `wait`), refuse new streams for the run,
+/// then send the run's task `finish(ack)` and wait for its answer. Returns
+/// the problems found with the answer; `None` when the task had already
+/// ended, which the problems then say (`<task> ended before/during stop`).
+pub async fn end_run<R: Receiver, M, T>(
+    slot: &RunSlot<R>,
+    ingress: &R,
+    wait: std::time::Duration,
+    tx: &tokio::sync::mpsc::Sender<M>,
+    finish: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> M,
+    task: &str,
+) -> (Vec<String>, Option<T>) {
+    crate::metrics::data_path().set_buffers(None);
+    let mut problems = ingress.sources().wait_all(wait).await;
+    slot.set(None);
+    let (ack, done) = tokio::sync::oneshot::channel();
+    if tx.send(finish(ack)).await.is_err() {
+        problems.push(format!("{task} ended before stop"));
+        return (problems, None);
+    }
+    match done.await {
+        Ok(answer) => (problems, Some(answer)),
+        Err(_) => {
+            problems.push(format!("{task} ended during stop"));
+            (problems, None)
+        }
+    }
+}
