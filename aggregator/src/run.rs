@@ -112,10 +112,8 @@ impl Receiver for Ingress {
 
     fn received(&self, events: u64, bytes: u64) {
         daq_runtime::leak::inject_leak(self.leak_bytes_per_event, events);
-        self.counters.update(|c| {
-            c.events_received += events;
-            c.bytes_received += bytes;
-        });
+        self.counters
+            .update(|c| Events::count_received(c, events, bytes));
     }
 }
 

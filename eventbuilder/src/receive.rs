@@ -85,13 +85,6 @@ impl Receiver for Ingress {
         };
         self.tx.send(input).await.map_err(|_| RunEnded)
     }
-
-    fn received(&self, fragments: u64, bytes: u64) {
-        self.counters.update(|c| {
-            c.fragments_received += fragments;
-            c.bytes_received += bytes;
-        });
-    }
 }
 
 /// The `FragmentSink` gRPC service: one client stream per boardreader per run.

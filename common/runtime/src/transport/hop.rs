@@ -53,6 +53,8 @@ pub trait Hop: Send + Sync + 'static {
     /// Adds a sent batch of `items` items and `bytes` bytes to the sender's
     /// counters (the fields this hop's items count in).
     fn count_sent(c: &mut Counters, items: u64, bytes: u64);
+    /// Adds one batch handed on by the receiver to its counters.
+    fn count_received(c: &mut Counters, items: u64, bytes: u64);
     /// Adds the items of a rejected batch to the receiver's counters:
     /// `malformed` items that could not be decoded, `discarded` well-formed
     /// ones thrown away with them (per reason, in this hop's fields).
@@ -77,6 +79,11 @@ impl Hop for Fragments {
     fn count_sent(c: &mut Counters, fragments: u64, bytes: u64) {
         c.fragments_sent += fragments;
         c.bytes_sent += bytes;
+    }
+
+    fn count_received(c: &mut Counters, fragments: u64, bytes: u64) {
+        c.fragments_received += fragments;
+        c.bytes_received += bytes;
     }
 
     fn count_rejected(c: &mut Counters, malformed: u64, discarded: u64) {
@@ -141,6 +148,11 @@ impl Hop for Events {
     fn count_sent(c: &mut Counters, events: u64, bytes: u64) {
         c.events_sent += events;
         c.bytes_sent += bytes;
+    }
+
+    fn count_received(c: &mut Counters, events: u64, bytes: u64) {
+        c.events_received += events;
+        c.bytes_received += bytes;
     }
 
     fn count_rejected(c: &mut Counters, malformed: u64, discarded: u64) {

@@ -54,9 +54,13 @@ pub trait Receiver: Send + Sync + 'static {
         source: usize,
         items: Vec<Self::Item>,
     ) -> impl Future<Output = Result<(), RunEnded>> + Send;
-    /// Counts one batch handed on: `items` items of `bytes` bytes. Called
-    /// once per batch, never per item; the place to observe batch sizes.
-    fn received(&self, items: u64, bytes: u64);
+    /// Counts one batch handed on: `items` items of `bytes` bytes, in the
+    /// hop's received fields. Called once per batch, never per item; the
+    /// place to observe batch sizes.
+    fn received(&self, items: u64, bytes: u64) {
+        self.counters()
+            .update(|c| <Self::Hop as Hop>::count_received(c, items, bytes));
+    }
 }
 
 /// Serves one inbound stream of the current run (refused when no run is
