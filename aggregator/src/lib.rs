@@ -8,16 +8,15 @@ pub mod output;
 pub mod run;
 
 use daq_format::process::{Kind, ProcessId};
-use daq_runtime::control::{AppError, InitArgs, StopArgs};
+use daq_runtime::control::{AppError, StopArgs};
+use daq_runtime::data_sink;
 use daq_runtime::net::Router;
-use daq_runtime::stage::Stage;
-use std::path::PathBuf;
+use daq_runtime::stage::{Stage, Start};
+use proto::event_sink_server::EventSinkServer;
 use std::sync::Arc;
 
 /// The aggregator's data path behind the process skeleton.
-pub struct Aggregator {
-    shared: Arc<run::Shared>,
-}
+pub struct Aggregator(Arc<run::Shared>);
 
 #[tonic::async_trait]
 impl Stage for Aggregator {
@@ -26,45 +25,32 @@ impl Stage for Aggregator {
     type Run = run::Run;
 
     fn new(id: ProcessId) -> Self {
-        Self {
-            shared: run::Shared::new(id.to_string()),
-        }
+        Self(run::Shared::new(id.to_string()))
     }
 
     fn services(&self, router: Router) -> Router {
-        router.add_service(
-            proto::event_sink_server::EventSinkServer::new(run::EventSink {
-                shared: self.shared.clone(),
-            })
-            .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(proto::MAX_MESSAGE_BYTES),
-        )
+        let sink = run::EventSink(self.0.clone());
+        router.add_service(data_sink!(EventSinkServer<_>, sink))
     }
 
-    async fn start(
-        &self,
-        _id: ProcessId,
-        run: u32,
-        init: &InitArgs,
-        data_dir: PathBuf,
-    ) -> Result<run::Run, AppError> {
-        run::Run::start(&self.shared, run, &init.config, &run::data_dir(data_dir))
-            .map_err(AppError::new)
+    async fn start(&self, s: Start<'_>) -> Result<run::Run, AppError> {
+        let dir = run::data_dir(s.data_dir);
+        run::Run::start(&self.0, s.run, &s.init.config, &dir).map_err(AppError::new)
     }
 
     async fn stop(&self, run: run::Run, args: StopArgs) -> Vec<String> {
-        run.stop(&self.shared, args).await
+        run.stop(&self.0, args).await
     }
 
     fn events_handled(&self) -> u64 {
-        self.shared.counters.read(|c| c.events_received)
+        self.0.counters.read(|c| c.events_received)
     }
 
     fn counters(&self) -> proto::Counters {
-        self.shared.counters.snapshot()
+        self.0.counters.snapshot()
     }
 
     fn failure(&self) -> Option<String> {
-        self.shared.failure()
+        self.0.failure()
     }
 }

@@ -30,8 +30,8 @@ use daq_format::process::{Kind, ProcessId};
 use daq_format::seqranges;
 use daq_runtime::control::StopArgs;
 use daq_runtime::counters::LiveCounters;
-use daq_runtime::sources::{RunSlot, Sources};
-use daq_runtime::transport::{Decoded, Events, Hop, Receiver, RunEnded};
+use daq_runtime::sources::RunSlot;
+use daq_runtime::transport::{Decoded, Events, Hop, Intake, Receiver, RunEnded};
 use daq_shm::{ShmReader, ShmStore, StoreSpec, segment_path};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,12 +49,10 @@ enum IngestInput {
 }
 
 struct Ingress {
-    run: u32,
+    intake: Intake,
     /// Deserialization path: fixed, or legacy (leaks on purpose).
     decode: fn(bytes::Bytes) -> Result<Event, netmon::NetMonError>,
-    sources: Sources,
     tx: mpsc::Sender<IngestInput>,
-    counters: Arc<LiveCounters>,
     /// Bytes orphaned per event received (the injected leak; 0 = none).
     leak_bytes_per_event: u64,
     /// The step between the sequence ids one eventbuilder sends here
@@ -67,16 +65,8 @@ impl Receiver for Ingress {
     type Hop = Events;
     type Item = Event;
 
-    fn run(&self) -> u32 {
-        self.run
-    }
-
-    fn sources(&self) -> &Sources {
-        &self.sources
-    }
-
-    fn counters(&self) -> &LiveCounters {
-        &self.counters
+    fn intake(&self) -> &Intake {
+        &self.intake
     }
 
     fn decode(&self, source: usize, raw: bytes::Bytes) -> Result<Decoded<Event>, String> {
@@ -91,7 +81,7 @@ impl Receiver for Ingress {
         let name = u16::try_from(source)
             .map(|r| ProcessId::new(Kind::EventBuilder, r).to_string())
             .unwrap_or_else(|_| format!("eventbuilder-{source}"));
-        self.counters.update(|c| {
+        self.counters().update(|c| {
             if !c.received_ranges.iter().any(|r| r.source == name) {
                 c.received_ranges.push(proto::SourceRanges {
                     source: name.clone(),
@@ -112,7 +102,7 @@ impl Receiver for Ingress {
 
     fn received(&self, events: u64, bytes: u64) {
         daq_runtime::leak::inject_leak(self.leak_bytes_per_event, events);
-        self.counters
+        self.counters()
             .update(|c| Events::count_received(c, events, bytes));
     }
 }
@@ -256,14 +246,16 @@ impl Run {
             .map_err(|e| format!("cannot start the writer thread: {e}"))?;
         let (tx, rx) = mpsc::channel(config.transfer.queue_batches);
         let ingress = Arc::new(Ingress {
-            run,
+            intake: Intake::new::<Events>(
+                run,
+                usize::from(config.topology.eventbuilders),
+                shared.counters.clone(),
+            ),
             decode: match config.aggregator.netmon_input {
                 NetMonInput::Fixed => netmon::decode,
                 NetMonInput::Legacy => netmon::decode_legacy,
             },
-            sources: Sources::new(Events::SENDER, usize::from(config.topology.eventbuilders)),
             tx,
-            counters: shared.counters.clone(),
             leak_bytes_per_event: config.leak.bytes_per_event_in(Kind::Aggregator),
             range_step: u64::from(config.topology.eventbuilders).max(1)
                 * u64::from(config.topology.aggregators).max(1),
@@ -522,9 +514,7 @@ impl WriterThread {
 }
 
 /// The `EventSink` gRPC service: one client stream per eventbuilder per run.
-pub struct EventSink {
-    pub shared: Arc<Shared>,
-}
+pub struct EventSink(pub Arc<Shared>);
 
 #[tonic::async_trait]
 impl proto::event_sink_server::EventSink for EventSink {
@@ -532,7 +522,7 @@ impl proto::event_sink_server::EventSink for EventSink {
         &self,
         request: Request<Streaming<proto::EventBatch>>,
     ) -> Result<Response<proto::TransferSummary>, Status> {
-        let s = &self.shared;
+        let s = &self.0;
         daq_runtime::transport::inbound::serve(&s.process, &s.ingress, request).await
     }
 }

@@ -5,9 +5,8 @@
 pub mod run;
 
 use daq_format::process::{Kind, ProcessId};
-use daq_runtime::control::{AppError, InitArgs, StopArgs};
-use daq_runtime::stage::Stage;
-use std::path::PathBuf;
+use daq_runtime::control::{AppError, StopArgs};
+use daq_runtime::stage::{Stage, Start};
 use std::sync::Arc;
 
 /// The boardreader's data path behind the process skeleton.
@@ -27,22 +26,10 @@ impl Stage for BoardReader {
         }
     }
 
-    async fn start(
-        &self,
-        id: ProcessId,
-        run: u32,
-        init: &InitArgs,
-        _data_dir: PathBuf,
-    ) -> Result<run::Run, AppError> {
-        run::Run::start(
-            id.rank,
-            run,
-            &init.config,
-            &init.destinations,
-            self.counters.clone(),
-        )
-        .await
-        .map_err(AppError::new)
+    async fn start(&self, s: Start<'_>) -> Result<run::Run, AppError> {
+        let (config, to) = (&s.init.config, &s.init.destinations);
+        let counters = self.counters.clone();
+        (run::Run::start(s.id.rank, s.run, config, to, counters).await).map_err(AppError::new)
     }
 
     async fn pause(&self, run: &mut run::Run) -> Result<(), AppError> {

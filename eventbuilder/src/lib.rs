@@ -10,16 +10,15 @@ pub mod run;
 mod send;
 
 use daq_format::process::{Kind, ProcessId};
-use daq_runtime::control::{AppError, InitArgs, StopArgs};
+use daq_runtime::control::{AppError, StopArgs};
+use daq_runtime::data_sink;
 use daq_runtime::net::Router;
-use daq_runtime::stage::Stage;
-use std::path::PathBuf;
+use daq_runtime::stage::{Stage, Start};
+use proto::fragment_sink_server::FragmentSinkServer;
 use std::sync::Arc;
 
 /// The eventbuilder's data path behind the process skeleton.
-pub struct EventBuilder {
-    shared: Arc<run::Shared>,
-}
+pub struct EventBuilder(Arc<run::Shared>);
 
 #[tonic::async_trait]
 impl Stage for EventBuilder {
@@ -28,42 +27,28 @@ impl Stage for EventBuilder {
     type Run = run::Run;
 
     fn new(id: ProcessId) -> Self {
-        Self {
-            shared: run::Shared::new(id.to_string()),
-        }
+        Self(run::Shared::new(id.to_string()))
     }
 
     fn services(&self, router: Router) -> Router {
-        router.add_service(
-            proto::fragment_sink_server::FragmentSinkServer::new(receive::FragmentSink {
-                shared: self.shared.clone(),
-            })
-            .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(proto::MAX_MESSAGE_BYTES),
-        )
+        let sink = receive::FragmentSink(self.0.clone());
+        router.add_service(data_sink!(FragmentSinkServer<_>, sink))
     }
 
-    async fn start(
-        &self,
-        id: ProcessId,
-        run: u32,
-        init: &InitArgs,
-        _data_dir: PathBuf,
-    ) -> Result<run::Run, AppError> {
-        run::Run::start(&self.shared, id.rank, run, &init.config, &init.destinations)
-            .await
-            .map_err(AppError::new)
+    async fn start(&self, s: Start<'_>) -> Result<run::Run, AppError> {
+        let (config, to) = (&s.init.config, &s.init.destinations);
+        (run::Run::start(&self.0, s.id.rank, s.run, config, to).await).map_err(AppError::new)
     }
 
     async fn stop(&self, run: run::Run, args: StopArgs) -> Vec<String> {
-        run.stop(&self.shared, args).await
+        run.stop(&self.0, args).await
     }
 
     fn events_handled(&self) -> u64 {
-        (self.shared.counters).read(|c| c.events_built + c.events_incomplete)
+        (self.0.counters).read(|c| c.events_built + c.events_incomplete)
     }
 
     fn counters(&self) -> proto::Counters {
-        self.shared.counters.snapshot()
+        self.0.counters.snapshot()
     }
 }

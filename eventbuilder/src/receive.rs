@@ -5,8 +5,8 @@
 
 use crate::run::*;
 use daq_format::fragment::{Fragment, FragmentType};
-use daq_runtime::counters::LiveCounters;
-use daq_runtime::sources::Sources;
+use daq_runtime::transport::Intake;
+
 use daq_runtime::transport::{Decoded, Fragments, Receiver, RunEnded};
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -27,11 +27,9 @@ pub(crate) enum BuilderInput {
 
 /// The receiving side of one run, shared with the gRPC service.
 pub(crate) struct Ingress {
-    pub(crate) run: u32,
-    pub(crate) sources: Sources,
+    pub(crate) intake: Intake,
     pub(crate) permits: Vec<Arc<Semaphore>>,
     pub(crate) tx: mpsc::Sender<BuilderInput>,
-    pub(crate) counters: Arc<LiveCounters>,
 }
 
 /// The receiving end of a run's fragment streams (the loop is the
@@ -40,16 +38,8 @@ impl Receiver for Ingress {
     type Hop = Fragments;
     type Item = Fragment;
 
-    fn run(&self) -> u32 {
-        self.run
-    }
-
-    fn sources(&self) -> &Sources {
-        &self.sources
-    }
-
-    fn counters(&self) -> &LiveCounters {
-        &self.counters
+    fn intake(&self) -> &Intake {
+        &self.intake
     }
 
     /// A fragment of boardreader `source`, or its end-of-data. A rejected
@@ -88,9 +78,7 @@ impl Receiver for Ingress {
 }
 
 /// The `FragmentSink` gRPC service: one client stream per boardreader per run.
-pub struct FragmentSink {
-    pub shared: Arc<Shared>,
-}
+pub struct FragmentSink(pub Arc<Shared>);
 
 #[tonic::async_trait]
 impl proto::fragment_sink_server::FragmentSink for FragmentSink {
@@ -98,7 +86,7 @@ impl proto::fragment_sink_server::FragmentSink for FragmentSink {
         &self,
         request: Request<Streaming<proto::FragmentBatch>>,
     ) -> Result<Response<proto::TransferSummary>, Status> {
-        let s = &self.shared;
+        let s = &self.0;
         daq_runtime::transport::inbound::serve(&s.process, &s.ingress, request).await
     }
 }

@@ -28,9 +28,9 @@ use daq_format::netmon::{History, HistoryEntry};
 use daq_format::process::Kind;
 use daq_runtime::control::StopArgs;
 use daq_runtime::counters::LiveCounters;
-use daq_runtime::sources::{RunSlot, Sources};
+use daq_runtime::sources::RunSlot;
 use daq_runtime::transport::outbound::OutboundError;
-use daq_runtime::transport::{CountSent, Events, Fragments, Hop, Outbound, OutboundConfig};
+use daq_runtime::transport::{CountSent, Events, Fragments, Intake, Outbound, OutboundConfig};
 use daq_shm::{ShmStore, StoreSpec, segment_path};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -113,11 +113,9 @@ impl Run {
         let q = config.transfer.queue_batches;
         let (tx, rx) = mpsc::channel(q * n_br.max(1) + 1);
         let ingress = Arc::new(Ingress {
-            run,
-            sources: Sources::new(Fragments::SENDER, n_br),
+            intake: Intake::new::<Fragments>(run, n_br, shared.counters.clone()),
             permits: (0..n_br).map(|_| Arc::new(Semaphore::new(q))).collect(),
             tx,
-            counters: shared.counters.clone(),
         });
         daq_runtime::metrics::data_path().set_queue_sender("builder_batches", &ingress.tx);
         let signals = Arc::new(Signals::default());

@@ -32,14 +32,8 @@ pub trait Stage: Send + Sync + Sized + 'static {
     fn services(&self, router: Router) -> Router {
         router
     }
-    /// Starts run `run` with the configuration `init` gave (already checked).
-    async fn start(
-        &self,
-        id: ProcessId,
-        run: u32,
-        init: &InitArgs,
-        data_dir: PathBuf,
-    ) -> Result<Self::Run, AppError>;
+    /// Starts a run (its `init` already checked).
+    async fn start(&self, start: Start<'_>) -> Result<Self::Run, AppError>;
     /// Pauses the run (stages with nothing to pause keep the default).
     async fn pause(&self, _run: &mut Self::Run) -> Result<(), AppError> {
         Ok(())
@@ -55,6 +49,30 @@ pub trait Stage: Send + Sync + Sized + 'static {
     fn failure(&self) -> Option<String> {
         None
     }
+}
+
+/// What [`Stage::start`] is given.
+pub struct Start<'a> {
+    /// This process.
+    pub id: ProcessId,
+    /// The run number.
+    pub run: u32,
+    /// The configuration and destinations of the last `init`.
+    pub init: &'a InitArgs,
+    /// Where the run's data files go (empty: the working directory).
+    pub data_dir: PathBuf,
+}
+
+/// A data sink service of a receiving stage: `$server::new($sink)` with
+/// the message-size limits every data stream uses, e.g.
+/// `data_sink!(proto::event_sink_server::EventSinkServer<_>, sink)`.
+#[macro_export]
+macro_rules! data_sink {
+    ($server:ty, $sink:expr) => {
+        <$server>::new($sink)
+            .max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(proto::MAX_MESSAGE_BYTES)
+    };
 }
 
 /// A [`Stage`] behind run control: the [`App`] of every process.
@@ -105,7 +123,13 @@ impl<S: Stage> App for Process<S> {
             .init
             .as_ref()
             .ok_or_else(|| AppError::new("not initialized"))?;
-        let r = self.stage.start(self.id, run, init, data_dir).await?;
+        let start = Start {
+            id: self.id,
+            run,
+            init,
+            data_dir,
+        };
+        let r = self.stage.start(start).await?;
         inner.run = Some(r);
         Ok(())
     }

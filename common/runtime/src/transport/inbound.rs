@@ -26,6 +26,25 @@ pub enum Decoded<T> {
 #[derive(Debug)]
 pub struct RunEnded;
 
+/// What every receiving run holds for the transport: its run number, the
+/// end-of-data handshake of its sources, and the process's counters.
+pub struct Intake {
+    pub run: u32,
+    pub sources: Sources,
+    pub counters: std::sync::Arc<LiveCounters>,
+}
+
+impl Intake {
+    /// Run `run` receiving from `n_sources` senders of hop `H`.
+    pub fn new<H: Hop>(run: u32, n_sources: usize, counters: std::sync::Arc<LiveCounters>) -> Self {
+        Self {
+            run,
+            sources: Sources::new(H::SENDER, n_sources),
+            counters,
+        }
+    }
+}
+
 /// The receiving end of one run of a process on hop `H`: what the generic
 /// loop needs from the process.
 pub trait Receiver: Send + Sync + 'static {
@@ -33,16 +52,24 @@ pub trait Receiver: Send + Sync + 'static {
     /// A decoded item (a fragment, an event).
     type Item: Send;
 
-    fn run(&self) -> u32;
+    /// The run's number, its sources' handshake and the counters.
+    fn intake(&self) -> &Intake;
+    fn run(&self) -> u32 {
+        self.intake().run
+    }
     /// The run's end-of-data handshake, one entry per source.
-    fn sources(&self) -> &Sources;
+    fn sources(&self) -> &Sources {
+        &self.intake().sources
+    }
     /// The process's counters. A rejected stream counts in
     /// `streams_rejected`; the items of its rejected batch in the hop's
     /// rejected (malformed) and discarded (well-formed) fields. Batches the
     /// sender had queued behind a rejected one are never read and counted
     /// nowhere here: the sender's stop names the failed stream and how many
     /// items it had sent on it.
-    fn counters(&self) -> &LiveCounters;
+    fn counters(&self) -> &LiveCounters {
+        &self.intake().counters
+    }
     /// Decodes one raw item of `source`'s stream; an error rejects the
     /// stream, with the error as the reason. Counts nothing itself (the
     /// loop counts a rejected batch by reason).

@@ -12,7 +12,7 @@ pub mod inbound;
 pub mod outbound;
 
 pub use hop::{Events, Fragments, Hop};
-pub use inbound::{Decoded, Receiver, RunEnded};
+pub use inbound::{Decoded, Intake, Receiver, RunEnded};
 pub use outbound::{BlockingOutbound, CountSent, Finished, Outbound, OutboundConfig, SendCounts};
 
 #[cfg(test)]

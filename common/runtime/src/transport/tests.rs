@@ -4,8 +4,9 @@
 use super::inbound::{self, Decoded, Receiver, RunEnded};
 use super::outbound::{Batching, Outbound, OutboundConfig, SendCounts};
 use super::{Events, Hop};
-use crate::counters::LiveCounters;
-use crate::sources::{RunSlot, Sources};
+
+use crate::sources::RunSlot;
+use crate::transport::Intake;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,8 +17,7 @@ const RUN: u32 = 3;
 
 /// A receiver that keeps what it is handed, batch by batch.
 struct Kept {
-    sources: Sources,
-    counters: LiveCounters,
+    intake: Intake,
     batches: Mutex<Vec<Vec<Bytes>>>,
     received: AtomicU64,
     bytes: AtomicU64,
@@ -27,16 +27,8 @@ impl Receiver for Kept {
     type Hop = Events;
     type Item = Bytes;
 
-    fn run(&self) -> u32 {
-        RUN
-    }
-
-    fn sources(&self) -> &Sources {
-        &self.sources
-    }
-
-    fn counters(&self) -> &LiveCounters {
-        &self.counters
+    fn intake(&self) -> &Intake {
+        &self.intake
     }
 
     fn decode(&self, _source: usize, raw: Bytes) -> Result<Decoded<Bytes>, String> {
@@ -86,8 +78,7 @@ fn server(sources: usize) -> Server {
     listener.set_nonblocking(true).expect("non-blocking");
     let addr = listener.local_addr().expect("addr").to_string();
     let receiver = Arc::new(Kept {
-        sources: Sources::new(Events::SENDER, sources),
-        counters: LiveCounters::default(),
+        intake: Intake::new::<Events>(RUN, sources, Arc::default()),
         batches: Mutex::default(),
         received: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
@@ -196,8 +187,8 @@ async fn every_item_arrives_routed_by_sequence_id_in_batches_of_the_item_limit()
             .collect();
         let expected: Vec<u64> = (0..16).filter(|q| (q / 2) % 2 == d as u64).collect();
         assert_eq!(seqs, expected);
-        assert!(s.receiver.sources.problems().is_empty());
-        assert_eq!(s.receiver.sources.snapshot()[0].announced, Some(8));
+        assert!(s.receiver.intake.sources.problems().is_empty());
+        assert_eq!(s.receiver.intake.sources.snapshot()[0].announced, Some(8));
     }
     let batches = counts.batches.lock().expect("lock").clone();
     assert_eq!(
@@ -277,7 +268,7 @@ async fn a_dead_destination_is_counted_as_dropped_and_does_not_hang_the_end() {
     assert_eq!(finished.sent[1] + dropped, pushed[1]);
     assert!(dropped >= 5, "dropped {dropped}");
     assert_eq!(live.receiver.received.load(Ordering::Relaxed), pushed[0]);
-    assert!(live.receiver.sources.problems().is_empty());
+    assert!(live.receiver.intake.sources.problems().is_empty());
     let lost = format!("aggregator-1: stream closed during the run; {dropped} events dropped");
     assert!(finished.problems.contains(&lost), "{:?}", finished.problems);
     assert!(
@@ -321,20 +312,20 @@ async fn streams_of_another_run_or_with_a_bad_item_are_rejected_and_counted() {
         .await
         .expect_err("bad item");
     assert_eq!(err.message(), "aggregator-test: empty event");
-    assert_eq!(s.receiver.counters.read(|c| c.streams_rejected), 2);
+    assert_eq!(s.receiver.counters().read(|c| c.streams_rejected), 2);
     // Every item of a rejected batch is counted by reason: the other run's
     // event discarded, the empty one malformed, the good one beside it
     // discarded.
     assert_eq!(
         s.receiver
-            .counters
+            .counters()
             .read(|c| (c.events_rejected, c.events_discarded)),
         (1, 2)
     );
     // A rejected batch is not handed on, in part or whole.
     assert_eq!(s.receiver.received.load(Ordering::Relaxed), 0);
     assert_eq!(
-        s.receiver.sources.snapshot()[1].error.as_deref(),
+        s.receiver.intake.sources.snapshot()[1].error.as_deref(),
         Some("empty event")
     );
     // With no run set, streams are refused before anything is read.
