@@ -5,10 +5,12 @@ use daq_alloc as _;
 
 mod bench;
 mod demo;
+mod drive;
 mod dump;
 mod heap;
 mod monitor;
 mod plot;
+mod record;
 mod report;
 mod runs;
 mod session;
@@ -454,12 +456,12 @@ fn resolve(a: &SystemArgs, soak_defaults: bool) -> Result<SystemConfig> {
     Ok(c)
 }
 
-fn length(duration: Option<Duration>, events: Option<u64>) -> Result<demo::Length> {
+fn length(duration: Option<Duration>, events: Option<u64>) -> Result<drive::Length> {
     Ok(match (duration, events) {
         (_, Some(0)) => bail!("--events must be at least 1"),
-        (_, Some(n)) => demo::Length::Events(n),
-        (Some(d), None) => demo::Length::Duration(d),
-        (None, None) => demo::Length::Duration(Duration::from_secs(10)),
+        (_, Some(n)) => drive::Length::Events(n),
+        (Some(d), None) => drive::Length::Duration(d),
+        (None, None) => drive::Length::Duration(Duration::from_secs(10)),
     })
 }
 
@@ -471,11 +473,11 @@ async fn demo(args: DemoArgs) -> Result<u8> {
         length,
         run_dir: args.system.run_dir,
         heap_profile: args.system.heap_profile,
-        progress: demo::Progress::Lines,
+        progress: drive::Progress::Lines,
         hold: args.hold,
     })
     .await?;
-    print!("{}", demo::render(&outcome));
+    print!("{}", record::render(&outcome));
     Ok(if outcome.summary.errors.is_empty() {
         EXIT_OK
     } else {
@@ -520,14 +522,14 @@ async fn soak(args: SoakArgs) -> Result<u8> {
     }
     let outcome = demo::run(demo::DemoOptions {
         config,
-        length: demo::Length::Duration(duration),
+        length: drive::Length::Duration(duration),
         run_dir: args.system.run_dir,
         heap_profile: args.system.heap_profile,
-        progress: demo::Progress::Bar,
+        progress: drive::Progress::Bar,
         hold: false,
     })
     .await?;
-    print!("{}", demo::render(&outcome));
+    print!("{}", record::render(&outcome));
     let run_ok = outcome.summary.errors.is_empty();
     match soak::analyse(&outcome.paths.root) {
         Ok((report, text)) => {
@@ -632,7 +634,7 @@ async fn main() -> ExitCode {
         },
         Cmd::Stop(a) => match a.config() {
             Ok(c) => session::stop_cmd(&c, &a.run_dir).await.map(|o| {
-                print!("{}", demo::render(&o));
+                print!("{}", record::render(&o));
                 ok_or_failed(o.summary.errors.is_empty())
             }),
             Err(e) => Err(e),

@@ -3,7 +3,6 @@
 //! Plain SVG text, viewable in any browser; no font or system library needed.
 
 use crate::heap::Verdict;
-use crate::soak::SoakReport;
 use daq_runtime::sampler::Sample;
 use proto::HeapSnapshot;
 use std::collections::BTreeMap;
@@ -161,8 +160,18 @@ pub fn process_svg(
     out
 }
 
+/// What the whole figure shows besides the samples: the run (its title),
+/// the warm-up and each process's verdict (a soak's, from `soak.json`).
+pub struct Figure<'a> {
+    pub run: u32,
+    pub topology: &'a str,
+    pub netmon_input: &'a str,
+    pub warmup_s: f64,
+    pub verdicts: BTreeMap<&'a str, Verdict>,
+}
+
 /// The whole figure.
-pub fn svg(samples: &BTreeMap<String, Vec<Sample>>, report: &SoakReport) -> String {
+pub fn svg(samples: &BTreeMap<String, Vec<Sample>>, report: &Figure) -> String {
     let rows = samples.len().div_ceil(COLUMNS).max(1);
     let w = PANEL_W * COLUMNS as f64;
     let h = PANEL_H * rows as f64 + 30.0;
@@ -172,11 +181,11 @@ pub fn svg(samples: &BTreeMap<String, Vec<Sample>>, report: &SoakReport) -> Stri
 <text x="10" y="20" font-size="15" font-family="sans-serif">run {} ({}, netmon {}): memory over time per process</text>
 "##,
         report.run,
-        esc(&report.topology),
-        esc(&report.netmon_input)
+        esc(report.topology),
+        esc(report.netmon_input)
     );
     for (i, (name, s)) in samples.iter().enumerate() {
-        let verdict = report.processes.get(name).map(|t| t.verdict);
+        let verdict = report.verdicts.get(name.as_str()).copied();
         let x0 = (i % COLUMNS) as f64 * PANEL_W;
         let y0 = 30.0 + (i / COLUMNS) as f64 * PANEL_H;
         panel(&mut out, x0, y0, name, verdict, s, report.warmup_s);

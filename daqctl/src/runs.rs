@@ -4,8 +4,9 @@
 //! across runs (memory that stays after every stop and grows run over run
 //! is a leak at the run scale).
 
-use crate::demo::{self, Length, Progress};
+use crate::drive::{self, Length, Progress};
 use crate::heap::{ACROSS_RUNS_RULE, AcrossRuns, RunHeap, across_runs};
+use crate::record;
 use crate::session;
 use crate::system::Lifetime;
 use anyhow::Result;
@@ -84,7 +85,7 @@ fn line(s: &RunSummary, root: &std::path::Path) -> RunLine {
 /// Boots (or attaches), inits, runs `runs` runs, shuts down what it booted,
 /// writes session.json. Returns the report and where it was written.
 pub async fn run(opts: RunsOptions) -> Result<(SessionReport, PathBuf)> {
-    let (config, first) = demo::prepare(opts.config, opts.length, &opts.run_dir)?;
+    let (config, first) = drive::prepare(opts.config, opts.length, &opts.run_dir)?;
     let dir = opts.run_dir.join(format!("session_{first:06}"));
     std::fs::create_dir_all(&dir)?;
     let env = session::profile_env(opts.heap_profile);
@@ -108,7 +109,7 @@ pub async fn run(opts: RunsOptions) -> Result<(SessionReport, PathBuf)> {
             let run = session::next_run(&opts.run_dir, &statuses)?;
             let paths = RunPaths::new(&opts.run_dir, run);
             let mut errors = Vec::new();
-            let result = demo::start_wait_stop(
+            let result = drive::start_wait_stop(
                 &mut system,
                 &config,
                 run,
@@ -118,8 +119,8 @@ pub async fn run(opts: RunsOptions) -> Result<(SessionReport, PathBuf)> {
                 &mut errors,
             )
             .await;
-            let replies = demo::replies_or_record(result, &mut errors);
-            let o = demo::finish_run(&mut system, &config, run, &paths, replies, errors).await?;
+            let replies = drive::replies_or_record(result, &mut errors);
+            let o = record::finish_run(&mut system, &config, run, &paths, replies, errors).await?;
             let s = &o.summary;
             eprintln!(
                 "run {:>6}  {:>6.2} s  fragments {} / {}  events built {} incomplete {} written {}  {}",

@@ -5,7 +5,7 @@
 //! else (state, config in force, the run in progress and its record
 //! directory) is asked of the processes.
 
-use crate::demo::{self, Outcome};
+use crate::record::{self as run_record, Outcome};
 use crate::system::{Lifetime, System};
 use anyhow::{Context, Result, bail};
 use daq_format::config::SystemConfig;
@@ -38,10 +38,17 @@ pub struct ProcessEntry {
     pub log: Option<String>,
 }
 
+/// Environment that turns jemalloc heap profiling on in a process
+/// (sampling on average every 2^12 bytes allocated).
+pub const HEAP_PROFILE_ENV: (&str, &str) = (
+    "_RJEM_MALLOC_CONF",
+    "prof:true,prof_active:true,lg_prof_sample:12",
+);
+
 /// Environment that turns jemalloc heap profiling on in spawned processes.
 pub fn profile_env(on: bool) -> Vec<(String, String)> {
     if on {
-        let (k, v) = demo::HEAP_PROFILE_ENV;
+        let (k, v) = HEAP_PROFILE_ENV;
         vec![(k.into(), v.into())]
     } else {
         vec![]
@@ -359,7 +366,7 @@ pub async fn stop_cmd(config: &SystemConfig, run_dir: &Path) -> Result<Outcome> 
     };
     let (replies, mut errors) = system.stop().await;
     errors.extend(silent);
-    demo::finish_run(&mut system, &in_force, run, &paths, replies, errors).await
+    run_record::finish_run(&mut system, &in_force, run, &paths, replies, errors).await
 }
 
 /// `daqctl shutdown`: every process exits; processes.json goes with them.

@@ -379,7 +379,16 @@ pub fn analyse(root: &Path) -> Result<(SoakReport, String)> {
         root.join("soak.json"),
         serde_json::to_string_pretty(&report).context("serializing soak.json")?,
     )?;
-    std::fs::write(root.join("soak.svg"), crate::plot::svg(&samples, &report))?;
+    let figure = crate::plot::Figure {
+        run: report.run,
+        topology: &report.topology,
+        netmon_input: &report.netmon_input,
+        warmup_s: report.warmup_s,
+        verdicts: (report.processes.iter())
+            .map(|(n, t)| (n.as_str(), t.verdict))
+            .collect(),
+    };
+    std::fs::write(root.join("soak.svg"), crate::plot::svg(&samples, &figure))?;
     let text = render(&report, root);
     Ok((report, text))
 }

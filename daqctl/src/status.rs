@@ -3,8 +3,8 @@
 //! rates, MB/s, incomplete events, backpressure, heap allocated and its
 //! slope) until Ctrl-C.
 
-use crate::demo::kind_of;
 use crate::heap::theil_sen;
+use crate::record::kind_of;
 use crate::system::System;
 use anyhow::Result;
 use daq_format::process::{Kind, ProcessId};

@@ -18,6 +18,7 @@ mod report;
 mod stages;
 
 use anyhow::{Context, Result, bail};
+use cpu::Measured;
 use daq_format::config::{SystemConfig, Topology};
 use machine::Limit;
 use pipeline::Case;
@@ -28,24 +29,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use report::table;
-
-/// What one measurement of a machine limit or a stage moved.
-#[derive(Clone, Copy, Debug)]
-pub struct Measured {
-    /// Payload bytes moved.
-    pub bytes: u64,
-    /// Items (fragments, events, blocks, copies).
-    pub items: u64,
-    pub wall: Duration,
-    /// The measuring thread's CPU time, for per-core rates.
-    pub cpu: Option<Duration>,
-}
-
-impl Measured {
-    fn mb_s(bytes: u64, t: Duration) -> f64 {
-        bytes as f64 / 1e6 / t.as_secs_f64().max(1e-9)
-    }
-}
 
 /// Fragment sizes of a full bench: the demo's 128 B to 1 MiB.
 pub const DEFAULT_SIZES: [u64; 5] = [128, 1 << 10, 16 << 10, 256 << 10, 1 << 20];

@@ -6,7 +6,8 @@
 
 use super::cpu::process_cpu;
 use super::report::PipelineRun;
-use crate::demo::{self, Length, Progress};
+use crate::drive::{self, Length, Progress};
+use crate::record;
 use crate::session;
 use crate::system::{self, Lifetime};
 use anyhow::{Context, Result};
@@ -120,7 +121,7 @@ pub async fn run(
     let replies = match session::init(&mut system, config).await {
         Ok(()) => {
             cpu_before = cpu_by_pid(&system);
-            let result = demo::start_wait_stop(
+            let result = drive::start_wait_stop(
                 &mut system,
                 config,
                 run,
@@ -130,14 +131,14 @@ pub async fn run(
                 &mut errors,
             )
             .await;
-            demo::replies_or_record(result, &mut errors)
+            drive::replies_or_record(result, &mut errors)
         }
         Err(e) => {
             errors.push(format!("init: {e:#}"));
             Vec::new()
         }
     };
-    let outcome = demo::finish_run(&mut system, config, run, &paths, replies, errors).await;
+    let outcome = record::finish_run(&mut system, config, run, &paths, replies, errors).await;
     // Just before the processes exit: everything they did for the run is counted.
     let cpu_after = cpu_by_pid(&system);
     let kinds: BTreeMap<u32, Kind> = system.procs.iter().map(|p| (p.pid, p.id.kind)).collect();
@@ -157,7 +158,7 @@ pub async fn run(
     let payload_bytes: u64 = s
         .processes
         .iter()
-        .filter(|(n, _)| demo::kind_of(n) == Some(Kind::EventBuilder))
+        .filter(|(n, _)| record::kind_of(n) == Some(Kind::EventBuilder))
         .map(|(_, p)| p.counters.bytes_received)
         .sum();
     let data = paths.data();
