@@ -8,8 +8,10 @@
 //! Modules by concern: `machine` (TCP, disk, memcpy), `stages` (generator,
 //! codec, serializer, writers fed from memory), `pipeline` (one system run
 //! through daqctl's demo machinery), `cpu` (/proc and thread CPU time),
-//! `report` (bench.json and the table), `plot` (bench.svg).
+//! `report` (bench.json and the table), `plot` (bench.svg), `args` (the
+//! command's flags).
 
+pub mod args;
 mod cpu;
 mod machine;
 mod pipeline;

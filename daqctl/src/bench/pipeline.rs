@@ -6,10 +6,10 @@
 
 use super::cpu::process_cpu;
 use super::report::PipelineRun;
-use crate::drive::{self, Length, Progress};
-use crate::record;
-use crate::session;
-use crate::system::{self, Lifetime};
+use crate::control::drive::{self, Length, Progress};
+use crate::control::record;
+use crate::control::session;
+use crate::control::system::{self, Lifetime};
 use anyhow::{Context, Result};
 use daq_format::config::{MAX_ADC_COUNTS, SystemConfig, Topology};
 use daq_format::process::Kind;
@@ -107,7 +107,7 @@ pub async fn run(
     runs_dir: &Path,
     duration: Duration,
 ) -> Result<PipelineRun> {
-    system::set_bin_dir(Some(bin_dir.to_path_buf()));
+    crate::bins::set_bin_dir(Some(bin_dir.to_path_buf()));
     std::fs::create_dir_all(runs_dir)
         .with_context(|| format!("cannot create {}", runs_dir.display()))?;
     let run = session::next_run(runs_dir, &[])?;
@@ -199,8 +199,8 @@ fn cpu_by_pid(system: &system::System) -> BTreeMap<u32, Duration> {
 
 /// The directory holding daqctl's own process binaries (the default build).
 pub fn default_bin_dir() -> Result<PathBuf> {
-    system::set_bin_dir(None);
-    system::bin_dir()
+    crate::bins::set_bin_dir(None);
+    crate::bins::bin_dir()
 }
 
 #[cfg(test)]

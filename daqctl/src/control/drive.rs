@@ -3,10 +3,10 @@
 //! (progress, live heap samples, Ctrl-C) and stop (`start_wait_stop`),
 //! shared by `daqctl demo`, `soak`, `run` and the bench.
 
-use crate::record::kind_of;
-use crate::session;
-use crate::system::{Reply, System};
-use anyhow::{Context, Result};
+use crate::control::record::kind_of;
+use crate::control::session;
+use crate::control::system::{Reply, System};
+use anyhow::{Context, Result, bail};
 use daq_format::config::SystemConfig;
 use daq_format::process::Kind;
 use daq_format::record::RunPaths;
@@ -20,6 +20,16 @@ pub enum Length {
     Duration(Duration),
     /// Every boardreader generates exactly this many events.
     Events(u64),
+}
+
+/// The run's length from `--duration` or `--events` (default 10 s).
+pub fn length(duration: Option<Duration>, events: Option<u64>) -> Result<Length> {
+    Ok(match (duration, events) {
+        (_, Some(0)) => bail!("--events must be at least 1"),
+        (_, Some(n)) => Length::Events(n),
+        (Some(d), None) => Length::Duration(d),
+        (None, None) => Length::Duration(Duration::from_secs(10)),
+    })
 }
 
 /// How progress is shown while the run lasts.
@@ -158,8 +168,8 @@ async fn wait(
     let mut last_print = Instant::now();
     let mut bar = match (progress, length) {
         (Progress::Bar, Length::Duration(d)) => Some((
-            crate::soak::progress_bar(d),
-            crate::soak::Provisional::new(d),
+            crate::control::progress::progress_bar(d),
+            crate::control::progress::Provisional::new(d),
         )),
         _ => None,
     };
@@ -239,7 +249,7 @@ async fn wait(
             }
             if last_print.elapsed() >= Duration::from_secs(1) || done {
                 last_print = Instant::now();
-                crate::soak::update_bar(
+                crate::control::progress::update_bar(
                     bar,
                     started.elapsed(),
                     sum(Kind::BoardReader, |c| c.fragments_sent),

@@ -3,14 +3,45 @@
 //! rates, MB/s, incomplete events, backpressure, heap allocated and its
 //! slope) until Ctrl-C.
 
-use crate::heap::theil_sen;
-use crate::record::kind_of;
-use crate::system::System;
+use crate::analysis::trend::theil_sen;
+use crate::control::book::{address_book, connect};
+use crate::control::options::SessionArgs;
+use crate::control::record::kind_of;
+use crate::control::system::System;
+use crate::verdict::Exit;
 use anyhow::Result;
 use daq_format::process::{Kind, ProcessId};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
+
+/// `daqctl status`'s flags.
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub session: SessionArgs,
+    /// Refresh every second (rate, MB/s, incomplete, backpressure, heap and its slope) until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: stop after this many refreshes.
+    #[arg(long, requires = "watch")]
+    pub count: Option<u64>,
+}
+
+/// `daqctl status`: the table once (exit 1 when a process does not
+/// answer), or refreshed every second with `--watch`.
+pub async fn command(a: &StatusArgs) -> Result<Exit> {
+    let c = a.session.config()?;
+    if a.watch {
+        let mut system = connect(&c, &a.session.run_dir).await?;
+        watch(&mut system, a.count).await?;
+        return Ok(Exit::Clean);
+    }
+    let book = address_book(&c, &a.session.run_dir)?;
+    let (table, all) = once(&book).await;
+    print!("{table}");
+    Ok(Exit::ok_or_failed(all))
+}
 
 /// `daqctl status`: the table, with a row for every process of the address
 /// book that does not answer. Returns whether all answered.

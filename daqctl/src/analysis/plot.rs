@@ -2,7 +2,7 @@
 //! RssAnon against elapsed time), in the style of Ganglia's host graphs.
 //! Plain SVG text, viewable in any browser; no font or system library needed.
 
-use crate::heap::Verdict;
+use crate::verdict::Verdict;
 use daq_runtime::sampler::Sample;
 use proto::HeapSnapshot;
 use std::collections::BTreeMap;

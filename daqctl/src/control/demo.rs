@@ -1,15 +1,36 @@
 //! `daqctl demo`: boot a local system, run it, stop it, write the run record
 //! and print the summary (through the same steps as the session commands).
 
-use crate::drive::{self, Length, Progress};
-use crate::record::{self, Outcome};
-use crate::session;
-use crate::system::{Lifetime, Reply, System};
+use crate::control::drive::length;
+use crate::control::drive::{self, Length, Progress};
+use crate::control::options::{SystemArgs, parse_duration, resolve};
+use crate::control::record::{self, Outcome};
+use crate::control::system::{Lifetime, Reply, System};
+use crate::control::{book, session};
+use crate::verdict::Exit;
 use anyhow::{Context, Result};
 use daq_format::config::SystemConfig;
 use daq_format::record::{InjectedLeak, RunPaths};
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub system: SystemArgs,
+    /// How long (default 10 s): seconds (10, 2.5) or with units (10s, 90m, 1h30m).
+    #[arg(long, conflicts_with = "events", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Run until every boardreader has generated this many events.
+    #[arg(long)]
+    pub events: Option<u64>,
+    /// After the run is stopped and its record written, keep the processes
+    /// up (still serving /metrics) until a line or EOF arrives on stdin.
+    /// Prints each process's readiness line and `DAQ-HOLD <record dir>` on
+    /// stdout first. For scraping a run's final values.
+    #[arg(long)]
+    pub hold: bool,
+}
 
 pub struct DemoOptions {
     pub config: SystemConfig,
@@ -33,7 +54,7 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
     let (config, run) = drive::prepare(opts.config, opts.length, &opts.run_dir)?;
     let paths = RunPaths::new(&opts.run_dir, run);
     std::fs::create_dir_all(paths.logs())?;
-    let plan = crate::soak::Plan {
+    let plan = crate::analysis::soak::Plan {
         run,
         duration_s: match opts.length {
             Length::Duration(d) => Some(d.as_secs_f64()),
@@ -48,7 +69,7 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
             .map_or(0.0, |d| d.as_secs_f64()),
     };
     std::fs::write(
-        paths.root.join(crate::soak::PLAN_FILE),
+        paths.root.join(crate::analysis::soak::PLAN_FILE),
         serde_json::to_string_pretty(&plan).context("serializing the plan")?,
     )?;
     if let Some(l) = InjectedLeak::of(&config.leak) {
@@ -78,7 +99,7 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
         );
     }
     // The address book next to the record, for a person or a script mid-run.
-    session::write_processes(&paths.root.join(session::PROCESSES_FILE), &mut system).await?;
+    book::write_processes(&paths.root.join(book::PROCESSES_FILE), &mut system).await?;
     let mut errors = Vec::new();
     let result = drive(
         &mut system,
@@ -155,4 +176,21 @@ async fn drive(
 ) -> Result<Vec<Reply>> {
     session::init(system, config).await?;
     drive::start_wait_stop(system, config, run, paths, length, progress, errors).await
+}
+
+/// `daqctl demo`: exit 0 when nothing was lost, else 1.
+pub async fn command(args: DemoArgs) -> Result<Exit> {
+    let config = resolve(&args.system, false)?;
+    let length = length(args.duration, args.events)?;
+    let outcome = run(DemoOptions {
+        config,
+        length,
+        run_dir: args.system.run_dir,
+        heap_profile: args.system.heap_profile,
+        progress: Progress::Lines,
+        hold: args.hold,
+    })
+    .await?;
+    print!("{}", record::render(&outcome));
+    Ok(Exit::ok_or_failed(outcome.summary.errors.is_empty()))
 }

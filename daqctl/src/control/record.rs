@@ -5,7 +5,7 @@
 //! bench), with the accounting equalities and what died with a process;
 //! and the summary as a person reads it (`render`).
 
-use crate::system::{Reply, System};
+use crate::control::system::{Reply, System};
 use anyhow::{Context, Result};
 use daq_format::config::SystemConfig;
 use daq_format::process::{Kind, ProcessId};
@@ -407,10 +407,13 @@ pub fn render(o: &Outcome) -> String {
             l.process_kind.as_str()
         ));
     }
-    out.push_str(&crate::heap::table(s));
+    out.push_str(&crate::analysis::heap::table::table(s));
     let profiles: Vec<&String> = s.processes.values().flat_map(|p| &p.profiles).collect();
     if !profiles.is_empty() {
-        out.push_str(&crate::heap::profile_help(s, &o.paths.root));
+        out.push_str(&crate::analysis::heap::sites::profile_help(
+            s,
+            &o.paths.root,
+        ));
     }
     let mut line = |l: String| {
         out.push_str(&l);

@@ -3,7 +3,8 @@
 //! with the summary, the heap table, a heap-over-time plot per process from
 //! `heap/<process>.csv` and, for soaks (`soak.json`), the verdicts.
 
-use crate::plot::{esc, process_svg};
+use crate::analysis::plot::{esc, process_svg};
+use crate::verdict::Exit;
 use anyhow::{Context, Result};
 use daq_format::record::RunSummary;
 use daq_runtime::sampler::read_csv;
@@ -18,9 +19,22 @@ td:first-child,th:first-child{text-align:left}pre{background:#f6f6f6;padding:8px
 .ok{color:#1b5e20;font-weight:bold}.bad{color:#b00020;font-weight:bold}\
 .plots{display:flex;flex-wrap:wrap;gap:8px}";
 
+/// `daqctl report`'s arguments.
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// A run record directory (runs/run_000001).
+    run: PathBuf,
+}
+
+/// `daqctl report RUN`: writes the page and prints its path.
+pub fn command(a: &ReportArgs) -> Result<Exit> {
+    println!("{}", write(&a.run)?.display());
+    Ok(Exit::Clean)
+}
+
 /// Writes `<run>/report.html`; returns its path.
 pub fn write(run: &Path) -> Result<PathBuf> {
-    let summary = crate::heap::load(run)?;
+    let summary = crate::analysis::heap::table::load(run)?;
     let soak =
         match std::fs::read_to_string(run.join("soak.json")) {
             Ok(text) => Some(serde_json::from_str::<Value>(&text).with_context(|| {
@@ -101,7 +115,11 @@ pub fn render(run: &Path, s: &RunSummary, soak: Option<&Value>) -> String {
         out.push_str("</ul>\n");
     }
     out.push_str("<h2 id=\"heap\">Heap at the run-state boundaries</h2>\n");
-    let _ = writeln!(out, "<pre>{}</pre>", esc(&crate::heap::table(s)));
+    let _ = writeln!(
+        out,
+        "<pre>{}</pre>",
+        esc(&crate::analysis::heap::table::table(s))
+    );
     let warmup_s = soak.and_then(|v| v["warmup_s"].as_f64()).unwrap_or(0.0);
     if let Some(v) = soak {
         verdicts(&mut out, v);
