@@ -66,6 +66,19 @@ impl Exit {
         }
     }
 
+    /// The exit status of a command that gives verdicts: Failed when the
+    /// run (or a record analysed) lost data or a process's heap could not
+    /// be read, since its verdicts are then not to be trusted; else Leak
+    /// when any process leaks; else Clean (stable and stale alike).
+    pub fn of_verdicts(trusted: bool, verdicts: impl IntoIterator<Item = Verdict>) -> Self {
+        match verdicts.into_iter().max() {
+            _ if !trusted => Exit::Failed,
+            Some(Verdict::Unreadable) => Exit::Failed,
+            Some(Verdict::Leak) => Exit::Leak,
+            _ => Exit::Clean,
+        }
+    }
+
     /// Clean when `ok`, else Failed.
     pub fn ok_or_failed(ok: bool) -> Self {
         if ok { Exit::Clean } else { Exit::Failed }
@@ -75,5 +88,24 @@ impl Exit {
 impl From<Exit> for std::process::ExitCode {
     fn from(e: Exit) -> Self {
         std::process::ExitCode::from(e.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verdict_exits_failed_before_leak_before_clean() {
+        use Verdict::*;
+        assert_eq!(Exit::of_verdicts(true, [Stable, Stale]), Exit::Clean);
+        assert_eq!(Exit::of_verdicts(true, []), Exit::Clean);
+        assert_eq!(Exit::of_verdicts(true, [Stable, Leak, Stale]), Exit::Leak);
+        assert_eq!(Exit::of_verdicts(true, [Leak, Unreadable]), Exit::Failed);
+        assert_eq!(Exit::of_verdicts(false, [Leak]), Exit::Failed);
+        assert_eq!(
+            [Exit::Clean, Exit::Failed, Exit::BadInput, Exit::Leak].map(Exit::code),
+            [0, 1, 2, 3]
+        );
     }
 }

@@ -263,7 +263,8 @@ pub fn render(r: &SessionReport, path: &std::path::Path) -> String {
     out
 }
 
-/// `daqctl run`: exit 0 when every run went well, else 1.
+/// `daqctl run`: exits by the verdicts across runs (README "Exit codes"):
+/// 1 when a run failed, else 3 when a process leaks, else 0.
 pub async fn command(args: RunArgs) -> Result<Exit> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
@@ -282,5 +283,8 @@ pub async fn command(args: RunArgs) -> Result<Exit> {
     .await?;
     print!("{}", render(&report, &path));
     let all_ok = report.runs.len() == args.runs as usize && report.runs.iter().all(|r| r.ok);
-    Ok(Exit::ok_or_failed(all_ok))
+    Ok(Exit::of_verdicts(
+        all_ok,
+        report.processes.values().map(|p| p.trend.verdict),
+    ))
 }

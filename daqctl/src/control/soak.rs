@@ -10,7 +10,7 @@ use crate::control::demo::{self, DemoOptions};
 use crate::control::drive::{Length, Progress};
 use crate::control::options::{SystemArgs, parse_duration, resolve};
 use crate::control::record;
-use crate::verdict::{Exit, Verdict};
+use crate::verdict::Exit;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -43,13 +43,7 @@ pub enum SoakCmd {
 /// The exit status of a soak: a failed run first (its verdicts are not
 /// to be trusted), then any leak.
 fn soak_status(run_ok: bool, report: &SoakReport) -> Exit {
-    if !run_ok || report.verdict() == Verdict::Unreadable {
-        Exit::Failed
-    } else if report.verdict() == Verdict::Leak {
-        Exit::Leak
-    } else {
-        Exit::Clean
-    }
+    Exit::of_verdicts(run_ok, [report.verdict()])
 }
 
 /// `daqctl soak` and `daqctl soak analyse`.

@@ -2,7 +2,7 @@
 //! run left after its stop (`daqctl heap across-runs`, and session.json of
 //! `daqctl run`).
 
-use super::table::load;
+use super::table::{load, trusted, warn_untrusted};
 use crate::analysis::trend::{LEAK_BYTES_PER_EVENT, LEAK_MIN_BYTES, theil_sen};
 use crate::verdict::Verdict;
 use anyhow::{Result, bail};
@@ -95,11 +95,16 @@ pub fn across_runs(baseline_bytes: Option<u64>, runs: &[RunHeap]) -> AcrossRuns 
 }
 
 /// `daqctl heap across-runs RUN...`: [`across_runs`] per process of the
-/// records (in the given order), with before_start of the first as baseline.
+/// records (in the given order), with before_start of the first as
+/// baseline; and whether every record can be trusted ([`trusted`]).
 pub fn across_run_records(
     roots: &[std::path::PathBuf],
-) -> Result<(std::collections::BTreeMap<String, AcrossRuns>, String)> {
+) -> Result<(std::collections::BTreeMap<String, AcrossRuns>, String, bool)> {
     let summaries = roots.iter().map(|r| load(r)).collect::<Result<Vec<_>>>()?;
+    for (root, s) in roots.iter().zip(&summaries) {
+        warn_untrusted(root, s);
+    }
+    let all_trusted = summaries.iter().all(trusted);
     let mut per_process: std::collections::BTreeMap<String, (Option<u64>, Vec<RunHeap>)> =
         Default::default();
     for s in &summaries {
@@ -143,7 +148,7 @@ pub fn across_run_records(
             r.verdict
         ));
     }
-    Ok((rows, out))
+    Ok((rows, out, all_trusted))
 }
 
 #[cfg(test)]

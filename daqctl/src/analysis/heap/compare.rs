@@ -2,7 +2,7 @@
 //! after stop that grows with the events is a leak, the same growth in
 //! both is stale allocations.
 
-use super::table::{load, signed_kib};
+use super::table::{load, signed_kib, trusted, warn_untrusted};
 use crate::analysis::trend::{LEAK_BYTES_PER_EVENT, LEAK_MIN_BYTES};
 use crate::verdict::Verdict;
 use anyhow::{Result, bail};
@@ -63,9 +63,13 @@ pub fn classify(
     }
 }
 
-/// `daqctl heap compare RUN_A RUN_B` (a: the shorter run).
-pub fn compare(a: &Path, b: &Path) -> Result<(Vec<Comparison>, String)> {
+/// `daqctl heap compare RUN_A RUN_B` (a: the shorter run). Returns the
+/// rows, the table and whether both records can be trusted ([`trusted`]).
+pub fn compare(a: &Path, b: &Path) -> Result<(Vec<Comparison>, String, bool)> {
     let (mut sa, mut sb) = (load(a)?, load(b)?);
+    warn_untrusted(a, &sa);
+    warn_untrusted(b, &sb);
+    let all_trusted = trusted(&sa) && trusted(&sb);
     let events = |s: &RunSummary, p: &str| {
         s.processes
             .get(p)
@@ -121,7 +125,7 @@ pub fn compare(a: &Path, b: &Path) -> Result<(Vec<Comparison>, String)> {
         LEAK_MIN_BYTES / 1024.0,
         LEAK_MIN_BYTES / 1024.0
     ));
-    Ok((rows, out))
+    Ok((rows, out, all_trusted))
 }
 
 #[cfg(test)]

@@ -68,17 +68,20 @@ fn print_json_or<T: serde::Serialize>(json: bool, rows: &T, text: &str) -> Resul
     Ok(())
 }
 
-/// `daqctl heap ...`.
+/// `daqctl heap ...`: `compare` and `across-runs` exit by their verdicts
+/// (README "Exit codes"), `report` and `sites` 0.
 pub fn command(cmd: HeapCmd) -> Result<Exit> {
     match cmd {
         HeapCmd::Report { run } => print!("{}", table::report(&run)?),
         HeapCmd::Compare { run_a, run_b, json } => {
-            let (rows, text) = compare::compare(&run_a, &run_b)?;
+            let (rows, text, trusted) = compare::compare(&run_a, &run_b)?;
             print_json_or(json, &rows, &text)?;
+            return Ok(Exit::of_verdicts(trusted, rows.iter().map(|r| r.verdict)));
         }
         HeapCmd::AcrossRuns { runs, json } => {
-            let (rows, text) = across::across_run_records(&runs)?;
+            let (rows, text, trusted) = across::across_run_records(&runs)?;
             print_json_or(json, &rows, &text)?;
+            return Ok(Exit::of_verdicts(trusted, rows.values().map(|r| r.verdict)));
         }
         HeapCmd::Sites {
             run,
