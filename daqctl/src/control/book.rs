@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use daq_format::config::SystemConfig;
 use daq_format::process::ProcessId;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The address book of a locally booted system, in the run dir.
 pub const PROCESSES_FILE: &str = "processes.json";
@@ -72,22 +72,88 @@ pub fn read_processes(path: &Path) -> Result<Option<ProcessesFile>> {
     }
 }
 
+/// The (name, address) pairs of an address book.
+fn entries(f: ProcessesFile) -> Vec<(ProcessId, String)> {
+    f.processes
+        .into_iter()
+        .map(|e| (e.name, e.address))
+        .collect()
+}
+
+fn not_booted(run_dir: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no system booted in {}: run `daqctl boot` first (or name the processes in the config's [addresses])",
+        run_dir.display()
+    )
+}
+
 /// Where the processes are: the config's `[addresses]`, else the
 /// processes.json a local `daqctl boot` wrote into `run_dir`.
 pub fn address_book(config: &SystemConfig, run_dir: &Path) -> Result<Vec<(ProcessId, String)>> {
     if let Some(book) = config.address_book()? {
         return Ok(book);
     }
-    let path = run_dir.join(PROCESSES_FILE);
-    match read_processes(&path)? {
-        Some(f) => Ok(f
-            .processes
-            .into_iter()
-            .map(|e| (e.name, e.address))
-            .collect()),
-        None => bail!(
-            "no system booted in {}: run `daqctl boot` first (or name the processes in the config's [addresses])",
-            run_dir.display()
+    match read_processes(&run_dir.join(PROCESSES_FILE))? {
+        Some(f) => Ok(entries(f)),
+        None => Err(not_booted(run_dir)),
+    }
+}
+
+/// The address books that `demo`, `soak` and `run` write next to their
+/// records (`<run-dir>/run_*/processes.json`, `<run-dir>/session_*/...`),
+/// newest first (by when they were written, then by name).
+fn nested_books(run_dir: &Path) -> Vec<PathBuf> {
+    let Ok(dir) = std::fs::read_dir(run_dir) else {
+        return Vec::new();
+    };
+    let mut books: Vec<(std::time::SystemTime, PathBuf)> = dir
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("run_") || name.starts_with("session_")
+        })
+        .map(|e| e.path().join(PROCESSES_FILE))
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .collect();
+    books.sort_by(|a, b| b.cmp(a));
+    books.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Like [`address_book`], and when `run_dir` has no processes.json of its
+/// own (no `daqctl boot` there), the system a `demo`, `soak` or `run`
+/// is running from `run_dir`: the newest address book of a record or
+/// session under it with a process that answers (for `status`, `stop`,
+/// `monitor`). Says on stderr which one it took; when none answers, the
+/// error names the newest.
+pub async fn find(config: &SystemConfig, run_dir: &Path) -> Result<Vec<(ProcessId, String)>> {
+    if config.address_book()?.is_some() || run_dir.join(PROCESSES_FILE).exists() {
+        return address_book(config, run_dir);
+    }
+    let books = nested_books(run_dir);
+    for path in &books {
+        // One being rewritten or cut short is skipped like a stale one.
+        let Ok(Some(f)) = read_processes(path) else {
+            continue;
+        };
+        let book = entries(f);
+        let (system, _) = System::attach_answering(&book).await;
+        if !system.procs.is_empty() {
+            eprintln!(
+                "daqctl: the system running from {} (address book {})",
+                run_dir.display(),
+                path.display()
+            );
+            return Ok(book);
+        }
+    }
+    match books.first() {
+        None => Err(not_booted(run_dir)),
+        Some(newest) => bail!(
+            "no system running from {}: no `daqctl boot` there, and no process of the {} address books of its records answers (newest {}); give --run-dir the directory of a running system's processes.json",
+            run_dir.display(),
+            books.len(),
+            newest.display()
         ),
     }
 }

@@ -3,9 +3,13 @@
 //! the writer and its destructive reader never wait for it) and prints a line
 //! per second.
 
+use crate::control::book::find;
+use crate::control::system::System;
 use crate::verdict::Exit;
 use anyhow::{Result, bail};
+use daq_format::config::SystemConfig;
 use daq_shm::{ShmError, ShmMonitor, segment_path};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// `daqctl monitor`'s flags.
@@ -14,8 +18,15 @@ pub struct MonitorArgs {
     /// The process, e.g. aggregator-0 or eventbuilder-1.
     #[arg(long)]
     process: String,
-    #[arg(long, default_value_t = 0)]
-    partition: u32,
+    /// The system's partition (default 0, or with --run-dir the partition
+    /// of the system running from there).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Find the process's system from this run directory (its
+    /// processes.json, or that of the newest running record under it) and
+    /// take its partition.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
     /// Stop after this many seconds (default: when the run ends or on Ctrl-C).
     #[arg(long)]
     seconds: Option<f64>,
@@ -34,14 +45,44 @@ pub async fn command(a: MonitorArgs) -> Result<Exit> {
     if !(a.wait.is_finite() && a.wait >= 0.0) {
         bail!("--wait must be a number of seconds >= 0, not {}", a.wait);
     }
+    let partition = match (a.partition, &a.run_dir) {
+        (Some(p), _) => p,
+        (None, Some(dir)) => partition_of(&a.process, dir).await?,
+        (None, None) => 0,
+    };
     let ok = run(MonitorOptions {
         process: a.process,
-        partition: a.partition,
+        partition,
         duration: a.seconds.map(Duration::from_secs_f64),
         wait: Duration::from_secs_f64(a.wait),
     })
     .await?;
     Ok(Exit::ok_or_failed(ok))
+}
+
+/// The partition of the system running from `run_dir`, as its processes
+/// hold it; `process` must be one of them.
+async fn partition_of(process: &str, run_dir: &Path) -> Result<u32> {
+    let book = find(&SystemConfig::default(), run_dir).await?;
+    if !book.iter().any(|(id, _)| id.to_string() == process) {
+        bail!(
+            "{process} is not a process of the system running from {}",
+            run_dir.display()
+        );
+    }
+    let (mut system, _) = System::attach_answering(&book).await;
+    let (statuses, _) = system.status().await;
+    let Some(s) = statuses.first() else {
+        bail!(
+            "no process of the system in {} answers status",
+            run_dir.display()
+        );
+    };
+    let config = SystemConfig::from_toml(
+        &s.config_toml,
+        &format!("the configuration of {}", s.process),
+    )?;
+    Ok(config.partition)
 }
 
 /// What to monitor, resolved.

@@ -6,7 +6,7 @@
 //! directory) is asked of the processes.
 
 use crate::control::book::{
-    PROCESSES_FILE, address_book, connect, read_processes, write_processes,
+    PROCESSES_FILE, address_book, connect, find, read_processes, write_processes,
 };
 use crate::control::options::{SessionArgs, SystemArgs, resolve};
 use crate::control::record::{self as run_record, Outcome};
@@ -55,10 +55,9 @@ pub async fn boot(
 /// that must go on without a hung or dead one (`stop`, `shutdown`): each
 /// one that does not is printed and returned as an error naming it.
 async fn connect_answering(
-    config: &SystemConfig,
-    run_dir: &Path,
+    book: &[(ProcessId, String)],
 ) -> Result<(System, Vec<String>, Vec<ProcessId>)> {
-    let (system, silent) = System::attach_answering(&address_book(config, run_dir)?).await;
+    let (system, silent) = System::attach_answering(book).await;
     let mut errors = Vec::new();
     let mut hung = Vec::new();
     for (id, addr, why) in &silent {
@@ -241,7 +240,7 @@ pub async fn start_cmd(config: &SystemConfig, run_dir: &Path) -> Result<u32> {
 pub async fn stop_cmd(config: &SystemConfig, run_dir: &Path) -> Result<Outcome> {
     // A hung or dead process must not keep the others running: the ones
     // that answer are stopped, the others are named in the record.
-    let (mut system, mut silent, _) = connect_answering(config, run_dir).await?;
+    let (mut system, mut silent, _) = connect_answering(&find(config, run_dir).await?).await?;
     let (statuses, errors) = system.status().await;
     if statuses.is_empty() {
         bail!("no process answers: {}", errors.join("; "));
@@ -291,7 +290,7 @@ pub async fn stop_cmd(config: &SystemConfig, run_dir: &Path) -> Result<Outcome> 
 pub async fn shutdown_cmd(config: &SystemConfig, run_dir: &Path) -> Result<bool> {
     // The processes that answer exit; one that does not is named, and the
     // address book stays so that a later shutdown can still reach it.
-    let (system, silent, hung) = connect_answering(config, run_dir).await?;
+    let (system, silent, hung) = connect_answering(&address_book(config, run_dir)?).await?;
     let n = system.procs.len();
     let mut errors = system.shutdown().await;
     let path = run_dir.join(PROCESSES_FILE);

@@ -4,7 +4,7 @@
 //! slope) until Ctrl-C.
 
 use crate::analysis::trend::theil_sen;
-use crate::control::book::{address_book, connect};
+use crate::control::book::find;
 use crate::control::options::SessionArgs;
 use crate::control::record::kind_of;
 use crate::control::system::System;
@@ -33,11 +33,11 @@ pub struct StatusArgs {
 pub async fn command(a: &StatusArgs) -> Result<Exit> {
     let c = a.session.config()?;
     if a.watch {
-        let mut system = connect(&c, &a.session.run_dir).await?;
+        let mut system = System::attach(&find(&c, &a.session.run_dir).await?).await?;
         watch(&mut system, a.count).await?;
         return Ok(Exit::Clean);
     }
-    let book = address_book(&c, &a.session.run_dir)?;
+    let book = find(&c, &a.session.run_dir).await?;
     let (table, all) = once(&book).await;
     print!("{table}");
     Ok(Exit::ok_or_failed(all))
