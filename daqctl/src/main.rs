@@ -3,7 +3,7 @@
 //! flags, lives in its module: run control (`control`: demo, boot ...
 //! shutdown, status, run, soak, monitor, config), heap analysis
 //! (`analysis`: heap, soak analysis, plots, report.html), `bench`, `dump`;
-//! exit statuses and verdicts in `verdict`.
+//! exit statuses and verdicts in `verdict`, byte rates as printed in `units`.
 
 // jemalloc is the global allocator of every DAQ binary (daq-alloc owns it).
 use daq_alloc as _;
@@ -13,6 +13,7 @@ mod bench;
 mod bins;
 mod control;
 mod dump;
+mod units;
 mod verdict;
 
 use analysis::heap::HeapCmd;

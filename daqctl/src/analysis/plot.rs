@@ -42,6 +42,12 @@ fn step(range: f64, ticks: f64) -> f64 {
     }
 }
 
+/// The width of a tick label at font-size 10, generously (sans-serif
+/// digits and lower-case letters are at most about 6 px wide).
+fn label_width(label: &str) -> f64 {
+    6.0 * label.chars().count() as f64
+}
+
 fn panel(
     out: &mut String,
     x0: f64,
@@ -102,14 +108,21 @@ fn panel(
     let xs = step(t_max / hours, 5.0) * hours;
     let mut t = 0.0;
     while t <= t_max {
+        let label = format!("{}{unit}", (t / hours * 100.0).round() / 100.0);
+        let x = sx(t);
+        // A label centred on a tick near the panel's right edge would be
+        // cut off there (`60mi`): it ends at its tick instead.
+        let anchor = if x + label_width(&label) / 2.0 > x0 + PANEL_W - 2.0 {
+            "end"
+        } else {
+            "middle"
+        };
         let _ = writeln!(
             out,
-            r##"<line x1="{x}" y1="{}" x2="{x}" y2="{}" stroke="#e0e0e0"/><text x="{x}" y="{}" font-size="10" text-anchor="middle" font-family="sans-serif">{}{unit}</text>"##,
+            r##"<line x1="{x}" y1="{}" x2="{x}" y2="{}" stroke="#e0e0e0"/><text x="{x}" y="{}" font-size="10" text-anchor="{anchor}" font-family="sans-serif">{label}</text>"##,
             y0 + MARGIN_T,
             y0 + MARGIN_T + ph,
             y0 + MARGIN_T + ph + 13.0,
-            (t / hours * 100.0).round() / 100.0,
-            x = sx(t)
         );
         t += xs;
     }
@@ -197,6 +210,39 @@ pub fn svg(samples: &BTreeMap<String, Vec<Sample>>, report: &Figure) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_time_label_fits_in_its_panel() {
+        let samples: Vec<Sample> = (0..=60)
+            .map(|i| Sample {
+                elapsed_s: f64::from(i) * 60.0,
+                snapshot: HeapSnapshot::default(),
+            })
+            .collect();
+        let svg = process_svg("aggregator-0", None, &samples, 0.0);
+        // The 60 min tick sits on the right edge of the plot: its label
+        // ends there instead of being centred past the panel's edge.
+        assert!(
+            svg.contains(r#"text-anchor="end" font-family="sans-serif">60min</text>"#),
+            "{svg}"
+        );
+        assert!(svg.contains(r#"text-anchor="middle" font-family="sans-serif">0min</text>"#));
+        for t in svg.split("<text x=\"").skip(1) {
+            let x: f64 = t.split('"').next().and_then(|x| x.parse().ok()).expect("x");
+            let anchor_end = t.contains(r#"text-anchor="end""#);
+            let label = t
+                .split('>')
+                .nth(1)
+                .and_then(|l| l.split('<').next())
+                .unwrap_or("");
+            let right = if anchor_end {
+                x
+            } else {
+                x + label_width(label) / 2.0
+            };
+            assert!(right <= PANEL_W, "{label} at {x} passes the panel's edge");
+        }
+    }
 
     #[test]
     fn tick_steps_are_round() {

@@ -252,14 +252,12 @@ pub async fn run(o: BenchOptions) -> Result<BenchReport> {
             };
             let line = match &result {
                 Ok(Sample::Measured(m)) => {
-                    format!(
-                        "{:.0} MB/s",
-                        Measured::mb_s(m.bytes, m.cpu.unwrap_or(m.wall))
-                    )
+                    crate::units::rate(Measured::mb_s(m.bytes, m.cpu.unwrap_or(m.wall)) * 1e6)
                 }
                 Ok(Sample::Run(r)) if r.ok => format!(
-                    "{:.1} MB/s, {:.0} events/s, nothing lost",
-                    r.payload_mb_s, r.events_per_s
+                    "{}, {:.0} events/s, nothing lost",
+                    crate::units::rate(r.payload_mb_s * 1e6),
+                    r.events_per_s
                 ),
                 Ok(Sample::Run(r)) => format!("LOSS in {}: {}", r.record, r.errors.join("; ")),
                 Err(e) => format!("FAILED: {e:#}"),

@@ -6,6 +6,7 @@
 //! and the summary as a person reads it (`render`).
 
 use crate::control::system::{Reply, System};
+use crate::units::rate;
 use anyhow::{Context, Result};
 use daq_format::config::SystemConfig;
 use daq_format::process::{Kind, ProcessId};
@@ -388,8 +389,10 @@ pub fn render(o: &Outcome) -> String {
         line(format!("  dropped    {}", d.join("  ")));
     }
     line(format!(
-        "  rate       {:.1} events/s  {:.2} MB/s into the eventbuilders  {:.2} MB/s to disk",
-        s.event_rate_hz, s.throughput_mb_s, s.write_mb_s
+        "  rate       {:.1} events/s  {} into the eventbuilders  {} to disk",
+        s.event_rate_hz,
+        rate(s.throughput_mb_s * 1e6),
+        rate(s.write_mb_s * 1e6)
     ));
     line(format!(
         "  data       {} files, {} bytes",
