@@ -3,6 +3,7 @@
 //! artdaq user reads them, and with `--check` verifies them like
 //! artdaq-core-demo's `fastVerify` plus a sequence-id census.
 
+use crate::verdict::Exit;
 use anyhow::{Context, Result, bail};
 use daq_datafile::artdaq_binary::{self, FragmentWalker, HDF5_SIGNATURE, Step};
 use daq_datafile::hdf5;
@@ -19,15 +20,33 @@ const SHOWN_SAMPLES: usize = 8;
 /// Problems of one kind listed before the rest are only counted.
 const LISTED_PROBLEMS: usize = 10;
 
+/// `daqctl dump`'s arguments.
+#[derive(clap::Args)]
 pub struct DumpArgs {
-    /// Data files, or run-record directories (all their data files).
-    pub paths: Vec<PathBuf>,
-    /// Print only the first N events (over all files).
+    /// Data files, or run-record directories (runs/run_000001: all its data files).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Print only the first N events.
+    #[arg(long)]
     pub events: Option<u64>,
-    /// Print a line per fragment under each event.
+    /// Print every fragment: id, type, sequence id, timestamp and, for
+    /// toy fragments, board, ADC bits, trigger number and the first samples.
+    #[arg(long)]
     pub fragments: bool,
-    /// Verify samples against their ADC width and the sequence-id census.
+    /// Verify every toy sample fits its ADC width (artdaq-core-demo's
+    /// fastVerify) and every sequence id from the lowest to the highest
+    /// is present exactly once (give every file of the run).
+    #[arg(long)]
     pub check: bool,
+}
+
+/// `daqctl dump`: exit 1 if a file is cut short or corrupt, or a `--check` fails.
+pub fn command(args: &DumpArgs) -> Result<Exit> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let ok = run(args, &mut out)?;
+    out.flush()?;
+    Ok(Exit::ok_or_failed(ok))
 }
 
 /// The format of a data file, from its first bytes.
@@ -359,7 +378,7 @@ fn dump_binary(d: &mut Dumper<'_>, path: &Path) -> Result<()> {
 /// Dumps the files, then the census (and with `--check` its verdict).
 /// Returns whether everything read was whole and, with `--check`, correct.
 pub fn run(args: &DumpArgs, out: &mut dyn Write) -> Result<bool> {
-    let files = expand(&args.paths)?;
+    let files = expand(&args.files)?;
     let formats: Vec<Format> = files.iter().map(|f| detect(f)).collect::<Result<_>>()?;
     let mut d = Dumper {
         out,

@@ -9,6 +9,7 @@ mod bench;
 mod disk;
 mod docs;
 mod drops;
+mod exit_codes;
 mod faults;
 mod hang;
 mod hostile;

@@ -4,11 +4,11 @@
 
 use daq_format::config::SystemConfig;
 use daq_tests::{
-    bin_dir, control, http_get, runtime, spawn, summary, tool_available, unique_partition,
+    Held, bin_dir, control, http_get, runtime, spawn, summary, tool_available, unique_partition,
 };
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -131,63 +131,6 @@ fn a_metrics_address_in_use_fails_at_start_naming_it() {
         "{stderr}"
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("DAQ-READY"));
-}
-
-/// A daqctl demo held up after its run (`--hold`); released on drop.
-struct Held {
-    child: Child,
-    /// (process, metrics URL) of every process.
-    processes: Vec<(String, String)>,
-    root: std::path::PathBuf,
-}
-
-impl Held {
-    fn start(run_dir: &Path, args: &[&str]) -> Self {
-        let partition = format!("--partition={}", unique_partition());
-        let mut child = Command::new(bin_dir().join("daqctl"))
-            .args(["demo", "--hold", "--run-dir"])
-            .arg(run_dir)
-            .arg(&partition)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("daqctl starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let mut processes = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let root = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).expect("daqctl reached its hold");
-            if let Some(r) = daq_runtime::net::parse_ready_line(&line) {
-                processes.push((r.process, r.metrics_url.expect("metrics url")));
-            } else if let Some(root) = line.strip_prefix("DAQ-HOLD ") {
-                break std::path::PathBuf::from(root);
-            }
-        };
-        Self {
-            child,
-            processes,
-            root,
-        }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if let Some(mut stdin) = self.child.stdin.take() {
-            let _ = stdin.write_all(b"\n");
-        }
-        let _ = self.child.wait();
-    }
 }
 
 /// A Prometheus server on 127.0.0.1 with its own data directory.

@@ -108,6 +108,21 @@ fn report_page_is_self_contained_with_a_heap_plot_for_every_process() {
         s["events_built"]
     )));
     assert!(html.contains("before_start"), "heap table missing");
+    // The heap table is an HTML table like the page's others, a row per process.
+    assert!(
+        html.contains("<table class=\"heap\">"),
+        "heap table not HTML"
+    );
+    assert!(
+        !html.contains("<pre>"),
+        "preformatted text left in the page"
+    );
+    for p in &processes {
+        assert!(
+            html.contains(&format!("<tr><td>{p}</td>")),
+            "no heap row of {p}"
+        );
+    }
 
     if let Some(dom) = chromium_dom(&page) {
         assert_eq!(plotted(&dom), processes, "as rendered by chromium");

@@ -5,7 +5,7 @@
 
 use daq_datafile::hdf5::read_file;
 use daq_format::config::SystemConfig;
-use daq_tests::{bin_dir, control, daqctl, runtime, spawn, summary, unique_partition};
+use daq_tests::{Held, bin_dir, control, daqctl, runtime, spawn, summary, unique_partition};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -642,4 +642,52 @@ fn session_stop_names_a_killed_eventbuilder_with_what_was_lost_and_shutdown_fini
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!runs.join("processes.json").exists());
+}
+
+#[test]
+fn status_stop_and_monitor_find_the_system_a_demo_runs_from_the_run_dir() {
+    let dir = fresh_dir("found");
+    let runs = dir.join("runs");
+    {
+        // The demo's address book is runs/run_000001/processes.json, not
+        // runs/processes.json (no `daqctl boot` there).
+        let held = Held::start(&runs, &["--duration", "1", "--topology", "1x1x1"]);
+        let out = run("status", &runs, None, &[]);
+        assert!(out.status.success(), "{}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        for (p, _) in &held.processes {
+            assert!(
+                stdout
+                    .lines()
+                    .any(|l| l.contains(p.as_str()) && l.contains("ready")),
+                "{p}: {stdout}"
+            );
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("run_000001/{}", "processes.json")),
+            "{stderr}"
+        );
+        // stop reaches the same processes: their run is over.
+        let err = refused("stop", &runs, None, &[]);
+        assert!(err.contains("no run in progress"), "{err}");
+        // monitor takes the partition of the system it found.
+        let err = refused(
+            "monitor",
+            &runs,
+            None,
+            &["--process", "aggregator-0", "--wait", "0"],
+        );
+        assert!(
+            err.contains(&format!("in partition {}", held.partition)),
+            "{err}"
+        );
+    }
+    // The demo has ended: its address book is stale, and the error names it.
+    let err = refused("status", &runs, None, &[]);
+    assert!(
+        err.contains("no system running from") && err.contains("run_000001"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

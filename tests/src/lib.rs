@@ -4,11 +4,11 @@
 pub mod netns;
 
 use anyhow::{Context, Result, anyhow, bail};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Builds the process binaries and daqctl (same profile as this test) once,
 /// and returns the directory that holds them.
@@ -410,5 +410,68 @@ pub async fn wait_for_status(
         if std::time::Instant::now() > deadline {
             panic!("timed out waiting for {what}: {st:?}");
         }
+    }
+}
+
+/// A daqctl demo held up after its run (`--hold`); released on drop.
+pub struct Held {
+    pub child: Child,
+    /// (process, metrics URL) of every process.
+    pub processes: Vec<(String, String)>,
+    /// The run record it wrote (`DAQ-HOLD <dir>`).
+    pub root: std::path::PathBuf,
+    /// Its `--partition`.
+    pub partition: u32,
+}
+
+impl Held {
+    /// Starts `daqctl demo --hold --run-dir RUN_DIR ARGS` on a partition of
+    /// its own and waits for its hold.
+    pub fn start(run_dir: &Path, args: &[&str]) -> Self {
+        let partition = unique_partition();
+        let mut child = Command::new(bin_dir().join("daqctl"))
+            .args(["demo", "--hold", "--run-dir"])
+            .arg(run_dir)
+            .arg(format!("--partition={partition}"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("daqctl starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let mut processes = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let root = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).expect("daqctl reached its hold");
+            if let Some(r) = daq_runtime::net::parse_ready_line(&line) {
+                processes.push((r.process, r.metrics_url.expect("metrics url")));
+            } else if let Some(root) = line.strip_prefix("DAQ-HOLD ") {
+                break std::path::PathBuf::from(root);
+            }
+        };
+        Self {
+            child,
+            processes,
+            root,
+            partition,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(b"\n");
+        }
+        let _ = self.child.wait();
     }
 }

@@ -1,8 +1,28 @@
 //! CPU time as the bench reads it: a process's from `/proc/<pid>/stat`
 //! (utime + stime, clock ticks) and the calling thread's from
-//! `CLOCK_THREAD_CPUTIME_ID` (nanoseconds).
+//! `CLOCK_THREAD_CPUTIME_ID` (nanoseconds); and what one measurement moved
+//! in how much wall and CPU time (`Measured`), which the limits and the
+//! stages return.
 
 use std::time::Duration;
+
+/// What one measurement of a machine limit or a stage moved.
+#[derive(Clone, Copy, Debug)]
+pub struct Measured {
+    /// Payload bytes moved.
+    pub bytes: u64,
+    /// Items (fragments, events, blocks, copies).
+    pub items: u64,
+    pub wall: Duration,
+    /// The measuring thread's CPU time, for per-core rates.
+    pub cpu: Option<Duration>,
+}
+
+impl Measured {
+    pub fn mb_s(bytes: u64, t: Duration) -> f64 {
+        bytes as f64 / 1e6 / t.as_secs_f64().max(1e-9)
+    }
+}
 
 /// CPU time (user + system) a process has used so far, from
 /// `/proc/<pid>/stat`; `None` once the process is gone or the file does

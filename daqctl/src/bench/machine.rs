@@ -3,7 +3,7 @@
 //! directory (page cache only, and with `fdatasync` at the end, as `dd`
 //! and `dd conv=fdatasync` do) and memory copy bandwidth.
 
-use super::Measured;
+use super::cpu::Measured;
 use anyhow::{Context, Result, anyhow};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};

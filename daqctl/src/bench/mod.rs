@@ -8,8 +8,10 @@
 //! Modules by concern: `machine` (TCP, disk, memcpy), `stages` (generator,
 //! codec, serializer, writers fed from memory), `pipeline` (one system run
 //! through daqctl's demo machinery), `cpu` (/proc and thread CPU time),
-//! `report` (bench.json and the table), `plot` (bench.svg).
+//! `report` (bench.json and the table), `plot` (bench.svg), `args` (the
+//! command's flags).
 
+pub mod args;
 mod cpu;
 mod machine;
 mod pipeline;
@@ -18,6 +20,7 @@ mod report;
 mod stages;
 
 use anyhow::{Context, Result, bail};
+use cpu::Measured;
 use daq_format::config::{SystemConfig, Topology};
 use machine::Limit;
 use pipeline::Case;
@@ -28,24 +31,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use report::table;
-
-/// What one measurement of a machine limit or a stage moved.
-#[derive(Clone, Copy, Debug)]
-pub struct Measured {
-    /// Payload bytes moved.
-    pub bytes: u64,
-    /// Items (fragments, events, blocks, copies).
-    pub items: u64,
-    pub wall: Duration,
-    /// The measuring thread's CPU time, for per-core rates.
-    pub cpu: Option<Duration>,
-}
-
-impl Measured {
-    fn mb_s(bytes: u64, t: Duration) -> f64 {
-        bytes as f64 / 1e6 / t.as_secs_f64().max(1e-9)
-    }
-}
 
 /// Fragment sizes of a full bench: the demo's 128 B to 1 MiB.
 pub const DEFAULT_SIZES: [u64; 5] = [128, 1 << 10, 16 << 10, 256 << 10, 1 << 20];
@@ -267,14 +252,12 @@ pub async fn run(o: BenchOptions) -> Result<BenchReport> {
             };
             let line = match &result {
                 Ok(Sample::Measured(m)) => {
-                    format!(
-                        "{:.0} MB/s",
-                        Measured::mb_s(m.bytes, m.cpu.unwrap_or(m.wall))
-                    )
+                    crate::units::rate(Measured::mb_s(m.bytes, m.cpu.unwrap_or(m.wall)) * 1e6)
                 }
                 Ok(Sample::Run(r)) if r.ok => format!(
-                    "{:.1} MB/s, {:.0} events/s, nothing lost",
-                    r.payload_mb_s, r.events_per_s
+                    "{}, {:.0} events/s, nothing lost",
+                    crate::units::rate(r.payload_mb_s * 1e6),
+                    r.events_per_s
                 ),
                 Ok(Sample::Run(r)) => format!("LOSS in {}: {}", r.record, r.errors.join("; ")),
                 Err(e) => format!("FAILED: {e:#}"),

@@ -6,9 +6,10 @@
 
 use super::cpu::process_cpu;
 use super::report::PipelineRun;
-use crate::demo::{self, Length, Progress};
-use crate::session;
-use crate::system::{self, Lifetime};
+use crate::control::drive::{self, Length, Progress};
+use crate::control::record;
+use crate::control::session;
+use crate::control::system::{self, Lifetime};
 use anyhow::{Context, Result};
 use daq_format::config::{MAX_ADC_COUNTS, SystemConfig, Topology};
 use daq_format::process::Kind;
@@ -106,7 +107,7 @@ pub async fn run(
     runs_dir: &Path,
     duration: Duration,
 ) -> Result<PipelineRun> {
-    system::set_bin_dir(Some(bin_dir.to_path_buf()));
+    crate::bins::set_bin_dir(Some(bin_dir.to_path_buf()));
     std::fs::create_dir_all(runs_dir)
         .with_context(|| format!("cannot create {}", runs_dir.display()))?;
     let run = session::next_run(runs_dir, &[])?;
@@ -120,7 +121,7 @@ pub async fn run(
     let replies = match session::init(&mut system, config).await {
         Ok(()) => {
             cpu_before = cpu_by_pid(&system);
-            let result = demo::start_wait_stop(
+            let result = drive::start_wait_stop(
                 &mut system,
                 config,
                 run,
@@ -130,14 +131,14 @@ pub async fn run(
                 &mut errors,
             )
             .await;
-            demo::replies_or_record(result, &mut errors)
+            drive::replies_or_record(result, &mut errors)
         }
         Err(e) => {
             errors.push(format!("init: {e:#}"));
             Vec::new()
         }
     };
-    let outcome = demo::finish_run(&mut system, config, run, &paths, replies, errors).await;
+    let outcome = record::finish_run(&mut system, config, run, &paths, replies, errors).await;
     // Just before the processes exit: everything they did for the run is counted.
     let cpu_after = cpu_by_pid(&system);
     let kinds: BTreeMap<u32, Kind> = system.procs.iter().map(|p| (p.pid, p.id.kind)).collect();
@@ -157,7 +158,7 @@ pub async fn run(
     let payload_bytes: u64 = s
         .processes
         .iter()
-        .filter(|(n, _)| demo::kind_of(n) == Some(Kind::EventBuilder))
+        .filter(|(n, _)| record::kind_of(n) == Some(Kind::EventBuilder))
         .map(|(_, p)| p.counters.bytes_received)
         .sum();
     let data = paths.data();
@@ -198,8 +199,8 @@ fn cpu_by_pid(system: &system::System) -> BTreeMap<u32, Duration> {
 
 /// The directory holding daqctl's own process binaries (the default build).
 pub fn default_bin_dir() -> Result<PathBuf> {
-    system::set_bin_dir(None);
-    system::bin_dir()
+    crate::bins::set_bin_dir(None);
+    crate::bins::bin_dir()
 }
 
 #[cfg(test)]

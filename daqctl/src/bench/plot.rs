@@ -1,9 +1,9 @@
 //! `bench.svg`: MB/s and events/s against fragment size (log-log), a line
 //! per build x topology x disk writing, with the machine's TCP and disk
-//! limits as dashed lines; drawn like daqctl's heap plots (`crate::plot`).
+//! limits as dashed lines; drawn like daqctl's heap plots (`crate::analysis::plot`).
 
 use super::report::{BenchReport, bytes_name};
-use crate::plot::{MARGIN_B, MARGIN_L, MARGIN_R, MARGIN_T, esc};
+use crate::analysis::plot::{MARGIN_B, MARGIN_L, MARGIN_R, MARGIN_T, esc};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 

@@ -4,7 +4,7 @@
 //! aggregator's data-file writers (HDF5 and artdaq-binary). Rates are per
 //! core: payload bytes over the thread's CPU time.
 
-use super::Measured;
+use super::cpu::Measured;
 use super::cpu::thread_cpu;
 use anyhow::{Context, Result, anyhow};
 use bytes::BytesMut;

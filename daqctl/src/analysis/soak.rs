@@ -1,18 +1,21 @@
-//! `daqctl soak`: a long run with a progress bar (each process's current
-//! slope and provisional verdict) and periodic heap samples, then per process
-//! a robust trend of allocated bytes (per hour and per event), a leak
-//! verdict, `soak.json` and a memory-over-time plot (`soak.svg`); and
-//! `daqctl soak analyse`, which recomputes both from the samples of a soak
-//! that ended early (daqctl killed, host rebooted).
+//! Soak analysis: per process a robust trend of allocated bytes (per hour
+//! and per event) after a warm-up, a leak verdict, `soak.json` and a
+//! memory-over-time plot (`soak.svg`), from the heap samples of a soak's
+//! record, finished or not (`daqctl soak analyse` recomputes both for a
+//! soak that ended early: daqctl killed, host rebooted); and the run's
+//! plan (`plan.json`) it is measured against.
 
-use crate::heap::{SOAK_BYTES_PER_EVENT, SOAK_MIN_GROWTH_BYTES, Verdict, theil_sen};
+use crate::analysis::heap::table::load;
+use crate::analysis::trend::{
+    SOAK_BYTES_PER_EVENT, SOAK_MIN_GROWTH_BYTES, THRESHOLD_WHY, theil_sen,
+};
+use crate::verdict::Verdict;
 use anyhow::{Context, Result, bail};
 use daq_format::config::SystemConfig;
 use daq_format::record::{InjectedLeak, RunSummary};
 use daq_runtime::sampler::{Sample, read_csv};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,109 +34,6 @@ pub struct Plan {
     pub events: Option<u64>,
     /// Unix time (s) when the plan was written, just before boot.
     pub written_unix_s: f64,
-}
-
-pub fn progress_bar(total: Duration) -> ProgressBar {
-    let bar = ProgressBar::new(total.as_secs().max(1));
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {percent:>3}%  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
-}
-
-/// The last samples of one process, kept for the progress bar's provisional
-/// trend: at most [`Provisional::CAPACITY`] samples, evenly thinned (every
-/// second one dropped when full, then only every 2^k-th one kept), so
-/// daqctl's memory stays flat however long the soak. The full samples are
-/// on disk (`heap/<process>.csv`, written by the process itself).
-#[derive(Default)]
-struct Thinned {
-    samples: VecDeque<Sample>,
-    stride: u64,
-    seen: u64,
-}
-
-impl Thinned {
-    fn push(&mut self, s: Sample) {
-        let stride = self.stride.max(1);
-        self.seen += 1;
-        if !(self.seen - 1).is_multiple_of(stride) {
-            return;
-        }
-        self.samples.push_back(s);
-        if self.samples.len() >= Provisional::CAPACITY {
-            let kept: VecDeque<Sample> = self.samples.iter().step_by(2).copied().collect();
-            self.samples = kept;
-            self.stride = stride * 2;
-        }
-    }
-}
-
-/// Each process's provisional trend and verdict while a soak runs.
-pub struct Provisional {
-    warmup: Duration,
-    processes: BTreeMap<String, Thinned>,
-}
-
-impl Provisional {
-    /// Samples kept per process.
-    pub const CAPACITY: usize = 128;
-
-    pub fn new(planned: Duration) -> Self {
-        Self {
-            warmup: warmup(planned),
-            processes: BTreeMap::new(),
-        }
-    }
-
-    pub fn add(&mut self, elapsed: Duration, heaps: &[(String, proto::HeapReply)]) {
-        for (name, h) in heaps {
-            if let Some(c) = &h.current {
-                self.processes
-                    .entry(name.clone())
-                    .or_default()
-                    .push(Sample {
-                        elapsed_s: elapsed.as_secs_f64(),
-                        snapshot: *c,
-                    });
-            }
-        }
-    }
-
-    /// `e0 +3.1B/ev leak?  a1 -0.2B/ev stable?` (`warm-up` before the trend starts).
-    pub fn message(&self, elapsed: Duration) -> String {
-        let mut msg = String::new();
-        for (name, t) in &self.processes {
-            let short: String = name
-                .split('-')
-                .map(|p| p.chars().next().unwrap_or('?'))
-                .collect();
-            if elapsed < self.warmup {
-                let mib = t
-                    .samples
-                    .back()
-                    .map_or(0.0, |s| s.snapshot.allocated as f64 / 1048576.0);
-                msg.push_str(&format!(" {short} {mib:.1}M"));
-                continue;
-            }
-            let samples: Vec<Sample> = t.samples.iter().copied().collect();
-            let tr = trend(&samples, self.warmup.as_secs_f64());
-            let slope = tr
-                .slope_bytes_per_event
-                .map_or_else(|| "-".into(), |v| format!("{v:+.0}"));
-            msg.push_str(&format!(" {short} {slope}B/ev {}?", tr.verdict));
-        }
-        if elapsed < self.warmup {
-            msg.push_str(" (warm-up)");
-        }
-        msg
-    }
-}
-
-pub fn update_bar(bar: &ProgressBar, elapsed: Duration, fragments: u64, provisional: &Provisional) {
-    bar.set_position(elapsed.as_secs());
-    bar.set_message(format!("{fragments} frags{}", provisional.message(elapsed)));
 }
 
 /// The trend and verdict of one process.
@@ -332,7 +232,7 @@ pub fn load_plan(root: &Path) -> Option<Plan> {
 /// soak.svg into it.
 pub fn analyse(root: &Path) -> Result<(SoakReport, String)> {
     let summary = if root.join("summary.json").exists() {
-        Some(crate::heap::load(root)?)
+        Some(load(root)?)
     } else {
         None
     };
@@ -371,7 +271,7 @@ pub fn analyse(root: &Path) -> Result<(SoakReport, String)> {
         threshold: Threshold {
             bytes_per_event: SOAK_BYTES_PER_EVENT,
             min_growth_bytes: SOAK_MIN_GROWTH_BYTES,
-            why: crate::heap::THRESHOLD_WHY,
+            why: THRESHOLD_WHY,
         },
         processes,
     };
@@ -379,7 +279,19 @@ pub fn analyse(root: &Path) -> Result<(SoakReport, String)> {
         root.join("soak.json"),
         serde_json::to_string_pretty(&report).context("serializing soak.json")?,
     )?;
-    std::fs::write(root.join("soak.svg"), crate::plot::svg(&samples, &report))?;
+    let figure = crate::analysis::plot::Figure {
+        run: report.run,
+        topology: &report.topology,
+        netmon_input: &report.netmon_input,
+        warmup_s: report.warmup_s,
+        verdicts: (report.processes.iter())
+            .map(|(n, t)| (n.as_str(), t.verdict))
+            .collect(),
+    };
+    std::fs::write(
+        root.join("soak.svg"),
+        crate::analysis::plot::svg(&samples, &figure),
+    )?;
     let text = render(&report, root);
     Ok((report, text))
 }
@@ -524,20 +436,5 @@ mod tests {
     fn a_sawtooth_without_growth_is_stable() {
         let t = trend(&samples(0, 3_000_000), 10.0);
         assert_eq!(t.verdict, Verdict::Stable, "{t:?}");
-    }
-
-    #[test]
-    fn the_provisional_trend_keeps_a_bounded_evenly_thinned_window() {
-        let mut t = Thinned::default();
-        for s in samples(100, 0).into_iter().cycle().take(100_000) {
-            t.push(s);
-        }
-        assert!(
-            t.samples.len() < Provisional::CAPACITY,
-            "{}",
-            t.samples.len()
-        );
-        assert!(t.samples.len() >= Provisional::CAPACITY / 2 - 1);
-        assert_eq!(t.seen, 100_000);
     }
 }

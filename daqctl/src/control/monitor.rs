@@ -3,11 +3,90 @@
 //! the writer and its destructive reader never wait for it) and prints a line
 //! per second.
 
+use crate::control::book::find;
+use crate::control::system::System;
+use crate::verdict::Exit;
 use anyhow::{Result, bail};
+use daq_format::config::SystemConfig;
 use daq_shm::{ShmError, ShmMonitor, segment_path};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// `daqctl monitor`'s flags.
+#[derive(clap::Args)]
 pub struct MonitorArgs {
+    /// The process, e.g. aggregator-0 or eventbuilder-1.
+    #[arg(long)]
+    process: String,
+    /// The system's partition (default 0, or with --run-dir the partition
+    /// of the system running from there).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Find the process's system from this run directory (its
+    /// processes.json, or that of the newest running record under it) and
+    /// take its partition.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Stop after this many seconds (default: when the run ends or on Ctrl-C).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// How long to wait for the store to appear, in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    wait: f64,
+}
+
+/// `daqctl monitor`.
+pub async fn command(a: MonitorArgs) -> Result<Exit> {
+    if let Some(s) = a.seconds
+        && !(s.is_finite() && s > 0.0)
+    {
+        bail!("--seconds must be a positive number, not {s}");
+    }
+    if !(a.wait.is_finite() && a.wait >= 0.0) {
+        bail!("--wait must be a number of seconds >= 0, not {}", a.wait);
+    }
+    let partition = match (a.partition, &a.run_dir) {
+        (Some(p), _) => p,
+        (None, Some(dir)) => partition_of(&a.process, dir).await?,
+        (None, None) => 0,
+    };
+    let ok = run(MonitorOptions {
+        process: a.process,
+        partition,
+        duration: a.seconds.map(Duration::from_secs_f64),
+        wait: Duration::from_secs_f64(a.wait),
+    })
+    .await?;
+    Ok(Exit::ok_or_failed(ok))
+}
+
+/// The partition of the system running from `run_dir`, as its processes
+/// hold it; `process` must be one of them.
+async fn partition_of(process: &str, run_dir: &Path) -> Result<u32> {
+    let book = find(&SystemConfig::default(), run_dir).await?;
+    if !book.iter().any(|(id, _)| id.to_string() == process) {
+        bail!(
+            "{process} is not a process of the system running from {}",
+            run_dir.display()
+        );
+    }
+    let (mut system, _) = System::attach_answering(&book).await;
+    let (statuses, _) = system.status().await;
+    let Some(s) = statuses.first() else {
+        bail!(
+            "no process of the system in {} answers status",
+            run_dir.display()
+        );
+    };
+    let config = SystemConfig::from_toml(
+        &s.config_toml,
+        &format!("the configuration of {}", s.process),
+    )?;
+    Ok(config.partition)
+}
+
+/// What to monitor, resolved.
+pub struct MonitorOptions {
     pub process: String,
     pub partition: u32,
     /// Stop after this long (None: until the store closes or Ctrl-C).
@@ -18,7 +97,7 @@ pub struct MonitorArgs {
 
 /// Opens the store, waiting for it to appear (the process may not have
 /// started its run yet).
-async fn attach(args: &MonitorArgs) -> Result<ShmMonitor> {
+async fn attach(args: &MonitorOptions) -> Result<ShmMonitor> {
     let path = segment_path(args.partition, &args.process);
     let deadline = Instant::now() + args.wait;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -38,7 +117,8 @@ async fn attach(args: &MonitorArgs) -> Result<ShmMonitor> {
     }
 }
 
-pub async fn run(args: MonitorArgs) -> Result<bool> {
+/// Prints a line per second until the store closes, `duration` is up or Ctrl-C.
+pub async fn run(args: MonitorOptions) -> Result<bool> {
     let mut mon = attach(&args).await?;
     let h = mon.header();
     println!(

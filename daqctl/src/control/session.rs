@@ -5,43 +5,31 @@
 //! else (state, config in force, the run in progress and its record
 //! directory) is asked of the processes.
 
-use crate::demo::{self, Outcome};
-use crate::system::{Lifetime, System};
+use crate::control::book::{
+    PROCESSES_FILE, address_book, connect, find, read_processes, write_processes,
+};
+use crate::control::options::{SessionArgs, SystemArgs, resolve};
+use crate::control::record::{self as run_record, Outcome};
+use crate::control::system::{Lifetime, System};
+use crate::verdict::Exit;
 use anyhow::{Context, Result, bail};
 use daq_format::config::SystemConfig;
 use daq_format::process::ProcessId;
 use daq_format::record::{self, RunPaths};
 use daq_format::state::State;
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// The address book of a locally booted system, in the run dir.
-pub const PROCESSES_FILE: &str = "processes.json";
-
-/// `processes.json`: where each process of a booted system answers. An
-/// address book only: liveness is always asked of the processes.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ProcessesFile {
-    pub processes: Vec<ProcessEntry>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ProcessEntry {
-    pub name: ProcessId,
-    /// `host:port` of run control and the data sink.
-    pub address: String,
-    pub pid: u32,
-    /// Prometheus metrics, when the process serves them.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub metrics_url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log: Option<String>,
-}
+/// Environment that turns jemalloc heap profiling on in a process
+/// (sampling on average every 2^12 bytes allocated).
+pub const HEAP_PROFILE_ENV: (&str, &str) = (
+    "_RJEM_MALLOC_CONF",
+    "prof:true,prof_active:true,lg_prof_sample:12",
+);
 
 /// Environment that turns jemalloc heap profiling on in spawned processes.
 pub fn profile_env(on: bool) -> Vec<(String, String)> {
     if on {
-        let (k, v) = demo::HEAP_PROFILE_ENV;
+        let (k, v) = HEAP_PROFILE_ENV;
         vec![(k.into(), v.into())]
     } else {
         vec![]
@@ -63,77 +51,13 @@ pub async fn boot(
     }
 }
 
-/// Writes the address book of `system` (with each process's metrics URL,
-/// asked of the process) to `path`.
-pub async fn write_processes(path: &Path, system: &mut System) -> Result<()> {
-    let (statuses, _) = system.status().await;
-    let file = ProcessesFile {
-        processes: system
-            .procs
-            .iter()
-            .map(|p| ProcessEntry {
-                name: p.id,
-                address: p.addr.clone(),
-                pid: p.pid,
-                metrics_url: statuses
-                    .iter()
-                    .find(|s| s.process == p.name())
-                    .map(|s| s.metrics_url.clone())
-                    .unwrap_or_default(),
-                log: p.log.as_ref().map(|l| l.display().to_string()),
-            })
-            .collect(),
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(path, serde_json::to_string_pretty(&file)?)
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn read_processes(path: &Path) -> Result<Option<ProcessesFile>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| {
-            format!("{} is not a processes file", path.display())
-        })?)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-}
-
-/// Where the processes are: the config's `[addresses]`, else the
-/// processes.json a local `daqctl boot` wrote into `run_dir`.
-pub fn address_book(config: &SystemConfig, run_dir: &Path) -> Result<Vec<(ProcessId, String)>> {
-    if let Some(book) = config.address_book()? {
-        return Ok(book);
-    }
-    let path = run_dir.join(PROCESSES_FILE);
-    match read_processes(&path)? {
-        Some(f) => Ok(f
-            .processes
-            .into_iter()
-            .map(|e| (e.name, e.address))
-            .collect()),
-        None => bail!(
-            "no system booted in {}: run `daqctl boot` first (or name the processes in the config's [addresses])",
-            run_dir.display()
-        ),
-    }
-}
-
-/// Connects to the processes of the session, checking each one's identity.
-pub async fn connect(config: &SystemConfig, run_dir: &Path) -> Result<System> {
-    System::attach(&address_book(config, run_dir)?).await
-}
-
 /// Connects to the processes of the session that answer, for the commands
 /// that must go on without a hung or dead one (`stop`, `shutdown`): each
 /// one that does not is printed and returned as an error naming it.
 async fn connect_answering(
-    config: &SystemConfig,
-    run_dir: &Path,
+    book: &[(ProcessId, String)],
 ) -> Result<(System, Vec<String>, Vec<ProcessId>)> {
-    let (system, silent) = System::attach_answering(&address_book(config, run_dir)?).await;
+    let (system, silent) = System::attach_answering(book).await;
     let mut errors = Vec::new();
     let mut hung = Vec::new();
     for (id, addr, why) in &silent {
@@ -246,7 +170,7 @@ pub async fn boot_cmd(config: &SystemConfig, run_dir: &Path, heap_profile: bool)
             book_path.display()
         );
     }
-    print!("{}", crate::status::table(&mut system).await);
+    print!("{}", crate::control::status::table(&mut system).await);
     Ok(())
 }
 
@@ -316,7 +240,7 @@ pub async fn start_cmd(config: &SystemConfig, run_dir: &Path) -> Result<u32> {
 pub async fn stop_cmd(config: &SystemConfig, run_dir: &Path) -> Result<Outcome> {
     // A hung or dead process must not keep the others running: the ones
     // that answer are stopped, the others are named in the record.
-    let (mut system, mut silent, _) = connect_answering(config, run_dir).await?;
+    let (mut system, mut silent, _) = connect_answering(&find(config, run_dir).await?).await?;
     let (statuses, errors) = system.status().await;
     if statuses.is_empty() {
         bail!("no process answers: {}", errors.join("; "));
@@ -359,14 +283,14 @@ pub async fn stop_cmd(config: &SystemConfig, run_dir: &Path) -> Result<Outcome> 
     };
     let (replies, mut errors) = system.stop().await;
     errors.extend(silent);
-    demo::finish_run(&mut system, &in_force, run, &paths, replies, errors).await
+    run_record::finish_run(&mut system, &in_force, run, &paths, replies, errors).await
 }
 
 /// `daqctl shutdown`: every process exits; processes.json goes with them.
 pub async fn shutdown_cmd(config: &SystemConfig, run_dir: &Path) -> Result<bool> {
     // The processes that answer exit; one that does not is named, and the
     // address book stays so that a later shutdown can still reach it.
-    let (system, silent, hung) = connect_answering(config, run_dir).await?;
+    let (system, silent, hung) = connect_answering(&address_book(config, run_dir)?).await?;
     let n = system.procs.len();
     let mut errors = system.shutdown().await;
     let path = run_dir.join(PROCESSES_FILE);
@@ -395,4 +319,35 @@ pub async fn shutdown_cmd(config: &SystemConfig, run_dir: &Path) -> Result<bool>
     }
     println!("shut down {n} processes");
     Ok(errors.is_empty())
+}
+
+/// `daqctl boot`.
+pub async fn boot_command(a: &SystemArgs) -> Result<Exit> {
+    boot_cmd(&resolve(a, false)?, &a.run_dir, a.heap_profile).await?;
+    Ok(Exit::Clean)
+}
+
+/// `daqctl init`.
+pub async fn init_command(a: &SystemArgs) -> Result<Exit> {
+    init_cmd(&resolve(a, false)?, &a.run_dir).await?;
+    Ok(Exit::Clean)
+}
+
+/// `daqctl start`.
+pub async fn start_command(a: &SessionArgs) -> Result<Exit> {
+    start_cmd(&a.config()?, &a.run_dir).await?;
+    Ok(Exit::Clean)
+}
+
+/// `daqctl stop`: prints the record's summary; exit 1 if anything was lost.
+pub async fn stop_command(a: &SessionArgs) -> Result<Exit> {
+    let o = stop_cmd(&a.config()?, &a.run_dir).await?;
+    print!("{}", run_record::render(&o));
+    Ok(Exit::ok_or_failed(o.summary.errors.is_empty()))
+}
+
+/// `daqctl shutdown`: exit 1 if a process did not answer.
+pub async fn shutdown_command(a: &SessionArgs) -> Result<Exit> {
+    let all = shutdown_cmd(&a.config()?, &a.run_dir).await?;
+    Ok(Exit::ok_or_failed(all))
 }

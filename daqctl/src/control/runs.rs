@@ -4,16 +4,38 @@
 //! across runs (memory that stays after every stop and grows run over run
 //! is a leak at the run scale).
 
-use crate::demo::{self, Length, Progress};
-use crate::heap::{ACROSS_RUNS_RULE, AcrossRuns, RunHeap, across_runs};
-use crate::session;
-use crate::system::Lifetime;
+use crate::analysis::heap::across::{ACROSS_RUNS_RULE, AcrossRuns, RunHeap, across_runs};
+use crate::control::drive::length;
+use crate::control::drive::{self, Length, Progress};
+use crate::control::options::{SystemArgs, parse_duration, resolve};
+use crate::control::record;
+use crate::control::system::Lifetime;
+use crate::control::{book, session};
+use crate::verdict::Exit;
 use anyhow::Result;
+use anyhow::bail;
 use daq_format::config::SystemConfig;
 use daq_format::record::{RunPaths, RunSummary};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// `daqctl run`'s flags.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub system: SystemArgs,
+    /// How many consecutive runs.
+    #[arg(long)]
+    pub runs: u32,
+    /// Each run lasts this long (default 10 s): seconds (10, 2.5) or with units (10s, 90m).
+    #[arg(long, conflicts_with = "events", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Each run lasts until every boardreader has generated this many events.
+    #[arg(long)]
+    pub events: Option<u64>,
+}
 
 pub struct RunsOptions {
     pub config: SystemConfig,
@@ -84,13 +106,13 @@ fn line(s: &RunSummary, root: &std::path::Path) -> RunLine {
 /// Boots (or attaches), inits, runs `runs` runs, shuts down what it booted,
 /// writes session.json. Returns the report and where it was written.
 pub async fn run(opts: RunsOptions) -> Result<(SessionReport, PathBuf)> {
-    let (config, first) = demo::prepare(opts.config, opts.length, &opts.run_dir)?;
+    let (config, first) = drive::prepare(opts.config, opts.length, &opts.run_dir)?;
     let dir = opts.run_dir.join(format!("session_{first:06}"));
     std::fs::create_dir_all(&dir)?;
     let env = session::profile_env(opts.heap_profile);
     let (mut system, owned) =
         session::boot(&config, &dir.join("logs"), &env, Lifetime::Owned).await?;
-    session::write_processes(&dir.join(session::PROCESSES_FILE), &mut system).await?;
+    book::write_processes(&dir.join(book::PROCESSES_FILE), &mut system).await?;
     let t = config.topology;
     eprintln!(
         "session: {}x{}x{}, {} runs, record in {}",
@@ -108,7 +130,7 @@ pub async fn run(opts: RunsOptions) -> Result<(SessionReport, PathBuf)> {
             let run = session::next_run(&opts.run_dir, &statuses)?;
             let paths = RunPaths::new(&opts.run_dir, run);
             let mut errors = Vec::new();
-            let result = demo::start_wait_stop(
+            let result = drive::start_wait_stop(
                 &mut system,
                 &config,
                 run,
@@ -118,8 +140,8 @@ pub async fn run(opts: RunsOptions) -> Result<(SessionReport, PathBuf)> {
                 &mut errors,
             )
             .await;
-            let replies = demo::replies_or_record(result, &mut errors);
-            let o = demo::finish_run(&mut system, &config, run, &paths, replies, errors).await?;
+            let replies = drive::replies_or_record(result, &mut errors);
+            let o = record::finish_run(&mut system, &config, run, &paths, replies, errors).await?;
             let s = &o.summary;
             eprintln!(
                 "run {:>6}  {:>6.2} s  fragments {} / {}  events built {} incomplete {} written {}  {}",
@@ -239,4 +261,30 @@ pub fn render(r: &SessionReport, path: &std::path::Path) -> String {
     }
     out.push_str(&format!("  session    {}\n", path.display()));
     out
+}
+
+/// `daqctl run`: exits by the verdicts across runs (README "Exit codes"):
+/// 1 when a run failed, else 3 when a process leaks, else 0.
+pub async fn command(args: RunArgs) -> Result<Exit> {
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    // Soak defaults (1 kHz) without a config: a leak of 100 bytes per event
+    // is megabytes over the runs, not noise.
+    let config = resolve(&args.system, true)?;
+    let length = length(args.duration, args.events)?;
+    let (report, path) = run(RunsOptions {
+        config,
+        runs: args.runs,
+        length,
+        run_dir: args.system.run_dir,
+        heap_profile: args.system.heap_profile,
+    })
+    .await?;
+    print!("{}", render(&report, &path));
+    let all_ok = report.runs.len() == args.runs as usize && report.runs.iter().all(|r| r.ok);
+    Ok(Exit::of_verdicts(
+        all_ok,
+        report.processes.values().map(|p| p.trend.verdict),
+    ))
 }

@@ -2,8 +2,7 @@
 //! RssAnon against elapsed time), in the style of Ganglia's host graphs.
 //! Plain SVG text, viewable in any browser; no font or system library needed.
 
-use crate::heap::Verdict;
-use crate::soak::SoakReport;
+use crate::verdict::Verdict;
 use daq_runtime::sampler::Sample;
 use proto::HeapSnapshot;
 use std::collections::BTreeMap;
@@ -41,6 +40,12 @@ fn step(range: f64, ticks: f64) -> f64 {
     } else {
         10.0
     }
+}
+
+/// The width of a tick label at font-size 10, generously (sans-serif
+/// digits and lower-case letters are at most about 6 px wide).
+fn label_width(label: &str) -> f64 {
+    6.0 * label.chars().count() as f64
 }
 
 fn panel(
@@ -103,14 +108,21 @@ fn panel(
     let xs = step(t_max / hours, 5.0) * hours;
     let mut t = 0.0;
     while t <= t_max {
+        let label = format!("{}{unit}", (t / hours * 100.0).round() / 100.0);
+        let x = sx(t);
+        // A label centred on a tick near the panel's right edge would be
+        // cut off there (`60mi`): it ends at its tick instead.
+        let anchor = if x + label_width(&label) / 2.0 > x0 + PANEL_W - 2.0 {
+            "end"
+        } else {
+            "middle"
+        };
         let _ = writeln!(
             out,
-            r##"<line x1="{x}" y1="{}" x2="{x}" y2="{}" stroke="#e0e0e0"/><text x="{x}" y="{}" font-size="10" text-anchor="middle" font-family="sans-serif">{}{unit}</text>"##,
+            r##"<line x1="{x}" y1="{}" x2="{x}" y2="{}" stroke="#e0e0e0"/><text x="{x}" y="{}" font-size="10" text-anchor="{anchor}" font-family="sans-serif">{label}</text>"##,
             y0 + MARGIN_T,
             y0 + MARGIN_T + ph,
             y0 + MARGIN_T + ph + 13.0,
-            (t / hours * 100.0).round() / 100.0,
-            x = sx(t)
         );
         t += xs;
     }
@@ -161,8 +173,18 @@ pub fn process_svg(
     out
 }
 
+/// What the whole figure shows besides the samples: the run (its title),
+/// the warm-up and each process's verdict (a soak's, from `soak.json`).
+pub struct Figure<'a> {
+    pub run: u32,
+    pub topology: &'a str,
+    pub netmon_input: &'a str,
+    pub warmup_s: f64,
+    pub verdicts: BTreeMap<&'a str, Verdict>,
+}
+
 /// The whole figure.
-pub fn svg(samples: &BTreeMap<String, Vec<Sample>>, report: &SoakReport) -> String {
+pub fn svg(samples: &BTreeMap<String, Vec<Sample>>, report: &Figure) -> String {
     let rows = samples.len().div_ceil(COLUMNS).max(1);
     let w = PANEL_W * COLUMNS as f64;
     let h = PANEL_H * rows as f64 + 30.0;
@@ -172,11 +194,11 @@ pub fn svg(samples: &BTreeMap<String, Vec<Sample>>, report: &SoakReport) -> Stri
 <text x="10" y="20" font-size="15" font-family="sans-serif">run {} ({}, netmon {}): memory over time per process</text>
 "##,
         report.run,
-        esc(&report.topology),
-        esc(&report.netmon_input)
+        esc(report.topology),
+        esc(report.netmon_input)
     );
     for (i, (name, s)) in samples.iter().enumerate() {
-        let verdict = report.processes.get(name).map(|t| t.verdict);
+        let verdict = report.verdicts.get(name.as_str()).copied();
         let x0 = (i % COLUMNS) as f64 * PANEL_W;
         let y0 = 30.0 + (i / COLUMNS) as f64 * PANEL_H;
         panel(&mut out, x0, y0, name, verdict, s, report.warmup_s);
@@ -188,6 +210,39 @@ pub fn svg(samples: &BTreeMap<String, Vec<Sample>>, report: &SoakReport) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_time_label_fits_in_its_panel() {
+        let samples: Vec<Sample> = (0..=60)
+            .map(|i| Sample {
+                elapsed_s: f64::from(i) * 60.0,
+                snapshot: HeapSnapshot::default(),
+            })
+            .collect();
+        let svg = process_svg("aggregator-0", None, &samples, 0.0);
+        // The 60 min tick sits on the right edge of the plot: its label
+        // ends there instead of being centred past the panel's edge.
+        assert!(
+            svg.contains(r#"text-anchor="end" font-family="sans-serif">60min</text>"#),
+            "{svg}"
+        );
+        assert!(svg.contains(r#"text-anchor="middle" font-family="sans-serif">0min</text>"#));
+        for t in svg.split("<text x=\"").skip(1) {
+            let x: f64 = t.split('"').next().and_then(|x| x.parse().ok()).expect("x");
+            let anchor_end = t.contains(r#"text-anchor="end""#);
+            let label = t
+                .split('>')
+                .nth(1)
+                .and_then(|l| l.split('<').next())
+                .unwrap_or("");
+            let right = if anchor_end {
+                x
+            } else {
+                x + label_width(label) / 2.0
+            };
+            assert!(right <= PANEL_W, "{label} at {x} passes the panel's edge");
+        }
+    }
 
     #[test]
     fn tick_steps_are_round() {

@@ -1,16 +1,48 @@
 //! `daqctl status`: the session's processes as a table (process, host:port,
 //! pid, state, run, counters), once or refreshed every second (`--watch`:
-//! rates, MB/s, incomplete events, backpressure, heap allocated and its
+//! rates, bytes/s, incomplete events, backpressure, heap allocated and its
 //! slope) until Ctrl-C.
 
-use crate::demo::kind_of;
-use crate::heap::theil_sen;
-use crate::system::System;
+use crate::analysis::trend::theil_sen;
+use crate::control::book::find;
+use crate::control::options::SessionArgs;
+use crate::control::record::kind_of;
+use crate::control::system::System;
+use crate::units;
+use crate::verdict::Exit;
 use anyhow::Result;
 use daq_format::process::{Kind, ProcessId};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
+
+/// `daqctl status`'s flags.
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub session: SessionArgs,
+    /// Refresh every second (rate, bytes/s, incomplete, backpressure, heap and its slope) until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: stop after this many refreshes.
+    #[arg(long, requires = "watch")]
+    pub count: Option<u64>,
+}
+
+/// `daqctl status`: the table once (exit 1 when a process does not
+/// answer), or refreshed every second with `--watch`.
+pub async fn command(a: &StatusArgs) -> Result<Exit> {
+    let c = a.session.config()?;
+    if a.watch {
+        let mut system = System::attach(&find(&c, &a.session.run_dir).await?).await?;
+        watch(&mut system, a.count).await?;
+        return Ok(Exit::Clean);
+    }
+    let book = find(&c, &a.session.run_dir).await?;
+    let (table, all) = once(&book).await;
+    print!("{table}");
+    Ok(Exit::ok_or_failed(all))
+}
 
 /// `daqctl status`: the table, with a row for every process of the address
 /// book that does not answer. Returns whether all answered.
@@ -71,7 +103,7 @@ pub async fn table(system: &mut System) -> String {
     out
 }
 
-/// Events and bytes a process handles: what its rate and MB/s count.
+/// Events and bytes a process handles: what its rate and bytes/s count.
 fn work(kind: Kind, c: &proto::Counters) -> (u64, u64) {
     match kind {
         Kind::BoardReader => (c.fragments_sent, c.bytes_sent),
@@ -116,12 +148,12 @@ pub async fn watch(system: &mut System, count: Option<u64>) -> Result<()> {
             out.push_str("\x1b[H\x1b[2J");
         }
         out.push_str(&format!(
-            "  {:<16} {:<8} {:>5} {:>11} {:>9} {:>10} {:>13} {:>13} {:>13}\n",
+            "  {:<16} {:<8} {:>5} {:>11} {:>10} {:>10} {:>13} {:>13} {:>13}\n",
             "process",
             "state",
             "run",
             "rate /s",
-            "MB/s",
+            "bytes/s",
             "incomplete",
             "backpress ms",
             "heap MiB",
@@ -134,11 +166,11 @@ pub async fn watch(system: &mut System, count: Option<u64>) -> Result<()> {
             let c = s.counters.clone().unwrap_or_default();
             let (events, bytes) = work(kind, &c);
             let h = history.entry(s.process.clone()).or_default();
-            let (rate, mbs) = match h.last {
+            let (rate, bytes_per_s) = match h.last {
                 // A new run resets the counters: no rate across it.
                 Some((t0, e0, b0, run0)) if t > t0 && run0 == s.run && events >= e0 => (
                     (events - e0) as f64 / (t - t0),
-                    bytes.saturating_sub(b0) as f64 / (t - t0) / 1e6,
+                    bytes.saturating_sub(b0) as f64 / (t - t0),
                 ),
                 _ => (0.0, 0.0),
             };
@@ -159,12 +191,12 @@ pub async fn watch(system: &mut System, count: Option<u64>) -> Result<()> {
                 .map(|b| format!("{:+.1}", b / 1024.0))
                 .unwrap_or_else(|| "-".into());
             out.push_str(&format!(
-                "  {:<16} {:<8} {:>5} {:>11.1} {:>9.2} {:>10} {:>13} {:>13} {:>13}\n",
+                "  {:<16} {:<8} {:>5} {:>11.1} {:>10} {:>10} {:>13} {:>13} {:>13}\n",
                 s.process,
                 s.state,
                 s.run,
                 rate,
-                mbs,
+                units::rate(bytes_per_s),
                 c.events_incomplete,
                 c.backpressure_wait_ms,
                 allocated.map_or("-".into(), |a| format!("{:.1}", a as f64 / 1048576.0)),

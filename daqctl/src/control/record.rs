@@ -1,9 +1,12 @@
-//! `daqctl demo`: boot a local system, run it, stop it, write the run record
-//! and print the summary; and the run record every start/stop pair writes
-//! (`finish_run`, shared with `daqctl stop` and `daqctl run`).
+//! The run record every start/stop pair writes: after stop, what every
+//! process reported (counters, heap boundaries, samples, profiles) is
+//! collected into `summary.json`, `heap/<process>.csv` and heap profiles
+//! (`finish_run`, shared by `daqctl demo`, `soak`, `stop`, `run` and the
+//! bench), with the accounting equalities and what died with a process;
+//! and the summary as a person reads it (`render`).
 
-use crate::session;
-use crate::system::{Lifetime, Reply, System};
+use crate::control::system::{Reply, System};
+use crate::units::rate;
 use anyhow::{Context, Result};
 use daq_format::config::SystemConfig;
 use daq_format::process::{Kind, ProcessId};
@@ -13,247 +16,13 @@ use daq_format::record::{
 use daq_format::seqranges;
 use daq_runtime::sampler::write_csv;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// How long the run lasts.
-#[derive(Clone, Copy, Debug)]
-pub enum Length {
-    Duration(Duration),
-    /// Every boardreader generates exactly this many events.
-    Events(u64),
-}
-
-/// How progress is shown while the run lasts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Progress {
-    /// A line per second on stderr.
-    Lines,
-    /// A progress bar with elapsed time, events and each process's allocated bytes.
-    Bar,
-    /// Nothing while the run lasts (`daqctl run` prints a line per run).
-    Quiet,
-}
-
-pub struct DemoOptions {
-    pub config: SystemConfig,
-    pub length: Length,
-    pub run_dir: PathBuf,
-    /// Dump jemalloc heap profiles at the run-state boundaries.
-    pub heap_profile: bool,
-    pub progress: Progress,
-    /// After the run record is written, keep the processes up (serving
-    /// metrics) until stdin gives a line or closes.
-    pub hold: bool,
-}
-
-/// Environment that turns jemalloc heap profiling on in a process
-/// (sampling on average every 2^12 bytes allocated).
-pub const HEAP_PROFILE_ENV: (&str, &str) = (
-    "_RJEM_MALLOC_CONF",
-    "prof:true,prof_active:true,lg_prof_sample:12",
-);
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What a finished demo run produced.
 pub struct Outcome {
     pub paths: RunPaths,
     pub summary: RunSummary,
-}
-
-/// `config` with the run's length applied and validated, the run dir
-/// created, and the next run number in it: what every command that runs
-/// does first.
-pub fn prepare(
-    mut config: SystemConfig,
-    length: Length,
-    run_dir: &Path,
-) -> Result<(SystemConfig, u32)> {
-    if let Length::Events(n) = length {
-        config.generator.max_events = n;
-    }
-    config.validate()?;
-    std::fs::create_dir_all(run_dir)
-        .with_context(|| format!("cannot create run dir {}", run_dir.display()))?;
-    let run = session::next_run(run_dir, &[])?;
-    Ok((config, run))
-}
-
-/// Runs one demo run end to end: boot, init, start, wait, stop, shutdown,
-/// through the same steps as the session commands (`daqctl boot`, `init`,
-/// `start`, `stop`, `shutdown`). With an `[addresses]` table it attaches
-/// instead of booting and leaves the processes running (Ready). Errors in
-/// the run (a shortfall, a failed stop) end up in `summary.errors`; only
-/// failures that prevent a run record are returned as `Err`.
-pub async fn run(opts: DemoOptions) -> Result<Outcome> {
-    let (config, run) = prepare(opts.config, opts.length, &opts.run_dir)?;
-    let paths = RunPaths::new(&opts.run_dir, run);
-    std::fs::create_dir_all(paths.logs())?;
-    let plan = crate::soak::Plan {
-        run,
-        duration_s: match opts.length {
-            Length::Duration(d) => Some(d.as_secs_f64()),
-            Length::Events(_) => None,
-        },
-        events: match opts.length {
-            Length::Events(n) => Some(n),
-            Length::Duration(_) => None,
-        },
-        written_unix_s: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64()),
-    };
-    std::fs::write(
-        paths.root.join(crate::soak::PLAN_FILE),
-        serde_json::to_string_pretty(&plan).context("serializing the plan")?,
-    )?;
-    if let Some(l) = InjectedLeak::of(&config.leak) {
-        eprintln!(
-            "run {run}: leak injected on purpose: {} B/event into every {}",
-            l.bytes_per_event,
-            l.process_kind.as_str()
-        );
-    }
-    let t = config.topology;
-    eprintln!(
-        "run {run}: booting {}x{}x{} system, record in {}",
-        t.boardreaders,
-        t.eventbuilders,
-        t.aggregators,
-        paths.root.display()
-    );
-    let env = session::profile_env(opts.heap_profile);
-    let (mut system, owned) = session::boot(&config, &paths.logs(), &env, Lifetime::Owned).await?;
-    for p in &system.procs {
-        eprintln!(
-            "  {:<16} pid {:<8} {:<21} {}",
-            p.id,
-            p.pid,
-            p.addr,
-            p.metrics_url.as_deref().unwrap_or("")
-        );
-    }
-    // The address book next to the record, for a person or a script mid-run.
-    session::write_processes(&paths.root.join(session::PROCESSES_FILE), &mut system).await?;
-    let mut errors = Vec::new();
-    let result = drive(
-        &mut system,
-        &config,
-        run,
-        &paths,
-        opts.length,
-        opts.progress,
-        &mut errors,
-    )
-    .await;
-    let replies = replies_or_record(result, &mut errors);
-    let outcome = finish_run(&mut system, &config, run, &paths, replies, errors).await;
-    if let (true, Ok(o)) = (opts.hold, &outcome) {
-        hold(&system, &o.paths).await;
-    }
-    let mut shutdown_errors = Vec::new();
-    if owned {
-        shutdown_errors = system.shutdown().await;
-    }
-    let mut outcome = outcome?;
-    if !shutdown_errors.is_empty() {
-        outcome.summary.errors.extend(shutdown_errors);
-        write_summary(&outcome)?;
-    }
-    Ok(outcome)
-}
-
-/// Prints every process's readiness line and `DAQ-HOLD <record dir>` on
-/// stdout, then waits for a line on stdin, its end, or Ctrl-C.
-async fn hold(system: &System, paths: &RunPaths) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    for p in &system.procs {
-        let metrics = p
-            .metrics_url
-            .as_deref()
-            .map(|u| format!(" metrics={u}"))
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{} {} {} {}{metrics}",
-            daq_runtime::net::READY_PREFIX,
-            p.id,
-            p.addr,
-            p.pid
-        );
-    }
-    let _ = writeln!(out, "DAQ-HOLD {}", paths.root.display());
-    let _ = out.flush();
-    drop(out);
-    eprintln!("holding the processes up (metrics served) until a line or EOF on stdin");
-    // A detached thread: a blocking read must not keep daqctl from exiting.
-    let (tx, line) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = tx.send(std::io::stdin().read_line(&mut line));
-    });
-    tokio::select! {
-        _ = line => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
-/// The stop replies of a run, or none: a failure to start, wait or stop
-/// goes into `errors`, and so into the run record, instead of ending the
-/// command before the record is written.
-pub fn replies_or_record(result: Result<Vec<Reply>>, errors: &mut Vec<String>) -> Vec<Reply> {
-    result.unwrap_or_else(|e| {
-        errors.push(format!("{e:#}"));
-        Vec::new()
-    })
-}
-
-/// Init, start, wait, stop. Returns the stop replies.
-async fn drive(
-    system: &mut System,
-    config: &SystemConfig,
-    run: u32,
-    paths: &RunPaths,
-    length: Length,
-    progress: Progress,
-    errors: &mut Vec<String>,
-) -> Result<Vec<Reply>> {
-    session::init(system, config).await?;
-    start_wait_stop(system, config, run, paths, length, progress, errors).await
-}
-
-/// Start, wait for the run's length, stop. Returns the stop replies.
-pub async fn start_wait_stop(
-    system: &mut System,
-    config: &SystemConfig,
-    run: u32,
-    paths: &RunPaths,
-    length: Length,
-    progress: Progress,
-    errors: &mut Vec<String>,
-) -> Result<Vec<Reply>> {
-    session::start(system, config, run, paths).await?;
-    let started = Instant::now();
-    if progress != Progress::Quiet {
-        eprintln!("run {run}: running");
-    }
-    let heap_dir = paths.root.join("heap");
-    if let Err(e) = wait(system, config, length, progress, started, &heap_dir, errors).await {
-        errors.push(format!("{e:#}"));
-    }
-    if progress != Progress::Quiet {
-        eprintln!("run {run}: stopping");
-    }
-    let stop_began = Instant::now();
-    let (replies, e) = system.stop().await;
-    errors.extend(e);
-    if progress != Progress::Quiet {
-        eprintln!(
-            "run {run}: stopped in {:.1} s",
-            stop_began.elapsed().as_secs_f64()
-        );
-    }
-    Ok(replies)
 }
 
 /// After stop: collects what every process reported (counters, heap
@@ -345,7 +114,8 @@ pub async fn finish_run(
     Ok(outcome)
 }
 
-fn write_summary(o: &Outcome) -> Result<()> {
+/// Writes `o`'s summary.json (again, after errors were added).
+pub fn write_summary(o: &Outcome) -> Result<()> {
     std::fs::write(
         o.paths.summary(),
         serde_json::to_string_pretty(&o.summary).context("serializing summary")?,
@@ -359,185 +129,6 @@ pub fn host_of(addr: &str) -> String {
     host.trim_start_matches('[')
         .trim_end_matches(']')
         .to_string()
-}
-
-/// Heap readings streamed to `heap/<process>.csv` while a soak runs (a
-/// file per process, one row per reading, flushed at once; nothing held).
-struct LiveSamples {
-    dir: PathBuf,
-    files: BTreeMap<String, csv::Writer<std::fs::File>>,
-}
-
-impl LiveSamples {
-    fn new(dir: &Path) -> Self {
-        Self {
-            dir: dir.to_path_buf(),
-            files: BTreeMap::new(),
-        }
-    }
-
-    fn append(&mut self, heaps: &[(String, proto::HeapReply)]) {
-        for (name, h) in heaps {
-            let Some(row) = h.current else { continue };
-            let w = match self.files.entry(name.clone()) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    let path = self.dir.join(format!("{name}.csv"));
-                    let opened = std::fs::create_dir_all(&self.dir)
-                        .map_err(csv::Error::from)
-                        .and_then(|()| csv::Writer::from_path(&path));
-                    match opened {
-                        Ok(w) => e.insert(w),
-                        Err(err) => {
-                            eprintln!("daqctl: cannot write {}: {err}", path.display());
-                            continue;
-                        }
-                    }
-                }
-            };
-            if let Err(err) = w.serialize(row).and_then(|()| Ok(w.flush()?)) {
-                eprintln!("daqctl: heap sample of {name} not written: {err}");
-            }
-        }
-    }
-}
-
-/// Waits for the run's length, printing progress each second; Ctrl-C ends
-/// the run early (it is still stopped cleanly).
-async fn wait(
-    system: &mut System,
-    config: &SystemConfig,
-    length: Length,
-    progress: Progress,
-    started: Instant,
-    heap_dir: &Path,
-    errors: &mut Vec<String>,
-) -> Result<()> {
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    // During a soak, the heap readings polled for the progress bar are
-    // written to the record as they come (`heap/<process>.csv`), so a soak
-    // whose daqctl dies still leaves samples for `soak analyse`; at stop
-    // the processes' own sampler rows replace them.
-    let mut live = LiveSamples::new(heap_dir);
-    let sample_every = Duration::from_millis(config.heap.sample_interval_ms.max(200));
-    let mut last_sample = Instant::now();
-    let mut last_print = Instant::now();
-    let mut bar = match (progress, length) {
-        (Progress::Bar, Length::Duration(d)) => Some((
-            crate::soak::progress_bar(d),
-            crate::soak::Provisional::new(d),
-        )),
-        _ => None,
-    };
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    // In --events mode, a generator that cannot go on (its eventbuilder is
-    // gone) would keep the run waiting forever: give up after this long
-    // without a new fragment.
-    const STALLED: Duration = Duration::from_secs(15);
-    let mut last_progress = (0u64, Instant::now());
-    let mut silent = std::collections::BTreeSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut ctrl_c => {
-                eprintln!("interrupted: stopping the run");
-                return Ok(());
-            }
-            _ = tick.tick() => {}
-        }
-        // A process that dies does not end the run: the others go on (its
-        // events end incomplete) until the run is stopped as planned.
-        for e in system.reap() {
-            eprintln!("error: {e}");
-            errors.push(e);
-        }
-        let (statuses, _) = system.status().await;
-        // A process that stops answering (hung, cut off) is named once,
-        // and again when it answers again; the run goes on.
-        for p in system.procs.iter().filter(|p| p.alive_now()) {
-            let name = p.name();
-            let answers = statuses.iter().any(|s| s.process == name);
-            if !answers && silent.insert(name.clone()) {
-                eprintln!("warning: {name} does not answer status");
-            } else if answers && silent.remove(&name) {
-                eprintln!("warning: {name} answers again");
-            }
-        }
-        let sum = |kind: Kind, f: fn(&proto::Counters) -> u64| -> u64 {
-            statuses
-                .iter()
-                .filter(|s| kind_of(&s.process) == Some(kind))
-                .filter_map(|s| s.counters.as_ref().map(f))
-                .sum()
-        };
-        let sent = sum(Kind::BoardReader, |c| c.fragments_sent);
-        if sent != last_progress.0 {
-            last_progress = (sent, Instant::now());
-        } else if matches!(length, Length::Events(_)) && last_progress.1.elapsed() >= STALLED {
-            anyhow::bail!(
-                "no fragment generated for {} s: the run cannot reach its event count",
-                STALLED.as_secs()
-            );
-        }
-        let done = match length {
-            Length::Duration(d) => started.elapsed() >= d,
-            Length::Events(_) if system.all_dead(Kind::BoardReader) => true,
-            Length::Events(n) => {
-                let last = config.generator.initial_sequence_id + n - 1;
-                statuses
-                    .iter()
-                    .filter(|s| kind_of(&s.process) == Some(Kind::BoardReader))
-                    .all(|s| {
-                        s.counters
-                            .as_ref()
-                            .is_some_and(|c| c.last_sequence_id >= last)
-                    })
-            }
-        };
-        if let Some((bar, provisional)) = &mut bar {
-            // Heap readings at the configured sample interval (at most the
-            // loop's tick), the bar redrawn each second.
-            if last_sample.elapsed() >= sample_every || done {
-                last_sample = Instant::now();
-                let (heaps, _) = system.heap().await;
-                live.append(&heaps);
-                provisional.add(started.elapsed(), &heaps);
-            }
-            if last_print.elapsed() >= Duration::from_secs(1) || done {
-                last_print = Instant::now();
-                crate::soak::update_bar(
-                    bar,
-                    started.elapsed(),
-                    sum(Kind::BoardReader, |c| c.fragments_sent),
-                    provisional,
-                );
-            }
-            if done {
-                bar.finish();
-                return Ok(());
-            }
-            continue;
-        }
-        if progress == Progress::Quiet {
-            if done {
-                return Ok(());
-            }
-            continue;
-        }
-        if done || last_print.elapsed() >= Duration::from_secs(1) {
-            last_print = Instant::now();
-            eprintln!(
-                "  {:>6.1} s  fragments sent {:>10}  events built {:>9}  written {:>9}",
-                started.elapsed().as_secs_f64(),
-                sum(Kind::BoardReader, |c| c.fragments_sent),
-                sum(Kind::EventBuilder, |c| c.events_built),
-                sum(Kind::Aggregator, |c| c.events_written),
-            );
-        }
-        if done {
-            return Ok(());
-        }
-    }
 }
 
 /// The kind of a process named in a reply.
@@ -798,8 +389,10 @@ pub fn render(o: &Outcome) -> String {
         line(format!("  dropped    {}", d.join("  ")));
     }
     line(format!(
-        "  rate       {:.1} events/s  {:.2} MB/s into the eventbuilders  {:.2} MB/s to disk",
-        s.event_rate_hz, s.throughput_mb_s, s.write_mb_s
+        "  rate       {:.1} events/s  {} into the eventbuilders  {} to disk",
+        s.event_rate_hz,
+        rate(s.throughput_mb_s * 1e6),
+        rate(s.write_mb_s * 1e6)
     ));
     line(format!(
         "  data       {} files, {} bytes",
@@ -817,10 +410,13 @@ pub fn render(o: &Outcome) -> String {
             l.process_kind.as_str()
         ));
     }
-    out.push_str(&crate::heap::table(s));
+    out.push_str(&crate::analysis::heap::table::table(s));
     let profiles: Vec<&String> = s.processes.values().flat_map(|p| &p.profiles).collect();
     if !profiles.is_empty() {
-        out.push_str(&crate::heap::profile_help(s, &o.paths.root));
+        out.push_str(&crate::analysis::heap::sites::profile_help(
+            s,
+            &o.paths.root,
+        ));
     }
     let mut line = |l: String| {
         out.push_str(&l);

@@ -3,7 +3,10 @@
 //! with the summary, the heap table, a heap-over-time plot per process from
 //! `heap/<process>.csv` and, for soaks (`soak.json`), the verdicts.
 
-use crate::plot::{esc, process_svg};
+use crate::analysis::heap::table::{COLUMNS, rows};
+use crate::analysis::plot::{esc, process_svg};
+use crate::units::rate;
+use crate::verdict::Exit;
 use anyhow::{Context, Result};
 use daq_format::record::RunSummary;
 use daq_runtime::sampler::read_csv;
@@ -14,13 +17,26 @@ use std::path::{Path, PathBuf};
 const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222;max-width:1000px}\
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}\
 table{border-collapse:collapse}td,th{padding:2px 10px;text-align:right;border-bottom:1px solid #eee}\
-td:first-child,th:first-child{text-align:left}pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:11px}\
+td:first-child,th:first-child{text-align:left}\
 .ok{color:#1b5e20;font-weight:bold}.bad{color:#b00020;font-weight:bold}\
 .plots{display:flex;flex-wrap:wrap;gap:8px}";
 
+/// `daqctl report`'s arguments.
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// A run record directory (runs/run_000001).
+    run: PathBuf,
+}
+
+/// `daqctl report RUN`: writes the page and prints its path.
+pub fn command(a: &ReportArgs) -> Result<Exit> {
+    println!("{}", write(&a.run)?.display());
+    Ok(Exit::Clean)
+}
+
 /// Writes `<run>/report.html`; returns its path.
 pub fn write(run: &Path) -> Result<PathBuf> {
-    let summary = crate::heap::load(run)?;
+    let summary = crate::analysis::heap::table::load(run)?;
     let soak =
         match std::fs::read_to_string(run.join("soak.json")) {
             Ok(text) => Some(serde_json::from_str::<Value>(&text).with_context(|| {
@@ -80,10 +96,10 @@ pub fn render(run: &Path, s: &RunSummary, soak: Option<&Value>) -> String {
     );
     row(
         &mut out,
-        "into the eventbuilders (MB/s)",
-        format!("{:.2}", s.throughput_mb_s),
+        "into the eventbuilders",
+        rate(s.throughput_mb_s * 1e6),
     );
-    row(&mut out, "to disk (MB/s)", format!("{:.2}", s.write_mb_s));
+    row(&mut out, "to disk", rate(s.write_mb_s * 1e6));
     row(&mut out, "throttle (us)", s.throttle_us);
     row(&mut out, "data files", s.data_files.len());
     out.push_str("</table>\n");
@@ -101,7 +117,7 @@ pub fn render(run: &Path, s: &RunSummary, soak: Option<&Value>) -> String {
         out.push_str("</ul>\n");
     }
     out.push_str("<h2 id=\"heap\">Heap at the run-state boundaries</h2>\n");
-    let _ = writeln!(out, "<pre>{}</pre>", esc(&crate::heap::table(s)));
+    heap_table(&mut out, s);
     let warmup_s = soak.and_then(|v| v["warmup_s"].as_f64()).unwrap_or(0.0);
     if let Some(v) = soak {
         verdicts(&mut out, v);
@@ -141,6 +157,23 @@ pub fn render(run: &Path, s: &RunSummary, soak: Option<&Value>) -> String {
         esc(&run.display().to_string())
     );
     out
+}
+
+/// The heap table (the one `daqctl heap report` prints) as an HTML table.
+fn heap_table(out: &mut String, s: &RunSummary) {
+    out.push_str("<table class=\"heap\">\n<tr><th>allocated KiB</th>");
+    for c in COLUMNS {
+        let _ = write!(out, "<th>{}</th>", esc(c));
+    }
+    out.push_str("</tr>\n");
+    for (name, cells) in rows(s) {
+        let _ = write!(out, "<tr><td>{}</td>", esc(&name));
+        for c in &cells {
+            let _ = write!(out, "<td>{}</td>", esc(c));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
 }
 
 /// The soak verdicts table, from soak.json.
