@@ -6,15 +6,22 @@
 
 use crate::assembly::{Assembly, Placed, Released, Unpublished};
 use daq_format::fragment::Fragment;
+use tokio::sync::Notify;
 
-use crate::receive::*;
-use crate::run::*;
+use crate::receive::{BuilderInput, Shared};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
+
+/// Wakes between the two tasks: the builder published, the sender freed.
+#[derive(Default)]
+pub(crate) struct Signals {
+    pub(crate) published: Notify,
+    pub(crate) freed: Notify,
+}
 
 /// A batch of one source waiting for room in shared memory.
 pub(crate) struct Parked {

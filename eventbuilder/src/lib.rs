@@ -18,7 +18,7 @@ use proto::fragment_sink_server::FragmentSinkServer;
 use std::sync::Arc;
 
 /// The eventbuilder's data path behind the process skeleton.
-pub struct EventBuilder(Arc<run::Shared>);
+pub struct EventBuilder(Arc<receive::Shared>);
 
 #[tonic::async_trait]
 impl Stage for EventBuilder {
@@ -27,7 +27,7 @@ impl Stage for EventBuilder {
     type Run = run::Run;
 
     fn new(id: ProcessId) -> Self {
-        Self(run::Shared::new(id.to_string()))
+        Self(receive::Shared::new(id.to_string()))
     }
 
     fn services(&self, router: Router) -> Router {

@@ -3,8 +3,9 @@
 //! this edge, into [`Fragment`]s), handing each source's batches to the
 //! builder under a per-source permit (backpressure).
 
-use crate::run::*;
 use daq_format::fragment::{Fragment, FragmentType};
+use daq_runtime::counters::LiveCounters;
+use daq_runtime::sources::RunSlot;
 use daq_runtime::transport::Intake;
 
 use daq_runtime::transport::{Decoded, Fragments, Receiver, RunEnded};
@@ -88,5 +89,22 @@ impl proto::fragment_sink_server::FragmentSink for FragmentSink {
     ) -> Result<Response<proto::TransferSummary>, Status> {
         let s = &self.0;
         daq_runtime::transport::inbound::serve(&s.process, &s.ingress, request).await
+    }
+}
+
+/// State shared by run control and the `FragmentSink` service.
+pub struct Shared {
+    pub(crate) process: String,
+    pub counters: Arc<LiveCounters>,
+    pub(crate) ingress: RunSlot<Ingress>,
+}
+
+impl Shared {
+    pub fn new(process: String) -> Arc<Self> {
+        Arc::new(Self {
+            process,
+            counters: Arc::default(),
+            ingress: RunSlot::default(),
+        })
     }
 }

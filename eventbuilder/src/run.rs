@@ -20,41 +20,23 @@
 //! is dropped; the time spent waiting is counted (`backpressure_wait_ms`).
 
 use crate::assembly::Assembly;
-use crate::build::*;
-use crate::receive::*;
-use crate::send::*;
+use crate::build::{Builder, Lost, Signals};
+use crate::receive::{BuilderInput, Ingress, Shared};
+use crate::send::{Sender, Serializer, parameter_set_id};
 use daq_format::config::SystemConfig;
 use daq_format::netmon::{History, HistoryEntry};
 use daq_format::process::Kind;
 use daq_runtime::control::StopArgs;
-use daq_runtime::counters::LiveCounters;
-use daq_runtime::sources::RunSlot;
+
 use daq_runtime::transport::outbound::OutboundError;
 use daq_runtime::transport::{CountSent, Events, Fragments, Intake, Outbound, OutboundConfig};
 use daq_shm::{ShmStore, StoreSpec, segment_path};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
-
-/// State shared by run control and the `FragmentSink` service.
-pub struct Shared {
-    pub(crate) process: String,
-    pub counters: Arc<LiveCounters>,
-    pub(crate) ingress: RunSlot<Ingress>,
-}
-
-impl Shared {
-    pub fn new(process: String) -> Arc<Self> {
-        Arc::new(Self {
-            process,
-            counters: Arc::default(),
-            ingress: RunSlot::default(),
-        })
-    }
-}
 
 /// A running eventbuilder run.
 pub struct Run {
@@ -69,13 +51,6 @@ pub enum RunError {
     Connect(#[from] OutboundError),
     #[error("shared-memory event store: {0}")]
     Store(#[from] daq_shm::ShmError),
-}
-
-/// Wakes between the two tasks: the builder published, the sender freed.
-#[derive(Default)]
-pub(crate) struct Signals {
-    pub(crate) published: Notify,
-    pub(crate) freed: Notify,
 }
 
 impl Run {

@@ -2,7 +2,8 @@
 //! shared memory, serializes them (NetMonOutput) and streams each to
 //! aggregator `(sequence_id / n_eventbuilders) % n_aggregators`.
 
-use crate::run::*;
+use crate::build::Signals;
+use crate::receive::Shared;
 use daq_format::fragment::{Fragment, FragmentRef};
 use daq_format::netmon::{self, EventAux, History};
 use daq_runtime::transport::{Events, Outbound};
