@@ -4,48 +4,11 @@
 //! exits 1; after SIGCONT the hung process is shut down cleanly by daqctl's
 //! own shutdown (it removes its shared memory, nothing is killed).
 
-use daq_tests::{bin_dir, summary, unique_partition};
+use daq_tests::{Pipe, bin_dir, signal, spawn_lines, summary, tally, u, unique_partition};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
-
-fn u(v: &Value, k: &str) -> u64 {
-    v[k].as_u64()
-        .unwrap_or_else(|| panic!("{k} missing in {v}"))
-}
-
-fn signal(sig: &str, pid: &str) {
-    let ok = Command::new("kill")
-        .args([sig, pid])
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok, "kill {sig} {pid}");
-}
-
-/// The next line of daqctl's stderr that satisfies `want`, within `limit`.
-fn wait_line(lines: &Receiver<String>, seen: &mut Vec<String>, limit: Duration, want: &str) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(l) => {
-                let hit = l.contains(want);
-                seen.push(l);
-                if hit {
-                    return;
-                }
-            }
-            Err(_) => panic!(
-                "no line with {want:?} within {limit:?}; stderr so far:\n{}",
-                seen.join("\n")
-            ),
-        }
-    }
-}
 
 /// Every event in the data files of `root`, by writing aggregator: (sequence id, complete).
 fn events_on_disk(root: &Path, s: &Value) -> Vec<(String, u64, bool)> {
@@ -78,54 +41,34 @@ fn run_with_hung(dir: &Path, target: &str) -> Hung {
     .expect("config");
     let run_dir = dir.join("runs");
     let partition = unique_partition();
-    let mut child = Command::new(bin_dir().join("daqctl"))
-        .arg("demo")
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--duration", "8", "--partition", &partition.to_string()])
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("daqctl starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    wait_line(&lines, &mut seen, Duration::from_secs(60), "fragments sent");
-    let pid = seen
-        .iter()
-        .find_map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            (w.first() == Some(&target) && w.get(1) == Some(&"pid")).then(|| w[2].to_string())
-        })
-        .unwrap_or_else(|| panic!("daqctl printed no pid for {target}: {seen:?}"));
-    signal("-STOP", &pid);
-    wait_line(&lines, &mut seen, Duration::from_secs(60), "stopping");
+    let (mut child, mut lines) = spawn_lines(
+        Command::new(bin_dir().join("daqctl"))
+            .arg("demo")
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--duration", "8", "--partition", &partition.to_string()])
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
+        Pipe::Stderr,
+    )
+    .expect("daqctl starts");
+    lines.wait_for("fragments sent", Duration::from_secs(60));
+    let pid = lines.pid(target);
+    signal("-STOP", pid);
+    lines.wait_for("stopping", Duration::from_secs(60));
     let began = Instant::now();
-    wait_line(&lines, &mut seen, Duration::from_secs(120), "stopped in");
+    lines.wait_for("stopped in", Duration::from_secs(120));
     let stop = began.elapsed();
     // The stop named the hung process as it happened.
-    assert!(
-        seen.iter()
-            .any(|l| l.contains(&format!("daqctl: {target} does not answer: stop"))),
-        "{}",
-        seen.join("\n")
-    );
-    signal("-CONT", &pid);
+    let said = format!("daqctl: {target} does not answer: stop");
+    assert!(lines.text().contains(&said), "{}", lines.text());
+    signal("-CONT", pid);
     let status = child.wait().expect("daqctl exits");
-    let rest: Vec<String> = lines.try_iter().collect();
-    seen.extend(rest);
+    lines.drain();
     let stdout = std::io::read_to_string(child.stdout.take().expect("stdout")).expect("stdout");
-    let all = format!("{stdout}\n{}", seen.join("\n"));
+    let all = format!("{stdout}\n{}", lines.text());
     assert_eq!(status.code(), Some(1), "{all}");
     let root = daq_tests::latest_run(&run_dir);
     let s = summary(&root).expect("summary");
@@ -166,13 +109,9 @@ fn run_with_hung(dir: &Path, target: &str) -> Hung {
         .collect();
     assert!(left.is_empty(), "left in /dev/shm: {left:?}");
     eprintln!(
-        "FAULT {target} hung: stop took {:.1} s; sent {} received {} built {} incomplete {} written {}; errors: {errors}",
+        "FAULT {target} hung: stop took {:.1} s; {}; errors: {errors}",
         stop.as_secs_f64(),
-        u(&s, "fragments_sent"),
-        u(&s, "fragments_received"),
-        u(&s, "events_built"),
-        u(&s, "events_incomplete"),
-        u(&s, "events_written"),
+        tally(&s)
     );
     Hung {
         stop,
@@ -185,6 +124,18 @@ fn counters<'a>(s: &'a Value, p: &str) -> &'a Value {
     &s["processes"][p]["counters"]
 }
 
+/// Both `{kind}-0` and `{kind}-1` named the hung `{next}-0` (its connection
+/// failed its keep-alive), not `{next}-1`, and counted what they could not
+/// deliver to it.
+fn upstream_lost(s: &Value, kind: &str, next: &str) {
+    for p in [format!("{kind}-0"), format!("{kind}-1")] {
+        let problems = s["processes"][&p]["problems"].to_string();
+        assert!(problems.contains(&format!("{next}-0")), "{p}: {problems}");
+        assert!(!problems.contains(&format!("{next}-1")), "{p}: {problems}");
+        assert!(u(counters(s, &p), "dropped") > 0, "{p}: {s}");
+    }
+}
+
 #[test]
 fn hung_eventbuilder_is_named_the_rest_stops_and_it_shuts_down_after_sigcont() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -192,12 +143,7 @@ fn hung_eventbuilder_is_named_the_rest_stops_and_it_shuts_down_after_sigcont() {
     let s = &h.summary;
     // The boardreaders found the hung eventbuilder (its connection failed
     // its keep-alive) and counted what they could not deliver to it.
-    for br in ["boardreader-0", "boardreader-1"] {
-        let problems = s["processes"][br]["problems"].to_string();
-        assert!(problems.contains("eventbuilder-0"), "{br}: {problems}");
-        assert!(!problems.contains("eventbuilder-1"), "{br}: {problems}");
-        assert!(u(counters(s, br), "dropped") > 0, "{br}: {s}");
-    }
+    upstream_lost(s, "boardreader", "eventbuilder");
     // Every event the other eventbuilder built (the odd sequence ids) is
     // on disk.
     let eb1 = counters(s, "eventbuilder-1");
@@ -219,12 +165,7 @@ fn hung_aggregator_is_named_the_rest_stops_and_it_shuts_down_after_sigcont() {
     let s = &h.summary;
     // Both eventbuilders lost aggregator-0 and counted the events they
     // could not deliver.
-    for eb in ["eventbuilder-0", "eventbuilder-1"] {
-        let problems = s["processes"][eb]["problems"].to_string();
-        assert!(problems.contains("aggregator-0"), "{eb}: {problems}");
-        assert!(!problems.contains("aggregator-1"), "{eb}: {problems}");
-        assert!(u(counters(s, eb), "dropped") > 0, "{eb}: {s}");
-    }
+    upstream_lost(s, "eventbuilder", "aggregator");
     // Nothing lost before the eventbuilders: fragments sent = received.
     assert_eq!(u(s, "fragments_sent"), u(s, "fragments_received"), "{s}");
     // The other aggregator's files hold every event it wrote.
