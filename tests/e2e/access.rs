@@ -5,8 +5,8 @@
 
 use daq_runtime::auth::AccessArgs;
 use daq_tests::{
-    TestPki, bin_dir, daqctl_ok, latest_run, runtime, send_fragments, spawn_cmd, status, summary,
-    write_token,
+    TestPki, bin_dir, daqctl_ok, fragment_batch, latest_run, runtime, send_fragments, spawn_cmd,
+    status, summary, token_and_wrong, write_token,
 };
 use proto::run_control_client::RunControlClient;
 use std::ffi::OsStr;
@@ -36,8 +36,7 @@ async fn client(addr: &str, access: &AccessArgs) -> RunControlClient<daq_runtime
 #[test]
 fn rpcs_without_the_right_token_are_unauthenticated_and_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let token = write_token(dir.path(), "token").expect("token");
-    let wrong = write_token(dir.path(), "wrong").expect("token");
+    let (token, wrong) = token_and_wrong(dir.path());
     let log = dir.path().join("eventbuilder.log");
     let p = start(
         "eventbuilder",
@@ -74,12 +73,10 @@ fn rpcs_without_the_right_token_are_unauthenticated_and_change_nothing() {
             let ch = daq_runtime::net::connect_with(&p.addr, Duration::from_secs(10), &creds)
                 .await
                 .expect("connects");
-            let batch = proto::FragmentBatch {
-                source: 0,
-                run: 1,
-                fragments: vec![daq_tests::data_fragment(1, 0, 16)],
-            };
-            let e = send_fragments(&ch, vec![batch]).await.expect_err("refused");
+            let one = vec![daq_tests::data_fragment(1, 0, 16)];
+            let e = send_fragments(&ch, vec![fragment_batch(0, 1, one)])
+                .await
+                .expect_err("refused");
             assert_eq!(e.code(), Code::Unauthenticated, "{e}");
         }
         // Nothing changed: still booted, nothing received, and the process

@@ -4,8 +4,8 @@ use bytes::Bytes;
 use daq_format::config::SystemConfig;
 use daq_format::fragment::Fragment;
 use daq_tests::{
-    connect, control, daqctl, data_fragment, init_and_start, runtime, send_fragments, spawn,
-    start_request, status, stop, test_config,
+    assert_any_starts_with, connect, control, daqctl, data_fragment, fragment_batch,
+    init_and_start, runtime, send_fragments, spawn, start_request, status, stop, test_config,
 };
 use std::path::Path;
 use tonic::Code;
@@ -93,11 +93,7 @@ fn malformed_fragment_rejects_its_stream_and_nothing_else() {
         // Boardreader 1's stream carries a fragment whose word_count lies.
         let mut bad = data_fragment(1, 1, 16).to_vec();
         bad[0] = 99;
-        let batch = |source, fragments| proto::FragmentBatch {
-            source,
-            run: 7,
-            fragments,
-        };
+        let batch = |source, fragments| fragment_batch(source, 7, fragments);
         let err = send_fragments(
             &ch,
             vec![batch(1, vec![data_fragment(1, 1, 16), Bytes::from(bad)])],
@@ -147,12 +143,9 @@ fn malformed_fragment_rejects_its_stream_and_nothing_else() {
         let stop = stop(&mut c).await;
         let c2 = stop.counters.expect("counters");
         assert_eq!((c2.events_built, c2.events_incomplete), (0, 3));
-        assert!(
-            stop.problems
-                .iter()
-                .any(|p| p.starts_with("boardreader-1: stream ended in error after 0 items")),
-            "{:?}",
-            stop.problems
+        assert_any_starts_with(
+            &stop.problems,
+            "boardreader-1: stream ended in error after 0 items",
         );
         assert_eq!(stop.state, "ready");
     });

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use daq_format::fragment::Fragment;
 use daq_tests::test_config as config;
 use daq_tests::{
-    connect, control, data_fragment, init_and_start, netmon_event, runtime, send_events,
-    send_fragments, spawn, stop, wait_for_status,
+    assert_any_starts_with, connect, control, data_fragment, fragment_batch, init_and_start,
+    netmon_event, runtime, send_events, send_fragments, spawn, stop, wait_for_status,
 };
 use std::time::{Duration, Instant};
 use tonic::Code;
@@ -67,13 +67,7 @@ fn aggregator_counts_a_malformed_event_and_the_good_events_rejected_with_it() {
             k.events_received + k.events_rejected + k.events_discarded
         );
         assert_eq!((k.events_written, k.events_unwritten), (4, 0));
-        assert!(
-            stop.problems
-                .iter()
-                .any(|p| p.starts_with("eventbuilder-1: stream ended in error")),
-            "{:?}",
-            stop.problems
-        );
+        assert_any_starts_with(&stop.problems, "eventbuilder-1: stream ended in error");
     });
 }
 
@@ -84,12 +78,8 @@ fn a_batch_for_another_run_is_discarded_whole_and_counted() {
         let mut c = control(&p.addr).await;
         init_and_start(&mut c, &config(1, 0), 7, std::path::Path::new("")).await;
         let ch = connect(&p.addr).await;
-        let batch = proto::FragmentBatch {
-            source: 0,
-            run: 6,
-            fragments: (1..=4).map(|s| data_fragment(s, 0, 16)).collect(),
-        };
-        let err = send_fragments(&ch, vec![batch])
+        let four = (1..=4).map(|s| data_fragment(s, 0, 16)).collect();
+        let err = send_fragments(&ch, vec![fragment_batch(0, 6, four)])
             .await
             .expect_err("rejected");
         assert!(
@@ -133,11 +123,7 @@ fn eventbuilder_counts_the_fragments_of_an_event_it_could_not_publish() {
         let ch = connect(&p.addr).await;
         let eod = |n| Fragment::end_of_data(0, 100, n).expect("eod").into_bytes();
         // Boardreader 1 sends event 1's fragment: the event opens in buffer 0.
-        let batch = |source, fragments| proto::FragmentBatch {
-            source,
-            run: 9,
-            fragments,
-        };
+        let batch = |source, fragments| fragment_batch(source, 9, fragments);
         let first = send_fragments(
             &ch,
             vec![batch(1, vec![data_fragment(1, 1, 16), data_fragment(2, 1, 16)])],
@@ -172,12 +158,9 @@ fn eventbuilder_counts_the_fragments_of_an_event_it_could_not_publish() {
             2 * k.events_built + k.fragments_unpublished
         );
         let stop = stop(&mut c).await;
-        assert!(
-            stop.problems.iter().any(|p| p.starts_with(
-                "1 events (2 fragments) lost: their shared-memory buffer could not be published; sequence ids 1 (buffer 0 is"
-            )),
-            "{:?}",
-            stop.problems
+        assert_any_starts_with(
+            &stop.problems,
+            "1 events (2 fragments) lost: their shared-memory buffer could not be published; sequence ids 1 (buffer 0 is",
         );
     });
 }

@@ -4,10 +4,9 @@
 //! exits 1; after SIGCONT the hung process is shut down cleanly by daqctl's
 //! own shutdown (it removes its shared memory, nothing is killed).
 
-use daq_tests::{Pipe, bin_dir, signal, spawn_lines, summary, tally, u, unique_partition};
+use daq_tests::{signal, spawn_daqctl, summary, tally, u, unique_partition};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Every event in the data files of `root`, by writing aggregator: (sequence id, complete).
@@ -28,11 +27,17 @@ struct Hung {
     stop: Duration,
     summary: Value,
     root: std::path::PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 /// Runs a 2x2x2 demo, SIGSTOPs `target` once data flows, SIGCONTs it once
-/// daqctl has stopped the run, and checks what every fault must give.
-fn run_with_hung(dir: &Path, target: &str) -> Hung {
+/// daqctl has stopped the run, and checks what every fault must give:
+/// among them, both processes upstream of it (`{upstream}-0` and `-1`)
+/// found the hung one (its connection failed its keep-alive), named it and
+/// only it, and counted what they could not deliver to it.
+fn run_with_hung(target: &str, upstream: &str) -> Hung {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
     let cfg = dir.join("system.toml");
     std::fs::write(
         &cfg,
@@ -41,19 +46,16 @@ fn run_with_hung(dir: &Path, target: &str) -> Hung {
     .expect("config");
     let run_dir = dir.join("runs");
     let partition = unique_partition();
-    let (mut child, mut lines) = spawn_lines(
-        Command::new(bin_dir().join("daqctl"))
-            .arg("demo")
-            .arg("--config")
-            .arg(&cfg)
-            .args(["--duration", "8", "--partition", &partition.to_string()])
-            .arg("--run-dir")
-            .arg(&run_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped()),
-        Pipe::Stderr,
-    )
-    .expect("daqctl starts");
+    let (mut child, mut lines) = spawn_daqctl(&[
+        "demo",
+        "--config",
+        cfg.to_str().expect("utf-8"),
+        "--duration",
+        "8",
+        &format!("--partition={partition}"),
+        "--run-dir",
+        run_dir.to_str().expect("utf-8"),
+    ]);
     lines.wait_for("fragments sent", Duration::from_secs(60));
     let pid = lines.pid(target);
     signal("-STOP", pid);
@@ -113,10 +115,18 @@ fn run_with_hung(dir: &Path, target: &str) -> Hung {
         stop.as_secs_f64(),
         tally(&s)
     );
+    let kind = target.trim_end_matches("-0");
+    for p in [format!("{upstream}-0"), format!("{upstream}-1")] {
+        let problems = s["processes"][&p]["problems"].to_string();
+        assert!(problems.contains(target), "{p}: {problems}");
+        assert!(!problems.contains(&format!("{kind}-1")), "{p}: {problems}");
+        assert!(u(counters(&s, &p), "dropped") > 0, "{p}: {s}");
+    }
     Hung {
         stop,
         summary: s,
         root,
+        _dir: tmp,
     }
 }
 
@@ -124,26 +134,10 @@ fn counters<'a>(s: &'a Value, p: &str) -> &'a Value {
     &s["processes"][p]["counters"]
 }
 
-/// Both `{kind}-0` and `{kind}-1` named the hung `{next}-0` (its connection
-/// failed its keep-alive), not `{next}-1`, and counted what they could not
-/// deliver to it.
-fn upstream_lost(s: &Value, kind: &str, next: &str) {
-    for p in [format!("{kind}-0"), format!("{kind}-1")] {
-        let problems = s["processes"][&p]["problems"].to_string();
-        assert!(problems.contains(&format!("{next}-0")), "{p}: {problems}");
-        assert!(!problems.contains(&format!("{next}-1")), "{p}: {problems}");
-        assert!(u(counters(s, &p), "dropped") > 0, "{p}: {s}");
-    }
-}
-
 #[test]
 fn hung_eventbuilder_is_named_the_rest_stops_and_it_shuts_down_after_sigcont() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let h = run_with_hung(dir.path(), "eventbuilder-0");
+    let h = run_with_hung("eventbuilder-0", "boardreader");
     let s = &h.summary;
-    // The boardreaders found the hung eventbuilder (its connection failed
-    // its keep-alive) and counted what they could not deliver to it.
-    upstream_lost(s, "boardreader", "eventbuilder");
     // Every event the other eventbuilder built (the odd sequence ids) is
     // on disk.
     let eb1 = counters(s, "eventbuilder-1");
@@ -160,12 +154,10 @@ fn hung_eventbuilder_is_named_the_rest_stops_and_it_shuts_down_after_sigcont() {
 
 #[test]
 fn hung_aggregator_is_named_the_rest_stops_and_it_shuts_down_after_sigcont() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let h = run_with_hung(dir.path(), "aggregator-0");
-    let s = &h.summary;
     // Both eventbuilders lost aggregator-0 and counted the events they
     // could not deliver.
-    upstream_lost(s, "eventbuilder", "aggregator");
+    let h = run_with_hung("aggregator-0", "eventbuilder");
+    let s = &h.summary;
     // Nothing lost before the eventbuilders: fragments sent = received.
     assert_eq!(u(s, "fragments_sent"), u(s, "fragments_received"), "{s}");
     // The other aggregator's files hold every event it wrote.

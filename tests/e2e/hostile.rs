@@ -4,12 +4,10 @@
 //! processes keep serving, and the run's counts are exactly as without them.
 
 use daq_tests::{
-    Pipe, assert_nothing_lost_and_no_problems, bin_dir, control, latest_run, runtime, spawn_lines,
-    summary, unique_partition,
+    assert_nothing_lost_and_no_problems, control, latest_run, runtime, spawn_daqctl, summary,
 };
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -123,17 +121,8 @@ fn hostile_inputs() -> Vec<(&'static str, Vec<u8>, bool)> {
 fn hostile_bytes_on_every_port_close_the_connection_and_lose_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run_dir = dir.path().join("runs");
-    let (child, mut lines) = spawn_lines(
-        Command::new(bin_dir().join("daqctl"))
-            .args(["demo", "--duration", "8"])
-            .arg(format!("--partition={}", unique_partition()))
-            .arg("--run-dir")
-            .arg(&run_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped()),
-        Pipe::Stderr,
-    )
-    .expect("daqctl starts");
+    let run = run_dir.to_str().expect("utf-8");
+    let (child, mut lines) = spawn_daqctl(&["demo", "--duration", "8", "--run-dir", run]);
     // daqctl lists every process as "  <name> pid <pid> <addr> <metrics url>"
     // (from its readiness line), then says "run N: running".
     let mut ports: Vec<(String, String)> = Vec::new();

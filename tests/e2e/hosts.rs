@@ -13,7 +13,7 @@
 use daq_format::config::SystemConfig;
 use daq_tests::netns::{CTL_HOST, PROCESSES, addresses, daqctl_in, start_system, wait_all_exit};
 use daq_tests::{assert_generated_payload, assert_nothing_lost, output_text as text, summary, u};
-use daq_tests::{unique_partition, write_token};
+use daq_tests::{token_and_wrong, unique_partition};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -80,8 +80,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 #[test]
 fn session_across_network_namespaces_with_a_token_never_restarts_a_process() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let token = write_token(dir.path(), "token").expect("token");
-    let wrong = write_token(dir.path(), "wrong").expect("token");
+    let (token, wrong) = token_and_wrong(dir.path());
     let logs = dir.path().join("logs");
     // Started by "someone else" (systemd), each in its namespace.
     let Some((net, mut procs)) = start_system("dq", SUBNET, &token, &logs) else {

@@ -284,13 +284,20 @@ struct LiveSoak {
 }
 
 impl LiveSoak {
-    fn start(args: &[&str]) -> Self {
+    /// `daqctl soak --duration <duration_s> --throttle-us <throttle_us>
+    /// <extra> --run-dir <run_dir>`, once its run is running.
+    fn start(run_dir: &str, duration_s: &str, throttle_us: &str, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "soak",
+            "--duration",
+            duration_s,
+            "--throttle-us",
+            throttle_us,
+        ];
+        args.extend_from_slice(extra);
+        args.extend(["--run-dir", run_dir]);
         let (child, lines) = spawn_lines(
-            std::process::Command::new(daq_tests::bin_dir().join("daqctl"))
-                .args(args)
-                .arg(format!("--partition={}", daq_tests::unique_partition()))
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null()),
+            daq_tests::daqctl_command(&args).stdout(std::process::Stdio::null()),
             Pipe::Stderr,
         )
         .expect("daqctl starts");
@@ -358,21 +365,19 @@ fn soak_analyse_recomputes_the_verdicts_of_a_soak_whose_daqctl_was_killed() {
     let _one = exclusive();
     let dir = tempfile::tempdir().expect("tempdir");
     let run_dir = dir.path().to_str().expect("utf-8");
-    let mut live = LiveSoak::start(&[
-        "soak",
-        "--duration",
-        "120",
-        "--throttle-us",
-        "200",
-        "--sample-interval",
-        "0.25",
-        "--inject-leak",
-        "64",
-        "--inject-leak-in",
-        "eventbuilder",
-        "--run-dir",
+    let mut live = LiveSoak::start(
         run_dir,
-    ]);
+        "120",
+        "200",
+        &[
+            "--sample-interval",
+            "0.25",
+            "--inject-leak",
+            "64",
+            "--inject-leak-in",
+            "eventbuilder",
+        ],
+    );
     let root = dir.path().join("run_000001");
     // 20 s of samples (4 a second), then daqctl dies without a word.
     wait_for_rows(&root.join("heap").join("eventbuilder-1.csv"), 81);
@@ -418,15 +423,7 @@ fn a_soak_whose_run_fails_exits_1_and_bad_arguments_exit_2() {
     let _one = exclusive();
     let dir = tempfile::tempdir().expect("tempdir");
     let run_dir = dir.path().to_str().expect("utf-8");
-    let mut live = LiveSoak::start(&[
-        "soak",
-        "--duration",
-        "8",
-        "--throttle-us",
-        "1000",
-        "--run-dir",
-        run_dir,
-    ]);
+    let mut live = LiveSoak::start(run_dir, "8", "1000", &[]);
     signal("-KILL", live.pid("boardreader-1"));
     let status = live.child.wait().expect("daqctl ends");
     assert_eq!(status.code(), Some(EXIT_RUN_FAILED));

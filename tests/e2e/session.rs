@@ -130,6 +130,31 @@ fn running_session(name: &str) -> (PathBuf, PathBuf, u32, Vec<(String, String, u
     (dir, runs, partition, book)
 }
 
+/// The pid of `name` in `book`.
+fn pid_of(book: &[(String, String, u32)], name: &str) -> u32 {
+    book.iter()
+        .find(|(n, _, _)| n == name)
+        .unwrap_or_else(|| panic!("no {name} in {book:?}"))
+        .2
+}
+
+/// `daqctl stop` of a run that lost `process`: it must exit 1 with
+/// `process` and `why` on stderr. How long it took, and the run's summary.
+fn stop_without(runs: &Path, process: &str, why: &str) -> (Duration, Value) {
+    let t = Instant::now();
+    let out = run("stop", runs, None, &[]);
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(process) && stderr.contains(why),
+        "{}",
+        text(&out)
+    );
+    let s = summary(&daq_tests::latest_run(runs)).expect("summary.json");
+    (took, s)
+}
+
 /// `daqctl shutdown`: every process of `book` exits, the address book goes.
 fn shut_down(runs: &Path, book: &[(String, String, u32)]) {
     ok("shutdown", runs, None, &[]);
@@ -487,63 +512,37 @@ fn session_stop_and_shutdown_go_on_without_a_hung_boardreader() {
 
     // Hang boardreader-1 (artdaq's "hang" fault): `daqctl stop` must not
     // wait for it, must stop the other five and name it.
-    let hung = book
-        .iter()
-        .find(|(n, _, _)| n == "boardreader-1")
-        .expect("boardreader-1")
-        .clone();
-    signal("-STOP", hung.2);
-    let t = Instant::now();
-    let out = run("stop", &runs, None, &[]);
-    let took = t.elapsed();
+    let hung = pid_of(&book, "boardreader-1");
+    signal("-STOP", hung);
+    let (took, s) = stop_without(&runs, "boardreader-1", "does not answer");
     eprintln!("FAULT boardreader-1 SIGSTOPped: daqctl stop took {took:.1?}");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("boardreader-1") && stderr.contains("does not answer"),
-        "{}",
-        text(&out)
-    );
     assert!(took < Duration::from_secs(60), "stop took {took:?}");
-    let s = summary(&daq_tests::latest_run(&runs)).expect("summary.json");
     let errors = s["errors"].to_string();
     assert!(errors.contains("boardreader-1 never answered"), "{s}");
-    let others: Vec<_> = book.iter().filter(|p| p.0 != hung.0).cloned().collect();
+    let others: Vec<_> = book.iter().filter(|p| p.2 != hung).cloned().collect();
     for st in statuses(&others) {
         assert_eq!(st.state, "ready", "{} after stop", st.process);
     }
 
     // Resumed, it is shut down cleanly with the rest: every process exits
     // and the address book goes.
-    signal("-CONT", hung.2);
+    signal("-CONT", hung);
     shut_down(&runs, &book);
 }
 
 #[test]
 fn session_stop_names_a_killed_eventbuilder_with_what_was_lost_and_shutdown_finishes() {
     let (_dir, runs, partition, book) = running_session("gone");
-    let dead = book
-        .iter()
-        .find(|(n, _, _)| n == "eventbuilder-1")
-        .expect("eventbuilder-1")
-        .clone();
-    signal("-KILL", dead.2);
+    let dead = pid_of(&book, "eventbuilder-1");
+    signal("-KILL", dead);
     assert!(
-        wait_gone(dead.2, Duration::from_secs(20)).is_some(),
+        wait_gone(dead, Duration::from_secs(20)).is_some(),
         "eventbuilder-1 still alive"
     );
 
     // `daqctl stop` (attached, not its parent) finds it gone: the rest stop,
     // the record names it with the sequence ids lost with it, exit 1.
-    let out = run("stop", &runs, None, &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("eventbuilder-1") && stderr.contains("is gone"),
-        "{}",
-        text(&out)
-    );
-    let s = summary(&daq_tests::latest_run(&runs)).expect("summary.json");
+    let (_, s) = stop_without(&runs, "eventbuilder-1", "is gone");
     assert!(
         s["errors"].to_string().contains("eventbuilder-1 is gone"),
         "{s}"

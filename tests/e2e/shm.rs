@@ -2,12 +2,12 @@
 //! late fragments, over-size fragments, a boardreader killed mid-run, segment
 //! hygiene, and an online monitor in a separate process.
 
-use bytes::Bytes;
 use daq_format::fragment::Fragment;
 use daq_shm::segment_path;
 use daq_tests::{
-    Control, Pipe, bin_dir, control, daqctl_ok, data_fragment, latest_run, runtime, signal, spawn,
-    spawn_lines, start_request, summary, test_config, u, unique_partition, wait_for_status,
+    Control, bin_dir, control, daqctl_ok, data_fragment, fragment_batch, latest_run, runtime,
+    signal, spawn, spawn_daqctl, start_request, summary, test_config, u, unique_partition,
+    wait_for_status,
 };
 use proto::fragment_sink_client::FragmentSinkClient;
 use serde_json::Value;
@@ -28,22 +28,22 @@ fn sum(s: &Value, kind: &str, counter: &str) -> u64 {
         .sum()
 }
 
-/// A demo's config file `text` in `dir` (a temporary directory), and
-/// its run directory.
-fn demo_dir(dir: &tempfile::TempDir, text: &str) -> (String, PathBuf) {
+/// A temporary directory with a demo's config file of `text`; the file
+/// and the run directory in it.
+fn demo_dir(text: &str) -> (tempfile::TempDir, String, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("system.toml");
     std::fs::write(&path, text).expect("config");
-    (path.display().to_string(), dir.path().join("runs"))
+    let runs = dir.path().join("runs");
+    (dir, path.display().to_string(), runs)
 }
 
 #[test]
 fn slow_disk_writer_backpressures_the_system_and_nothing_is_lost() {
-    let dir = tempfile::tempdir().expect("tempdir");
     // Few buffers, 8 KiB fragments and 2 ms per event on disk: the
     // aggregators fall behind, the eventbuilders' stores fill, and the stop
     // must wait for the slow stages instead of giving up on parked fragments.
-    let (cfg, run_dir) = demo_dir(
-        &dir,
+    let (_dir, cfg, run_dir) = demo_dir(
         "[generator]\nn_adc_counts = 4000\n[eventbuilder]\nbuffer_count = 8\n[aggregator]\nbuffer_count = 8\nwrite_delay_us = 2000\n",
     );
     let run = run_dir.to_str().expect("utf-8");
@@ -97,11 +97,7 @@ fn stale_events_are_released_with_missing_ids_late_and_oversize_fragments_counte
             .await
             .expect("start");
         let ch = daq_tests::connect(&p.addr).await;
-        let batch = |source: u32, fragments: Vec<Bytes>| proto::FragmentBatch {
-            source,
-            run: 1,
-            fragments,
-        };
+        let batch = |source, fragments| fragment_batch(source, 1, fragments);
         let (tx0, rx0) = mpsc::channel(4);
         let (tx1, rx1) = mpsc::channel(4);
         let mut s0 = FragmentSinkClient::new(ch.clone());
@@ -197,21 +193,18 @@ fn segment_is_private_and_removed_at_stop_and_on_sigterm() {
 
 #[test]
 fn killed_boardreader_leaves_incomplete_events_and_the_run_still_stops_cleanly() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (cfg, run_dir) = demo_dir(
-        &dir,
+    let (_dir, cfg, run_dir) = demo_dir(
         "[generator]\nthrottle_us = 5000\n[eventbuilder]\nstale_timeout_ms = 500\n[transfer]\nend_of_data_timeout_ms = 2000\n",
     );
-    let partition = unique_partition().to_string();
-    let (mut child, mut lines) = spawn_lines(
-        Command::new(bin_dir().join("daqctl"))
-            .args(["demo", "--config", &cfg, "--duration", "6"])
-            .args(["--partition", &partition, "--run-dir"])
-            .arg(&run_dir)
-            .stdout(Stdio::piped()),
-        Pipe::Stderr,
-    )
-    .expect("daqctl starts");
+    let (mut child, mut lines) = spawn_daqctl(&[
+        "demo",
+        "--config",
+        &cfg,
+        "--duration",
+        "6",
+        "--run-dir",
+        run_dir.to_str().expect("utf-8"),
+    ]);
     // Wait until the run has produced data for a second, then kill.
     lines.wait_for("fragments sent", Duration::from_secs(120));
     signal("-9", lines.pid("boardreader-1"));

@@ -64,6 +64,12 @@ pub fn unique_partition() -> u32 {
 /// Runs `daqctl` with `args`, returning its output (stdout, stderr, status).
 /// `demo` and `soak` get a `--partition` of their own unless one is given.
 pub fn daqctl(args: &[&str]) -> Result<Output> {
+    daqctl_command(args).output().context("running daqctl")
+}
+
+/// `daqctl args...` with stdin closed, not yet started; `demo` and `soak`
+/// get a `--partition` of their own unless one is given.
+pub fn daqctl_command(args: &[&str]) -> Command {
     let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     if matches!(args.first().map(String::as_str), Some("demo" | "soak"))
         && args.get(1).map(String::as_str) != Some("analyse")
@@ -71,12 +77,17 @@ pub fn daqctl(args: &[&str]) -> Result<Output> {
     {
         args.push(format!("--partition={}", unique_partition()));
     }
-    let out = Command::new(bin_dir().join("daqctl"))
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .context("running daqctl")?;
-    Ok(out)
+    let mut cmd = Command::new(bin_dir().join("daqctl"));
+    cmd.args(&args).stdin(Stdio::null());
+    cmd
+}
+
+/// `daqctl args...` (as [`daqctl_command`]) running in the background, its
+/// stdout piped for the caller and its stderr read line by line.
+pub fn spawn_daqctl(args: &[&str]) -> (Child, Lines) {
+    let mut cmd = daqctl_command(args);
+    cmd.stdout(Stdio::piped());
+    spawn_lines(&mut cmd, Pipe::Stderr).unwrap_or_else(|e| panic!("daqctl {args:?}: {e:#}"))
 }
 
 /// Reads a run's summary.json.
@@ -377,6 +388,13 @@ pub fn payload_sizes(root: &Path, s: &Value) -> Vec<usize> {
     sizes.into_iter().collect()
 }
 
+/// Two fresh tokens in `dir` (see [`write_token`]): `token`, the one the
+/// processes are given, and `wrong`, another.
+pub fn token_and_wrong(dir: &Path) -> (PathBuf, PathBuf) {
+    let token = write_token(dir, "token").expect("token");
+    (token, write_token(dir, "wrong").expect("wrong token"))
+}
+
 /// Writes a fresh random token (32 hex digits, mode 0600) to `dir/name`.
 pub fn write_token(dir: &Path, name: &str) -> Result<PathBuf> {
     use std::io::Write;
@@ -625,10 +643,26 @@ pub async fn send_events(
     ch: &daq_runtime::net::Channel,
     batches: Vec<proto::EventBatch>,
 ) -> std::result::Result<proto::TransferSummary, tonic::Status> {
-    proto::event_sink_client::EventSinkClient::new(ch.clone())
-        .send(tokio_stream::iter(batches))
-        .await
-        .map(tonic::Response::into_inner)
+    let mut sink = proto::event_sink_client::EventSinkClient::new(ch.clone());
+    let reply = sink.send(tokio_stream::iter(batches)).await?;
+    Ok(reply.into_inner())
+}
+
+/// A batch of `fragments` from boardreader `source` for run `run`.
+pub fn fragment_batch(source: u32, run: u32, fragments: Vec<bytes::Bytes>) -> proto::FragmentBatch {
+    proto::FragmentBatch {
+        source,
+        run,
+        fragments,
+    }
+}
+
+/// Some line of `lines` (a stop's problems) starts with `start`.
+pub fn assert_any_starts_with(lines: &[String], start: &str) {
+    assert!(
+        lines.iter().any(|l| l.starts_with(start)),
+        "none starts with {start:?}: {lines:?}"
+    );
 }
 
 /// A user-type data fragment whose payload is `payload` bytes of its id.
