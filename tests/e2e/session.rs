@@ -306,12 +306,16 @@ fn attached() -> Attached {
     }
 }
 
-fn table(rows: &[(&str, &str)]) -> String {
-    let mut t = String::from("[addresses]\n");
-    for (name, addr) in rows {
-        t.push_str(&format!("{name} = \"{addr}\"\n"));
+impl Attached {
+    /// `dir/<name>.toml`: the system's config with an `[addresses]` table
+    /// of `rows` (name, address).
+    fn config(&self, dir: &Path, name: &str, rows: &[(&str, &str)]) -> PathBuf {
+        let mut text = format!("{}[addresses]\n", self.header);
+        for (process, addr) in rows {
+            text.push_str(&format!("{process} = \"{addr}\"\n"));
+        }
+        write_config(dir, &format!("{name}.toml"), &text)
     }
-    t
 }
 
 #[test]
@@ -327,30 +331,22 @@ fn attached_processes_are_checked_then_driven_and_bad_tables_change_nothing() {
         .collect();
 
     // A table that misses a process, or names one twice: config errors.
-    let missing = write_config(
+    let missing = sys.config(
         &dir,
-        "missing.toml",
-        &format!(
-            "{}{}",
-            sys.header,
-            table(&[("boardreader-0", br), ("eventbuilder-0", eb)])
-        ),
+        "missing",
+        &[("boardreader-0", br), ("eventbuilder-0", eb)],
     );
     let err = refused("boot", &runs, Some(&missing), &[]);
     assert!(err.contains("no address for aggregator-0"), "{err}");
-    let twice = write_config(
+    let twice = sys.config(
         &dir,
-        "twice.toml",
-        &format!(
-            "{}{}",
-            sys.header,
-            table(&[
-                ("boardreader-0", br),
-                ("eventbuilder-0", eb),
-                ("aggregator-0", ag),
-                ("boardreader-0", ag)
-            ])
-        ),
+        "twice",
+        &[
+            ("boardreader-0", br),
+            ("eventbuilder-0", eb),
+            ("aggregator-0", ag),
+            ("boardreader-0", ag),
+        ],
     );
     let err = refused("boot", &runs, Some(&twice), &[]);
     assert!(err.contains("boardreader-0"), "{err}");
@@ -360,18 +356,14 @@ fn attached_processes_are_checked_then_driven_and_bad_tables_change_nothing() {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .to_string();
-    let silent = write_config(
+    let silent = sys.config(
         &dir,
-        "silent.toml",
-        &format!(
-            "{}{}",
-            sys.header,
-            table(&[
-                ("boardreader-0", br),
-                ("eventbuilder-0", eb),
-                ("aggregator-0", &nobody)
-            ])
-        ),
+        "silent",
+        &[
+            ("boardreader-0", br),
+            ("eventbuilder-0", eb),
+            ("aggregator-0", &nobody),
+        ],
     );
     let err = refused("boot", &runs, Some(&silent), &[]);
     assert!(
@@ -380,18 +372,14 @@ fn attached_processes_are_checked_then_driven_and_bad_tables_change_nothing() {
     );
 
     // A process that is not who the table says.
-    let swapped = write_config(
+    let swapped = sys.config(
         &dir,
-        "swapped.toml",
-        &format!(
-            "{}{}",
-            sys.header,
-            table(&[
-                ("boardreader-0", eb),
-                ("eventbuilder-0", br),
-                ("aggregator-0", ag)
-            ])
-        ),
+        "swapped",
+        &[
+            ("boardreader-0", eb),
+            ("eventbuilder-0", br),
+            ("aggregator-0", ag),
+        ],
     );
     let err = refused("boot", &runs, Some(&swapped), &[]);
     assert!(
@@ -401,18 +389,14 @@ fn attached_processes_are_checked_then_driven_and_bad_tables_change_nothing() {
     assert!(statuses(&book).iter().all(|s| s.state == "booted"));
 
     // The right table: boot checks, start before init is refused.
-    let good = write_config(
+    let good = sys.config(
         &dir,
-        "good.toml",
-        &format!(
-            "{}{}",
-            sys.header,
-            table(&[
-                ("boardreader-0", br),
-                ("eventbuilder-0", eb),
-                ("aggregator-0", ag)
-            ])
-        ),
+        "good",
+        &[
+            ("boardreader-0", br),
+            ("eventbuilder-0", eb),
+            ("aggregator-0", ag),
+        ],
     );
     let out = ok("boot", &runs, Some(&good), &[]);
     assert!(

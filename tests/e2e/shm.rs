@@ -76,6 +76,15 @@ async fn wait_for(c: &mut Control, what: &str, done: impl Fn(&proto::Counters) -
     wait_for_status(c, what, |st| st.counters.as_ref().is_some_and(&done)).await;
 }
 
+/// Sends boardreader `source`'s fragment of event `seq` with `payload`
+/// bytes on its stream.
+async fn feed(tx: &mpsc::Sender<proto::FragmentBatch>, source: u32, seq: u64, payload: usize) {
+    let fragment = data_fragment(seq, source as u16, payload);
+    tx.send(fragment_batch(source, 1, vec![fragment]))
+        .await
+        .expect("send");
+}
+
 /// An eventbuilder spawned alone, initialized for a 1x0 system on a
 /// partition of its own (stale events released after 200 ms, 4 KiB
 /// buffers); its client and partition.
@@ -106,27 +115,17 @@ fn stale_events_are_released_with_missing_ids_late_and_oversize_fragments_counte
         let h1 = tokio::spawn(async move { s1.send(ReceiverStream::new(rx1)).await });
 
         // Event 1 gets only boardreader 0's fragment: released incomplete.
-        tx0.send(batch(0, vec![data_fragment(1, 0, 16)]))
-            .await
-            .expect("send");
+        feed(&tx0, 0, 1, 16).await;
         wait_for(&mut c, "stale release", |k| k.events_incomplete == 1).await;
         // Boardreader 1's fragment for event 1 is now late: dropped, counted.
-        tx1.send(batch(1, vec![data_fragment(1, 1, 16)]))
-            .await
-            .expect("send");
+        feed(&tx1, 1, 1, 16).await;
         wait_for(&mut c, "late fragment", |k| k.late_fragments == 1).await;
         // A fragment over buffer_bytes / boardreaders (2048) is rejected.
-        tx0.send(batch(0, vec![data_fragment(2, 0, 3000)]))
-            .await
-            .expect("send");
+        feed(&tx0, 0, 2, 3000).await;
         wait_for(&mut c, "over-size fragment", |k| k.oversize_fragments == 1).await;
         // Event 3 is whole: built.
-        tx0.send(batch(0, vec![data_fragment(3, 0, 16)]))
-            .await
-            .expect("send");
-        tx1.send(batch(1, vec![data_fragment(3, 1, 16)]))
-            .await
-            .expect("send");
+        feed(&tx0, 0, 3, 16).await;
+        feed(&tx1, 1, 3, 16).await;
         wait_for(&mut c, "complete event", |k| k.events_built == 1).await;
         let eod = |id: u16, n: u64| Fragment::end_of_data(id, 4, n).expect("eod").into_bytes();
         tx0.send(batch(0, vec![eod(0, 3)])).await.expect("send");

@@ -657,6 +657,12 @@ pub fn fragment_batch(source: u32, run: u32, fragments: Vec<bytes::Bytes>) -> pr
     }
 }
 
+/// `err` has `code` and says `says`.
+pub fn assert_status(err: &tonic::Status, code: tonic::Code, says: &str) {
+    assert_eq!(err.code(), code, "{err}");
+    assert!(err.message().contains(says), "{}", err.message());
+}
+
 /// Some line of `lines` (a stop's problems) starts with `start`.
 pub fn assert_any_starts_with(lines: &[String], start: &str) {
     assert!(
