@@ -330,6 +330,13 @@ fn attached_processes_are_checked_then_driven_and_bad_tables_change_nothing() {
         .map(|a| (String::new(), a.clone(), 0))
         .collect();
 
+    // The right table, one address a process.
+    let every: [(&str, &str); 3] = [
+        ("boardreader-0", br),
+        ("eventbuilder-0", eb),
+        ("aggregator-0", ag),
+    ];
+
     // A table that misses a process, or names one twice: config errors.
     let missing = sys.config(
         &dir,
@@ -372,15 +379,9 @@ fn attached_processes_are_checked_then_driven_and_bad_tables_change_nothing() {
     );
 
     // A process that is not who the table says.
-    let swapped = sys.config(
-        &dir,
-        "swapped",
-        &[
-            ("boardreader-0", eb),
-            ("eventbuilder-0", br),
-            ("aggregator-0", ag),
-        ],
-    );
+    let mut rows = every;
+    (rows[0].1, rows[1].1) = (eb.as_str(), br.as_str());
+    let swapped = sys.config(&dir, "swapped", &rows);
     let err = refused("boot", &runs, Some(&swapped), &[]);
     assert!(
         err.contains(&format!("{eb} is \"eventbuilder-0\", not boardreader-0")),
@@ -389,15 +390,7 @@ fn attached_processes_are_checked_then_driven_and_bad_tables_change_nothing() {
     assert!(statuses(&book).iter().all(|s| s.state == "booted"));
 
     // The right table: boot checks, start before init is refused.
-    let good = sys.config(
-        &dir,
-        "good",
-        &[
-            ("boardreader-0", br),
-            ("eventbuilder-0", eb),
-            ("aggregator-0", ag),
-        ],
-    );
+    let good = sys.config(&dir, "good", &every);
     let out = ok("boot", &runs, Some(&good), &[]);
     assert!(
         out.contains("every process of [addresses] answers"),
