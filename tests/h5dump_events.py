@@ -65,6 +65,21 @@ def integer(value):
     return int(value)
 
 
+def rows_within(columns, end_name, available, what, path):
+    """(row, start, end) of each row present in every one of `columns`, in
+    order, while its end (column `end_name`; a row starts where the one
+    before ended) is within `available`."""
+    start = 0
+    for row in range(min(len(c) for c in columns.values())):
+        end = columns[end_name][row]
+        if end < start:
+            raise DumpError(f"corrupt data in {path}: {what} {row} {end_name} {end} is before {start}")
+        if end > available:
+            return
+        yield row, start, end
+        start = end
+
+
 def dump_file(path):
     with h5py.File(path, "r", locking=False) as f:
         attrs = f.attrs
@@ -86,13 +101,7 @@ def dump_file(path):
 
     # Fragments present in every fragment column whose bytes are within data.
     fragments = []
-    start = 0
-    for j in range(min(len(c) for c in frag.values())):
-        end = frag["data_end"][j]
-        if end < start:
-            raise DumpError(f"corrupt data in {path}: fragment {j} data_end {end} is before {start}")
-        if end > len(data):
-            break
+    for j, start, end in rows_within(frag, "data_end", len(data), "fragment", path):
         split = start + frag["metadata_bytes"][j]
         if split > end:
             raise DumpError(f"corrupt data in {path}: fragment {j} metadata exceeds its data")
@@ -100,23 +109,15 @@ def dump_file(path):
         fragment["metadata_hex"] = data[start:split].tobytes().hex()
         fragment["payload_hex"] = data[split:end].tobytes().hex()
         fragments.append(fragment)
-        start = end
 
     # Events present in every event column whose fragments are all present.
     events = []
-    first = 0
-    for i in range(min(len(c) for c in ev.values())):
-        end = ev["fragment_end"][i]
-        if end < first:
-            raise DumpError(f"corrupt data in {path}: event row {i} fragment_end {end} is before {first}")
-        if end > len(fragments):
-            break
+    for i, first, end in rows_within(ev, "fragment_end", len(fragments), "event row", path):
         event = {name: c[i] for name, c in ev.items() if name not in EVENT_STRUCTURE}
         for name in FLAGS:
             event[name] = bool(event[name])
         event["fragments"] = fragments[first:end]
         events.append(event)
-        first = end
 
     return {"path": path, "attrs": file_attrs, "events": events}
 

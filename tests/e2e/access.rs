@@ -4,12 +4,14 @@
 //! certificates; a whole demo run with token and TLS loses nothing.
 
 use daq_runtime::auth::AccessArgs;
-use daq_tests::{TestPki, bin_dir, daqctl, latest_run, runtime, spawn_cmd, summary, write_token};
-use proto::fragment_sink_client::FragmentSinkClient;
+use daq_tests::{
+    TestPki, bin_dir, daqctl_ok, fragment_batch, latest_run, runtime, send_fragments, spawn_cmd,
+    status, summary, token_and_wrong, write_token,
+};
 use proto::run_control_client::RunControlClient;
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 use tonic::Code;
 
@@ -34,8 +36,7 @@ async fn client(addr: &str, access: &AccessArgs) -> RunControlClient<daq_runtime
 #[test]
 fn rpcs_without_the_right_token_are_unauthenticated_and_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let token = write_token(dir.path(), "token").expect("token");
-    let wrong = write_token(dir.path(), "wrong").expect("token");
+    let (token, wrong) = token_and_wrong(dir.path());
     let log = dir.path().join("eventbuilder.log");
     let p = start(
         "eventbuilder",
@@ -72,12 +73,8 @@ fn rpcs_without_the_right_token_are_unauthenticated_and_change_nothing() {
             let ch = daq_runtime::net::connect_with(&p.addr, Duration::from_secs(10), &creds)
                 .await
                 .expect("connects");
-            let e = FragmentSinkClient::new(ch)
-                .send(tokio_stream::iter(vec![proto::FragmentBatch {
-                    source: 0,
-                    run: 1,
-                    fragments: vec![daq_tests::data_fragment(1, 0, 16)],
-                }]))
+            let one = vec![daq_tests::data_fragment(1, 0, 16)];
+            let e = send_fragments(&ch, vec![fragment_batch(0, 1, one)])
                 .await
                 .expect_err("refused");
             assert_eq!(e.code(), Code::Unauthenticated, "{e}");
@@ -85,11 +82,7 @@ fn rpcs_without_the_right_token_are_unauthenticated_and_change_nothing() {
         // Nothing changed: still booted, nothing received, and the process
         // still answers the right token.
         let mut c = client(&p.addr, &right).await;
-        let st = c
-            .status(proto::Empty {})
-            .await
-            .expect("status")
-            .into_inner();
+        let st = status(&mut c).await;
         assert_eq!(st.state, "booted");
         let counters = st.counters.expect("counters");
         assert_eq!(counters.fragments_received, 0);
@@ -124,15 +117,20 @@ fn rpcs_without_the_right_token_are_unauthenticated_and_change_nothing() {
 
 #[test]
 fn non_loopback_bind_without_a_token_refuses_to_start() {
-    for binary in ["boardreader", "eventbuilder", "aggregator"] {
-        let out = Command::new(bin_dir().join(binary))
-            .args(["--rank", "0", "--listen", "0.0.0.0:0"])
-            .env_remove("DAQ_TOKEN_FILE")
-            .stdin(Stdio::null())
-            .output()
-            .expect("runs");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+    // `binary args...` with `token` for DAQ_TOKEN_FILE: it must exit 1.
+    let refused = |binary: &str, args: &[&str], token: Option<&str>| -> (Output, String) {
+        let mut cmd = Command::new(bin_dir().join(binary));
+        match token {
+            Some(t) => cmd.env("DAQ_TOKEN_FILE", t),
+            None => cmd.env_remove("DAQ_TOKEN_FILE"),
+        };
+        let out = cmd.args(args).stdin(Stdio::null()).output().expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(1), "{binary}: {stderr}");
+        (out, stderr)
+    };
+    for binary in ["boardreader", "eventbuilder", "aggregator"] {
+        let (out, stderr) = refused(binary, &["--rank", "0", "--listen", "0.0.0.0:0"], None);
         assert!(
             stderr.contains(
                 "refusing to listen on 0.0.0.0:0 without a token: a non-loopback address \
@@ -143,14 +141,11 @@ fn non_loopback_bind_without_a_token_refuses_to_start() {
         assert!(out.stdout.is_empty(), "{binary} printed a readiness line");
     }
     // A token file that does not exist is an error too, naming the file.
-    let out = Command::new(bin_dir().join("boardreader"))
-        .args(["--listen", "127.0.0.1:0"])
-        .env("DAQ_TOKEN_FILE", "/nonexistent/daq-token")
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (_, stderr) = refused(
+        "boardreader",
+        &["--listen", "127.0.0.1:0"],
+        Some("/nonexistent/daq-token"),
+    );
     assert!(
         stderr.contains("cannot read token file /nonexistent/daq-token"),
         "{stderr}"
@@ -184,11 +179,7 @@ fn tls_with_a_token_serves_only_clients_that_trust_its_ca() {
             ..AccessArgs::default()
         };
         let mut c = client(&p.addr, &trusted).await;
-        let st = c
-            .status(proto::Empty {})
-            .await
-            .expect("status")
-            .into_inner();
+        let st = status(&mut c).await;
         assert_eq!(st.state, "booted");
         assert_eq!(st.process, "aggregator-0");
         // A client trusting another CA cannot even connect.
@@ -237,7 +228,7 @@ fn demo_with_token_and_tls_moves_every_event_through_authenticated_streams() {
     let pki = TestPki::new(dir.path(), &["127.0.0.1"]).expect("pki");
     let token = write_token(dir.path(), "token").expect("token");
     let runs = dir.path().join("runs");
-    let out = daqctl(&[
+    let stdout = daqctl_ok(&[
         "--token-file",
         token.to_str().expect("utf-8"),
         "--tls-cert",
@@ -253,14 +244,7 @@ fn demo_with_token_and_tls_moves_every_event_through_authenticated_streams() {
         "0",
         "--run-dir",
         runs.to_str().expect("utf-8"),
-    ])
-    .expect("daqctl runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ]);
     assert!(stdout.contains("OK: nothing lost"), "{stdout}");
     let root = latest_run(&runs);
     let s = summary(&root).expect("summary");

@@ -3,9 +3,11 @@
 use bytes::Bytes;
 use daq_format::config::SystemConfig;
 use daq_format::fragment::Fragment;
-use daq_tests::{control, daqctl, data_fragment, runtime, spawn};
-use proto::fragment_sink_client::FragmentSinkClient;
-use std::time::Duration;
+use daq_tests::{
+    assert_any_starts_with, assert_status, connect, control, daqctl, data_fragment, fragment_batch,
+    init_and_start, runtime, send_fragments, spawn, start_request, status, stop, test_config,
+};
+use std::path::Path;
 use tonic::Code;
 
 #[test]
@@ -14,11 +16,7 @@ fn start_before_init_is_refused_naming_the_state_and_legal_commands() {
     runtime().block_on(async {
         let mut c = control(&p.addr).await;
         let err = c
-            .start(proto::StartRequest {
-                run: 1,
-                data_dir: String::new(),
-                record_dir: String::new(),
-            })
+            .start(start_request(1, Path::new("")))
             .await
             .expect_err("illegal");
         assert_eq!(err.code(), Code::FailedPrecondition);
@@ -26,7 +24,7 @@ fn start_before_init_is_refused_naming_the_state_and_legal_commands() {
             err.message(),
             "eventbuilder-0: command start is illegal in state booted; legal commands: init, shutdown"
         );
-        let st = c.status(proto::Empty {}).await.expect("status").into_inner();
+        let st = status(&mut c).await;
         assert_eq!(st.state, "booted");
         assert_eq!(st.legal_commands, vec!["init", "shutdown"]);
         // A config the process cannot accept is refused as invalid.
@@ -89,71 +87,30 @@ fn malformed_fragment_rejects_its_stream_and_nothing_else() {
     let p = spawn("eventbuilder", 0).expect("spawns");
     runtime().block_on(async {
         let mut c = control(&p.addr).await;
-        let mut config = SystemConfig {
-            partition: daq_tests::unique_partition(),
-            ..SystemConfig::default()
-        };
-        config.topology.eventbuilders = 1;
-        config.topology.aggregators = 0;
-        config.transfer.end_of_data_timeout_ms = 2_000;
-        c.init(proto::InitRequest {
-            config_toml: config.to_toml(),
-            destinations: vec![],
-        })
-        .await
-        .expect("init");
-        c.start(proto::StartRequest {
-            run: 7,
-            data_dir: String::new(),
-            record_dir: String::new(),
-        })
-        .await
-        .expect("start");
-        let ch = daq_runtime::net::connect(&p.addr, Duration::from_secs(10))
-            .await
-            .expect("connects");
+        init_and_start(&mut c, &test_config(1, 0), 7, Path::new("")).await;
+        let ch = connect(&p.addr).await;
 
         // Boardreader 1's stream carries a fragment whose word_count lies.
         let mut bad = data_fragment(1, 1, 16).to_vec();
         bad[0] = 99;
-        let mut sink = FragmentSinkClient::new(ch.clone());
-        let err = sink
-            .send(tokio_stream::iter(vec![proto::FragmentBatch {
-                source: 1,
-                run: 7,
-                fragments: vec![data_fragment(1, 1, 16), Bytes::from(bad)],
-            }]))
-            .await
-            .expect_err("rejected");
-        assert_eq!(err.code(), Code::InvalidArgument);
-        assert!(
-            err.message().contains("word_count 99 disagrees"),
-            "{}",
-            err.message()
-        );
+        let batch = |source, fragments| fragment_batch(source, 7, fragments);
+        let err = send_fragments(
+            &ch,
+            vec![batch(1, vec![data_fragment(1, 1, 16), Bytes::from(bad)])],
+        )
+        .await
+        .expect_err("rejected");
+        assert_status(&err, Code::InvalidArgument, "word_count 99 disagrees");
 
         // Boardreader 0's stream is unaffected: 3 fragments and end-of-data.
-        let mut good = FragmentSinkClient::new(ch);
         let eod = Fragment::end_of_data(0, 4, 3).expect("eod").into_bytes();
-        let summary = good
-            .send(tokio_stream::iter(vec![
-                proto::FragmentBatch {
-                    source: 0,
-                    run: 7,
-                    fragments: (1..=3).map(|s| data_fragment(s, 0, 16)).collect(),
-                },
-                proto::FragmentBatch {
-                    source: 0,
-                    run: 7,
-                    fragments: vec![eod],
-                },
-            ]))
+        let three = (1..=3).map(|s| data_fragment(s, 0, 16)).collect();
+        let summary = send_fragments(&ch, vec![batch(0, three), batch(0, vec![eod])])
             .await
-            .expect("good stream accepted")
-            .into_inner();
+            .expect("good stream accepted");
         assert_eq!((summary.received, summary.announced), (3, Some(3)));
 
-        let st = c.status(proto::Empty {}).await.expect("alive").into_inner();
+        let st = status(&mut c).await;
         assert_eq!(st.state, "running");
         let counters = st.counters.expect("counters");
         assert_eq!(counters.streams_rejected, 1);
@@ -178,19 +135,12 @@ fn malformed_fragment_rejects_its_stream_and_nothing_else() {
 
         // Stop names the rejected source; events 1-3 miss boardreader 1's
         // fragment and are released incomplete.
-        let stop = c
-            .stop(proto::StopRequest::default())
-            .await
-            .expect("stop")
-            .into_inner();
+        let stop = stop(&mut c).await;
         let c2 = stop.counters.expect("counters");
         assert_eq!((c2.events_built, c2.events_incomplete), (0, 3));
-        assert!(
-            stop.problems
-                .iter()
-                .any(|p| p.starts_with("boardreader-1: stream ended in error after 0 items")),
-            "{:?}",
-            stop.problems
+        assert_any_starts_with(
+            &stop.problems,
+            "boardreader-1: stream ended in error after 0 items",
         );
         assert_eq!(stop.state, "ready");
     });

@@ -3,18 +3,12 @@
 //! every pipeline run's equalities held and every figure is positive. No
 //! timing is asserted: only that each figure was measured.
 
-use daq_tests::{daqctl, tool_available, unique_partition};
+use daq_tests::{daqctl, tool_available, u, unique_partition};
 use serde_json::Value;
 
 fn num(v: &Value, what: &str) -> f64 {
     v.as_f64()
         .unwrap_or_else(|| panic!("{what} is not a number: {v}"))
-}
-
-fn u(v: &Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} is not a count: {v}"))
 }
 
 /// A figure's median, min and max are positive.

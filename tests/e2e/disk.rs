@@ -8,10 +8,9 @@
 
 use daq_format::config::{DataFormat, SystemConfig};
 use daq_tests::{
-    control, h5dump_script, h5py_python, init_and_start, netmon_event, runtime, spawn,
-    wait_for_status,
+    Control, control, h5dump, init_and_start, netmon_event, runtime, spawn, start_request,
+    test_config, wait_for_status,
 };
-use proto::event_sink_client::EventSinkClient;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -64,12 +63,7 @@ impl Drop for Tmpfs {
 }
 
 fn config(format: DataFormat) -> SystemConfig {
-    let mut c = SystemConfig {
-        partition: daq_tests::unique_partition(),
-        ..SystemConfig::default()
-    };
-    c.topology.eventbuilders = 1;
-    c.topology.aggregators = 1;
+    let mut c = test_config(1, 1);
     c.transfer.end_of_data_timeout_ms = 5_000;
     c.aggregator.format = format;
     // Small batches and files: several files close before the disk fails.
@@ -90,9 +84,7 @@ async fn send(
     n: u64,
     eod: Option<u64>,
 ) -> proto::TransferSummary {
-    let ch = daq_runtime::net::connect(addr, Duration::from_secs(10))
-        .await
-        .expect("connects");
+    let ch = daq_tests::connect(addr).await;
     let seqs: Vec<u64> = (first..first + n).collect();
     let mut batches: Vec<proto::EventBatch> = seqs
         .chunks(20)
@@ -109,24 +101,15 @@ async fn send(
     if let Some(last) = batches.last_mut() {
         last.end_of_data = eod;
     }
-    EventSinkClient::new(ch)
-        .send(tokio_stream::iter(batches))
+    daq_tests::send_events(&ch, batches)
         .await
         .expect("the stream is served to its end")
-        .into_inner()
 }
 
 /// Stops the run, printing how long it took.
-async fn stop(
-    c: &mut proto::run_control_client::RunControlClient<daq_runtime::net::Channel>,
-    what: &str,
-) -> proto::CommandReply {
+async fn stop(c: &mut Control, what: &str) -> proto::CommandReply {
     let t = Instant::now();
-    let reply = c
-        .stop(proto::StopRequest::default())
-        .await
-        .expect("stop succeeds")
-        .into_inner();
+    let reply = daq_tests::stop(c).await;
     let took = t.elapsed();
     eprintln!("{what}: stop took {} ms", took.as_millis());
     assert!(took < Duration::from_secs(15), "{what}: stop took {took:?}");
@@ -157,18 +140,7 @@ fn readable(format: DataFormat, files: &[PathBuf]) -> Vec<(u64, bool)> {
 /// h5py reads every closed file whole (its `events` attribute present and
 /// equal to the events it holds).
 fn h5py_reads_closed(files: &[PathBuf]) {
-    let Some(python) = h5py_python() else { return };
-    let out = Command::new(&python)
-        .arg(h5dump_script())
-        .args(files)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "h5dump_events.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dump: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let Some(dump) = h5dump(files) else { return };
     for f in dump["files"].as_array().expect("files") {
         let n = f["events"].as_array().expect("events").len() as u64;
         assert_eq!(f["attrs"]["events"].as_u64(), Some(n), "{}", f["path"]);
@@ -242,13 +214,9 @@ fn disk_full(format: DataFormat) {
         }
         // The process is usable again: a new run writes elsewhere.
         let other = tempfile::tempdir().expect("tempdir");
-        c.start(proto::StartRequest {
-            run: 2,
-            data_dir: other.path().display().to_string(),
-            record_dir: String::new(),
-        })
-        .await
-        .expect("a new run starts");
+        c.start(start_request(2, other.path()))
+            .await
+            .expect("a new run starts");
         let s = send(&p.addr, 2, 1, 5, Some(5)).await;
         assert_eq!(s.received, 5);
         let k = stop(&mut c, &format!("{what}, next run"))
@@ -280,18 +248,9 @@ fn a_read_only_data_dir_fails_start_naming_the_dir_and_errno_and_stop_clears_it(
         let data = disk.path().join("run_000001");
         runtime().block_on(async {
             let mut c = control(&p.addr).await;
-            c.init(proto::InitRequest {
-                config_toml: config(format).to_toml(),
-                destinations: vec![],
-            })
-            .await
-            .expect("init");
+            daq_tests::init(&mut c, &config(format)).await;
             let err = c
-                .start(proto::StartRequest {
-                    run: 1,
-                    data_dir: data.display().to_string(),
-                    record_dir: String::new(),
-                })
+                .start(start_request(1, &data))
                 .await
                 .expect_err("start fails");
             eprintln!("{what}: start refused: {}", err.message());
@@ -307,7 +266,7 @@ fn a_read_only_data_dir_fails_start_naming_the_dir_and_errno_and_stop_clears_it(
             let reply = stop(&mut c, &what).await;
             let k = reply.counters.expect("counters");
             assert_eq!((k.events_received, k.events_written), (0, 0));
-            let st = c.status(proto::Empty {}).await.expect("status").into_inner();
+            let st = daq_tests::status(&mut c).await;
             assert_eq!((st.state.as_str(), st.error.as_str()), ("ready", ""));
         });
     }
@@ -479,19 +438,18 @@ fn a_run_dir_removed_mid_run_is_recorded_again_with_every_event_not_written() {
         .iter()
         .filter_map(|e| e.as_str())
         .collect();
+    let has = |p: &dyn Fn(&&str) -> bool| errors.iter().any(p);
     for a in ["aggregator-0", "aggregator-1"] {
+        let failed = format!("{a}: data file write failed");
+        let enoent = "No such file or directory (os error 2)";
         assert!(
-            errors
-                .iter()
-                .any(|e| e.starts_with(&format!("{a}: data file write failed"))
-                    && e.contains("No such file or directory (os error 2)")),
+            has(&|e| e.starts_with(&failed) && e.contains(enoent)),
             "{errors:?}"
         );
+        let file = format!("{a}: data file ");
+        let gone = "is gone: removed during the run, its events with it";
         assert!(
-            errors
-                .iter()
-                .any(|e| e.starts_with(&format!("{a}: data file "))
-                    && e.ends_with("is gone: removed during the run, its events with it")),
+            has(&|e| e.starts_with(&file) && e.ends_with(gone)),
             "{errors:?}"
         );
     }

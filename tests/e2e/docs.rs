@@ -2,7 +2,7 @@
 //! valid system configuration, and `daqctl config` round-trips it.
 
 use daq_format::config::SystemConfig;
-use daq_tests::daqctl;
+use daq_tests::{daqctl, daqctl_ok};
 
 fn readme_toml() -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
@@ -20,14 +20,9 @@ fn readme_example_config_is_valid_and_checked_by_daqctl() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("readme.toml");
     std::fs::write(&path, &text).expect("write");
-    let out = daqctl(&["config", "--check", path.to_str().expect("utf-8")]).expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let effective = SystemConfig::from_toml(&String::from_utf8_lossy(&out.stdout), "stdout")
-        .expect("daqctl prints a valid configuration");
+    let out = daqctl_ok(&["config", "--check", path.to_str().expect("utf-8")]);
+    let effective =
+        SystemConfig::from_toml(&out, "stdout").expect("daqctl prints a valid configuration");
     assert_eq!(effective, c);
     let default = daqctl(&["config"]).expect("runs");
     let d = SystemConfig::from_toml(&String::from_utf8_lossy(&default.stdout), "stdout")

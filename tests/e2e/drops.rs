@@ -3,26 +3,15 @@
 //! exactly. One test per drop path that ends in a receiver.
 
 use bytes::Bytes;
-use daq_format::config::SystemConfig;
 use daq_format::fragment::Fragment;
+use daq_tests::test_config as config;
 use daq_tests::{
-    control, data_fragment, init_and_start, netmon_event, runtime, spawn, wait_for_status,
+    assert_any_starts_with, assert_status, connect, control, data_fragment, fragment_batch,
+    init_and_start, netmon_event, runtime, send_events, send_fragments, spawn, stop,
+    wait_for_status,
 };
-use proto::event_sink_client::EventSinkClient;
-use proto::fragment_sink_client::FragmentSinkClient;
 use std::time::{Duration, Instant};
 use tonic::Code;
-
-fn config(eventbuilders: u16, aggregators: u16) -> SystemConfig {
-    let mut config = SystemConfig {
-        partition: daq_tests::unique_partition(),
-        ..SystemConfig::default()
-    };
-    config.topology.eventbuilders = eventbuilders;
-    config.topology.aggregators = aggregators;
-    config.transfer.end_of_data_timeout_ms = 2_000;
-    config
-}
 
 #[test]
 fn aggregator_counts_a_malformed_event_and_the_good_events_rejected_with_it() {
@@ -31,9 +20,7 @@ fn aggregator_counts_a_malformed_event_and_the_good_events_rejected_with_it() {
     runtime().block_on(async {
         let mut c = control(&p.addr).await;
         init_and_start(&mut c, &config(2, 1), 3, dir.path()).await;
-        let ch = daq_runtime::net::connect(&p.addr, Duration::from_secs(10))
-            .await
-            .expect("connects");
+        let ch = connect(&p.addr).await;
         // Eventbuilder 1: three good events around one cut short.
         let mut bad = netmon_event(3, 2, 2, 64).to_vec();
         bad.truncate(bad.len() - 10);
@@ -43,38 +30,23 @@ fn aggregator_counts_a_malformed_event_and_the_good_events_rejected_with_it() {
             netmon_event(3, 3, 2, 64),
             netmon_event(3, 5, 2, 64),
         ];
-        let err = EventSinkClient::new(ch.clone())
-            .send(tokio_stream::iter(vec![proto::EventBatch {
-                source: 1,
-                run: 3,
-                events,
-                end_of_data: Some(4),
-            }]))
+        let batch = |source, events| proto::EventBatch {
+            source,
+            run: 3,
+            events,
+            end_of_data: Some(4),
+        };
+        let err = send_events(&ch, vec![batch(1, events)])
             .await
             .expect_err("rejected");
-        assert_eq!(err.code(), Code::InvalidArgument);
-        assert!(
-            err.message().contains("malformed event"),
-            "{}",
-            err.message()
-        );
+        assert_status(&err, Code::InvalidArgument, "malformed event");
         // Eventbuilder 0: four good events and its end-of-data.
-        let summary = EventSinkClient::new(ch)
-            .send(tokio_stream::iter(vec![proto::EventBatch {
-                source: 0,
-                run: 3,
-                events: (0..4).map(|k| netmon_event(3, 2 * k + 10, 2, 64)).collect(),
-                end_of_data: Some(4),
-            }]))
+        let good = (0..4).map(|k| netmon_event(3, 2 * k + 10, 2, 64)).collect();
+        let summary = send_events(&ch, vec![batch(0, good)])
             .await
-            .expect("accepted")
-            .into_inner();
+            .expect("accepted");
         assert_eq!((summary.received, summary.announced), (4, Some(4)));
-        let stop = c
-            .stop(proto::StopRequest::default())
-            .await
-            .expect("stop")
-            .into_inner();
+        let stop = stop(&mut c).await;
         let k = stop.counters.expect("counters");
         assert_eq!(
             (
@@ -91,13 +63,7 @@ fn aggregator_counts_a_malformed_event_and_the_good_events_rejected_with_it() {
             k.events_received + k.events_rejected + k.events_discarded
         );
         assert_eq!((k.events_written, k.events_unwritten), (4, 0));
-        assert!(
-            stop.problems
-                .iter()
-                .any(|p| p.starts_with("eventbuilder-1: stream ended in error")),
-            "{:?}",
-            stop.problems
-        );
+        assert_any_starts_with(&stop.problems, "eventbuilder-1: stream ended in error");
     });
 }
 
@@ -107,15 +73,9 @@ fn a_batch_for_another_run_is_discarded_whole_and_counted() {
     runtime().block_on(async {
         let mut c = control(&p.addr).await;
         init_and_start(&mut c, &config(1, 0), 7, std::path::Path::new("")).await;
-        let ch = daq_runtime::net::connect(&p.addr, Duration::from_secs(10))
-            .await
-            .expect("connects");
-        let err = FragmentSinkClient::new(ch)
-            .send(tokio_stream::iter(vec![proto::FragmentBatch {
-                source: 0,
-                run: 6,
-                fragments: (1..=4).map(|s| data_fragment(s, 0, 16)).collect(),
-            }]))
+        let ch = connect(&p.addr).await;
+        let four = (1..=4).map(|s| data_fragment(s, 0, 16)).collect();
+        let err = send_fragments(&ch, vec![fragment_batch(0, 6, four)])
             .await
             .expect_err("rejected");
         assert!(
@@ -123,11 +83,7 @@ fn a_batch_for_another_run_is_discarded_whole_and_counted() {
             "{}",
             err.message()
         );
-        let stop = c
-            .stop(proto::StopRequest::default())
-            .await
-            .expect("stop")
-            .into_inner();
+        let stop = stop(&mut c).await;
         let k = stop.counters.expect("counters");
         assert_eq!(
             (
@@ -145,12 +101,11 @@ fn a_batch_for_another_run_is_discarded_whole_and_counted() {
 /// byte 128, 64 bytes each, state word first: see `daq_shm::layout`).
 fn steal_buffer(path: &std::path::Path, idx: u64) {
     use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .expect("opens the segment");
-    f.write_all_at(&0u32.to_le_bytes(), 128 + 64 * idx)
-        .expect("writes");
+    let segment = std::fs::OpenOptions::new().write(true).open(path);
+    let empty = 0u32.to_le_bytes();
+    segment
+        .and_then(|f| f.write_all_at(&empty, 128 + 64 * idx))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
 #[test]
@@ -161,18 +116,15 @@ fn eventbuilder_counts_the_fragments_of_an_event_it_could_not_publish() {
     runtime().block_on(async {
         let mut c = control(&p.addr).await;
         init_and_start(&mut c, &config, 9, std::path::Path::new("")).await;
-        let ch = daq_runtime::net::connect(&p.addr, Duration::from_secs(10))
-            .await
-            .expect("connects");
+        let ch = connect(&p.addr).await;
         let eod = |n| Fragment::end_of_data(0, 100, n).expect("eod").into_bytes();
         // Boardreader 1 sends event 1's fragment: the event opens in buffer 0.
-        let first = FragmentSinkClient::new(ch.clone())
-            .send(tokio_stream::iter(vec![proto::FragmentBatch {
-                source: 1,
-                run: 9,
-                fragments: vec![data_fragment(1, 1, 16), data_fragment(2, 1, 16)],
-            }]))
-            .await;
+        let batch = |source, fragments| fragment_batch(source, 9, fragments);
+        let first = send_fragments(
+            &ch,
+            vec![batch(1, vec![data_fragment(1, 1, 16), data_fragment(2, 1, 16)])],
+        )
+        .await;
         // (its stream stays short of end-of-data: it is still open below)
         drop(first);
         let monitor = daq_shm::ShmMonitor::open(&segment).expect("segment");
@@ -183,15 +135,10 @@ fn eventbuilder_counts_the_fragments_of_an_event_it_could_not_publish() {
         }
         // Another process takes event 1's buffer; event 2's stays ours.
         steal_buffer(&segment, 0);
-        let summary = FragmentSinkClient::new(ch)
-            .send(tokio_stream::iter(vec![proto::FragmentBatch {
-                source: 0,
-                run: 9,
-                fragments: vec![data_fragment(1, 0, 16), data_fragment(2, 0, 16), eod(2)],
-            }]))
+        let fragments = vec![data_fragment(1, 0, 16), data_fragment(2, 0, 16), eod(2)];
+        let summary = send_fragments(&ch, vec![batch(0, fragments)])
             .await
-            .expect("accepted")
-            .into_inner();
+            .expect("accepted");
         assert_eq!((summary.received, summary.announced), (2, Some(2)));
         let st = wait_for_status(&mut c, "event 1 lost", |s| {
             s.counters
@@ -206,17 +153,10 @@ fn eventbuilder_counts_the_fragments_of_an_event_it_could_not_publish() {
             k.fragments_received,
             2 * k.events_built + k.fragments_unpublished
         );
-        let stop = c
-            .stop(proto::StopRequest::default())
-            .await
-            .expect("stop")
-            .into_inner();
-        assert!(
-            stop.problems.iter().any(|p| p.starts_with(
-                "1 events (2 fragments) lost: their shared-memory buffer could not be published; sequence ids 1 (buffer 0 is"
-            )),
-            "{:?}",
-            stop.problems
+        let stop = stop(&mut c).await;
+        assert_any_starts_with(
+            &stop.problems,
+            "1 events (2 fragments) lost: their shared-memory buffer could not be published; sequence ids 1 (buffer 0 is",
         );
     });
 }

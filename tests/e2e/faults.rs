@@ -3,19 +3,14 @@
 //! Each test measures how long the system took to stop or exit and prints it
 //! (`cargo test -p daq-tests --test e2e faults:: -- --nocapture`).
 
-use daq_tests::{bin_dir, h5dump_script, h5py_python, latest_run, spawn_cmd, summary};
+use daq_tests::{
+    Lines, Pipe, bin_dir, h5dump, latest_run, signal, spawn_cmd, spawn_lines, summary, u, wait_gone,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-fn u(v: &Value, k: &str) -> u64 {
-    v[k].as_u64()
-        .unwrap_or_else(|| panic!("{k} missing in {v}"))
-}
 
 fn counter(s: &Value, process: &str, k: &str) -> u64 {
     s["processes"][process]["counters"][k].as_u64().unwrap_or(0)
@@ -32,41 +27,11 @@ fn shm_left(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn send_signal(pid: u32, signal: &str) {
-    let ok = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok, "kill {signal} {pid}");
-}
-
-fn alive(pid: u32) -> bool {
-    // A zombie has exited: only its status is left for its parent.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
-    })
-}
-
-/// Waits (polling /proc, at most `limit`) until `pid` has exited; returns how long it took.
-fn wait_gone(pid: u32, limit: Duration) -> Option<Duration> {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if !alive(pid) {
-            return Some(t.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
 /// A `daqctl demo` running in the background, with its stderr lines
-/// arriving on a channel, in its own shared-memory directory.
+/// arriving as they come, in its own shared-memory directory.
 struct Demo {
     child: Child,
-    lines: mpsc::Receiver<(Instant, String)>,
-    seen: Vec<(Instant, String)>,
+    lines: Lines,
     run_dir: PathBuf,
     shm: PathBuf,
     _dir: tempfile::TempDir,
@@ -80,76 +45,60 @@ impl Demo {
         let shm = dir.path().join("shm");
         std::fs::create_dir_all(&shm).expect("shm dir");
         let run_dir = dir.path().join("runs");
-        let mut child = Command::new(bin_dir().join("daqctl"))
-            .args(["demo", "--duration", &duration_s.to_string(), "--config"])
-            .arg(&cfg)
-            .arg("--run-dir")
-            .arg(&run_dir)
-            .env(daq_shm::SHM_DIR_ENV, &shm)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("daqctl starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send((Instant::now(), line));
-            }
-        });
+        let (child, lines) = spawn_lines(
+            Command::new(bin_dir().join("daqctl"))
+                .args(["demo", "--duration", &duration_s.to_string(), "--config"])
+                .arg(&cfg)
+                .arg("--run-dir")
+                .arg(&run_dir)
+                .env(daq_shm::SHM_DIR_ENV, &shm)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null()),
+            Pipe::Stderr,
+        )
+        .expect("daqctl starts");
         Self {
             child,
             lines,
-            seen: Vec::new(),
             run_dir,
             shm,
             _dir: dir,
         }
     }
 
-    /// Waits for a stderr line containing `what`; returns when it came.
-    fn wait_line(&mut self, what: &str) -> Instant {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let (t, line) = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no line with {what:?}: {:?}", self.seen));
-            self.seen.push((t, line.clone()));
-            if line.contains(what) {
-                return t;
-            }
-        }
+    /// Waits for a stderr line containing `what`.
+    fn wait_line(&mut self, what: &str) {
+        self.lines.wait_for(what, Duration::from_secs(60));
     }
 
-    /// The pid daqctl printed for `process`.
-    fn pid(&self, process: &str) -> u32 {
-        self.seen
-            .iter()
-            .find_map(|(_, l)| {
-                let w: Vec<&str> = l.split_whitespace().collect();
-                (w.first() == Some(&process) && w.get(1) == Some(&"pid"))
-                    .then(|| w.get(2)?.parse().ok())
-                    .flatten()
-            })
-            .unwrap_or_else(|| panic!("no pid for {process}: {:?}", self.seen))
-    }
-
-    /// Waits for daqctl to exit; returns its exit code, when its "stopping"
-    /// line came, and when it exited.
-    fn finish(&mut self) -> (Option<i32>, Instant, Instant) {
+    /// SIGKILLs `process` once data flows and waits for daqctl to exit 1,
+    /// printing how long the stop took; the run's record and summary.
+    fn kill_mid_run(&mut self, process: &str) -> (PathBuf, Value) {
+        signal("-9", self.lines.pid(process));
+        let killed = Instant::now();
         let status = self.child.wait().expect("daqctl exits");
         let exited = Instant::now();
-        self.seen.extend(self.lines.try_iter());
+        self.lines.drain();
         let stopping = self
+            .lines
             .seen
             .iter()
             .find(|(_, l)| l.contains(": stopping"))
-            .map(|(t, _)| *t)
-            .unwrap_or(exited);
-        (status.code(), stopping, exited)
+            .map_or(exited, |(t, _)| *t);
+        println!(
+            "{process} SIGKILLed: stop took {:.2} s, daqctl exited {:.2} s after the kill",
+            (exited - stopping).as_secs_f64(),
+            (exited - killed).as_secs_f64()
+        );
+        assert_eq!(status.code(), Some(1), "{}", self.lines.text());
+        let root = latest_run(&self.run_dir);
+        let s = summary(&root).expect("summary");
+        let errors = s["errors"].to_string();
+        assert!(
+            errors.contains(&format!("{process} exited unexpectedly")),
+            "{errors}"
+        );
+        (root, s)
     }
 }
 
@@ -179,24 +128,7 @@ fn expand(ranges: &Value) -> Vec<u64> {
 fn killed_eventbuilder_is_named_with_its_lost_sequence_ids_and_every_other_event_is_on_disk() {
     let mut demo = Demo::start(FAST_FAULTS, 5);
     demo.wait_line("fragments sent");
-    let eb1 = demo.pid("eventbuilder-1");
-    send_signal(eb1, "-9");
-    let killed = Instant::now();
-    let (code, stopping, exited) = demo.finish();
-    let text: Vec<&String> = demo.seen.iter().map(|(_, l)| l).collect();
-    println!(
-        "eventbuilder-1 SIGKILLed: stop took {:.2} s, daqctl exited {:.2} s after the kill",
-        (exited - stopping).as_secs_f64(),
-        (exited - killed).as_secs_f64()
-    );
-    assert_eq!(code, Some(1), "{text:#?}");
-    let root = latest_run(&demo.run_dir);
-    let s = summary(&root).expect("summary");
-    let errors = s["errors"].to_string();
-    assert!(
-        errors.contains("eventbuilder-1 exited unexpectedly"),
-        "{errors}"
-    );
+    let (root, s) = demo.kill_mid_run("eventbuilder-1");
     // The boardreaders saw the broken stream and named it.
     for br in ["boardreader-0", "boardreader-1"] {
         let p = s["processes"][br]["problems"].to_string();
@@ -242,21 +174,6 @@ fn killed_eventbuilder_is_named_with_its_lost_sequence_ids_and_every_other_event
     assert_eq!(shm_left(&demo.shm), Vec::<String>::new());
 }
 
-fn h5py_reads(files: &[PathBuf]) -> Option<Value> {
-    let python = h5py_python()?;
-    let out = Command::new(python)
-        .arg(h5dump_script())
-        .args(files)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "h5py could not read {files:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(serde_json::from_slice(&out.stdout).expect("json"))
-}
-
 /// The data files `process` wrote, in the order it wrote them.
 fn files_of(data_dir: &Path, process: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(data_dir)
@@ -290,24 +207,7 @@ fn killed_aggregator_leaves_its_closed_files_intact_and_its_eventbuilders_count_
     );
     demo.wait_line("fragments sent");
     demo.wait_line("fragments sent");
-    let ag0 = demo.pid("aggregator-0");
-    send_signal(ag0, "-9");
-    let killed = Instant::now();
-    let (code, stopping, exited) = demo.finish();
-    let text: Vec<&String> = demo.seen.iter().map(|(_, l)| l).collect();
-    println!(
-        "aggregator-0 SIGKILLed: stop took {:.2} s, daqctl exited {:.2} s after the kill",
-        (exited - stopping).as_secs_f64(),
-        (exited - killed).as_secs_f64()
-    );
-    assert_eq!(code, Some(1), "{text:#?}");
-    let root = latest_run(&demo.run_dir);
-    let s = summary(&root).expect("summary");
-    let errors = s["errors"].to_string();
-    assert!(
-        errors.contains("aggregator-0 exited unexpectedly"),
-        "{errors}"
-    );
+    let (root, s) = demo.kill_mid_run("aggregator-0");
     let mut undelivered = 0;
     for eb in ["eventbuilder-0", "eventbuilder-1"] {
         let p = s["processes"][eb]["problems"].to_string();
@@ -349,7 +249,7 @@ fn killed_aggregator_leaves_its_closed_files_intact_and_its_eventbuilders_count_
             assert!(!file.events.is_empty(), "{}", f.display());
         }
     }
-    if let Some(dump) = h5py_reads(&ag0_files) {
+    if let Some(dump) = h5dump(&ag0_files) {
         let dumped = dump["files"].as_array().expect("files");
         let n = dumped.len();
         for (i, d) in dumped.iter().enumerate() {
@@ -390,7 +290,7 @@ fn processes_of_a_killed_daqctl_shut_down_by_themselves_and_remove_their_segment
         "aggregator-0",
         "aggregator-1",
     ];
-    let pids: Vec<(&str, u32)> = names.iter().map(|n| (*n, demo.pid(n))).collect();
+    let pids: Vec<(&str, u32)> = names.iter().map(|n| (*n, demo.lines.pid(n))).collect();
     assert!(!shm_left(&demo.shm).is_empty(), "the run holds segments");
     let killed = Instant::now();
     demo.child.kill().expect("SIGKILL daqctl");
@@ -446,36 +346,23 @@ fn start_system(
             for p in tier {
                 daq_tests::control(&p.addr)
                     .await
-                    .start(proto::StartRequest {
-                        run: 1,
-                        data_dir: data_dir.display().to_string(),
-                        record_dir: String::new(),
-                    })
+                    .start(daq_tests::start_request(1, data_dir))
                     .await
                     .expect("start");
             }
         }
         // Running once the boardreaders have sent something.
         let mut c = daq_tests::control(&brs[0].addr).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let st = c
-                .status(proto::Empty {})
-                .await
-                .expect("status")
-                .into_inner();
-            if st.counters.is_some_and(|k| k.fragments_sent > 0) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "nothing sent");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        daq_tests::wait_for_status(&mut c, "fragments sent", |st| {
+            st.counters.as_ref().is_some_and(|k| k.fragments_sent > 0)
+        })
+        .await;
     });
 }
 
 /// SIGTERM to `p`: it must exit (successfully) within a few seconds.
 fn terminate(name: &str, p: &mut daq_tests::Spawned) -> Duration {
-    send_signal(p.child.id(), "-TERM");
+    signal("-TERM", p.child.id());
     let t = Instant::now();
     loop {
         if let Some(status) = p.child.try_wait().expect("wait") {

@@ -4,48 +4,10 @@
 //! exits 1; after SIGCONT the hung process is shut down cleanly by daqctl's
 //! own shutdown (it removes its shared memory, nothing is killed).
 
-use daq_tests::{bin_dir, summary, unique_partition};
+use daq_tests::{signal, spawn_daqctl, summary, tally, u, unique_partition};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
-
-fn u(v: &Value, k: &str) -> u64 {
-    v[k].as_u64()
-        .unwrap_or_else(|| panic!("{k} missing in {v}"))
-}
-
-fn signal(sig: &str, pid: &str) {
-    let ok = Command::new("kill")
-        .args([sig, pid])
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok, "kill {sig} {pid}");
-}
-
-/// The next line of daqctl's stderr that satisfies `want`, within `limit`.
-fn wait_line(lines: &Receiver<String>, seen: &mut Vec<String>, limit: Duration, want: &str) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(l) => {
-                let hit = l.contains(want);
-                seen.push(l);
-                if hit {
-                    return;
-                }
-            }
-            Err(_) => panic!(
-                "no line with {want:?} within {limit:?}; stderr so far:\n{}",
-                seen.join("\n")
-            ),
-        }
-    }
-}
 
 /// Every event in the data files of `root`, by writing aggregator: (sequence id, complete).
 fn events_on_disk(root: &Path, s: &Value) -> Vec<(String, u64, bool)> {
@@ -65,11 +27,17 @@ struct Hung {
     stop: Duration,
     summary: Value,
     root: std::path::PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 /// Runs a 2x2x2 demo, SIGSTOPs `target` once data flows, SIGCONTs it once
-/// daqctl has stopped the run, and checks what every fault must give.
-fn run_with_hung(dir: &Path, target: &str) -> Hung {
+/// daqctl has stopped the run, and checks what every fault must give:
+/// among them, both processes upstream of it (`{upstream}-0` and `-1`)
+/// found the hung one (its connection failed its keep-alive), named it and
+/// only it, and counted what they could not deliver to it.
+fn run_with_hung(target: &str, upstream: &str) -> Hung {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
     let cfg = dir.join("system.toml");
     std::fs::write(
         &cfg,
@@ -78,54 +46,31 @@ fn run_with_hung(dir: &Path, target: &str) -> Hung {
     .expect("config");
     let run_dir = dir.join("runs");
     let partition = unique_partition();
-    let mut child = Command::new(bin_dir().join("daqctl"))
-        .arg("demo")
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--duration", "8", "--partition", &partition.to_string()])
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("daqctl starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    wait_line(&lines, &mut seen, Duration::from_secs(60), "fragments sent");
-    let pid = seen
-        .iter()
-        .find_map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            (w.first() == Some(&target) && w.get(1) == Some(&"pid")).then(|| w[2].to_string())
-        })
-        .unwrap_or_else(|| panic!("daqctl printed no pid for {target}: {seen:?}"));
-    signal("-STOP", &pid);
-    wait_line(&lines, &mut seen, Duration::from_secs(60), "stopping");
+    let (mut child, mut lines) = spawn_daqctl(&[
+        "demo",
+        "--config",
+        cfg.to_str().expect("utf-8"),
+        "--duration",
+        "8",
+        &format!("--partition={partition}"),
+        "--run-dir",
+        run_dir.to_str().expect("utf-8"),
+    ]);
+    lines.wait_for("fragments sent", Duration::from_secs(60));
+    let pid = lines.pid(target);
+    signal("-STOP", pid);
+    lines.wait_for("stopping", Duration::from_secs(60));
     let began = Instant::now();
-    wait_line(&lines, &mut seen, Duration::from_secs(120), "stopped in");
+    lines.wait_for("stopped in", Duration::from_secs(120));
     let stop = began.elapsed();
     // The stop named the hung process as it happened.
-    assert!(
-        seen.iter()
-            .any(|l| l.contains(&format!("daqctl: {target} does not answer: stop"))),
-        "{}",
-        seen.join("\n")
-    );
-    signal("-CONT", &pid);
+    let said = format!("daqctl: {target} does not answer: stop");
+    assert!(lines.text().contains(&said), "{}", lines.text());
+    signal("-CONT", pid);
     let status = child.wait().expect("daqctl exits");
-    let rest: Vec<String> = lines.try_iter().collect();
-    seen.extend(rest);
+    lines.drain();
     let stdout = std::io::read_to_string(child.stdout.take().expect("stdout")).expect("stdout");
-    let all = format!("{stdout}\n{}", seen.join("\n"));
+    let all = format!("{stdout}\n{}", lines.text());
     assert_eq!(status.code(), Some(1), "{all}");
     let root = daq_tests::latest_run(&run_dir);
     let s = summary(&root).expect("summary");
@@ -166,18 +111,22 @@ fn run_with_hung(dir: &Path, target: &str) -> Hung {
         .collect();
     assert!(left.is_empty(), "left in /dev/shm: {left:?}");
     eprintln!(
-        "FAULT {target} hung: stop took {:.1} s; sent {} received {} built {} incomplete {} written {}; errors: {errors}",
+        "FAULT {target} hung: stop took {:.1} s; {}; errors: {errors}",
         stop.as_secs_f64(),
-        u(&s, "fragments_sent"),
-        u(&s, "fragments_received"),
-        u(&s, "events_built"),
-        u(&s, "events_incomplete"),
-        u(&s, "events_written"),
+        tally(&s)
     );
+    let kind = target.trim_end_matches("-0");
+    for p in [format!("{upstream}-0"), format!("{upstream}-1")] {
+        let problems = s["processes"][&p]["problems"].to_string();
+        assert!(problems.contains(target), "{p}: {problems}");
+        assert!(!problems.contains(&format!("{kind}-1")), "{p}: {problems}");
+        assert!(u(counters(&s, &p), "dropped") > 0, "{p}: {s}");
+    }
     Hung {
         stop,
         summary: s,
         root,
+        _dir: tmp,
     }
 }
 
@@ -187,17 +136,8 @@ fn counters<'a>(s: &'a Value, p: &str) -> &'a Value {
 
 #[test]
 fn hung_eventbuilder_is_named_the_rest_stops_and_it_shuts_down_after_sigcont() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let h = run_with_hung(dir.path(), "eventbuilder-0");
+    let h = run_with_hung("eventbuilder-0", "boardreader");
     let s = &h.summary;
-    // The boardreaders found the hung eventbuilder (its connection failed
-    // its keep-alive) and counted what they could not deliver to it.
-    for br in ["boardreader-0", "boardreader-1"] {
-        let problems = s["processes"][br]["problems"].to_string();
-        assert!(problems.contains("eventbuilder-0"), "{br}: {problems}");
-        assert!(!problems.contains("eventbuilder-1"), "{br}: {problems}");
-        assert!(u(counters(s, br), "dropped") > 0, "{br}: {s}");
-    }
     // Every event the other eventbuilder built (the odd sequence ids) is
     // on disk.
     let eb1 = counters(s, "eventbuilder-1");
@@ -214,17 +154,10 @@ fn hung_eventbuilder_is_named_the_rest_stops_and_it_shuts_down_after_sigcont() {
 
 #[test]
 fn hung_aggregator_is_named_the_rest_stops_and_it_shuts_down_after_sigcont() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let h = run_with_hung(dir.path(), "aggregator-0");
-    let s = &h.summary;
     // Both eventbuilders lost aggregator-0 and counted the events they
     // could not deliver.
-    for eb in ["eventbuilder-0", "eventbuilder-1"] {
-        let problems = s["processes"][eb]["problems"].to_string();
-        assert!(problems.contains("aggregator-0"), "{eb}: {problems}");
-        assert!(!problems.contains("aggregator-1"), "{eb}: {problems}");
-        assert!(u(counters(s, eb), "dropped") > 0, "{eb}: {s}");
-    }
+    let h = run_with_hung("aggregator-0", "eventbuilder");
+    let s = &h.summary;
     // Nothing lost before the eventbuilders: fragments sent = received.
     assert_eq!(u(s, "fragments_sent"), u(s, "fragments_received"), "{s}");
     // The other aggregator's files hold every event it wrote.

@@ -10,46 +10,30 @@
 //! Needs root (CI runs as root). If the namespaces cannot be made the test
 //! fails when `CI` is set and is skipped, saying so, elsewhere.
 
-use daq_datafile::hdf5::read_file;
 use daq_format::config::SystemConfig;
-use daq_tests::netns::{net_or_skip, start_in};
-use daq_tests::{Spawned, bin_dir, summary, unique_partition, write_token};
-use serde_json::Value;
+use daq_tests::netns::{CTL_HOST, PROCESSES, addresses, daqctl_in, start_system, wait_all_exit};
+use daq_tests::{assert_generated_payload, assert_nothing_lost, output_text as text, summary, u};
+use daq_tests::{token_and_wrong, unique_partition};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 /// The test subnet's prefix; the bridge itself has no address.
 const SUBNET: &str = "10.77.0";
-const PORT: u16 = 7000;
 /// How long any one daqctl invocation may take.
 const DAQCTL_TIMEOUT_S: &str = "120";
 
-/// The six processes: (name, binary, rank, host byte).
-const PROCESSES: [(&str, &str, u16, u8); 6] = [
-    ("boardreader-0", "boardreader", 0, 11),
-    ("boardreader-1", "boardreader", 1, 12),
-    ("eventbuilder-0", "eventbuilder", 0, 21),
-    ("eventbuilder-1", "eventbuilder", 1, 22),
-    ("aggregator-0", "aggregator", 0, 31),
-    ("aggregator-1", "aggregator", 1, 32),
-];
-/// daqctl's host.
-const CTL_HOST: u8 = 2;
-
 /// daqctl in its namespace.
 struct Ctl<'a> {
-    ns: &'a str,
+    net: &'a daq_tests::netns::Net,
     token: Option<&'a Path>,
     run_dir: &'a Path,
 }
 
 impl Ctl<'_> {
     fn run(&self, verb: &str, config: Option<&Path>) -> Output {
-        let mut cmd = Command::new("timeout");
-        cmd.args([DAQCTL_TIMEOUT_S, "ip", "netns", "exec", self.ns])
-            .arg(bin_dir().join("daqctl"));
+        let mut cmd = daqctl_in(self.net, DAQCTL_TIMEOUT_S);
         if let Some(t) = self.token {
             cmd.arg("--token-file").arg(t);
         }
@@ -57,10 +41,7 @@ impl Ctl<'_> {
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
-        cmd.env_remove("DAQ_TOKEN_FILE")
-            .stdin(Stdio::null())
-            .output()
-            .expect("daqctl runs")
+        cmd.output().expect("daqctl runs")
     }
 
     fn ok(&self, verb: &str, config: Option<&Path>) -> String {
@@ -90,42 +71,6 @@ impl Ctl<'_> {
     }
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn u(v: &Value, k: &str) -> u64 {
-    v[k].as_u64()
-        .unwrap_or_else(|| panic!("summary field {k} missing: {v}"))
-}
-
-fn assert_nothing_lost(s: &Value) {
-    assert_eq!(s["topology"]["boardreaders"], 2, "{s}");
-    assert_eq!(u(s, "fragments_sent"), u(s, "fragments_received"), "{s}");
-    assert_eq!(u(s, "fragments_sent"), 2 * u(s, "events_built"), "{s}");
-    assert_eq!(u(s, "events_written"), u(s, "events_built"), "{s}");
-    assert_eq!(u(s, "events_incomplete"), 0, "{s}");
-    assert!(u(s, "events_built") > 0, "{s}");
-    assert_eq!(s["errors"], Value::Array(vec![]), "{s}");
-}
-
-/// The distinct payload sizes of every fragment in a run's data files.
-fn payload_sizes(root: &Path, s: &Value) -> Vec<usize> {
-    let mut sizes = BTreeSet::new();
-    for f in s["data_files"].as_array().expect("data_files") {
-        let file = read_file(&root.join(f.as_str().expect("path"))).expect("readable");
-        for e in &file.events {
-            sizes.extend(e.fragments.iter().map(|f| f.payload.len()));
-        }
-    }
-    sizes.into_iter().collect()
-}
-
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).expect("write");
@@ -134,38 +79,16 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 #[test]
 fn session_across_network_namespaces_with_a_token_never_restarts_a_process() {
-    let mut hosts: Vec<u8> = PROCESSES.iter().map(|p| p.3).collect();
-    hosts.push(CTL_HOST);
-    let Some(net) = net_or_skip("dq", SUBNET, &hosts) else {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (token, wrong) = token_and_wrong(dir.path());
+    let logs = dir.path().join("logs");
+    // Started by "someone else" (systemd), each in its namespace.
+    let Some((net, mut procs)) = start_system("dq", SUBNET, &token, &logs) else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let token = write_token(dir.path(), "token").expect("token");
-    let wrong = write_token(dir.path(), "wrong").expect("token");
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).expect("logs");
-
-    // Started by "someone else" (systemd), each in its namespace.
-    let mut procs: Vec<Spawned> = PROCESSES
-        .iter()
-        .enumerate()
-        .map(|(i, (name, binary, rank, host))| {
-            start_in(
-                net.ns(i),
-                binary,
-                *rank,
-                &format!("{SUBNET}.{host}:{PORT}"),
-                &token,
-                &logs.join(format!("{name}.log")),
-            )
-        })
-        .collect();
     let pids: Vec<u32> = procs.iter().map(|p| p.child.id()).collect();
 
-    let mut table = String::from("[addresses]\n");
-    for (name, _, _, host) in PROCESSES {
-        table.push_str(&format!("{name} = \"{SUBNET}.{host}:{PORT}\"\n"));
-    }
+    let table = addresses(SUBNET);
     let base = format!(
         "partition = {}\n[generator]\nthrottle_us = 2000\n",
         unique_partition()
@@ -178,7 +101,7 @@ fn session_across_network_namespaces_with_a_token_never_restarts_a_process() {
     );
     let run_dir = dir.path().join("runs");
     let ctl = Ctl {
-        ns: net.ns(PROCESSES.len()),
+        net: &net,
         token: Some(&token),
         run_dir: &run_dir,
     };
@@ -241,6 +164,7 @@ fn session_across_network_namespaces_with_a_token_never_restarts_a_process() {
         assert!(out.contains("OK: nothing lost"), "{out}");
         let root = daq_tests::latest_run(&run_dir);
         let s = summary(&root).expect("summary.json");
+        assert_eq!(s["topology"]["boardreaders"], 2, "{s}");
         assert_nothing_lost(&s);
         numbers.push(u(&s, "run"));
         // Data files are on the aggregators' hosts, and listed with them.
@@ -268,19 +192,10 @@ fn session_across_network_namespaces_with_a_token_never_restarts_a_process() {
         last_root = root;
     }
     assert_eq!(numbers, [1, 2, 3, 4]);
-    let s = summary(&last_root).expect("summary");
     let new = SystemConfig::from_file(&second).expect("second config");
-    assert_eq!(
-        payload_sizes(&last_root, &s),
-        [(new.generator_fragment_bytes() - 40) as usize]
-    );
-    let third = last_root.with_file_name("run_000003");
-    let s3 = summary(&third).expect("summary");
+    assert_generated_payload(&last_root, &new);
     let old = SystemConfig::from_file(&first).expect("first config");
-    assert_eq!(
-        payload_sizes(&third, &s3),
-        [(old.generator_fragment_bytes() - 40) as usize]
-    );
+    assert_generated_payload(&last_root.with_file_name("run_000003"), &old);
     assert_ne!(
         new.generator_fragment_bytes(),
         old.generator_fragment_bytes()
@@ -288,10 +203,7 @@ fn session_across_network_namespaces_with_a_token_never_restarts_a_process() {
 
     let out = ctl.ok("shutdown", Some(&first));
     assert!(out.contains("shut down 6 processes"), "{out}");
-    for (p, (name, ..)) in procs.iter_mut().zip(PROCESSES) {
-        let status = p.child.wait().expect("wait");
-        assert!(status.success(), "{name}: {status}");
-    }
+    wait_all_exit(&mut procs);
     // Every process logged the refused attempts of the bad daqctl, with
     // daqctl's address as the peer, and nothing else was refused.
     for (name, ..) in PROCESSES {

@@ -5,7 +5,9 @@
 //! same events, event by event.
 
 use daq_datafile::{artdaq_binary, hdf5};
-use daq_tests::{cpp_source, cxx_compiler, daqctl, h5py_python, latest_run, summary};
+use daq_tests::{
+    cpp_source, cxx_compiler, daqctl_ok, data_files, h5py_python, latest_run, run_ok, summary, u,
+};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -25,11 +27,6 @@ struct Frag {
 /// Events of one file in file order: (sequence id, fragments).
 type Events = Vec<(u64, Vec<Frag>)>;
 
-fn u(v: &Value, k: &str) -> u64 {
-    v[k].as_u64()
-        .unwrap_or_else(|| panic!("summary field {k} missing: {v}"))
-}
-
 /// Runs `daqctl demo` with a config file of `config` and `args`; asserts a
 /// run that lost nothing and returns its record directory, summary and data
 /// files.
@@ -45,25 +42,13 @@ fn demo(dir: &Path, config: &str, args: &[&str]) -> (PathBuf, Value, Vec<PathBuf
         dir.to_str().expect("utf-8"),
     ];
     all.extend_from_slice(args);
-    let out = daqctl(&all).expect("daqctl runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "daqctl {all:?} failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = daqctl_ok(&all);
     assert!(stdout.contains("OK: nothing lost"), "{stdout}");
     let root = latest_run(dir);
     let s = summary(&root).expect("summary.json");
     assert_eq!(u(&s, "events_incomplete"), 0, "{s}");
     assert_eq!(u(&s, "events_written"), u(&s, "events_built"), "{s}");
-    let files = s["data_files"]
-        .as_array()
-        .expect("data_files")
-        .iter()
-        .map(|f| root.join(f.as_str().expect("path")))
-        .collect();
+    let files = data_files(&root, &s);
     (root, s, files)
 }
 
@@ -156,27 +141,16 @@ fn cpp_reader_walks_the_artdaq_binary_files_of_a_2x2x2_run() {
     assert_eq!(u(&s, "bytes_written"), 2000 * 2 * 128);
     let Some(cxx) = cxx_compiler() else { return };
     let exe = dir.path().join("artdaq_binary_reader");
-    let out = Command::new(&cxx)
-        .args(["-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-o"])
-        .arg(&exe)
-        .arg(cpp_source("artdaq_binary_reader.cpp"))
-        .output()
-        .expect("compiler runs");
-    assert!(
-        out.status.success(),
-        "{cxx} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(&cxx)
+            .args(["-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-o"])
+            .arg(&exe)
+            .arg(cpp_source("artdaq_binary_reader.cpp")),
+        &cxx,
     );
-    let out = Command::new(&exe)
-        .args(["2", "1", "2000"])
-        .args(&files)
-        .output()
-        .expect("reader runs");
-    assert!(
-        out.status.success(),
-        "C++ reader failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(&exe).args(["2", "1", "2000"]).args(&files),
+        "C++ reader",
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -199,16 +173,9 @@ fn readme_walker(python: &str, files: &[PathBuf]) -> Value {
     let script = format!(
         "{walker}\nimport json, sys\nprint(json.dumps([[[f['sequence_id'], f['fragment_id'], f['type'], f['timestamp'], (int(f['metadata'][0]) >> 16) & 0xFF, f['payload'].view('<u2')[4:].tolist()] for f in fragments(p)] for p in sys.argv[1:]]))\n"
     );
-    let out = Command::new(python)
-        .arg("-c")
-        .arg(&script)
-        .args(files)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "README walker failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(python).arg("-c").arg(&script).args(files),
+        "README walker",
     );
     serde_json::from_slice(&out.stdout).expect("json")
 }
@@ -285,9 +252,7 @@ fn the_same_run_written_in_both_formats_holds_the_same_events() {
 
     // daqctl dump reads both runs alike.
     for root in [&h5_root, &bin_root] {
-        let out = daqctl(&["dump", root.to_str().expect("utf-8"), "--check"]).expect("runs");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{stdout}");
+        let stdout = daqctl_ok(&["dump", root.to_str().expect("utf-8"), "--check"]);
         assert!(
             stdout.contains(
                 "1500 events, 3000 fragments (TOY1 1500, TOY2 1500), sequence ids 1..=1500\n"

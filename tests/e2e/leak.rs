@@ -2,9 +2,10 @@
 //! NetMonInput path (the original artdaq bug, reproduced on purpose) leaks in
 //! the aggregators, nothing leaks with the fixed path.
 
-use daq_tests::{daqctl, latest_run};
+use daq_tests::{Lines, Pipe, daqctl, daqctl_ok, latest_run, output_text, signal, spawn_lines};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Measurements in this file run one at a time: on a 2-core machine, two
 /// systems competing for the CPU blur each other's heap trends.
@@ -45,12 +46,11 @@ fn soak_with(
     ];
     args.extend_from_slice(extra);
     let out = daqctl(&args).expect("daqctl runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
         Some(status),
-        "soak exit status\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "soak exit status\n{}",
+        output_text(&out)
     );
     let root = latest_run(dir);
     let report: Value =
@@ -150,7 +150,7 @@ fn heap_compare_tells_a_leak_from_stale_allocations() {
     let run_dir = dir.path().to_str().expect("utf-8");
     let mut roots = Vec::new();
     for events in ["4000", "40000"] {
-        let out = daqctl(&[
+        daqctl_ok(&[
             "demo",
             "--events",
             events,
@@ -161,18 +161,10 @@ fn heap_compare_tells_a_leak_from_stale_allocations() {
             "--no-disk-writing",
             "--run-dir",
             run_dir,
-        ])
-        .expect("runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        ]);
         roots.push(latest_run(dir.path()));
     }
-    let report = daqctl(&["heap", "report", roots[1].to_str().expect("utf-8")]).expect("runs");
-    let text = String::from_utf8_lossy(&report.stdout);
-    assert!(report.status.success());
+    let text = daqctl_ok(&["heap", "report", roots[1].to_str().expect("utf-8")]);
     assert!(
         text.contains("before_start") && text.contains("aggregator-1"),
         "{text}"
@@ -211,7 +203,7 @@ fn heap_profile_names_the_legacy_deserializer_as_the_top_growing_site() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = daqctl(&[
+    let stdout = daqctl_ok(&[
         "demo",
         "--events",
         "20000",
@@ -223,10 +215,7 @@ fn heap_profile_names_the_legacy_deserializer_as_the_top_growing_site() {
         "--heap-profile",
         "--run-dir",
         dir.path().to_str().expect("utf-8"),
-    ])
-    .expect("runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    ]);
     assert!(stdout.contains("daqctl heap sites"), "{stdout}");
     let root = latest_run(dir.path());
     for boundary in ["before_start", "before_stop", "after_stop"] {
@@ -236,21 +225,15 @@ fn heap_profile_names_the_legacy_deserializer_as_the_top_growing_site() {
                 .exists()
         );
     }
-    let out = daqctl(&[
+    let sites = daqctl_ok(&[
         "heap",
         "sites",
         root.to_str().expect("utf-8"),
         "--process",
         "aggregator-0",
         "--json",
-    ])
-    .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sites: Value = serde_json::from_slice(&out.stdout).expect("json");
+    ]);
+    let sites: Value = serde_json::from_str(&sites).expect("json");
     let top = &sites[0];
     assert_eq!(
         top["function"], "daq_format::netmon::decode_legacy",
@@ -299,35 +282,29 @@ fn an_injected_leak_is_found_at_its_size_in_each_process_kind() {
 /// A soak running in the background, its stderr read line by line.
 struct LiveSoak {
     child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
+    lines: Lines,
     /// Process name -> pid, from daqctl's boot lines.
     pids: Vec<(String, u32)>,
 }
 
 impl LiveSoak {
-    fn start(args: &[&str]) -> Self {
-        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        args.push(format!("--partition={}", daq_tests::unique_partition()));
-        let mut child = std::process::Command::new(daq_tests::bin_dir().join("daqctl"))
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("daqctl starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+    /// `daqctl soak --duration <duration_s> --throttle-us <throttle_us>
+    /// <extra> --run-dir <run_dir>`, once its run is running.
+    fn start(run_dir: &str, duration_s: &str, throttle_us: &str, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "soak",
+            "--duration",
+            duration_s,
+            "--throttle-us",
+            throttle_us,
+        ];
+        args.extend_from_slice(extra);
+        args.extend(["--run-dir", run_dir]);
+        let (child, lines) = spawn_lines(
+            daq_tests::daqctl_command(&args).stdout(std::process::Stdio::null()),
+            Pipe::Stderr,
+        )
+        .expect("daqctl starts");
         let mut live = Self {
             child,
             lines,
@@ -339,12 +316,11 @@ impl LiveSoak {
 
     /// Reads stderr until the run is running, collecting the processes' pids.
     fn wait_running(&mut self) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
             let line = self
                 .lines
-                .recv_timeout(left)
+                .next_before(deadline)
                 .expect("daqctl says the run is running within 60 s");
             let cols: Vec<&str> = line.split_whitespace().collect();
             // `<name> pid <pid> <addr> [<metrics url>]`
@@ -367,37 +343,24 @@ impl LiveSoak {
     }
 }
 
-fn signal(pid: u32, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill {sig} {pid}");
-}
-
 /// Waits until `path` holds at least `rows` lines (a heap CSV filling up).
 fn wait_for_rows(path: &Path, rows: usize) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while std::fs::read_to_string(path).map_or(0, |t| t.lines().count()) < rows {
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "{} has fewer than {rows} rows after 120 s",
             path.display()
         );
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 /// Waits until a process that is not our child has exited (SIGKILL after
 /// 10 s: a boardreader whose generator is running does not end on SIGTERM).
 fn wait_gone(pid: u32) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        if std::time::Instant::now() > deadline {
-            signal(pid, "-KILL");
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    if daq_tests::wait_gone(pid, Duration::from_secs(10)).is_none() {
+        signal("-KILL", pid);
     }
 }
 
@@ -406,21 +369,19 @@ fn soak_analyse_recomputes_the_verdicts_of_a_soak_whose_daqctl_was_killed() {
     let _one = exclusive();
     let dir = tempfile::tempdir().expect("tempdir");
     let run_dir = dir.path().to_str().expect("utf-8");
-    let mut live = LiveSoak::start(&[
-        "soak",
-        "--duration",
-        "120",
-        "--throttle-us",
-        "200",
-        "--sample-interval",
-        "0.25",
-        "--inject-leak",
-        "64",
-        "--inject-leak-in",
-        "eventbuilder",
-        "--run-dir",
+    let mut live = LiveSoak::start(
         run_dir,
-    ]);
+        "120",
+        "200",
+        &[
+            "--sample-interval",
+            "0.25",
+            "--inject-leak",
+            "64",
+            "--inject-leak-in",
+            "eventbuilder",
+        ],
+    );
     let root = dir.path().join("run_000001");
     // 20 s of samples (4 a second), then daqctl dies without a word.
     wait_for_rows(&root.join("heap").join("eventbuilder-1.csv"), 81);
@@ -428,7 +389,7 @@ fn soak_analyse_recomputes_the_verdicts_of_a_soak_whose_daqctl_was_killed() {
     live.child.wait().expect("reaped");
     // Its processes outlive it; end them as an operator would.
     for (_, pid) in &live.pids {
-        signal(*pid, "-TERM");
+        signal("-TERM", *pid);
     }
     for (_, pid) in &live.pids {
         wait_gone(*pid);
@@ -436,12 +397,7 @@ fn soak_analyse_recomputes_the_verdicts_of_a_soak_whose_daqctl_was_killed() {
     assert!(!root.join("summary.json").exists());
     let out = daqctl(&["soak", "analyse", root.to_str().expect("utf-8")]).expect("runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(EXIT_LEAK),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(EXIT_LEAK), "{}", output_text(&out));
     assert!(stdout.contains("unfinished: the samples cover"), "{stdout}");
     assert!(stdout.contains("of the planned 120 s"), "{stdout}");
     let report: Value =
@@ -471,16 +427,8 @@ fn a_soak_whose_run_fails_exits_1_and_bad_arguments_exit_2() {
     let _one = exclusive();
     let dir = tempfile::tempdir().expect("tempdir");
     let run_dir = dir.path().to_str().expect("utf-8");
-    let mut live = LiveSoak::start(&[
-        "soak",
-        "--duration",
-        "8",
-        "--throttle-us",
-        "1000",
-        "--run-dir",
-        run_dir,
-    ]);
-    signal(live.pid("boardreader-1"), "-KILL");
+    let mut live = LiveSoak::start(run_dir, "8", "1000", &[]);
+    signal("-KILL", live.pid("boardreader-1"));
     let status = live.child.wait().expect("daqctl ends");
     assert_eq!(status.code(), Some(EXIT_RUN_FAILED));
     let summary = daq_tests::summary(&dir.path().join("run_000001")).expect("summary");

@@ -11,38 +11,24 @@
 //! namespaces or iptables the test fails when `CI` is set and is skipped,
 //! saying so, elsewhere.
 
-use daq_tests::netns::{Net, ip, net_or_skip, run, start_in};
-use daq_tests::{Spawned, bin_dir, summary, unique_partition, write_token};
+use daq_tests::netns::{
+    Net, PROCESSES, addresses, daqctl_in, ip, run, start_system, wait_all_exit,
+};
+use daq_tests::{
+    Pipe, Spawned, assert_nothing_lost, output_text, spawn_lines, summary, tally, u,
+    unique_partition, write_token,
+};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// This test's subnet (hosts.rs uses 10.77.0).
 const SUBNET: &str = "10.78.0";
-const PORT: u16 = 7000;
 /// How long any one daqctl invocation may take.
 const DAQCTL_TIMEOUT_S: &str = "180";
-
-/// The six processes: (name, binary, rank, host byte).
-const PROCESSES: [(&str, &str, u16, u8); 6] = [
-    ("boardreader-0", "boardreader", 0, 11),
-    ("boardreader-1", "boardreader", 1, 12),
-    ("eventbuilder-0", "eventbuilder", 0, 21),
-    ("eventbuilder-1", "eventbuilder", 1, 22),
-    ("aggregator-0", "aggregator", 0, 31),
-    ("aggregator-1", "aggregator", 1, 32),
-];
-/// daqctl's host.
-const CTL_HOST: u8 = 2;
 /// Index of eventbuilder-0 in `PROCESSES` (and in the namespaces).
 const EB0: usize = 2;
-
-fn u(v: &Value, k: &str) -> u64 {
-    v[k].as_u64()
-        .unwrap_or_else(|| panic!("summary field {k} missing: {v}"))
-}
 
 /// The system in its namespaces, its token and its config with `[addresses]`.
 struct System {
@@ -55,34 +41,14 @@ struct System {
 
 impl System {
     fn start(dir: &Path, stale_timeout_ms: u64) -> Option<Self> {
-        let mut hosts: Vec<u8> = PROCESSES.iter().map(|p| p.3).collect();
-        hosts.push(CTL_HOST);
-        let net = net_or_skip("dl", SUBNET, &hosts)?;
         let token = write_token(dir, "token").expect("token");
-        let logs = dir.join("logs");
-        std::fs::create_dir_all(&logs).expect("logs");
-        let procs = PROCESSES
-            .iter()
-            .enumerate()
-            .map(|(i, (name, binary, rank, host))| {
-                start_in(
-                    net.ns(i),
-                    binary,
-                    *rank,
-                    &format!("{SUBNET}.{host}:{PORT}"),
-                    &token,
-                    &logs.join(format!("{name}.log")),
-                )
-            })
-            .collect();
-        let mut text = format!(
-            "partition = {}\n[generator]\nthrottle_us = 5000\n[eventbuilder]\nstale_timeout_ms = {stale_timeout_ms}\n[transfer]\nend_of_data_timeout_ms = {eod_ms}\n[addresses]\n",
+        let (net, procs) = start_system("dl", SUBNET, &token, &dir.join("logs"))?;
+        let text = format!(
+            "partition = {}\n[generator]\nthrottle_us = 5000\n[eventbuilder]\nstale_timeout_ms = {stale_timeout_ms}\n[transfer]\nend_of_data_timeout_ms = {eod_ms}\n{}",
             unique_partition(),
+            addresses(SUBNET),
             eod_ms = stale_timeout_ms.max(2_000),
         );
-        for (name, _, _, host) in PROCESSES {
-            text.push_str(&format!("{name} = \"{SUBNET}.{host}:{PORT}\"\n"));
-        }
         let config = dir.join("system.toml");
         std::fs::write(&config, text).expect("config");
         Some(Self {
@@ -94,49 +60,32 @@ impl System {
         })
     }
 
-    /// `daqctl <verb> ...` in daqctl's namespace, not yet waited for.
-    fn daqctl(&self, verb: &str, extra: &[&str]) -> Child {
-        Command::new("timeout")
-            .args([
-                DAQCTL_TIMEOUT_S,
-                "ip",
-                "netns",
-                "exec",
-                self.net.ns(PROCESSES.len()),
-            ])
-            .arg(bin_dir().join("daqctl"))
-            .arg("--token-file")
+    /// `daqctl <verb> ...` in daqctl's namespace, not yet run.
+    fn daqctl(&self, verb: &str, extra: &[&str]) -> Command {
+        let mut cmd = daqctl_in(&self.net, DAQCTL_TIMEOUT_S);
+        cmd.arg("--token-file")
             .arg(&self.token)
             .arg(verb)
             .arg("--config")
             .arg(&self.config)
             .arg("--run-dir")
             .arg(&self.run_dir)
-            .args(extra)
-            .env_remove("DAQ_TOKEN_FILE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("daqctl starts")
+            .args(extra);
+        cmd
+    }
+
+    /// `daqctl <verb> ...` run to its end.
+    fn output(&self, verb: &str, extra: &[&str]) -> Output {
+        self.daqctl(verb, extra)
+            .output()
+            .unwrap_or_else(|e| panic!("daqctl {verb}: {e}"))
     }
 
     /// Shuts every process down through daqctl; each exits 0.
     fn shutdown(mut self) {
-        let out = self
-            .daqctl("shutdown", &[])
-            .wait_with_output()
-            .expect("daqctl shutdown");
-        assert!(
-            out.status.success(),
-            "shutdown: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        for (p, (name, ..)) in self.procs.iter_mut().zip(PROCESSES) {
-            let status = p.child.wait().expect("wait");
-            assert!(status.success(), "{name}: {status}");
-        }
+        let out = self.output("shutdown", &[]);
+        assert!(out.status.success(), "shutdown: {}", output_text(&out));
+        wait_all_exit(&mut self.procs);
     }
 }
 
@@ -198,25 +147,15 @@ fn eventbuilder_cut_off_mid_run_is_named_and_the_run_stops_in_bounded_time() {
     let Some(sys) = System::start(dir.path(), 500) else {
         return;
     };
-    let mut child = sys.daqctl("demo", &["--duration", "8"]);
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
-    let mut seen = Vec::new();
-    let mut wait_for = |want: &str| {
-        for l in lines.by_ref() {
-            let hit = l.contains(want);
-            seen.push(l);
-            if hit {
-                return;
-            }
-        }
-        panic!("daqctl ended before {want:?}: {seen:?}");
-    };
-    wait_for("fragments sent");
+    let mut cmd = sys.daqctl("demo", &["--duration", "8"]);
+    let (child, mut lines) =
+        spawn_lines(cmd.stdout(Stdio::piped()), Pipe::Stderr).expect("daqctl starts");
+    let limit = Duration::from_secs(180);
+    lines.wait_for("fragments sent", limit);
     ip(&["link", "set", sys.net.veth(EB0), "down"]).expect("cut the link");
-    wait_for("stopping");
+    lines.wait_for("stopping", limit);
     let began = Instant::now();
-    wait_for("stopped in");
+    lines.wait_for("stopped in", limit);
     let stop = began.elapsed();
     let out = child.wait_with_output().expect("daqctl exits");
     assert_eq!(
@@ -251,12 +190,9 @@ fn eventbuilder_cut_off_mid_run_is_named_and_the_run_stops_in_bounded_time() {
     assert!(odd.iter().all(|(_, n)| *n == 2), "{s}");
     assert!(stop < Duration::from_secs(30), "stop took {stop:?}");
     eprintln!(
-        "FAULT eventbuilder-0 link cut: stop took {:.1} s; sent {} received {} built {} written {}; errors: {errors}",
+        "FAULT eventbuilder-0 link cut: stop took {:.1} s; {}; errors: {errors}",
         stop.as_secs_f64(),
-        u(&s, "fragments_sent"),
-        u(&s, "fragments_received"),
-        u(&s, "events_built"),
-        u(&s, "events_written"),
+        tally(&s)
     );
     // With the link back, the whole system shuts down cleanly.
     ip(&["link", "set", sys.net.veth(EB0), "up"]).expect("restore the link");
@@ -304,10 +240,7 @@ fn random_packet_loss_on_every_link_loses_nothing() {
         }
     }
     let began = Instant::now();
-    let out = sys
-        .daqctl("demo", &["--duration", "6"])
-        .wait_with_output()
-        .expect("daqctl demo");
+    let out = sys.output("demo", &["--duration", "6"]);
     let took = began.elapsed();
     let text = format!(
         "{}\n{}",
@@ -318,12 +251,8 @@ fn random_packet_loss_on_every_link_loses_nothing() {
     assert!(text.contains("OK: nothing lost"), "{text}");
     let root = daq_tests::latest_run(&sys.run_dir);
     let s = summary(&root).expect("summary");
-    assert_eq!(u(&s, "fragments_sent"), u(&s, "fragments_received"), "{s}");
-    assert_eq!(u(&s, "fragments_sent"), 2 * u(&s, "events_built"), "{s}");
-    assert_eq!(u(&s, "events_written"), u(&s, "events_built"), "{s}");
-    assert_eq!(u(&s, "events_incomplete"), 0, "{s}");
-    assert!(u(&s, "events_built") > 0, "{s}");
-    assert_eq!(s["errors"], Value::Array(vec![]), "{s}");
+    assert_eq!(s["topology"]["boardreaders"], 2, "{s}");
+    assert_nothing_lost(&s);
     assert_eq!(
         events_on_disk(&root, &s).len() as u64,
         u(&s, "events_built")
@@ -339,11 +268,9 @@ fn random_packet_loss_on_every_link_loses_nothing() {
         .unwrap_or_default()
         .to_string();
     eprintln!(
-        "FAULT 2% packet loss on every link: {dropped} packets dropped; {stopped}; whole demo {:.1} s; sent {} built {} written {}; nothing lost",
+        "FAULT 2% packet loss on every link: {dropped} packets dropped; {stopped}; whole demo {:.1} s; {}; nothing lost",
         took.as_secs_f64(),
-        u(&s, "fragments_sent"),
-        u(&s, "events_built"),
-        u(&s, "events_written"),
+        tally(&s)
     );
     sys.shutdown();
 }

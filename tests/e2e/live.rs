@@ -7,11 +7,9 @@
 
 use crate::metrics::{Prometheus, scrape};
 use daq_format::config::AggregatorConfig;
-use daq_tests::{bin_dir, tool_available, unique_partition};
-use std::io::{BufRead, BufReader};
+use daq_tests::{Pipe, bin_dir, spawn_lines, tool_available, unique_partition};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The data-path counters, by the kind of process that moves them.
@@ -85,38 +83,28 @@ fn mid_run_every_data_path_counter_moves_and_bytes_written_matches_the_files() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
-    let mut child = Command::new(bin_dir().join("daqctl"))
-        .args([
-            "demo",
-            "--duration",
-            "40",
-            "--throttle-us",
-            "1000",
-            "--run-dir",
-        ])
-        .arg(&runs)
-        .arg(format!("--partition={}", unique_partition()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("daqctl starts");
-    // The boot table and the progress lines are on stderr: shown, and
-    // read for the processes' metrics URLs.
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            eprintln!("{line}");
-            let _ = tx.send(line);
-        }
-    });
+    // The boot table is on stderr: read for the processes' metrics URLs.
+    let (mut child, mut lines) = spawn_lines(
+        Command::new(bin_dir().join("daqctl"))
+            .args([
+                "demo",
+                "--duration",
+                "30",
+                "--throttle-us",
+                "1000",
+                "--run-dir",
+            ])
+            .arg(&runs)
+            .arg(format!("--partition={}", unique_partition()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit()),
+        Pipe::Stderr,
+    )
+    .expect("daqctl starts");
     let mut processes = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while processes.len() < 6 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines.recv_timeout(left).expect("six processes booted");
+        let line = lines.next_before(deadline).expect("six processes booted");
         // The demo's boot table: `  <process> pid <pid>  <address>  <metrics URL>`.
         let words: Vec<&str> = line.split_whitespace().collect();
         if let [process, "pid", _, _, url] = words[..]

@@ -2,13 +2,12 @@
 //! state, refuses other paths, fails clearly on a taken address, and a real
 //! Prometheus server scraping a 2x2x2 run sees the run record's counts.
 
-use daq_format::config::SystemConfig;
 use daq_tests::{
-    Held, bin_dir, control, http_get, runtime, spawn, summary, tool_available, unique_partition,
+    Held, Pipe, bin_dir, control, http_get, runtime, spawn, spawn_lines, summary, test_config,
+    tool_available,
 };
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -57,33 +56,15 @@ fn metrics_answer_in_booted_ready_running_and_paused_and_unknown_paths_are_404()
     }
     runtime().block_on(async {
         let mut c = control(&p.addr).await;
-        let status = c
-            .status(proto::Empty {})
-            .await
-            .expect("status")
-            .into_inner();
+        let status = daq_tests::status(&mut c).await;
         assert_eq!(status.metrics_url, p.metrics_url);
-        let mut config = SystemConfig {
-            partition: unique_partition(),
-            ..SystemConfig::default()
-        };
-        config.topology.eventbuilders = 1;
-        config.topology.aggregators = 0;
+        let mut config = test_config(1, 0);
         config.transfer.end_of_data_timeout_ms = 200;
-        c.init(proto::InitRequest {
-            config_toml: config.to_toml(),
-            destinations: vec![],
-        })
-        .await
-        .expect("init");
+        daq_tests::init(&mut c, &config).await;
         in_state("ready");
-        c.start(proto::StartRequest {
-            run: 12,
-            data_dir: String::new(),
-            record_dir: String::new(),
-        })
-        .await
-        .expect("start");
+        c.start(daq_tests::start_request(12, Path::new("")))
+            .await
+            .expect("start");
         let body = in_state("running");
         assert_eq!(
             sample(&body, "daq_run_number{process=\"eventbuilder-0\"}"),
@@ -109,7 +90,7 @@ fn metrics_answer_in_booted_ready_running_and_paused_and_unknown_paths_are_404()
         c.pause(proto::Empty {}).await.expect("pause");
         in_state("paused");
         c.resume(proto::Empty {}).await.expect("resume");
-        c.stop(proto::StopRequest::default()).await.expect("stop");
+        daq_tests::stop(&mut c).await;
         in_state("ready");
         c.shutdown(proto::Empty {}).await.expect("shutdown");
     });
@@ -163,40 +144,37 @@ impl Prometheus {
         }
         let file = dir.join("prometheus.yml");
         std::fs::write(&file, config).expect("writes config");
-        let mut child = Command::new("prometheus")
-            .arg(format!("--config.file={}", file.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg("--web.listen-address=127.0.0.1:0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("prometheus starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut addr = None;
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("msg=\"Listening on\"") {
-                    addr = line
-                        .split_whitespace()
-                        .find_map(|f| f.strip_prefix("address="))
-                        .map(str::to_string);
-                }
-                if line.contains("Server is ready to receive web requests")
-                    && let Some(a) = addr.take()
-                {
-                    let _ = tx.send(a);
-                }
+        let (child, mut lines) = spawn_lines(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", file.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("data").display()
+                ))
+                .arg("--web.listen-address=127.0.0.1:0")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null()),
+            Pipe::Stderr,
+        )
+        .expect("prometheus starts");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut listening = None;
+        let addr = loop {
+            let line = lines
+                .next_before(deadline)
+                .expect("prometheus became ready");
+            if line.contains("msg=\"Listening on\"") {
+                listening = line
+                    .split_whitespace()
+                    .find_map(|f| f.strip_prefix("address="))
+                    .map(str::to_string);
             }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("prometheus became ready");
+            if line.contains("Server is ready to receive web requests")
+                && let Some(a) = listening.take()
+            {
+                break a;
+            }
+        };
         Self {
             child,
             api: format!("http://{addr}/api/v1/query"),

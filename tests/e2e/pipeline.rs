@@ -5,46 +5,22 @@
 use daq_datafile::hdf5::read_file;
 use daq_format::config::SystemConfig;
 use daq_format::generator::ToySimulator;
-use daq_tests::{daqctl, h5dump_script, h5py_python, latest_run, summary};
+use daq_tests::{
+    assert_nothing_lost_and_no_problems, daqctl_ok, data_files, h5dump, latest_run, summary, u,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-
-fn u(v: &Value, k: &str) -> u64 {
-    v[k].as_u64()
-        .unwrap_or_else(|| panic!("summary field {k} missing: {v}"))
-}
 
 /// Runs a demo and returns the run directory and its summary; asserts success.
 fn demo(run_dir: &Path, args: &[&str]) -> (PathBuf, Value) {
     let mut all = vec!["demo", "--run-dir", run_dir.to_str().expect("utf-8 path")];
     all.extend_from_slice(args);
-    let out = daqctl(&all).expect("daqctl runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "daqctl {all:?} failed: {}\n{stdout}\n{stderr}",
-        out.status
-    );
+    let stdout = daqctl_ok(&all);
     assert!(stdout.contains("OK: nothing lost"), "{stdout}");
     let root = latest_run(run_dir);
     let s = summary(&root).expect("summary.json");
     (root, s)
-}
-
-/// The equalities of a run that lost nothing, exactly.
-fn assert_nothing_lost(s: &Value) {
-    let n_br = s["topology"]["boardreaders"].as_u64().expect("topology");
-    assert_eq!(u(s, "fragments_sent"), u(s, "fragments_received"), "{s}");
-    assert_eq!(u(s, "fragments_sent"), n_br * u(s, "events_built"), "{s}");
-    assert_eq!(u(s, "events_written"), u(s, "events_built"), "{s}");
-    assert_eq!(u(s, "events_incomplete"), 0, "{s}");
-    assert!(u(s, "events_built") > 0, "{s}");
-    assert_eq!(s["errors"], Value::Array(vec![]), "{s}");
-    for (name, p) in s["processes"].as_object().expect("processes") {
-        assert_eq!(p["problems"], Value::Array(vec![]), "{name}: {p}");
-    }
 }
 
 /// Reads every data file of a run and checks each event against the
@@ -56,12 +32,7 @@ fn check_data_files(root: &Path, s: &Value, expected: &BTreeSet<u64>) -> Vec<Pat
     let generators: Vec<ToySimulator> = (0..n_br)
         .map(|b| ToySimulator::new(b, &config.generator))
         .collect();
-    let files: Vec<PathBuf> = s["data_files"]
-        .as_array()
-        .expect("data_files")
-        .iter()
-        .map(|f| root.join(f.as_str().expect("path")))
-        .collect();
+    let files = data_files(root, s);
     assert_eq!(files.len(), usize::from(config.topology.aggregators));
     let mut seen = BTreeSet::new();
     let run = u(s, "run") as u32;
@@ -106,18 +77,7 @@ fn check_data_files(root: &Path, s: &Value, expected: &BTreeSet<u64>) -> Vec<Pat
 /// Reads the same files with h5py (through tests/h5dump_events.py) and
 /// compares every field with the Rust reader.
 fn check_with_h5py(files: &[PathBuf]) {
-    let Some(python) = h5py_python() else { return };
-    let out = std::process::Command::new(&python)
-        .arg(h5dump_script())
-        .args(files)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "h5dump_events.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dump: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let Some(dump) = h5dump(files) else { return };
     let dumped = dump["files"].as_array().expect("files");
     assert_eq!(dumped.len(), files.len());
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
@@ -147,7 +107,7 @@ fn check_with_h5py(files: &[PathBuf]) {
 fn full_speed_run_of_fixed_length_writes_exactly_what_was_generated() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (root, s) = demo(dir.path(), &["--events", "3000", "--throttle-us", "0"]);
-    assert_nothing_lost(&s);
+    assert_nothing_lost_and_no_problems(&s);
     assert_eq!(u(&s, "events_built"), 3000);
     assert_eq!(u(&s, "fragments_sent"), 6000);
     let files = check_data_files(&root, &s, &(1..=3000).collect());
@@ -158,7 +118,7 @@ fn full_speed_run_of_fixed_length_writes_exactly_what_was_generated() {
 fn full_speed_timed_run_ends_every_event_complete() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (root, s) = demo(dir.path(), &["--duration", "3", "--throttle-us", "0"]);
-    assert_nothing_lost(&s);
+    assert_nothing_lost_and_no_problems(&s);
     // The synchronized end of run: every boardreader ends on the same event,
     // so the sequence ids are exactly 1..=events_built.
     let n = u(&s, "events_built");
@@ -169,7 +129,7 @@ fn full_speed_timed_run_ends_every_event_complete() {
 fn default_rate_run_loses_nothing_and_run_numbers_increase() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (root1, s1) = demo(dir.path(), &["--duration", "1.5"]);
-    assert_nothing_lost(&s1);
+    assert_nothing_lost_and_no_problems(&s1);
     assert_eq!(u(&s1, "throttle_us"), 100_000);
     // 10 Hz for 1.5 s: a handful of events, not thousands.
     assert!(u(&s1, "events_built") <= 30, "{s1}");
@@ -178,7 +138,7 @@ fn default_rate_run_loses_nothing_and_run_numbers_increase() {
     let (root2, s2) = demo(dir.path(), &["--events", "5"]);
     assert_eq!(u(&s2, "run"), 2);
     assert!(root2.ends_with("run_000002"));
-    assert_nothing_lost(&s2);
+    assert_nothing_lost_and_no_problems(&s2);
     assert_eq!(u(&s2, "events_built"), 5);
     for sub in [
         "config.toml",

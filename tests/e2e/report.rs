@@ -2,7 +2,7 @@
 //! heap-over-time plot for every process of the run, as written and as
 //! headless Chromium renders it.
 
-use daq_tests::{daqctl, latest_run, summary};
+use daq_tests::{daqctl_ok, latest_run, summary};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -65,27 +65,22 @@ fn chromium_dom(page: &Path) -> Option<String> {
 fn report_page_is_self_contained_with_a_heap_plot_for_every_process() {
     let dir = tempfile::tempdir().expect("tempdir");
     let runs = dir.path().join("runs");
-    let out = daqctl(&[
+    let run_dir = runs.to_str().expect("utf-8");
+    daqctl_ok(&[
         "demo",
         "--run-dir",
-        runs.to_str().expect("utf-8"),
+        run_dir,
         "--duration",
         "2",
         "--throttle-us",
         "500",
         "--sample-interval",
         "0.1",
-    ])
-    .expect("daqctl runs");
-    assert!(out.status.success(), "{out:?}");
+    ]);
     let root = latest_run(&runs);
-    let out = daqctl(&["report", root.to_str().expect("utf-8")]).expect("daqctl runs");
-    assert!(out.status.success(), "{out:?}");
+    let out = daqctl_ok(&["report", root.to_str().expect("utf-8")]);
     let page = std::path::absolute(root.join("report.html")).expect("path");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        root.join("report.html").display().to_string()
-    );
+    assert_eq!(out.trim(), root.join("report.html").display().to_string());
     let html = std::fs::read_to_string(&page).expect("report.html");
 
     let s = summary(&root).expect("summary.json");

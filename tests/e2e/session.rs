@@ -3,28 +3,16 @@
 //! the real binaries, locally booted or attached through an `[addresses]`
 //! table; `daqctl run --runs N`; and bad input that changes nothing.
 
-use daq_datafile::hdf5::read_file;
 use daq_format::config::SystemConfig;
-use daq_tests::{Held, bin_dir, control, daqctl, runtime, spawn, summary, unique_partition};
+use daq_tests::{
+    Held, Pipe, assert_generated_payload, assert_nothing_lost, bin_dir, control, daqctl,
+    output_text as text, runtime, signal, spawn, spawn_lines, summary, u, unique_partition,
+    wait_gone,
+};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn u(v: &Value, k: &str) -> u64 {
-    v[k].as_u64()
-        .unwrap_or_else(|| panic!("summary field {k} missing: {v}"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// `daqctl <verb> --run-dir D [--config C] args...`, which must succeed.
 fn ok(verb: &str, run_dir: &Path, config: Option<&Path>, args: &[&str]) -> String {
@@ -72,19 +60,8 @@ fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-/// The equalities of a run that lost nothing, exactly.
-fn assert_nothing_lost(s: &Value) {
-    let n_br = s["topology"]["boardreaders"].as_u64().expect("topology");
-    assert_eq!(u(s, "fragments_sent"), u(s, "fragments_received"), "{s}");
-    assert_eq!(u(s, "fragments_sent"), n_br * u(s, "events_built"), "{s}");
-    assert_eq!(u(s, "events_written"), u(s, "events_built"), "{s}");
-    assert_eq!(u(s, "events_incomplete"), 0, "{s}");
-    assert!(u(s, "events_built") > 0, "{s}");
-    assert_eq!(s["errors"], Value::Array(vec![]), "{s}");
-}
-
 /// (name, address, pid) of every process, from `daqctl boot`'s processes.json.
-fn address_book(run_dir: &Path) -> Vec<(String, String, u64)> {
+fn address_book(run_dir: &Path) -> Vec<(String, String, u32)> {
     let text = std::fs::read_to_string(run_dir.join("processes.json")).expect("processes.json");
     let v: Value = serde_json::from_str(&text).expect("json");
     v["processes"]
@@ -95,24 +72,21 @@ fn address_book(run_dir: &Path) -> Vec<(String, String, u64)> {
             (
                 p["name"].as_str().expect("name").to_string(),
                 p["address"].as_str().expect("address").to_string(),
-                p["pid"].as_u64().expect("pid"),
+                p["pid"]
+                    .as_u64()
+                    .and_then(|p| p.try_into().ok())
+                    .expect("pid"),
             )
         })
         .collect()
 }
 
 /// Status of every process, asked over gRPC.
-fn statuses(book: &[(String, String, u64)]) -> Vec<proto::StatusReply> {
+fn statuses(book: &[(String, String, u32)]) -> Vec<proto::StatusReply> {
     runtime().block_on(async {
         let mut out = Vec::new();
         for (_, addr, _) in book {
-            let mut c = control(addr).await;
-            out.push(
-                c.status(proto::Empty {})
-                    .await
-                    .expect("status")
-                    .into_inner(),
-            );
+            out.push(daq_tests::status(&mut control(addr).await).await);
         }
         out
     })
@@ -120,7 +94,7 @@ fn statuses(book: &[(String, String, u64)]) -> Vec<proto::StatusReply> {
 
 /// Waits (polling the processes' state, with a timeout) until every
 /// boardreader has sent at least `n` fragments in the current run.
-fn wait_for_fragments(book: &[(String, String, u64)], n: u64) {
+fn wait_for_fragments(book: &[(String, String, u32)], n: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let sent: Vec<u64> = statuses(book)
@@ -136,18 +110,62 @@ fn wait_for_fragments(book: &[(String, String, u64)], n: u64) {
     }
 }
 
-/// The payload bytes of every fragment in a run's data files.
-fn payload_sizes(root: &Path, s: &Value) -> Vec<usize> {
-    let mut sizes = Vec::new();
-    for f in s["data_files"].as_array().expect("data_files") {
-        let file = read_file(&root.join(f.as_str().expect("path"))).expect("readable");
-        for e in &file.events {
-            sizes.extend(e.fragments.iter().map(|f| f.payload.len()));
-        }
+/// A session booted with a 2x2x2 config of its own, initialized and
+/// started, data flowing: its directory, run directory, partition and
+/// address book.
+fn running_session(name: &str) -> (PathBuf, PathBuf, u32, Vec<(String, String, u32)>) {
+    let dir = fresh_dir(name);
+    let runs = dir.join("runs");
+    let partition = unique_partition();
+    let config = write_config(
+        &dir,
+        &format!("{name}.toml"),
+        &format!("partition = {partition}\n[generator]\nthrottle_us = 2000\n"),
+    );
+    ok("boot", &runs, Some(&config), &[]);
+    let book = address_book(&runs);
+    ok("init", &runs, Some(&config), &[]);
+    ok("start", &runs, None, &[]);
+    wait_for_fragments(&book, 20);
+    (dir, runs, partition, book)
+}
+
+/// The pid of `name` in `book`.
+fn pid_of(book: &[(String, String, u32)], name: &str) -> u32 {
+    book.iter()
+        .find(|(n, _, _)| n == name)
+        .unwrap_or_else(|| panic!("no {name} in {book:?}"))
+        .2
+}
+
+/// `daqctl stop` of a run that lost `process`: it must exit 1 with
+/// `process` and `why` on stderr. How long it took, and the run's summary.
+fn stop_without(runs: &Path, process: &str, why: &str) -> (Duration, Value) {
+    let t = Instant::now();
+    let out = run("stop", runs, None, &[]);
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(process) && stderr.contains(why),
+        "{}",
+        text(&out)
+    );
+    let s = summary(&daq_tests::latest_run(runs)).expect("summary.json");
+    (took, s)
+}
+
+/// `daqctl shutdown`: every process of `book` exits, the address book goes.
+fn shut_down(runs: &Path, book: &[(String, String, u32)]) {
+    ok("shutdown", runs, None, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (name, _, pid) in book {
+        assert!(
+            wait_gone(*pid, deadline.saturating_duration_since(Instant::now())).is_some(),
+            "{name} still running after shutdown"
+        );
     }
-    sizes.sort_unstable();
-    sizes.dedup();
-    sizes
+    assert!(!runs.join("processes.json").exists());
 }
 
 #[test]
@@ -173,7 +191,7 @@ fn local_session_runs_three_times_reconfigures_and_never_restarts_a_process() {
             "aggregator-1"
         ]
     );
-    let pids: Vec<u64> = book.iter().map(|(_, _, p)| *p).collect();
+    let pids: Vec<u32> = book.iter().map(|(_, _, p)| *p).collect();
     // The processes outlived `daqctl boot`: they answer, Booted.
     assert!(statuses(&book).iter().all(|s| s.state == "booted"));
 
@@ -222,55 +240,38 @@ fn local_session_runs_three_times_reconfigures_and_never_restarts_a_process() {
         assert_eq!(locations.len(), 2, "{s}");
         assert!(locations.iter().all(|l| l["host"] == "127.0.0.1"), "{s}");
         // Nothing restarted.
-        let now: Vec<u64> = statuses(&book).iter().map(|s| u64::from(s.pid)).collect();
+        let now: Vec<u32> = statuses(&book).iter().map(|s| s.pid).collect();
         assert_eq!(now, pids);
         last_root = root;
     }
     assert_eq!(numbers, [1, 2, 3, 4]);
-    let s = summary(&last_root).expect("summary");
     let new = SystemConfig::from_file(&second).expect("second config");
-    assert_eq!(
-        payload_sizes(&last_root, &s),
-        [(new.generator_fragment_bytes() - 40) as usize]
-    );
-    let old = daq_tests::latest_run(&runs).with_file_name("run_000003");
-    let s3 = summary(&old).expect("summary");
-    assert_eq!(
-        payload_sizes(&old, &s3),
-        [(SystemConfig::default().generator_fragment_bytes() - 40) as usize]
-    );
+    assert_generated_payload(&last_root, &new);
+    let old = last_root.with_file_name("run_000003");
+    assert_generated_payload(&old, &SystemConfig::default());
 
     // status --watch refreshes until Ctrl-C and then exits cleanly.
-    let mut watch = Command::new(bin_dir().join("daqctl"))
-        .args([
-            "status",
-            "--watch",
-            "--run-dir",
-            runs.to_str().expect("utf-8"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("status --watch");
-    let stdout = watch.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
+    let (mut watch, mut lines) = spawn_lines(
+        Command::new(bin_dir().join("daqctl"))
+            .args(["status", "--watch", "--run-dir"])
+            .arg(&runs)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null()),
+        Pipe::Stdout,
+    )
+    .expect("status --watch");
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = 0;
-    for line in lines.by_ref() {
-        let line = line.expect("line");
+    while seen < 2 {
+        let line = lines
+            .next_before(deadline)
+            .unwrap_or_else(|| panic!("status --watch refreshed {seen} times: {}", lines.text()));
         if line.trim_start().starts_with("aggregator-1") {
             assert!(line.contains("ready"), "{line}");
             seen += 1;
-            if seen == 2 {
-                break;
-            }
         }
     }
-    let sigint = Command::new("kill")
-        .args(["-INT", &watch.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(sigint.success());
+    signal("-INT", watch.id());
     let status = watch.wait().expect("wait");
     assert!(status.success(), "status --watch after Ctrl-C: {status}");
 
@@ -305,12 +306,16 @@ fn attached() -> Attached {
     }
 }
 
-fn table(rows: &[(&str, &str)]) -> String {
-    let mut t = String::from("[addresses]\n");
-    for (name, addr) in rows {
-        t.push_str(&format!("{name} = \"{addr}\"\n"));
+impl Attached {
+    /// `dir/<name>.toml`: the system's config with an `[addresses]` table
+    /// of `rows` (name, address).
+    fn config(&self, dir: &Path, name: &str, rows: &[(&str, &str)]) -> PathBuf {
+        let mut text = format!("{}[addresses]\n", self.header);
+        for (process, addr) in rows {
+            text.push_str(&format!("{process} = \"{addr}\"\n"));
+        }
+        write_config(dir, &format!("{name}.toml"), &text)
     }
-    t
 }
 
 #[test]
@@ -319,37 +324,36 @@ fn attached_processes_are_checked_then_driven_and_bad_tables_change_nothing() {
     let runs = dir.join("runs");
     let sys = attached();
     let [br, eb, ag] = [&sys.addrs[0], &sys.addrs[1], &sys.addrs[2]];
-    let book: Vec<(String, String, u64)> = sys
+    let book: Vec<(String, String, u32)> = sys
         .addrs
         .iter()
         .map(|a| (String::new(), a.clone(), 0))
         .collect();
 
+    // The right table, one address a process.
+    let every: [(&str, &str); 3] = [
+        ("boardreader-0", br),
+        ("eventbuilder-0", eb),
+        ("aggregator-0", ag),
+    ];
+
     // A table that misses a process, or names one twice: config errors.
-    let missing = write_config(
+    let missing = sys.config(
         &dir,
-        "missing.toml",
-        &format!(
-            "{}{}",
-            sys.header,
-            table(&[("boardreader-0", br), ("eventbuilder-0", eb)])
-        ),
+        "missing",
+        &[("boardreader-0", br), ("eventbuilder-0", eb)],
     );
     let err = refused("boot", &runs, Some(&missing), &[]);
     assert!(err.contains("no address for aggregator-0"), "{err}");
-    let twice = write_config(
+    let twice = sys.config(
         &dir,
-        "twice.toml",
-        &format!(
-            "{}{}",
-            sys.header,
-            table(&[
-                ("boardreader-0", br),
-                ("eventbuilder-0", eb),
-                ("aggregator-0", ag),
-                ("boardreader-0", ag)
-            ])
-        ),
+        "twice",
+        &[
+            ("boardreader-0", br),
+            ("eventbuilder-0", eb),
+            ("aggregator-0", ag),
+            ("boardreader-0", ag),
+        ],
     );
     let err = refused("boot", &runs, Some(&twice), &[]);
     assert!(err.contains("boardreader-0"), "{err}");
@@ -359,18 +363,14 @@ fn attached_processes_are_checked_then_driven_and_bad_tables_change_nothing() {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .to_string();
-    let silent = write_config(
+    let silent = sys.config(
         &dir,
-        "silent.toml",
-        &format!(
-            "{}{}",
-            sys.header,
-            table(&[
-                ("boardreader-0", br),
-                ("eventbuilder-0", eb),
-                ("aggregator-0", &nobody)
-            ])
-        ),
+        "silent",
+        &[
+            ("boardreader-0", br),
+            ("eventbuilder-0", eb),
+            ("aggregator-0", &nobody),
+        ],
     );
     let err = refused("boot", &runs, Some(&silent), &[]);
     assert!(
@@ -379,19 +379,9 @@ fn attached_processes_are_checked_then_driven_and_bad_tables_change_nothing() {
     );
 
     // A process that is not who the table says.
-    let swapped = write_config(
-        &dir,
-        "swapped.toml",
-        &format!(
-            "{}{}",
-            sys.header,
-            table(&[
-                ("boardreader-0", eb),
-                ("eventbuilder-0", br),
-                ("aggregator-0", ag)
-            ])
-        ),
-    );
+    let mut rows = every;
+    (rows[0].1, rows[1].1) = (eb.as_str(), br.as_str());
+    let swapped = sys.config(&dir, "swapped", &rows);
     let err = refused("boot", &runs, Some(&swapped), &[]);
     assert!(
         err.contains(&format!("{eb} is \"eventbuilder-0\", not boardreader-0")),
@@ -400,19 +390,7 @@ fn attached_processes_are_checked_then_driven_and_bad_tables_change_nothing() {
     assert!(statuses(&book).iter().all(|s| s.state == "booted"));
 
     // The right table: boot checks, start before init is refused.
-    let good = write_config(
-        &dir,
-        "good.toml",
-        &format!(
-            "{}{}",
-            sys.header,
-            table(&[
-                ("boardreader-0", br),
-                ("eventbuilder-0", eb),
-                ("aggregator-0", ag)
-            ])
-        ),
-    );
+    let good = sys.config(&dir, "good", &every);
     let out = ok("boot", &runs, Some(&good), &[]);
     assert!(
         out.contains("every process of [addresses] answers"),
@@ -505,120 +483,43 @@ fn consecutive_runs_in_one_boot_each_have_a_record_and_a_verdict_across_runs() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn signal(sig: &str, pid: u64) {
-    let status = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill {sig} {pid}");
-}
-
-/// A process exists and is not a zombie.
-fn alive(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit(')')
-            .next()
-            .is_some_and(|r| !r.trim_start().starts_with('Z'))
-    })
-}
-
 #[test]
 fn session_stop_and_shutdown_go_on_without_a_hung_boardreader() {
-    let dir = fresh_dir("hung");
-    let runs = dir.join("runs");
-    let partition = unique_partition();
-    let config = write_config(
-        &dir,
-        "hung.toml",
-        &format!("partition = {partition}\n[generator]\nthrottle_us = 2000\n"),
-    );
-    ok("boot", &runs, Some(&config), &[]);
-    let book = address_book(&runs);
-    ok("init", &runs, Some(&config), &[]);
-    ok("start", &runs, None, &[]);
-    wait_for_fragments(&book, 20);
+    let (_dir, runs, _, book) = running_session("hung");
 
     // Hang boardreader-1 (artdaq's "hang" fault): `daqctl stop` must not
     // wait for it, must stop the other five and name it.
-    let hung = book
-        .iter()
-        .find(|(n, _, _)| n == "boardreader-1")
-        .expect("boardreader-1")
-        .clone();
-    signal("-STOP", hung.2);
-    let t = Instant::now();
-    let out = run("stop", &runs, None, &[]);
-    let took = t.elapsed();
+    let hung = pid_of(&book, "boardreader-1");
+    signal("-STOP", hung);
+    let (took, s) = stop_without(&runs, "boardreader-1", "does not answer");
     eprintln!("FAULT boardreader-1 SIGSTOPped: daqctl stop took {took:.1?}");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("boardreader-1") && stderr.contains("does not answer"),
-        "{}",
-        text(&out)
-    );
     assert!(took < Duration::from_secs(60), "stop took {took:?}");
-    let s = summary(&daq_tests::latest_run(&runs)).expect("summary.json");
     let errors = s["errors"].to_string();
     assert!(errors.contains("boardreader-1 never answered"), "{s}");
-    let others: Vec<_> = book.iter().filter(|p| p.0 != hung.0).cloned().collect();
+    let others: Vec<_> = book.iter().filter(|p| p.2 != hung).cloned().collect();
     for st in statuses(&others) {
         assert_eq!(st.state, "ready", "{} after stop", st.process);
     }
 
     // Resumed, it is shut down cleanly with the rest: every process exits
     // and the address book goes.
-    signal("-CONT", hung.2);
-    ok("shutdown", &runs, None, &[]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while book.iter().any(|p| alive(p.2)) {
-        assert!(
-            Instant::now() < deadline,
-            "processes still running after shutdown"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(!runs.join("processes.json").exists());
+    signal("-CONT", hung);
+    shut_down(&runs, &book);
 }
 
 #[test]
 fn session_stop_names_a_killed_eventbuilder_with_what_was_lost_and_shutdown_finishes() {
-    let dir = fresh_dir("gone");
-    let runs = dir.join("runs");
-    let partition = unique_partition();
-    let config = write_config(
-        &dir,
-        "gone.toml",
-        &format!("partition = {partition}\n[generator]\nthrottle_us = 2000\n"),
+    let (_dir, runs, partition, book) = running_session("gone");
+    let dead = pid_of(&book, "eventbuilder-1");
+    signal("-KILL", dead);
+    assert!(
+        wait_gone(dead, Duration::from_secs(20)).is_some(),
+        "eventbuilder-1 still alive"
     );
-    ok("boot", &runs, Some(&config), &[]);
-    let book = address_book(&runs);
-    ok("init", &runs, Some(&config), &[]);
-    ok("start", &runs, None, &[]);
-    wait_for_fragments(&book, 20);
-    let dead = book
-        .iter()
-        .find(|(n, _, _)| n == "eventbuilder-1")
-        .expect("eventbuilder-1")
-        .clone();
-    signal("-KILL", dead.2);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while alive(dead.2) {
-        assert!(Instant::now() < deadline, "eventbuilder-1 still alive");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 
     // `daqctl stop` (attached, not its parent) finds it gone: the rest stop,
     // the record names it with the sequence ids lost with it, exit 1.
-    let out = run("stop", &runs, None, &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("eventbuilder-1") && stderr.contains("is gone"),
-        "{}",
-        text(&out)
-    );
-    let s = summary(&daq_tests::latest_run(&runs)).expect("summary.json");
+    let (_, s) = stop_without(&runs, "eventbuilder-1", "is gone");
     assert!(
         s["errors"].to_string().contains("eventbuilder-1 is gone"),
         "{s}"
@@ -632,16 +533,7 @@ fn session_stop_names_a_killed_eventbuilder_with_what_was_lost_and_shutdown_fini
     assert!(!segment.exists(), "{} left behind", segment.display());
 
     // Shutdown of the others succeeds: a process already gone is no error.
-    ok("shutdown", &runs, None, &[]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while book.iter().any(|p| alive(p.2)) {
-        assert!(
-            Instant::now() < deadline,
-            "processes still running after shutdown"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(!runs.join("processes.json").exists());
+    shut_down(&runs, &book);
 }
 
 #[test]

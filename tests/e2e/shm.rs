@@ -2,28 +2,21 @@
 //! late fragments, over-size fragments, a boardreader killed mid-run, segment
 //! hygiene, and an online monitor in a separate process.
 
-use bytes::Bytes;
-use daq_format::config::SystemConfig;
 use daq_format::fragment::Fragment;
 use daq_shm::segment_path;
 use daq_tests::{
-    bin_dir, control, daqctl, data_fragment, latest_run, runtime, spawn, summary, unique_partition,
+    Control, bin_dir, control, daqctl_ok, data_fragment, fragment_batch, latest_run, runtime,
+    signal, spawn, spawn_daqctl, start_request, summary, test_config, u, unique_partition,
+    wait_for_status,
 };
 use proto::fragment_sink_client::FragmentSinkClient;
-use proto::run_control_client::RunControlClient;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-
-fn u(v: &Value, k: &str) -> u64 {
-    v[k].as_u64()
-        .unwrap_or_else(|| panic!("{k} missing in {v}"))
-}
 
 fn sum(s: &Value, kind: &str, counter: &str) -> u64 {
     s["processes"]
@@ -35,24 +28,26 @@ fn sum(s: &Value, kind: &str, counter: &str) -> u64 {
         .sum()
 }
 
-fn write_config(dir: &Path, text: &str) -> String {
-    let path = dir.join("system.toml");
+/// A temporary directory with a demo's config file of `text`; the file
+/// and the run directory in it.
+fn demo_dir(text: &str) -> (tempfile::TempDir, String, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("system.toml");
     std::fs::write(&path, text).expect("config");
-    path.display().to_string()
+    let runs = dir.path().join("runs");
+    (dir, path.display().to_string(), runs)
 }
 
 #[test]
 fn slow_disk_writer_backpressures_the_system_and_nothing_is_lost() {
-    let dir = tempfile::tempdir().expect("tempdir");
     // Few buffers, 8 KiB fragments and 2 ms per event on disk: the
     // aggregators fall behind, the eventbuilders' stores fill, and the stop
     // must wait for the slow stages instead of giving up on parked fragments.
-    let cfg = write_config(
-        dir.path(),
+    let (_dir, cfg, run_dir) = demo_dir(
         "[generator]\nn_adc_counts = 4000\n[eventbuilder]\nbuffer_count = 8\n[aggregator]\nbuffer_count = 8\nwrite_delay_us = 2000\n",
     );
-    let run_dir = dir.path().join("runs");
-    let out = daqctl(&[
+    let run = run_dir.to_str().expect("utf-8");
+    daqctl_ok(&[
         "demo",
         "--config",
         &cfg,
@@ -61,15 +56,8 @@ fn slow_disk_writer_backpressures_the_system_and_nothing_is_lost() {
         "--throttle-us",
         "0",
         "--run-dir",
-        run_dir.to_str().expect("utf-8"),
-    ])
-    .expect("runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        run,
+    ]);
     let s = summary(&latest_run(&run_dir)).expect("summary");
     // A timed run at full speed: at stop, much is still in flight.
     let built = u(&s, "events_built");
@@ -84,70 +72,41 @@ fn slow_disk_writer_backpressures_the_system_and_nothing_is_lost() {
 }
 
 /// Polls the process's counters until `done` holds (a state, not a sleep).
-async fn wait_for(
-    c: &mut RunControlClient<daq_runtime::net::Channel>,
-    what: &str,
-    done: impl Fn(&proto::Counters) -> bool,
-) -> proto::Counters {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    loop {
-        tick.tick().await;
-        let st = c
-            .status(proto::Empty {})
-            .await
-            .expect("status")
-            .into_inner();
-        let counters = st.counters.expect("counters");
-        if done(&counters) {
-            return counters;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {counters:?}"
-        );
-    }
+async fn wait_for(c: &mut Control, what: &str, done: impl Fn(&proto::Counters) -> bool) {
+    wait_for_status(c, what, |st| st.counters.as_ref().is_some_and(&done)).await;
 }
 
-fn eventbuilder_config(partition: u32) -> SystemConfig {
-    let mut c = SystemConfig {
-        partition,
-        ..SystemConfig::default()
-    };
-    c.topology.eventbuilders = 1;
-    c.topology.aggregators = 0;
-    c.eventbuilder.stale_timeout_ms = 200;
-    c.eventbuilder.buffer_bytes = 4096;
-    c.transfer.end_of_data_timeout_ms = 2_000;
-    c
+/// Sends boardreader `source`'s fragment of event `seq` with `payload`
+/// bytes on its stream.
+async fn feed(tx: &mpsc::Sender<proto::FragmentBatch>, source: u32, seq: u64, payload: usize) {
+    let fragment = data_fragment(seq, source as u16, payload);
+    tx.send(fragment_batch(source, 1, vec![fragment]))
+        .await
+        .expect("send");
+}
+
+/// An eventbuilder spawned alone, initialized for a 1x0 system on a
+/// partition of its own (stale events released after 200 ms, 4 KiB
+/// buffers); its client and partition.
+async fn eventbuilder_ready(p: &daq_tests::Spawned) -> (Control, u32) {
+    let mut config = test_config(1, 0);
+    config.eventbuilder.stale_timeout_ms = 200;
+    config.eventbuilder.buffer_bytes = 4096;
+    let mut c = control(&p.addr).await;
+    daq_tests::init(&mut c, &config).await;
+    (c, config.partition)
 }
 
 #[test]
 fn stale_events_are_released_with_missing_ids_late_and_oversize_fragments_counted() {
     let p = spawn("eventbuilder", 0).expect("spawns");
-    let partition = unique_partition();
     runtime().block_on(async {
-        let mut c = control(&p.addr).await;
-        c.init(proto::InitRequest {
-            config_toml: eventbuilder_config(partition).to_toml(),
-            destinations: vec![],
-        })
-        .await
-        .expect("init");
-        c.start(proto::StartRequest {
-            run: 1,
-            ..Default::default()
-        })
-        .await
-        .expect("start");
-        let ch = daq_runtime::net::connect(&p.addr, Duration::from_secs(10))
+        let (mut c, _) = eventbuilder_ready(&p).await;
+        c.start(start_request(1, Path::new("")))
             .await
-            .expect("connects");
-        let batch = |source: u32, fragments: Vec<Bytes>| proto::FragmentBatch {
-            source,
-            run: 1,
-            fragments,
-        };
+            .expect("start");
+        let ch = daq_tests::connect(&p.addr).await;
+        let batch = |source, fragments| fragment_batch(source, 1, fragments);
         let (tx0, rx0) = mpsc::channel(4);
         let (tx1, rx1) = mpsc::channel(4);
         let mut s0 = FragmentSinkClient::new(ch.clone());
@@ -156,27 +115,17 @@ fn stale_events_are_released_with_missing_ids_late_and_oversize_fragments_counte
         let h1 = tokio::spawn(async move { s1.send(ReceiverStream::new(rx1)).await });
 
         // Event 1 gets only boardreader 0's fragment: released incomplete.
-        tx0.send(batch(0, vec![data_fragment(1, 0, 16)]))
-            .await
-            .expect("send");
+        feed(&tx0, 0, 1, 16).await;
         wait_for(&mut c, "stale release", |k| k.events_incomplete == 1).await;
         // Boardreader 1's fragment for event 1 is now late: dropped, counted.
-        tx1.send(batch(1, vec![data_fragment(1, 1, 16)]))
-            .await
-            .expect("send");
+        feed(&tx1, 1, 1, 16).await;
         wait_for(&mut c, "late fragment", |k| k.late_fragments == 1).await;
         // A fragment over buffer_bytes / boardreaders (2048) is rejected.
-        tx0.send(batch(0, vec![data_fragment(2, 0, 3000)]))
-            .await
-            .expect("send");
+        feed(&tx0, 0, 2, 3000).await;
         wait_for(&mut c, "over-size fragment", |k| k.oversize_fragments == 1).await;
         // Event 3 is whole: built.
-        tx0.send(batch(0, vec![data_fragment(3, 0, 16)]))
-            .await
-            .expect("send");
-        tx1.send(batch(1, vec![data_fragment(3, 1, 16)]))
-            .await
-            .expect("send");
+        feed(&tx0, 0, 3, 16).await;
+        feed(&tx1, 1, 3, 16).await;
         wait_for(&mut c, "complete event", |k| k.events_built == 1).await;
         let eod = |id: u16, n: u64| Fragment::end_of_data(id, 4, n).expect("eod").into_bytes();
         tx0.send(batch(0, vec![eod(0, 3)])).await.expect("send");
@@ -194,11 +143,7 @@ fn stale_events_are_released_with_missing_ids_late_and_oversize_fragments_counte
             .into_inner();
         assert_eq!((r0.received, r0.announced), (3, Some(3)));
         assert_eq!((r1.received, r1.announced), (2, Some(2)));
-        let stop = c
-            .stop(proto::StopRequest::default())
-            .await
-            .expect("stop")
-            .into_inner();
+        let stop = daq_tests::stop(&mut c).await;
         assert_eq!(stop.problems, Vec::<String>::new());
         let k = stop.counters.expect("counters");
         assert_eq!(
@@ -223,36 +168,23 @@ fn segment_mode(path: &Path) -> Option<u32> {
 #[test]
 fn segment_is_private_and_removed_at_stop_and_on_sigterm() {
     let mut p = spawn("eventbuilder", 0).expect("spawns");
-    let partition = unique_partition();
-    let path = segment_path(partition, "eventbuilder-0");
-    runtime().block_on(async {
-        let mut c = control(&p.addr).await;
-        c.init(proto::InitRequest {
-            config_toml: eventbuilder_config(partition).to_toml(),
-            destinations: vec![],
-        })
-        .await
-        .expect("init");
+    let path = runtime().block_on(async {
+        let (mut c, partition) = eventbuilder_ready(&p).await;
+        let path = segment_path(partition, "eventbuilder-0");
         for run in [1, 2] {
-            c.start(proto::StartRequest {
-                run,
-                ..Default::default()
-            })
-            .await
-            .expect("start");
+            c.start(start_request(run, Path::new("")))
+                .await
+                .expect("start");
             assert_eq!(segment_mode(&path), Some(0o600), "{}", path.display());
             if run == 1 {
-                c.stop(proto::StopRequest::default()).await.expect("stop");
+                daq_tests::stop(&mut c).await;
                 assert_eq!(segment_mode(&path), None, "removed at stop");
             }
         }
+        path
     });
     // Run 2 is still going: SIGTERM removes the segment on the way out.
-    let status = Command::new("kill")
-        .arg(p.child.id().to_string())
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    signal("-TERM", p.child.id());
     let exit = p.child.wait().expect("exits");
     assert!(exit.success(), "{exit}");
     assert_eq!(segment_mode(&path), None, "removed on SIGTERM");
@@ -260,56 +192,26 @@ fn segment_is_private_and_removed_at_stop_and_on_sigterm() {
 
 #[test]
 fn killed_boardreader_leaves_incomplete_events_and_the_run_still_stops_cleanly() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(
-        dir.path(),
+    let (_dir, cfg, run_dir) = demo_dir(
         "[generator]\nthrottle_us = 5000\n[eventbuilder]\nstale_timeout_ms = 500\n[transfer]\nend_of_data_timeout_ms = 2000\n",
     );
-    let run_dir = dir.path().join("runs");
-    let partition = unique_partition().to_string();
-    let mut child = Command::new(bin_dir().join("daqctl"))
-        .args([
-            "demo",
-            "--config",
-            &cfg,
-            "--duration",
-            "6",
-            "--partition",
-            &partition,
-            "--run-dir",
-        ])
-        .arg(&run_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("daqctl starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let mut pid = None;
+    let (mut child, mut lines) = spawn_daqctl(&[
+        "demo",
+        "--config",
+        &cfg,
+        "--duration",
+        "6",
+        "--run-dir",
+        run_dir.to_str().expect("utf-8"),
+    ]);
     // Wait until the run has produced data for a second, then kill.
-    for line in lines.by_ref() {
-        let line = line.expect("line");
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.first() == Some(&"boardreader-1") && words.get(1) == Some(&"pid") {
-            pid = words.get(2).map(|s| s.to_string());
-        }
-        if line.contains("fragments sent") {
-            break;
-        }
-    }
-    let pid = pid.expect("daqctl printed boardreader-1's pid");
-    assert!(
-        Command::new("kill")
-            .args(["-9", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    lines.wait_for("fragments sent", Duration::from_secs(120));
+    signal("-9", lines.pid("boardreader-1"));
     let status = child.wait().expect("daqctl exits");
     let stdout = std::io::read_to_string(child.stdout.take().expect("stdout")).expect("stdout");
+    lines.finish();
     // The run had errors (a dead process), so daqctl says so in its status.
-    assert_eq!(status.code(), Some(1), "{stdout}\n{}", rest.join("\n"));
+    assert_eq!(status.code(), Some(1), "{stdout}\n{}", lines.text());
     let root = latest_run(&run_dir);
     let s = summary(&root).expect("summary");
     let errors = s["errors"].to_string();

@@ -1,13 +1,15 @@
 //! Helpers for the end-to-end tests: build the real binaries, run daqctl,
-//! spawn single processes on ephemeral loopback ports.
+//! spawn single processes on ephemeral loopback ports, read a child's output
+//! line by line, drive a process over gRPC, and check run records.
 
 pub mod netns;
 
 use anyhow::{Context, Result, anyhow, bail};
-use std::io::{BufRead, BufReader, Write};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 /// Builds the process binaries and daqctl (same profile as this test) once,
@@ -62,6 +64,12 @@ pub fn unique_partition() -> u32 {
 /// Runs `daqctl` with `args`, returning its output (stdout, stderr, status).
 /// `demo` and `soak` get a `--partition` of their own unless one is given.
 pub fn daqctl(args: &[&str]) -> Result<Output> {
+    daqctl_command(args).output().context("running daqctl")
+}
+
+/// `daqctl args...` with stdin closed, not yet started; `demo` and `soak`
+/// get a `--partition` of their own unless one is given.
+pub fn daqctl_command(args: &[&str]) -> Command {
     let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     if matches!(args.first().map(String::as_str), Some("demo" | "soak"))
         && args.get(1).map(String::as_str) != Some("analyse")
@@ -69,12 +77,17 @@ pub fn daqctl(args: &[&str]) -> Result<Output> {
     {
         args.push(format!("--partition={}", unique_partition()));
     }
-    let out = Command::new(bin_dir().join("daqctl"))
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .context("running daqctl")?;
-    Ok(out)
+    let mut cmd = Command::new(bin_dir().join("daqctl"));
+    cmd.args(&args).stdin(Stdio::null());
+    cmd
+}
+
+/// `daqctl args...` (as [`daqctl_command`]) running in the background, its
+/// stdout piped for the caller and its stderr read line by line.
+pub fn spawn_daqctl(args: &[&str]) -> (Child, Lines) {
+    let mut cmd = daqctl_command(args);
+    cmd.stdout(Stdio::piped());
+    spawn_lines(&mut cmd, Pipe::Stderr).unwrap_or_else(|e| panic!("daqctl {args:?}: {e:#}"))
 }
 
 /// Reads a run's summary.json.
@@ -116,34 +129,270 @@ pub fn spawn_with(binary: &str, rank: u16, args: &[&str]) -> Result<Spawned> {
 /// around one) and waits for its readiness line. Its stderr is the caller's
 /// choice; stdin is closed.
 pub fn spawn_cmd(mut cmd: Command, what: &str) -> Result<Spawned> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {what}"))?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-    let (tx, rx) = std::sync::mpsc::channel();
+    cmd.stdin(Stdio::null());
+    let (mut child, mut lines) =
+        spawn_lines(&mut cmd, Pipe::Stdout).with_context(|| format!("starting {what}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Some(line) = lines.next_before(deadline) {
+        if let Some(r) = daq_runtime::net::parse_ready_line(&line) {
+            return Ok(Spawned {
+                child,
+                addr: r.addr.to_string(),
+                metrics_url: r.metrics_url.unwrap_or_default(),
+            });
+        }
+    }
+    let _ = child.kill();
+    let status = child.wait()?;
+    bail!("{what} printed no readiness line (exit: {status})");
+}
+
+/// Which output of a child [`spawn_lines`] reads.
+#[derive(Clone, Copy, Debug)]
+pub enum Pipe {
+    Stdout,
+    Stderr,
+}
+
+/// Starts `cmd` with its `pipe` piped: a thread reads that output to its
+/// end and hands each line, with when it came, to the returned [`Lines`].
+/// Stdin and the other output are the caller's choice.
+pub fn spawn_lines(cmd: &mut Command, pipe: Pipe) -> Result<(Child, Lines)> {
+    match pipe {
+        Pipe::Stdout => cmd.stdout(Stdio::piped()),
+        Pipe::Stderr => cmd.stderr(Stdio::piped()),
+    };
+    let mut child = cmd.spawn().context("spawning")?;
+    let out: Box<dyn Read + Send> = match pipe {
+        Pipe::Stdout => Box::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?),
+        Pipe::Stderr => Box::new(child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?),
+    };
+    let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(r) = daq_runtime::net::parse_ready_line(&line) {
-                let _ = tx.send((r.addr.to_string(), r.metrics_url.unwrap_or_default()));
-            }
+        // Read to the end even when nobody listens any more: a closed pipe
+        // would fail the child's next write.
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send((Instant::now(), line));
         }
     });
-    let (addr, metrics_url) = match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(a) => a,
-        Err(_) => {
-            let _ = child.kill();
-            let status = child.wait()?;
-            bail!("{what} printed no readiness line (exit: {status})");
-        }
-    };
-    Ok(Spawned {
+    Ok((
         child,
-        addr,
-        metrics_url,
+        Lines {
+            rx,
+            seen: Vec::new(),
+        },
+    ))
+}
+
+/// The lines of a child's output as they come (see [`spawn_lines`]).
+pub struct Lines {
+    rx: mpsc::Receiver<(Instant, String)>,
+    /// Every line taken so far, with when it came.
+    pub seen: Vec<(Instant, String)>,
+}
+
+impl Lines {
+    /// The next line, kept in `seen`; `None` once `deadline` has passed
+    /// or the output has ended.
+    pub fn next_before(&mut self, deadline: Instant) -> Option<String> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (t, line) = self.rx.recv_timeout(left).ok()?;
+        self.seen.push((t, line.clone()));
+        Some(line)
+    }
+
+    /// Waits at most `limit` for a line containing `what` and returns when
+    /// it came; panics with every line so far if none does.
+    pub fn wait_for(&mut self, what: &str, limit: Duration) -> Instant {
+        let deadline = Instant::now() + limit;
+        while let Some(line) = self.next_before(deadline) {
+            if line.contains(what) {
+                return self.seen.last().map_or_else(Instant::now, |(t, _)| *t);
+            }
+        }
+        panic!(
+            "no line with {what:?} within {limit:?}; so far:\n{}",
+            self.text()
+        );
+    }
+
+    /// Takes the lines that have already come, without waiting.
+    pub fn drain(&mut self) {
+        self.seen.extend(self.rx.try_iter());
+    }
+
+    /// Takes every line to the end of the output (waits for it to close).
+    pub fn finish(&mut self) {
+        self.seen.extend(self.rx.iter());
+    }
+
+    /// The lines taken so far, one a line.
+    pub fn text(&self) -> String {
+        let lines: Vec<&str> = self.seen.iter().map(|(_, l)| l.as_str()).collect();
+        lines.join("\n")
+    }
+
+    /// The pid daqctl printed for `process` (`  <process> pid <pid> ...`).
+    pub fn pid(&self, process: &str) -> u32 {
+        self.seen
+            .iter()
+            .find_map(
+                |(_, l)| match l.split_whitespace().collect::<Vec<_>>()[..] {
+                    [name, "pid", pid, ..] if name == process => pid.parse().ok(),
+                    _ => None,
+                },
+            )
+            .unwrap_or_else(|| panic!("no pid for {process} in:\n{}", self.text()))
+    }
+}
+
+/// `kill <sig> <pid>`, which must succeed.
+pub fn signal(sig: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// A process exists and is not a zombie (a zombie has exited: only its
+/// status is left for its parent).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
     })
+}
+
+/// Waits (polling /proc, at most `limit`) until `pid` has exited; returns
+/// how long it took, `None` if it still runs.
+pub fn wait_gone(pid: u32, limit: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    loop {
+        if !alive(pid) {
+            return Some(t.elapsed());
+        }
+        if t.elapsed() >= limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child's status, stdout and stderr, for a failure message.
+pub fn output_text(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `out`, which must be a success; else a panic naming `what` with its
+/// status, stdout and stderr.
+pub fn succeeded(out: Output, what: &str) -> Output {
+    assert!(out.status.success(), "{what} failed: {}", output_text(&out));
+    out
+}
+
+/// Runs `cmd` (stdin closed) to its end; it must succeed.
+pub fn run_ok(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    succeeded(out, what)
+}
+
+/// `daqctl args...` (see [`daqctl`]), which must succeed; its stdout.
+pub fn daqctl_ok(args: &[&str]) -> String {
+    let out = daqctl(args).expect("daqctl runs");
+    let out = succeeded(out, &format!("daqctl {args:?}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A count in a JSON record (`v[k]`), which must be there.
+pub fn u(v: &Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("{k} missing in {v}"))
+}
+
+/// The equalities of a run summary that lost nothing, exactly, for the
+/// number of boardreaders its topology names: every fragment sent was
+/// received, every event built has one from each boardreader and was
+/// written, none is incomplete, and there is no error.
+pub fn assert_nothing_lost(s: &Value) {
+    let n_br = s["topology"]["boardreaders"].as_u64().expect("topology");
+    assert_eq!(u(s, "fragments_sent"), u(s, "fragments_received"), "{s}");
+    assert_eq!(u(s, "fragments_sent"), n_br * u(s, "events_built"), "{s}");
+    assert_eq!(u(s, "events_written"), u(s, "events_built"), "{s}");
+    assert_eq!(u(s, "events_incomplete"), 0, "{s}");
+    assert!(u(s, "events_built") > 0, "{s}");
+    assert_eq!(s["errors"], Value::Array(vec![]), "{s}");
+}
+
+/// [`assert_nothing_lost`], and no process named a problem either.
+pub fn assert_nothing_lost_and_no_problems(s: &Value) {
+    assert_nothing_lost(s);
+    for (name, p) in s["processes"].as_object().expect("processes") {
+        assert_eq!(p["problems"], Value::Array(vec![]), "{name}: {p}");
+    }
+}
+
+/// Every fragment in the data files of the run at `root` carries the
+/// payload `config`'s generator makes: its fragment bytes less the 40 of
+/// header and metadata.
+pub fn assert_generated_payload(root: &Path, config: &daq_format::config::SystemConfig) {
+    let s = summary(root).expect("summary.json");
+    assert_eq!(
+        payload_sizes(root, &s),
+        [(config.generator_fragment_bytes() - 40) as usize],
+        "{}",
+        root.display()
+    );
+}
+
+/// A run's counts in one line, for the printed fault table.
+pub fn tally(s: &Value) -> String {
+    let n = |k: &str| s[k].as_u64().map_or_else(|| "?".into(), |n| n.to_string());
+    format!(
+        "sent {} received {} built {} incomplete {} written {}",
+        n("fragments_sent"),
+        n("fragments_received"),
+        n("events_built"),
+        n("events_incomplete"),
+        n("events_written")
+    )
+}
+
+/// The data files a run summary lists, as paths under the run's `root`.
+pub fn data_files(root: &Path, s: &Value) -> Vec<PathBuf> {
+    s["data_files"]
+        .as_array()
+        .expect("data_files")
+        .iter()
+        .map(|f| root.join(f.as_str().expect("path")))
+        .collect()
+}
+
+/// The distinct payload sizes of every fragment in a run's (HDF5) data files.
+pub fn payload_sizes(root: &Path, s: &Value) -> Vec<usize> {
+    let mut sizes = std::collections::BTreeSet::new();
+    for f in data_files(root, s) {
+        let file = daq_datafile::hdf5::read_file(&f).expect("readable");
+        for e in &file.events {
+            sizes.extend(e.fragments.iter().map(|f| f.payload.len()));
+        }
+    }
+    sizes.into_iter().collect()
+}
+
+/// Two fresh tokens in `dir` (see [`write_token`]): `token`, the one the
+/// processes are given, and `wrong`, another.
+pub fn token_and_wrong(dir: &Path) -> (PathBuf, PathBuf) {
+    let token = write_token(dir, "token").expect("token");
+    (token, write_token(dir, "wrong").expect("wrong token"))
 }
 
 /// Writes a fresh random token (32 hex digits, mode 0600) to `dir/name`.
@@ -216,9 +465,16 @@ pub fn h5py_python() -> Option<String> {
     }
 }
 
-/// Path of the h5py dump script shipped with the tests.
-pub fn h5dump_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("h5dump_events.py")
+/// What h5py reads in `files` (the JSON of tests/h5dump_events.py, which
+/// must succeed), or `None` without a python with h5py (see [`h5py_python`]).
+pub fn h5dump(files: &[PathBuf]) -> Option<Value> {
+    let python = h5py_python()?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("h5dump_events.py");
+    let out = run_ok(
+        Command::new(python).arg(script).args(files),
+        &format!("h5dump_events.py {files:?}"),
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("json"))
 }
 
 /// Whether `jeprof` (Debian libjemalloc-dev) is on PATH for the heap-profile
@@ -305,55 +561,154 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap_or_else(|e| panic!("tokio runtime: {e}"))
 }
 
-/// A run-control client for a spawned process.
-pub async fn control(
-    addr: &str,
-) -> proto::run_control_client::RunControlClient<daq_runtime::net::Channel> {
-    let ch = daq_runtime::net::connect(addr, Duration::from_secs(10))
+/// A run-control client.
+pub type Control = proto::run_control_client::RunControlClient<daq_runtime::net::Channel>;
+
+/// A channel to a spawned process.
+pub async fn connect(addr: &str) -> daq_runtime::net::Channel {
+    daq_runtime::net::connect(addr, Duration::from_secs(10))
         .await
-        .unwrap_or_else(|e| panic!("{addr}: {e}"));
-    proto::run_control_client::RunControlClient::new(ch)
+        .unwrap_or_else(|e| panic!("{addr}: {e}"))
+}
+
+/// A run-control client for a spawned process.
+pub async fn control(addr: &str) -> Control {
+    proto::run_control_client::RunControlClient::new(connect(addr).await)
+}
+
+/// `Status`, which must answer.
+pub async fn status(c: &mut Control) -> proto::StatusReply {
+    c.status(proto::Empty {})
+        .await
+        .unwrap_or_else(|e| panic!("status: {e}"))
+        .into_inner()
+}
+
+/// `Stop`, which must succeed.
+pub async fn stop(c: &mut Control) -> proto::CommandReply {
+    c.stop(proto::StopRequest::default())
+        .await
+        .unwrap_or_else(|e| panic!("stop: {e}"))
+        .into_inner()
+}
+
+/// `Init` with `config` and no destinations, which must succeed.
+pub async fn init(c: &mut Control, config: &daq_format::config::SystemConfig) {
+    c.init(proto::InitRequest {
+        config_toml: config.to_toml(),
+        destinations: vec![],
+    })
+    .await
+    .unwrap_or_else(|e| panic!("init: {e}"));
+}
+
+/// A `Start` of run `run` writing data (aggregators) into `data_dir`.
+pub fn start_request(run: u32, data_dir: &Path) -> proto::StartRequest {
+    proto::StartRequest {
+        run,
+        data_dir: data_dir.display().to_string(),
+        record_dir: String::new(),
+    }
+}
+
+/// A configuration of `eventbuilders` and `aggregators` for processes
+/// spawned alone, on a partition of its own, ending a run 2 s after the
+/// last stream.
+pub fn test_config(eventbuilders: u16, aggregators: u16) -> daq_format::config::SystemConfig {
+    let mut config = daq_format::config::SystemConfig {
+        partition: unique_partition(),
+        ..Default::default()
+    };
+    config.topology.eventbuilders = eventbuilders;
+    config.topology.aggregators = aggregators;
+    config.transfer.end_of_data_timeout_ms = 2_000;
+    config
+}
+
+/// One fragment stream of `batches` to a receiver (as boardreaders send);
+/// what it answered.
+pub async fn send_fragments(
+    ch: &daq_runtime::net::Channel,
+    batches: Vec<proto::FragmentBatch>,
+) -> std::result::Result<proto::TransferSummary, tonic::Status> {
+    proto::fragment_sink_client::FragmentSinkClient::new(ch.clone())
+        .send(tokio_stream::iter(batches))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// One event stream of `batches` to an aggregator (as eventbuilders
+/// send); what it answered.
+pub async fn send_events(
+    ch: &daq_runtime::net::Channel,
+    batches: Vec<proto::EventBatch>,
+) -> std::result::Result<proto::TransferSummary, tonic::Status> {
+    let mut sink = proto::event_sink_client::EventSinkClient::new(ch.clone());
+    let reply = sink.send(tokio_stream::iter(batches)).await?;
+    Ok(reply.into_inner())
+}
+
+/// A batch of `fragments` from boardreader `source` for run `run`.
+pub fn fragment_batch(source: u32, run: u32, fragments: Vec<bytes::Bytes>) -> proto::FragmentBatch {
+    proto::FragmentBatch {
+        source,
+        run,
+        fragments,
+    }
+}
+
+/// `err` has `code` and says `says`.
+pub fn assert_status(err: &tonic::Status, code: tonic::Code, says: &str) {
+    assert_eq!(err.code(), code, "{err}");
+    assert!(err.message().contains(says), "{}", err.message());
+}
+
+/// Some line of `lines` (a stop's problems) starts with `start`.
+pub fn assert_any_starts_with(lines: &[String], start: &str) {
+    assert!(
+        lines.iter().any(|l| l.starts_with(start)),
+        "none starts with {start:?}: {lines:?}"
+    );
 }
 
 /// A user-type data fragment whose payload is `payload` bytes of its id.
 pub fn data_fragment(seq: u64, id: u16, payload: usize) -> bytes::Bytes {
     use daq_format::fragment::{Fragment, FragmentSpec, FragmentType};
-    Fragment::build(
-        FragmentSpec {
-            fragment_type: FragmentType::User(1),
-            sequence_id: seq,
-            fragment_id: id,
-            timestamp: seq,
-        },
-        &[],
-        &vec![id as u8; payload],
-    )
-    .unwrap_or_else(|e| panic!("fragment: {e}"))
-    .into_bytes()
+    let spec = FragmentSpec {
+        timestamp: seq,
+        sequence_id: seq,
+        fragment_id: id,
+        fragment_type: FragmentType::User(1),
+    };
+    let payload = vec![id as u8; payload];
+    Fragment::build(spec, &[], &payload)
+        .unwrap_or_else(|e| panic!("fragment: {e}"))
+        .into_bytes()
 }
-
 /// A serialized event (NetMonOutput) of `fragments` user fragments of
 /// `payload` bytes each, for run `run` and sequence id `seq`: what an
 /// eventbuilder sends an aggregator.
 pub fn netmon_event(run: u32, seq: u64, fragments: u16, payload: usize) -> bytes::Bytes {
     use daq_format::fragment::Fragment;
     use daq_format::netmon::{Event, EventAux, History, HistoryEntry};
+    let aux = EventAux {
+        sequence_id: seq,
+        timestamp: seq,
+        event: seq,
+        subrun: 1,
+        run,
+        complete: true,
+    };
+    let entry = HistoryEntry {
+        time_ns: 0,
+        parameter_set_id: "0".repeat(32),
+        release: "test".into(),
+        process: "eventbuilder-0".into(),
+    };
     let event = Event {
-        aux: EventAux {
-            run,
-            subrun: 1,
-            event: seq,
-            sequence_id: seq,
-            timestamp: seq,
-            complete: true,
-        },
+        aux,
         history: History {
-            entries: vec![HistoryEntry {
-                process: "eventbuilder-0".into(),
-                release: "test".into(),
-                parameter_set_id: "0".repeat(32),
-                time_ns: 0,
-            }],
+            entries: vec![entry],
         },
         missing: vec![],
         fragments: (0..fragments)
@@ -369,29 +724,20 @@ pub fn netmon_event(run: u32, seq: u64, fragments: u16, payload: usize) -> bytes
 /// Initializes and starts a spawned process for run `run` with `config`,
 /// writing data (aggregators) into `data_dir`.
 pub async fn init_and_start(
-    c: &mut proto::run_control_client::RunControlClient<daq_runtime::net::Channel>,
+    c: &mut Control,
     config: &daq_format::config::SystemConfig,
     run: u32,
     data_dir: &Path,
 ) {
-    c.init(proto::InitRequest {
-        config_toml: config.to_toml(),
-        destinations: vec![],
-    })
-    .await
-    .unwrap_or_else(|e| panic!("init: {e}"));
-    c.start(proto::StartRequest {
-        run,
-        data_dir: data_dir.display().to_string(),
-        record_dir: String::new(),
-    })
-    .await
-    .unwrap_or_else(|e| panic!("start: {e}"));
+    init(c, config).await;
+    c.start(start_request(run, data_dir))
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}"));
 }
 
 /// Polls `Status` until `f` holds, for at most 30 s.
 pub async fn wait_for_status(
-    c: &mut proto::run_control_client::RunControlClient<daq_runtime::net::Channel>,
+    c: &mut Control,
     what: &str,
     f: impl Fn(&proto::StatusReply) -> bool,
 ) -> proto::StatusReply {
@@ -399,11 +745,7 @@ pub async fn wait_for_status(
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     loop {
         tick.tick().await;
-        let st = c
-            .status(proto::Empty {})
-            .await
-            .unwrap_or_else(|e| panic!("status: {e}"))
-            .into_inner();
+        let st = status(c).await;
         if f(&st) {
             return st;
         }

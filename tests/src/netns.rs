@@ -3,7 +3,8 @@
 //! subnet with no address in the root namespace (no traffic can leave this
 //! machine); processes started inside them as a systemd unit would.
 //! Every test names its own subnet and name prefix, so tests using this
-//! run side by side.
+//! run side by side. A 2x2x2 system is started one process a namespace,
+//! with daqctl's namespace last.
 
 use crate::{Spawned, bin_dir, spawn_cmd};
 use std::path::Path;
@@ -145,4 +146,79 @@ pub fn start_in(
         .env_remove("DAQ_TOKEN_FILE")
         .stderr(Stdio::from(std::fs::File::create(log).expect("log file")));
     spawn_cmd(cmd, binary).unwrap_or_else(|e| panic!("{binary} {rank} in {ns}: {e:#}"))
+}
+
+/// The six processes of a 2x2x2 system across namespaces: (name, binary,
+/// rank, host byte).
+pub const PROCESSES: [(&str, &str, u16, u8); 6] = [
+    ("boardreader-0", "boardreader", 0, 11),
+    ("boardreader-1", "boardreader", 1, 12),
+    ("eventbuilder-0", "eventbuilder", 0, 21),
+    ("eventbuilder-1", "eventbuilder", 1, 22),
+    ("aggregator-0", "aggregator", 0, 31),
+    ("aggregator-1", "aggregator", 1, 32),
+];
+/// daqctl's host byte; its namespace comes after the processes'.
+pub const CTL_HOST: u8 = 2;
+/// The port every process listens on in its namespace.
+pub const PORT: u16 = 7000;
+
+/// The namespaces of [`PROCESSES`] and daqctl on `subnet` (see
+/// [`net_or_skip`]), and the processes started in them as systemd would,
+/// with `token`, each logging into `logs/<name>.log`.
+pub fn start_system(
+    prefix: &str,
+    subnet: &str,
+    token: &Path,
+    logs: &Path,
+) -> Option<(Net, Vec<Spawned>)> {
+    let mut hosts: Vec<u8> = PROCESSES.iter().map(|p| p.3).collect();
+    hosts.push(CTL_HOST);
+    let net = net_or_skip(prefix, subnet, &hosts)?;
+    std::fs::create_dir_all(logs).expect("logs dir");
+    let procs = PROCESSES
+        .iter()
+        .enumerate()
+        .map(|(i, (name, binary, rank, host))| {
+            let addr = format!("{subnet}.{host}:{PORT}");
+            start_in(
+                net.ns(i),
+                binary,
+                *rank,
+                &addr,
+                token,
+                &logs.join(format!("{name}.log")),
+            )
+        })
+        .collect();
+    Some((net, procs))
+}
+
+/// The `[addresses]` table of [`PROCESSES`] on `subnet`.
+pub fn addresses(subnet: &str) -> String {
+    let mut table = String::from("[addresses]\n");
+    for (name, _, _, host) in PROCESSES {
+        table.push_str(&format!("{name} = \"{subnet}.{host}:{PORT}\"\n"));
+    }
+    table
+}
+
+/// `daqctl` in daqctl's namespace of `net`, killed after `timeout_s`
+/// seconds, stdin closed and no token from the environment: the caller
+/// adds the arguments.
+pub fn daqctl_in(net: &Net, timeout_s: &str) -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.args([timeout_s, "ip", "netns", "exec", net.ns(PROCESSES.len())])
+        .arg(bin_dir().join("daqctl"))
+        .env_remove("DAQ_TOKEN_FILE")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Waits for every one of [`PROCESSES`] to exit; each must exit 0.
+pub fn wait_all_exit(procs: &mut [Spawned]) {
+    for (p, (name, ..)) in procs.iter_mut().zip(PROCESSES) {
+        let status = p.child.wait().expect("wait");
+        assert!(status.success(), "{name}: {status}");
+    }
 }
