@@ -63,19 +63,6 @@ fn file_bytes(data: &Path, process: &str) -> u64 {
         .sum()
 }
 
-/// Polls `check` until it holds or `timeout` passes; the last value seen.
-fn poll<T>(timeout: Duration, mut check: impl FnMut() -> (bool, T)) -> (bool, T) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (ok, seen) = check();
-        if ok || Instant::now() >= deadline {
-            return (ok, seen);
-        }
-        // Polling interval of a wait with a deadline, not synchronization.
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn mid_run_every_data_path_counter_moves_and_bytes_written_matches_the_files() {
     if !tool_available("prometheus", "prometheus") {
@@ -120,11 +107,8 @@ fn mid_run_every_data_path_counter_moves_and_bytes_written_matches_the_files() {
     for (kind, counters) in DATA_PATH {
         for counter in counters {
             let q = format!("count(rate(daq_{counter}_total{{process=~\"{kind}-.*\"}}[2s]) > 0)");
-            let (ok, got) = poll(Duration::from_secs(30), || {
-                let got = prom.scalar(&q);
-                (got == Some(2.0), got)
-            });
-            assert!(ok, "{q}: {got:?}");
+            let got = prom.wait_for(&q, 2.0, Duration::from_secs(30));
+            assert_eq!(got, Some(2.0), "{q}");
         }
     }
 
@@ -137,11 +121,16 @@ fn mid_run_every_data_path_counter_moves_and_bytes_written_matches_the_files() {
         // Above zero, and growing between two scrapes.
         let first = total(&scrape(url), "daq_bytes_written_total").expect("bytes_written");
         assert!(first > 0.0, "{process}: bytes written {first}");
-        let (grew, last) = poll(Duration::from_secs(20), || {
-            let now = total(&scrape(url), "daq_bytes_written_total").unwrap_or(0.0);
-            (now > first, now)
-        });
-        assert!(grew, "{process}: bytes written stayed at {first} ({last})");
+        let until = Instant::now() + Duration::from_secs(20);
+        let grew = std::iter::from_fn(|| {
+            // Scraped every 100 ms until it grows or the deadline passes.
+            (Instant::now() < until).then(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                total(&scrape(url), "daq_bytes_written_total").unwrap_or(0.0)
+            })
+        })
+        .find(|&now| now > first);
+        assert!(grew.is_some(), "{process}: bytes written stayed at {first}");
 
         // The counter is the files' size, within one batch of events.
         let before = file_bytes(&data, process) as f64;

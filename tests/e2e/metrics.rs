@@ -209,7 +209,7 @@ impl Prometheus {
     }
 
     /// Polls `q` until it equals `want` or `timeout` passes.
-    fn wait_for(&self, q: &str, want: f64, timeout: Duration) -> Option<f64> {
+    pub(crate) fn wait_for(&self, q: &str, want: f64, timeout: Duration) -> Option<f64> {
         let deadline = Instant::now() + timeout;
         loop {
             let got = self.scalar(q);

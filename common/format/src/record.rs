@@ -100,6 +100,31 @@ pub struct RunSummary {
     pub processes: BTreeMap<String, ProcessRecord>,
 }
 
+/// The counts of a run that a line about it (a session's runs, a bench's
+/// pipeline runs) repeats from its summary, under the summary's names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunCounts {
+    pub duration_s: f64,
+    pub fragments_sent: u64,
+    pub fragments_received: u64,
+    pub events_built: u64,
+    pub events_incomplete: u64,
+    pub events_written: u64,
+}
+
+impl From<&RunSummary> for RunCounts {
+    fn from(s: &RunSummary) -> Self {
+        Self {
+            duration_s: s.duration_s,
+            fragments_sent: s.fragments_sent,
+            fragments_received: s.fragments_received,
+            events_built: s.events_built,
+            events_incomplete: s.events_incomplete,
+            events_written: s.events_written,
+        }
+    }
+}
+
 /// A process that died during the run and the events lost with it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LostWith {

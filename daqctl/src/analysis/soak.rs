@@ -348,11 +348,13 @@ pub fn render(r: &SoakReport, root: &Path) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proto::HeapSnapshot;
 
-    fn samples(bytes_per_event: u64, noise: u64) -> Vec<Sample> {
+    /// 120 samples, 0.5 s and 500 events apart, growing `bytes_per_event`
+    /// with a periodic `noise` (the progress bar's tests use them too).
+    pub(crate) fn samples(bytes_per_event: u64, noise: u64) -> Vec<Sample> {
         (0..120)
             .map(|i| {
                 let events = i * 500;

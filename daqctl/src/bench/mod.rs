@@ -386,8 +386,9 @@ fn summarize(
                     disk_writing: writing,
                     buffer_bytes: config.eventbuilder.buffer_bytes,
                     payload_mb_s: fig(&|r| r.payload_mb_s),
-                    file_mb_s: writing
-                        .then(|| fig(&|r| r.file_bytes as f64 / 1e6 / r.duration_s.max(1e-9))),
+                    file_mb_s: writing.then(|| {
+                        fig(&|r| r.file_bytes as f64 / 1e6 / r.counts.duration_s.max(1e-9))
+                    }),
                     events_per_s: fig(&|r| r.events_per_s),
                     cpu_s_per_gb: cpu.into_iter().map(|(k, v)| (k, Figure::of(v))).collect(),
                     ratio_to_tcp: 0.0,

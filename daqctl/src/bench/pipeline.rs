@@ -13,6 +13,7 @@ use crate::control::system::{self, Lifetime};
 use anyhow::{Context, Result};
 use daq_format::config::{MAX_ADC_COUNTS, SystemConfig, Topology};
 use daq_format::process::Kind;
+use daq_format::record::RunCounts;
 use daq_format::record::RunPaths;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -174,12 +175,7 @@ pub async fn run(
         warmup: false,
         ok: errors.is_empty(),
         errors,
-        duration_s: s.duration_s,
-        fragments_sent: s.fragments_sent,
-        fragments_received: s.fragments_received,
-        events_built: s.events_built,
-        events_incomplete: s.events_incomplete,
-        events_written: s.events_written,
+        counts: RunCounts::from(s),
         payload_bytes,
         file_bytes: s.bytes_written,
         payload_mb_s: s.throughput_mb_s,

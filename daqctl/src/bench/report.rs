@@ -2,6 +2,7 @@
 //! bench` prints. Figures are over the measured repetitions (warm-up
 //! rounds excluded): median, min and max.
 
+use daq_format::record::RunCounts;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -156,12 +157,9 @@ pub struct PipelineRun {
     pub ok: bool,
     /// What went wrong (the run record's errors), empty when ok.
     pub errors: Vec<String>,
-    pub duration_s: f64,
-    pub fragments_sent: u64,
-    pub fragments_received: u64,
-    pub events_built: u64,
-    pub events_incomplete: u64,
-    pub events_written: u64,
+    /// The run's counts, under summary.json's names.
+    #[serde(flatten)]
+    pub counts: RunCounts,
     /// Fragment bytes received by the eventbuilders.
     pub payload_bytes: u64,
     /// Data-file bytes on disk.

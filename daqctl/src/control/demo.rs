@@ -5,7 +5,7 @@ use crate::control::drive::length;
 use crate::control::drive::{self, Length, Progress};
 use crate::control::options::{SystemArgs, parse_duration, resolve};
 use crate::control::record::{self, Outcome};
-use crate::control::system::{Lifetime, Reply, System};
+use crate::control::system::{Lifetime, System};
 use crate::control::{book, session};
 use crate::verdict::Exit;
 use anyhow::{Context, Result};
@@ -101,16 +101,14 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
     // The address book next to the record, for a person or a script mid-run.
     book::write_processes(&paths.root.join(book::PROCESSES_FILE), &mut system).await?;
     let mut errors = Vec::new();
-    let result = drive(
-        &mut system,
-        &config,
-        run,
-        &paths,
-        opts.length,
-        opts.progress,
-        &mut errors,
-    )
-    .await;
+    let (length, progress) = (opts.length, opts.progress);
+    let result = match session::init(&mut system, &config).await {
+        Ok(()) => {
+            let e = &mut errors;
+            drive::start_wait_stop(&mut system, &config, run, &paths, length, progress, e).await
+        }
+        Err(e) => Err(e),
+    };
     let replies = drive::replies_or_record(result, &mut errors);
     let outcome = record::finish_run(&mut system, &config, run, &paths, replies, errors).await;
     if let (true, Ok(o)) = (opts.hold, &outcome) {
@@ -162,20 +160,6 @@ async fn hold(system: &System, paths: &RunPaths) {
         _ = line => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-}
-
-/// Init, start, wait, stop. Returns the stop replies.
-async fn drive(
-    system: &mut System,
-    config: &SystemConfig,
-    run: u32,
-    paths: &RunPaths,
-    length: Length,
-    progress: Progress,
-    errors: &mut Vec<String>,
-) -> Result<Vec<Reply>> {
-    session::init(system, config).await?;
-    drive::start_wait_stop(system, config, run, paths, length, progress, errors).await
 }
 
 /// `daqctl demo`: exit 0 when nothing was lost, else 1.

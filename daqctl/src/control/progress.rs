@@ -114,23 +114,7 @@ pub fn update_bar(bar: &ProgressBar, elapsed: Duration, fragments: u64, provisio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::HeapSnapshot;
-
-    fn samples(bytes_per_event: u64, noise: u64) -> Vec<Sample> {
-        (0..120)
-            .map(|i| {
-                let events = i * 500;
-                Sample {
-                    elapsed_s: i as f64 * 0.5,
-                    snapshot: HeapSnapshot {
-                        events,
-                        allocated: 8_000_000 + events * bytes_per_event + (i % 7) * noise,
-                        ..Default::default()
-                    },
-                }
-            })
-            .collect()
-    }
+    use crate::analysis::soak::tests::samples;
 
     #[test]
     fn the_provisional_trend_keeps_a_bounded_evenly_thinned_window() {

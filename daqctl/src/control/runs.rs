@@ -15,6 +15,7 @@ use crate::verdict::Exit;
 use anyhow::Result;
 use anyhow::bail;
 use daq_format::config::SystemConfig;
+use daq_format::record::RunCounts;
 use daq_format::record::{RunPaths, RunSummary};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -50,12 +51,9 @@ pub struct RunsOptions {
 pub struct RunLine {
     pub run: u32,
     pub record: String,
-    pub duration_s: f64,
-    pub fragments_sent: u64,
-    pub fragments_received: u64,
-    pub events_built: u64,
-    pub events_incomplete: u64,
-    pub events_written: u64,
+    /// The run's counts, under summary.json's names.
+    #[serde(flatten)]
+    pub counts: RunCounts,
     pub bytes_written: u64,
     /// Every equality of the run held and nothing went wrong.
     pub ok: bool,
@@ -91,12 +89,7 @@ fn line(s: &RunSummary, root: &std::path::Path) -> RunLine {
     RunLine {
         run: s.run,
         record: root.display().to_string(),
-        duration_s: s.duration_s,
-        fragments_sent: s.fragments_sent,
-        fragments_received: s.fragments_received,
-        events_built: s.events_built,
-        events_incomplete: s.events_incomplete,
-        events_written: s.events_written,
+        counts: RunCounts::from(s),
         bytes_written: s.bytes_written,
         ok: s.errors.is_empty(),
         errors: s.errors.clone(),
