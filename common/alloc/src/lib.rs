@@ -28,6 +28,12 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub struct HeapReading {
     /// Wall-clock time of the reading, ms since the Unix epoch.
     pub unix_ms: u64,
+    /// Bytes the program holds: jemalloc's `stats.allocated` less the bytes
+    /// its thread caches hold (`stats.arenas.<all>.tcache_bytes`: objects the
+    /// program freed that a thread keeps for reuse, which jemalloc counts
+    /// as allocated until they go back to the arena). Without the
+    /// subtraction, which thread freed last swings a process's heap by
+    /// hundreds of KiB between otherwise equal moments.
     pub allocated: u64,
     pub active: u64,
     pub resident: u64,
@@ -40,6 +46,19 @@ pub struct HeapReading {
     pub vm_hwm: u64,
     /// Allocations made and not yet freed, small and large, all arenas.
     pub live_allocations: u64,
+}
+
+/// A size_t jemalloc statistic by its NUL-terminated name; a failed read
+/// is an error, never a zero.
+fn read_size(name: &'static str) -> Result<u64, StatsError> {
+    // SAFETY: every name passed here is a NUL-terminated jemalloc stats key
+    // whose value type is size_t (per jemalloc's mallctl documentation).
+    unsafe { raw::read::<usize>(name.as_bytes()) }
+        .map(|v| v as u64)
+        .map_err(|cause| StatsError::Read {
+            name: name.trim_end_matches('\0'),
+            cause,
+        })
 }
 
 /// A u64 jemalloc statistic by its NUL-terminated name; a failed read is an
@@ -105,7 +124,8 @@ pub fn snapshot() -> Result<HeapReading, StatsError> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
-        allocated: read("stats.allocated", stats::allocated::read())?,
+        allocated: read("stats.allocated", stats::allocated::read())?
+            .saturating_sub(read_size("stats.arenas.4096.tcache_bytes\0")?),
         active: read("stats.active", stats::active::read())?,
         resident: read("stats.resident", stats::resident::read())?,
         mapped: read("stats.mapped", stats::mapped::read())?,
