@@ -343,12 +343,7 @@ impl ToySimulator {
         arena: &mut BytesMut,
         arena_bytes: usize,
     ) -> Result<Bytes, FragmentError> {
-        let len = self.fragment_bytes();
-        if arena.capacity() < len {
-            *arena = BytesMut::with_capacity(arena_bytes.max(len));
-        }
-        self.write_fragment(sequence_id, arena)?;
-        Ok(arena.split().freeze())
+        self.carve(sequence_id, arena, arena_bytes, None)
     }
 
     /// [`fragment_bytes_in`](Self::fragment_bytes_in) with the header's
@@ -363,14 +358,26 @@ impl ToySimulator {
         arena_bytes: usize,
         made_at: std::time::SystemTime,
     ) -> Result<Bytes, FragmentError> {
+        self.carve(sequence_id, arena, arena_bytes, Some(made_at))
+    }
+
+    /// The fragment carved out of `arena` (refilled when short), stamped
+    /// `made_at` if given.
+    fn carve(
+        &self,
+        sequence_id: u64,
+        arena: &mut BytesMut,
+        arena_bytes: usize,
+        made_at: Option<std::time::SystemTime>,
+    ) -> Result<Bytes, FragmentError> {
         let len = self.fragment_bytes();
         if arena.capacity() < len {
             *arena = BytesMut::with_capacity(arena_bytes.max(len));
         }
         let start = arena.len();
         self.write_fragment(sequence_id, arena)?;
-        if let Some(made) = arena.get_mut(start..) {
-            fragment::touch(made, made_at);
+        if let (Some(at), Some(made)) = (made_at, arena.get_mut(start..)) {
+            fragment::touch(made, at);
         }
         Ok(arena.split().freeze())
     }
