@@ -525,6 +525,16 @@ impl proto::event_sink_server::EventSink for EventSink {
         let s = &self.0;
         daq_runtime::transport::inbound::serve(&s.process, &s.ingress, request).await
     }
+
+    async fn attach(
+        &self,
+        request: Request<proto::LinkOffer>,
+    ) -> Result<Response<proto::LinkAccept>, Status> {
+        let s = &self.0;
+        daq_runtime::transport::shm::accept(&s.process, &s.ingress, request.into_inner())
+            .await
+            .map(Response::new)
+    }
 }
 
 /// The data directory of a run, as run control passes it.

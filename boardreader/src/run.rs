@@ -80,7 +80,7 @@ impl Run {
         let out = Outbound::<Fragments>::connect(
             destinations,
             n,
-            OutboundConfig::new(u32::from(rank), run, 1, &config.transfer),
+            OutboundConfig::new(u32::from(rank), run, 1, config),
             CountSent::<Fragments>::new(counters.counters.clone()),
         )
         .await?;

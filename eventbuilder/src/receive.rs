@@ -90,6 +90,16 @@ impl proto::fragment_sink_server::FragmentSink for FragmentSink {
         let s = &self.0;
         daq_runtime::transport::inbound::serve(&s.process, &s.ingress, request).await
     }
+
+    async fn attach(
+        &self,
+        request: Request<proto::LinkOffer>,
+    ) -> Result<Response<proto::LinkAccept>, Status> {
+        let s = &self.0;
+        daq_runtime::transport::shm::accept(&s.process, &s.ingress, request.into_inner())
+            .await
+            .map(Response::new)
+    }
 }
 
 /// State shared by run control and the `FragmentSink` service.

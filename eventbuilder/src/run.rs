@@ -66,7 +66,7 @@ impl Run {
         let out = Outbound::<Events>::connect(
             destinations,
             n_ag,
-            OutboundConfig::new(u32::from(rank), run, n_eb, &config.transfer),
+            OutboundConfig::new(u32::from(rank), run, n_eb, config),
             CountSent::<Events>::new(shared.counters.clone()),
         )
         .await?;

@@ -129,6 +129,7 @@ impl<S: Stage> App for Process<S> {
             init,
             data_dir,
         };
+        crate::transport::links::clear();
         let r = self.stage.start(start).await?;
         inner.run = Some(r);
         Ok(())

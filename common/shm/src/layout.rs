@@ -187,10 +187,15 @@ pub struct HeaderInfo {
 /// `/dev/shm/daq-p<partition>-<process>-events`, or the same name in the
 /// directory named by `DAQ_SHM_DIR` when that is set and not empty.
 pub fn segment_path(partition: u32, process: &str) -> PathBuf {
-    let dir = std::env::var_os(SHM_DIR_ENV)
+    segment_path_in(&shm_dir(), partition, process)
+}
+
+/// Where segments live: `DAQ_SHM_DIR` when set and not empty, else
+/// `/dev/shm`.
+pub fn shm_dir() -> PathBuf {
+    std::env::var_os(SHM_DIR_ENV)
         .filter(|d| !d.is_empty())
-        .map_or_else(|| PathBuf::from(DEFAULT_SHM_DIR), PathBuf::from);
-    segment_path_in(&dir, partition, process)
+        .map_or_else(|| PathBuf::from(DEFAULT_SHM_DIR), PathBuf::from)
 }
 
 /// The segment name in `dir`; `/` and NUL in `process` become `_`.

@@ -15,7 +15,9 @@
 //!   release, recovery of a dead reader's buffers.
 //! - `monitor`: [`ShmMonitor`]: untorn (seqlock) copies for online
 //!   monitoring.
-//! - `sys`: the libc calls: clocks and process liveness.
+//! - `link`: [`link::LinkWriter`] and [`link::LinkReader`]: the transport's
+//!   ring between a sender and a receiver on one host, with futex wake-ups.
+//! - `sys`: the libc calls: clocks, process liveness, futexes, pidfds.
 //!
 //! # Buffer state machine and ownership
 //!
@@ -65,6 +67,7 @@
 use std::io;
 use std::path::PathBuf;
 
+pub mod link;
 mod layout;
 mod monitor;
 mod reader;
@@ -77,10 +80,11 @@ mod tests;
 
 pub use layout::{
     BufferState, HeaderInfo, LAYOUT_VERSION, MAGIC, SHM_DIR_ENV, StateCounts, StoreSpec,
-    segment_path, segment_path_in,
+    segment_path, segment_path_in, shm_dir,
 };
 pub use monitor::{MonitoredEvent, ShmMonitor};
 pub use reader::{ReadGuard, ShmReader};
+pub use sys::{boot_id, pidfd_open};
 pub use writer::{ShmStore, remove_abandoned};
 
 /// Everything that can go wrong creating, attaching to or writing a store.

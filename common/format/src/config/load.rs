@@ -91,6 +91,15 @@ impl SystemConfig {
                 "must be 1 to 32 MiB",
             ));
         }
+        if x.link_bytes != 0
+            && (!x.link_bytes.is_power_of_two() || !(1 << 16..=1 << 34).contains(&x.link_bytes))
+        {
+            return Err(bad(
+                "transfer.link_bytes",
+                x.link_bytes,
+                "must be 0 (derived) or a power of two from 64 KiB to 16 GiB",
+            ));
+        }
         if x.queue_batches == 0 {
             return Err(bad(
                 "transfer.queue_batches",

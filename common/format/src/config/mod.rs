@@ -221,6 +221,63 @@ pub struct TransferConfig {
     pub end_of_data_timeout_ms: u64,
     /// How long a sender tries to reach its destinations at start.
     pub connect_timeout_ms: u64,
+    /// The data plane between two processes: "auto" (default) uses shared
+    /// memory when both are on one host and can map one segment, gRPC
+    /// otherwise; "grpc" always streams; "shm" refuses at start where shared
+    /// memory cannot be used.
+    pub mode: TransferMode,
+    /// Bytes of each shared-memory link's ring (a power of two); 0 = twice
+    /// queue_batches x batch_max_bytes, rounded up.
+    pub link_bytes: u64,
+}
+
+/// How data moves between two processes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferMode {
+    /// Shared memory where the pair shares a host and a segment, else gRPC.
+    #[default]
+    Auto,
+    /// A gRPC stream, always.
+    Grpc,
+    /// Shared memory, or an error at start.
+    Shm,
+}
+
+impl TransferMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferMode::Auto => "auto",
+            TransferMode::Grpc => "grpc",
+            TransferMode::Shm => "shm",
+        }
+    }
+}
+
+impl std::str::FromStr for TransferMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "grpc" => Ok(Self::Grpc),
+            "shm" => Ok(Self::Shm),
+            other => Err(format!("transfer mode {other:?}: expected auto, grpc or shm")),
+        }
+    }
+}
+
+impl TransferConfig {
+    /// The ring size of a shared-memory link.
+    pub fn link_capacity(&self) -> usize {
+        if self.link_bytes > 0 {
+            return usize::try_from(self.link_bytes).unwrap_or(usize::MAX);
+        }
+        (2 * self.queue_batches.max(1) * self.batch_max_bytes)
+            .max(1 << 20)
+            .checked_next_power_of_two()
+            .unwrap_or(1 << 34)
+            .min(1 << 34)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -361,6 +418,8 @@ impl Default for TransferConfig {
             queue_batches: 16,
             end_of_data_timeout_ms: 5_000,
             connect_timeout_ms: 5_000,
+            mode: TransferMode::Auto,
+            link_bytes: 0,
         }
     }
 }

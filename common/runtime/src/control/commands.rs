@@ -124,6 +124,7 @@ impl<A: App> Inner<A> {
             run_started_unix_ms: info.started_unix_ms,
             config_toml: info.config_toml.clone(),
             error: self.error_message().clone(),
+            links: crate::transport::links::lines(),
         }))
     }
 

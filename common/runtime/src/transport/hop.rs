@@ -59,6 +59,20 @@ pub trait Hop: Send + Sync + 'static {
     /// `malformed` items that could not be decoded, `discarded` well-formed
     /// ones thrown away with them (per reason, in this hop's fields).
     fn count_rejected(c: &mut Counters, malformed: u64, discarded: u64);
+    /// A batch from its parts, as a shared-memory link carries them: the
+    /// inverse of [`Hop::run`], [`Hop::source`] and [`Hop::into_items`].
+    fn from_parts(
+        source: u32,
+        run: u32,
+        items: Vec<Bytes>,
+        end_of_data: Option<u64>,
+    ) -> Self::Batch;
+    /// Offers the receiver behind `channel` a shared-memory link (its
+    /// `Attach` call).
+    fn attach(
+        channel: Channel,
+        offer: proto::LinkOffer,
+    ) -> impl Future<Output = Result<proto::LinkAccept, tonic::Status>> + Send;
     /// Sends `batches` as one client stream on `channel`; resolves to the
     /// receiver's summary once the stream has ended.
     fn open(
@@ -123,6 +137,18 @@ impl Hop for Fragments {
     /// decoder recognizes it.
     fn into_items(batch: Self::Batch) -> (Vec<Bytes>, Option<u64>) {
         (batch.fragments, None)
+    }
+
+    fn from_parts(source: u32, run: u32, fragments: Vec<Bytes>, _: Option<u64>) -> Self::Batch {
+        Self::batch(source, run, fragments)
+    }
+
+    fn attach(
+        channel: Channel,
+        offer: proto::LinkOffer,
+    ) -> impl Future<Output = Result<proto::LinkAccept, tonic::Status>> + Send {
+        let mut client = proto::fragment_sink_client::FragmentSinkClient::new(channel);
+        async move { client.attach(offer).await.map(tonic::Response::into_inner) }
     }
 
     fn open(
@@ -193,6 +219,28 @@ impl Hop for Events {
 
     fn into_items(batch: Self::Batch) -> (Vec<Bytes>, Option<u64>) {
         (batch.events, batch.end_of_data)
+    }
+
+    fn from_parts(
+        source: u32,
+        run: u32,
+        events: Vec<Bytes>,
+        end_of_data: Option<u64>,
+    ) -> Self::Batch {
+        proto::EventBatch {
+            source,
+            run,
+            events,
+            end_of_data,
+        }
+    }
+
+    fn attach(
+        channel: Channel,
+        offer: proto::LinkOffer,
+    ) -> impl Future<Output = Result<proto::LinkAccept, tonic::Status>> + Send {
+        let mut client = proto::event_sink_client::EventSinkClient::new(channel);
+        async move { client.attach(offer).await.map(tonic::Response::into_inner) }
     }
 
     fn open(

@@ -6,6 +6,7 @@
 //! ([`Sources`]), whose summary is the reply the sender checks.
 
 use super::hop::Hop;
+use super::links::{self, Mechanism};
 use crate::counters::LiveCounters;
 use crate::sources::{RunSlot, Sources};
 use bytes::Bytes;
@@ -103,13 +104,34 @@ pub async fn serve<R: Receiver>(
             "{process} is not running; {items_name} refused"
         )));
     };
-    let r = &*receiver;
+    serve_stream(process, &*receiver, request.into_inner(), Mechanism::Grpc)
+        .await
+        .map(Response::new)
+}
+
+/// The loop of one inbound stream of a run, whatever carries it (a gRPC
+/// stream, a shared-memory link: `mechanism`, recorded for the status):
+/// the summary the sender checks, or the rejection.
+pub async fn serve_stream<R: Receiver, S>(
+    process: &str,
+    r: &R,
+    mut stream: S,
+    mechanism: Mechanism,
+) -> Result<proto::TransferSummary, Status>
+where
+    S: futures::Stream<Item = Result<<R::Hop as Hop>::Batch, Status>> + Unpin,
+{
+    let items_name = <R::Hop as Hop>::ITEMS;
     let mut inbound = Inbound::new(process, r.sources(), r.run(), r.counters());
-    let mut stream = request.into_inner();
     while let Some(batch) = inbound.next(&mut stream).await? {
         let (run, source) = (R::Hop::run(&batch), R::Hop::source(&batch));
         let (raw, mut end_of_data) = R::Hop::into_items(batch);
+        let first = inbound.source.is_none();
         let src = match inbound.batch(run, source) {
+            Ok(src) if first => {
+                links::set(&format!("{}-{src}", <R::Hop as Hop>::SENDER), mechanism);
+                src
+            }
             Ok(src) => src,
             Err(rejected) => {
                 // Not this run's or not this stream's: every item goes.
@@ -156,7 +178,7 @@ pub async fn serve<R: Receiver>(
             inbound.announced(count);
         }
     }
-    Ok(Response::new(inbound.finish()))
+    Ok(inbound.finish())
 }
 
 /// The rest of a batch rejected for a malformed item, decoded only to be
@@ -224,8 +246,12 @@ impl<'a> Inbound<'a> {
     /// The stream's next batch; `None` at its clean end. A broken stream
     /// (the sender died, the connection dropped) is recorded as the
     /// source's end and returned as the error.
-    async fn next<T>(&self, stream: &mut Streaming<T>) -> Result<Option<T>, Status> {
-        stream.message().await.inspect_err(|status| {
+    async fn next<T, S>(&self, stream: &mut S) -> Result<Option<T>, Status>
+    where
+        S: futures::Stream<Item = Result<T, Status>> + Unpin,
+    {
+        use futures::StreamExt;
+        stream.next().await.transpose().inspect_err(|status| {
             if let Some(s) = self.source {
                 self.sources.ended(s, Some(status.message().to_string()));
             }

@@ -15,16 +15,18 @@
 //! stop.
 
 use super::hop::Hop;
+use super::links::{self, Mechanism};
+use super::shm;
 use crate::counters::LiveCounters;
 use crate::net::ConnectError;
 use bytes::Bytes;
-use daq_format::config::TransferConfig;
+use daq_format::config::{SystemConfig, TransferConfig, TransferMode};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// When a batch is closed and how many wait per destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,16 +58,26 @@ pub struct OutboundConfig {
     pub stride: u64,
     pub batching: Batching,
     pub connect_timeout: Duration,
+    /// gRPC streams, shared-memory links, or either by host.
+    pub mode: TransferMode,
+    /// Ring bytes of a shared-memory link.
+    pub link_capacity: usize,
+    /// Names the link segments.
+    pub partition: u32,
 }
 
 impl OutboundConfig {
-    pub fn new(source: u32, run: u32, stride: u64, transfer: &TransferConfig) -> Self {
+    pub fn new(source: u32, run: u32, stride: u64, config: &SystemConfig) -> Self {
+        let transfer = &config.transfer;
         Self {
             source,
             run,
             stride: stride.max(1),
             batching: Batching::from(transfer),
             connect_timeout: Duration::from_millis(transfer.connect_timeout_ms),
+            mode: transfer.mode,
+            link_capacity: transfer.link_capacity(),
+            partition: config.partition,
         }
     }
 }
@@ -118,6 +130,13 @@ pub enum OutboundError {
         rank: usize,
         addr: String,
         source: ConnectError,
+    },
+    #[error("transfer mode shm: {kind} {rank} at {addr} cannot use shared memory: {why}")]
+    Shm {
+        kind: &'static str,
+        rank: usize,
+        addr: String,
+        why: String,
     },
 }
 
@@ -179,10 +198,49 @@ impl<H: Hop> Outbound<H> {
                     source,
                 })?;
             let (tx, rx) = mpsc::channel(config.batching.queue_batches);
-            let reply = tokio::spawn(H::open(
-                channel,
-                tokio_stream::wrappers::ReceiverStream::new(rx),
-            ));
+            let receiver = format!("{}-{rank}", H::RECEIVER);
+            let link = match config.mode {
+                TransferMode::Grpc => Err(String::new()),
+                TransferMode::Auto | TransferMode::Shm => {
+                    let offer = shm::Offer {
+                        partition: config.partition,
+                        sender: &format!("{}-{}", H::SENDER, config.source),
+                        receiver: &receiver,
+                        source: config.source,
+                        run: config.run,
+                        capacity: config.link_capacity,
+                    };
+                    shm::offer::<H>(&channel, offer).await
+                }
+            };
+            let (reply, mechanism) = match link {
+                Ok(offered) => (shm::spawn_sender::<H>(offered, rx), Mechanism::Shm),
+                Err(why) if config.mode == TransferMode::Shm => {
+                    return Err(OutboundError::Shm {
+                        kind: H::RECEIVER,
+                        rank,
+                        addr: addr.clone(),
+                        why,
+                    });
+                }
+                Err(why) => {
+                    if config.mode == TransferMode::Auto {
+                        if why.contains("another host") {
+                            info!(destination = %receiver, reason = %why, "{} go over gRPC", H::ITEMS);
+                        } else {
+                            warn!(
+                                destination = %receiver,
+                                reason = %why,
+                                "shared memory is not possible; {} go over gRPC",
+                                H::ITEMS
+                            );
+                        }
+                    }
+                    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+                    (tokio::spawn(H::open(channel, stream)), Mechanism::Grpc)
+                }
+            };
+            links::set(&receiver, mechanism);
             destinations.push(Destination {
                 tx: Some(tx),
                 lost: false,

@@ -8,6 +8,7 @@ use super::{Events, Hop};
 use crate::sources::RunSlot;
 use crate::transport::Intake;
 use bytes::Bytes;
+use daq_format::config::TransferMode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,6 +62,15 @@ impl proto::event_sink_server::EventSink for Sink {
         request: Request<Streaming<proto::EventBatch>>,
     ) -> Result<Response<proto::TransferSummary>, Status> {
         inbound::serve("aggregator-test", &self.0, request).await
+    }
+
+    async fn attach(
+        &self,
+        request: Request<proto::LinkOffer>,
+    ) -> Result<Response<proto::LinkAccept>, Status> {
+        super::shm::accept("aggregator-test", &self.0, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 
@@ -127,7 +137,7 @@ impl SendCounts for Recorded {
     }
 }
 
-fn config(stride: u64, max_items: usize, max_bytes: usize) -> OutboundConfig {
+fn config(mode: TransferMode, stride: u64, max_items: usize, max_bytes: usize) -> OutboundConfig {
     OutboundConfig {
         source: 0,
         run: RUN,
@@ -139,7 +149,29 @@ fn config(stride: u64, max_items: usize, max_bytes: usize) -> OutboundConfig {
             queue_batches: 1,
         },
         connect_timeout: Duration::from_secs(10),
+        mode,
+        link_capacity: 1 << 20,
+        partition: 4242,
     }
+}
+
+/// Runs the test body `$name(mode)` once per mechanism: over gRPC streams
+/// and over shared-memory links (the receiver is in this process; a link
+/// is served as a stream is).
+macro_rules! both_mechanisms {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn grpc() {
+                super::$name(TransferMode::Grpc).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn shm() {
+                super::$name(TransferMode::Shm).await;
+            }
+        }
+    };
 }
 
 fn event(seq: u64, len: usize) -> Bytes {
@@ -153,13 +185,14 @@ fn sizes(kept: &Kept) -> Vec<usize> {
     b.iter().map(Vec::len).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_item_arrives_routed_by_sequence_id_in_batches_of_the_item_limit() {
+both_mechanisms!(every_item_arrives_routed_by_sequence_id_in_batches_of_the_item_limit);
+
+async fn every_item_arrives_routed_by_sequence_id_in_batches_of_the_item_limit(mode: TransferMode) {
     let servers = [server(1), server(1)];
     let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
     let counts = Arc::new(Recorded::default());
     // Stride 2: sequence ids 0,1 -> destination 0; 2,3 -> 1; 4,5 -> 0; ...
-    let mut out = Outbound::<Events>::connect(&addrs, 2, config(2, 3, 1 << 20), counts.clone())
+    let mut out = Outbound::<Events>::connect(&addrs, 2, config(mode, 2, 3, 1 << 20), counts.clone())
         .await
         .expect("connects");
     for seq in 0..16 {
@@ -201,14 +234,15 @@ async fn every_item_arrives_routed_by_sequence_id_in_batches_of_the_item_limit()
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plain_thread_sends_a_batch_once_its_bytes_reach_the_limit() {
+both_mechanisms!(a_plain_thread_sends_a_batch_once_its_bytes_reach_the_limit);
+
+async fn a_plain_thread_sends_a_batch_once_its_bytes_reach_the_limit(mode: TransferMode) {
     let s = server(1);
     let counts = Arc::new(Recorded::default());
     let out = Outbound::<Events>::connect(
         std::slice::from_ref(&s.addr),
         1,
-        config(1, 1000, 100),
+        config(mode, 1, 1000, 100),
         counts.clone(),
     )
     .await
@@ -231,13 +265,14 @@ async fn a_plain_thread_sends_a_batch_once_its_bytes_reach_the_limit() {
     s.rt.shutdown_background();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_destination_is_counted_as_dropped_and_does_not_hang_the_end() {
+both_mechanisms!(a_dead_destination_is_counted_as_dropped_and_does_not_hang_the_end);
+
+async fn a_dead_destination_is_counted_as_dropped_and_does_not_hang_the_end(mode: TransferMode) {
     let live = server(1);
     let dead = server(1);
     let addrs = vec![live.addr.clone(), dead.addr.clone()];
     let counts = Arc::new(Recorded::default());
-    let mut out = Outbound::<Events>::connect(&addrs, 2, config(1, 1, 1 << 20), counts.clone())
+    let mut out = Outbound::<Events>::connect(&addrs, 2, config(mode, 1, 1, 1 << 20), counts.clone())
         .await
         .expect("connects");
     dead.rt.shutdown_background();
