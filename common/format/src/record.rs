@@ -34,6 +34,52 @@ pub struct ProcessRecord {
     /// Heap profiles written at the boundaries (with profiling on).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub profiles: Vec<String>,
+    /// The process's data links in the run and their mechanism:
+    /// "eventbuilder-0 shm".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
+}
+
+/// Which mechanism carried each hop of a run: "shm", "grpc" or "mixed"
+/// (some links of the hop one, some the other); absent for a hop with no
+/// link (no aggregators).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transport {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fragments: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<String>,
+}
+
+impl Transport {
+    /// From the senders' links: boardreaders' to eventbuilders are the
+    /// fragments hop, eventbuilders' to aggregators the events hop.
+    pub fn of(processes: &BTreeMap<String, ProcessRecord>) -> Self {
+        let hop = |sender: &str, receiver: &str| -> Option<String> {
+            let mut seen = std::collections::BTreeSet::new();
+            for (name, p) in processes {
+                if !name.starts_with(sender) {
+                    continue;
+                }
+                for line in &p.links {
+                    if let Some((peer, mechanism)) = line.split_once(' ')
+                        && peer.starts_with(receiver)
+                    {
+                        seen.insert(mechanism.to_string());
+                    }
+                }
+            }
+            match seen.len() {
+                0 => None,
+                1 => seen.pop_first(),
+                _ => Some("mixed".into()),
+            }
+        };
+        Self {
+            fragments: hop("boardreader-", "eventbuilder-"),
+            events: hop("eventbuilder-", "aggregator-"),
+        }
+    }
 }
 
 /// Where a data file is: on `host`, written by `process`.
@@ -97,6 +143,9 @@ pub struct RunSummary {
     /// (where it can be known); empty for a clean run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lost: Vec<LostWith>,
+    /// The mechanism of each hop (`[transfer] mode`, and what `auto` chose).
+    #[serde(default)]
+    pub transport: Transport,
     pub processes: BTreeMap<String, ProcessRecord>,
 }
 

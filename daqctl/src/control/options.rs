@@ -6,7 +6,7 @@
 
 use crate::verdict::Exit;
 use anyhow::{Result, bail};
-use daq_format::config::{DataFormat, NetMonInput, SystemConfig, Topology};
+use daq_format::config::{DataFormat, NetMonInput, SystemConfig, Topology, TransferMode};
 use daq_format::process::Kind;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,6 +36,9 @@ pub struct SystemArgs {
     /// How aggregators deserialize events: fixed, or legacy (the original artdaq leak, on purpose).
     #[arg(long, value_parser = parse_netmon)]
     pub netmon_input: Option<NetMonInput>,
+    /// The data plane between processes: auto (shared memory between processes of one host, gRPC between hosts), grpc, or shm (refuse where shared memory cannot be used).
+    #[arg(long, value_name = "MODE", value_parser = parse_transfer_mode)]
+    pub transfer: Option<TransferMode>,
     /// Data-file format of the aggregators: hdf5, or artdaq-binary (artdaq's BinaryFileOutput layout).
     #[arg(long, value_parser = parse_data_format)]
     pub data_format: Option<DataFormat>,
@@ -131,6 +134,10 @@ fn parse_netmon(s: &str) -> Result<NetMonInput, String> {
     }
 }
 
+fn parse_transfer_mode(s: &str) -> Result<TransferMode, String> {
+    s.parse()
+}
+
 /// The configuration after the file, the defaults of the command and the flags.
 pub fn resolve(a: &SystemArgs, soak_defaults: bool) -> Result<SystemConfig> {
     let mut c = match &a.config {
@@ -159,6 +166,9 @@ pub fn resolve(a: &SystemArgs, soak_defaults: bool) -> Result<SystemConfig> {
     }
     if let Some(n) = a.netmon_input {
         c.aggregator.netmon_input = n;
+    }
+    if let Some(m) = a.transfer {
+        c.transfer.mode = m;
     }
     if let Some(f) = a.data_format {
         c.aggregator.format = f;

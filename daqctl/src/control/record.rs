@@ -173,6 +173,7 @@ fn summarize(
             s.process,
             ProcessRecord {
                 counters,
+                links: s.links,
                 ..Default::default()
             },
         );
@@ -259,6 +260,7 @@ fn summarize(
         write_mb_s: per_s(bytes_written as f64) / 1e6,
         errors: vec![],
         lost: vec![],
+        transport: record::Transport::of(&processes),
         processes,
     };
     errors.extend(summary.accounting_errors());
@@ -403,6 +405,15 @@ pub fn render(o: &Outcome) -> String {
         line(format!("             {f}"));
     }
     line(format!("  netmon     {}", s.netmon_input));
+    let tr = &s.transport;
+    if tr.fragments.is_some() || tr.events.is_some() {
+        let or_none = |m: &Option<String>| m.clone().unwrap_or_else(|| "-".into());
+        line(format!(
+            "  transport  fragments {}, events {}",
+            or_none(&tr.fragments),
+            or_none(&tr.events)
+        ));
+    }
     if let Some(l) = s.injected_leak {
         line(format!(
             "  leak       {} B/event injected on purpose into every {}",

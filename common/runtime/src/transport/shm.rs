@@ -211,7 +211,7 @@ pub async fn accept<R: Receiver>(
         Status::failed_precondition(format!("cannot watch {sender} (pid {}): {e}", offer.pid))
     })?;
     links::set(&sender, links::Mechanism::Shm);
-    info!(process, %sender, "fragments or events arrive through shared memory");
+    info!(process, %sender, "{} arrive through shared memory", <R::Hop as Hop>::ITEMS);
     tokio::spawn(serve_link::<R>(process.to_string(), receiver, reader, pidfd));
     Ok(proto::LinkAccept {
         pid: std::process::id(),
