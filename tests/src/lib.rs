@@ -622,7 +622,28 @@ pub fn test_config(eventbuilders: u16, aggregators: u16) -> daq_format::config::
     config.topology.eventbuilders = eventbuilders;
     config.topology.aggregators = aggregators;
     config.transfer.end_of_data_timeout_ms = 2_000;
+    config.transfer.mode = transfer_mode();
     config
+}
+
+/// The transfer mode the suite runs in: `DAQ_TRANSFER` (which daqctl reads
+/// too, so that every test, spawned by hand or through daqctl, uses it),
+/// `auto` by default. `.ci/run` runs the end-to-end suite once per
+/// mechanism.
+pub fn transfer_mode() -> daq_format::config::TransferMode {
+    std::env::var("DAQ_TRANSFER")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_default()
+}
+
+/// The mechanism the suite's links use on one host: shared memory unless
+/// the suite runs with `DAQ_TRANSFER=grpc`.
+pub fn local_mechanism() -> &'static str {
+    match transfer_mode() {
+        daq_format::config::TransferMode::Grpc => "grpc",
+        _ => "shm",
+    }
 }
 
 /// One fragment stream of `batches` to a receiver (as boardreaders send);

@@ -37,7 +37,7 @@ pub struct SystemArgs {
     #[arg(long, value_parser = parse_netmon)]
     pub netmon_input: Option<NetMonInput>,
     /// The data plane between processes: auto (shared memory between processes of one host, gRPC between hosts), grpc, or shm (refuse where shared memory cannot be used).
-    #[arg(long, value_name = "MODE", value_parser = parse_transfer_mode)]
+    #[arg(long, value_name = "MODE", env = "DAQ_TRANSFER", value_parser = parse_transfer_mode)]
     pub transfer: Option<TransferMode>,
     /// Data-file format of the aggregators: hdf5, or artdaq-binary (artdaq's BinaryFileOutput layout).
     #[arg(long, value_parser = parse_data_format)]
