@@ -23,3 +23,4 @@ mod pipeline;
 mod report;
 mod session;
 mod shm;
+mod transfer;

@@ -8,7 +8,7 @@ use super::{
 use crate::control::options::{parse_duration, parse_topology};
 use crate::verdict::Exit;
 use anyhow::Result;
-use daq_format::config::{SystemConfig, Topology};
+use daq_format::config::{SystemConfig, Topology, TransferMode};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// Topologies, comma-separated (default 1x1x1,2x2,2x2x2,4x4x2).
     #[arg(long, value_delimiter = ',', value_parser = parse_topology)]
     pub topologies: Option<Vec<Topology>>,
+    /// Transfer modes, comma-separated: auto, grpc, shm (default shm,grpc; auto with --quick).
+    #[arg(long, value_delimiter = ',', value_parser = parse_mode)]
+    pub modes: Option<Vec<TransferMode>>,
     /// Length of each pipeline run (default 3 s; 1 s with --quick).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -50,6 +53,10 @@ pub struct BenchArgs {
     /// Partition number of the bench's systems.
     #[arg(long)]
     pub partition: Option<u32>,
+}
+
+fn parse_mode(s: &str) -> Result<TransferMode, String> {
+    s.parse()
 }
 
 /// `daqctl bench`: exit 1 if any run lost data.
@@ -78,6 +85,10 @@ pub async fn command(a: BenchArgs) -> Result<Exit> {
         topologies: a.topologies.unwrap_or_else(|| match q {
             true => quick_topologies(),
             false => default_topologies(),
+        }),
+        modes: a.modes.unwrap_or_else(|| match q {
+            true => vec![TransferMode::Auto],
+            false => vec![TransferMode::Shm, TransferMode::Grpc],
         }),
         duration: a
             .duration

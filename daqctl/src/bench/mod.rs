@@ -21,7 +21,7 @@ mod stages;
 
 use anyhow::{Context, Result, bail};
 use cpu::Measured;
-use daq_format::config::{SystemConfig, Topology};
+use daq_format::config::{SystemConfig, Topology, TransferMode};
 use machine::Limit;
 use pipeline::Case;
 use report::{BenchReport, Figure, LimitResult, OptionsRecord, PipelineResult, StageResult};
@@ -44,6 +44,8 @@ pub struct BenchOptions {
     pub warmup: u32,
     pub sizes: Vec<u64>,
     pub topologies: Vec<Topology>,
+    /// Transfer modes (`[transfer] mode`) each case runs in.
+    pub modes: Vec<TransferMode>,
     /// Length of each pipeline run.
     pub duration: Duration,
     pub out: PathBuf,
@@ -108,7 +110,7 @@ enum Sample {
 }
 
 /// The cases of the matrix: every size x topology, disk writing on and off
-/// where there are aggregators.
+/// where there are aggregators, x every transfer mode.
 fn cases(o: &BenchOptions) -> Vec<Case> {
     let mut out = Vec::new();
     for &fragment_bytes in &o.sizes {
@@ -119,11 +121,14 @@ fn cases(o: &BenchOptions) -> Vec<Case> {
                 &[true, false]
             };
             for &disk_writing in disks {
-                out.push(Case {
-                    topology,
-                    fragment_bytes,
-                    disk_writing,
-                });
+                for &mode in &o.modes {
+                    out.push(Case {
+                        topology,
+                        fragment_bytes,
+                        disk_writing,
+                        mode,
+                    });
+                }
             }
         }
     }
@@ -381,6 +386,7 @@ fn summarize(
                 pipeline.push(PipelineResult {
                     build: p.build,
                     topology: pipeline::topology_name(case.topology),
+                    mode: case.mode.as_str().into(),
                     fragment_bytes: config.generator_fragment_bytes(),
                     n_adc_counts: config.generator.n_adc_counts,
                     disk_writing: writing,

@@ -11,7 +11,7 @@ use crate::control::record;
 use crate::control::session;
 use crate::control::system::{self, Lifetime};
 use anyhow::{Context, Result};
-use daq_format::config::{MAX_ADC_COUNTS, SystemConfig, Topology};
+use daq_format::config::{MAX_ADC_COUNTS, SystemConfig, Topology, TransferMode};
 use daq_format::process::Kind;
 use daq_format::record::RunCounts;
 use daq_format::record::RunPaths;
@@ -35,6 +35,7 @@ pub struct Case {
     /// The fragment size asked for; the generator's is the nearest it makes.
     pub fragment_bytes: u64,
     pub disk_writing: bool,
+    pub mode: TransferMode,
 }
 
 impl Case {
@@ -45,9 +46,10 @@ impl Case {
             (_, false) => "disk off",
         };
         format!(
-            "{} {} {disk}",
+            "{} {} {disk} {}",
             topology_name(self.topology),
-            super::report::bytes_name(self.fragment_bytes)
+            super::report::bytes_name(self.fragment_bytes),
+            self.mode.as_str()
         )
     }
 }
@@ -77,6 +79,7 @@ pub fn configure(base: &SystemConfig, case: &Case) -> Result<SystemConfig> {
     c.generator.throttle_us = 0;
     c.generator.max_events = 0;
     c.aggregator.write_data = case.disk_writing;
+    c.transfer.mode = case.mode;
     let event = c.generator_fragment_bytes() * u64::from(case.topology.boardreaders.max(1));
     let buffer = event.div_ceil(4096).max(1) * 4096;
     let count = (STORE_BYTES / buffer).clamp(MIN_BUFFERS, 256) as u32;
@@ -228,6 +231,7 @@ mod tests {
             },
             fragment_bytes: 1 << 20,
             disk_writing: true,
+            mode: TransferMode::Auto,
         };
         let c = configure(&SystemConfig::default(), &case).expect("valid");
         assert_eq!(c.eventbuilder.buffer_bytes, 4 << 20);

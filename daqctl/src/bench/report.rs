@@ -119,6 +119,10 @@ pub struct PipelineResult {
     pub build: usize,
     /// As `--topology` spells it; `NxM` has no aggregators.
     pub topology: String,
+    /// The transfer mode asked for (`auto`, `grpc`, `shm`); the run
+    /// records say what each hop used.
+    #[serde(default = "auto")]
+    pub mode: String,
     /// Bytes of one fragment as generated.
     pub fragment_bytes: u64,
     /// The generator's `n_adc_counts` that makes it.
@@ -144,6 +148,10 @@ pub struct PipelineResult {
     pub ratio_to_disk: Option<f64>,
     /// Every run, warm-up ones included.
     pub runs: Vec<PipelineRun>,
+}
+
+fn auto() -> String {
+    "auto".into()
 }
 
 /// One pipeline run: its record and what it counted.
@@ -271,9 +279,10 @@ pub fn table(r: &BenchReport) -> String {
     }
     let _ = writeln!(
         out,
-        "  {:>1} {:<8} {:>9} {:<5} {:>8} {:>15} {:>9} {:>13} {:>6} {:>6} {:>6} {:>6} {:>6}",
+        "  {:>1} {:<8} {:<4} {:>9} {:<5} {:>8} {:>15} {:>9} {:>13} {:>6} {:>6} {:>6} {:>6} {:>6}",
         "b",
         "topology",
+        "mode",
         "fragment",
         "disk",
         "MB/s",
@@ -294,9 +303,10 @@ pub fn table(r: &BenchReport) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:>1} {:<8} {:>9} {:<5} {:>8} {:>15} {:>9} {:>13} {:>6} {:>6} {:>6} {:>6} {:>6}",
+            "  {:>1} {:<8} {:<4} {:>9} {:<5} {:>8} {:>15} {:>9} {:>13} {:>6} {:>6} {:>6} {:>6} {:>6}",
             p.build,
             p.topology,
+            p.mode,
             bytes_name(p.fragment_bytes),
             match (p.topology.matches('x').count(), p.disk_writing) {
                 (1, _) => "-",
