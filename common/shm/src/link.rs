@@ -25,7 +25,7 @@
 //!       (futex: bumped after each release), writer_waiting u32
 //! 192   writer_state u32, reader_state u32, reply_seq u32 (futex),
 //!       pad u32, received u64, announced u64, has_announced u32,
-//!       reply_len u32
+//!       reply_len u32, writer beat u64, reader beat u64
 //! 256   reply message, REPLY_MAX bytes (as u64 words)
 //! 4096  data: `capacity` bytes, a power of two
 //! ```
@@ -44,8 +44,17 @@
 //! `futex(FUTEX_WAIT)` on that word; the other side bumps the word after
 //! every publish (or release) and calls `FUTEX_WAKE` when someone waits.
 //! The death of the other process, or the local end of the link, bumps the
-//! words too ([`LinkWriter::peer_gone`], [`LinkReader::peer_gone`], the
-//! `close` methods), so a sleeper always wakes to see it.
+//! words too ([`LinkWaker::peer_gone`], [`Replier::reject`], the writer's
+//! drop), so a sleeper always wakes to see it.
+//!
+//! A process that is alive but hung (stopped, wedged) does not die: each
+//! side's runtime bumps its beat word every second ([`LinkWaker::beat`]),
+//! and a side that has waited `hung_after` (the gRPC keep-alive's 4 s by
+//! default) without the other's beat moving gives the link up as
+//! [`LinkError::PeerHung`], as HTTP/2 keep-alive breaks a stream to a hung
+//! peer. A peer that is slow but alive keeps beating, so backpressure is
+//! never cut. Sleepers therefore wake at most once per `hung_after / 4` to
+//! look at the beat: a liveness check, never a poll for data.
 //!
 //! # Unsafe invariants
 //!
@@ -76,6 +85,7 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use memmap2::{MmapMut, MmapOptions};
 
@@ -117,6 +127,8 @@ const H_RECEIVED: usize = 208;
 const H_ANNOUNCED: usize = 216;
 const H_HAS_ANNOUNCED: usize = 224;
 const H_REPLY_LEN: usize = 228;
+const H_WRITER_BEAT: usize = 232;
+const H_READER_BEAT: usize = 240;
 const H_REPLY: usize = 256;
 
 const WRITER_OPEN: u32 = 0;
@@ -145,6 +157,8 @@ pub enum LinkError {
     TooLarge { len: usize, capacity: usize },
     #[error("the {0} is gone")]
     PeerGone(&'static str),
+    #[error("the {0} is not responding (no heartbeat for {1:?})")]
+    PeerHung(&'static str, std::time::Duration),
     #[error("the link was closed here")]
     Closed,
     #[error("the receiver rejected the stream: {0}")]
@@ -217,10 +231,10 @@ impl Segment {
         unsafe { std::slice::from_raw_parts(src, len) }
     }
 
-    fn wait(&self, seq_off: usize, waiting_off: usize, seen: u32) {
+    fn wait(&self, seq_off: usize, waiting_off: usize, seen: u32, timeout: Duration) {
         let waiting = self.u32(waiting_off);
         waiting.fetch_add(1, Ordering::SeqCst);
-        sys::futex_wait(self.u32(seq_off), seen);
+        sys::futex_wait(self.u32(seq_off), seen, Some(timeout));
         waiting.fetch_sub(1, Ordering::SeqCst);
     }
 
@@ -238,6 +252,50 @@ impl Segment {
         sys::futex_wake(self.u32(H_REPLY_SEQ));
     }
 }
+
+/// The other side's beat, as a waiting side follows it: `Err` once it has
+/// not moved for `hung_after`.
+struct Liveness {
+    beat_off: usize,
+    side: &'static str,
+    hung_after: Duration,
+    last: u64,
+    since: Instant,
+}
+
+impl Liveness {
+    fn new(seg: &Segment, beat_off: usize, side: &'static str, hung_after: Duration) -> Self {
+        Self {
+            beat_off,
+            side,
+            hung_after,
+            last: seg.u64(beat_off).load(Ordering::Relaxed),
+            since: Instant::now(),
+        }
+    }
+
+    /// How long one sleep may last before the beat is looked at again.
+    fn slice(&self) -> Duration {
+        (self.hung_after / 4).max(Duration::from_millis(10))
+    }
+
+    fn check(&mut self, seg: &Segment) -> Result<(), LinkError> {
+        let beat = seg.u64(self.beat_off).load(Ordering::Relaxed);
+        if beat != self.last {
+            self.last = beat;
+            self.since = Instant::now();
+            return Ok(());
+        }
+        if self.since.elapsed() >= self.hung_after {
+            return Err(LinkError::PeerHung(self.side, self.hung_after));
+        }
+        Ok(())
+    }
+}
+
+/// How long a side waits on a peer whose beat does not move (the gRPC
+/// keep-alive's timeout).
+pub const DEFAULT_HUNG_AFTER: Duration = Duration::from_secs(4);
 
 fn pad8(n: usize) -> usize {
     n.next_multiple_of(8)
@@ -306,6 +364,7 @@ pub struct LinkWriter {
     path: Option<PathBuf>,
     /// Bytes written so far (this side's copy of `head`).
     head: u64,
+    hung_after: Duration,
 }
 
 impl std::fmt::Debug for LinkWriter {
@@ -358,6 +417,7 @@ impl LinkWriter {
             seg: Arc::new(seg),
             path: Some(path.to_path_buf()),
             head: 0,
+            hung_after: DEFAULT_HUNG_AFTER,
         })
     }
 
@@ -370,6 +430,11 @@ impl LinkWriter {
 
     pub fn capacity(&self) -> usize {
         self.seg.capacity
+    }
+
+    /// How long to wait on a receiver whose beat does not move.
+    pub fn set_hung_after(&mut self, d: Duration) {
+        self.hung_after = d;
     }
 
     /// The receiver's pid, as it wrote it at attach.
@@ -406,6 +471,7 @@ impl LinkWriter {
     /// (writing a pad record to wrap if needed); returns the position.
     fn reserve(&mut self, need: usize) -> Result<usize, LinkError> {
         let cap = self.seg.capacity;
+        let mut alive = Liveness::new(&self.seg, H_READER_BEAT, "receiver", self.hung_after);
         loop {
             self.check_reader()?;
             let seen = self.seg.u32(H_SPACE_SEQ).load(Ordering::SeqCst);
@@ -430,7 +496,9 @@ impl LinkWriter {
             } else if free >= need {
                 return Ok(at);
             }
-            self.seg.wait(H_SPACE_SEQ, H_WRITER_WAITING, seen);
+            self.seg
+                .wait(H_SPACE_SEQ, H_WRITER_WAITING, seen, alive.slice());
+            alive.check(&self.seg)?;
         }
     }
 
@@ -531,6 +599,7 @@ impl LinkWriter {
     /// The receiver's summary once it has ended the stream: `(received,
     /// announced)`, or why it rejected the stream or is gone.
     pub fn wait_reply(&self) -> Result<(u64, Option<u64>), LinkError> {
+        let mut alive = Liveness::new(&self.seg, H_READER_BEAT, "receiver", self.hung_after);
         loop {
             let seen = self.seg.u32(H_REPLY_SEQ).load(Ordering::SeqCst);
             match self.reader_state() {
@@ -544,7 +613,8 @@ impl LinkWriter {
                 READER_OPEN => {}
                 _ => return Err(LinkError::PeerGone("receiver")),
             }
-            sys::futex_wait(self.seg.u32(H_REPLY_SEQ), seen);
+            sys::futex_wait(self.seg.u32(H_REPLY_SEQ), seen, Some(alive.slice()));
+            alive.check(&self.seg)?;
         }
     }
 
@@ -590,6 +660,16 @@ pub struct LinkWaker {
 }
 
 impl LinkWaker {
+    /// This side is alive: its runtime calls this every second.
+    pub fn beat(&self) {
+        let off = if self.gone == "receiver" {
+            H_WRITER_BEAT
+        } else {
+            H_READER_BEAT
+        };
+        self.seg.u64(off).fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The other process died: record it in the segment (it cannot any
     /// more) and wake whoever waits here.
     pub fn peer_gone(&self) {
@@ -738,6 +818,7 @@ pub struct LinkReader {
     shared: Arc<ReaderShared>,
     /// Where the next record starts.
     pos: u64,
+    hung_after: Duration,
 }
 
 impl LinkReader {
@@ -818,7 +899,13 @@ impl LinkReader {
                 }),
             }),
             pos: 0,
+            hung_after: DEFAULT_HUNG_AFTER,
         })
+    }
+
+    /// How long to wait on a sender whose beat does not move.
+    pub fn set_hung_after(&mut self, d: Duration) {
+        self.hung_after = d;
     }
 
     /// A waker for another thread: the sender died, or this side ends.
@@ -836,6 +923,7 @@ impl LinkReader {
     pub fn next(&mut self) -> Result<Option<Record>, LinkError> {
         let seg = &self.shared.seg;
         let cap = seg.capacity;
+        let mut alive = Liveness::new(seg, H_WRITER_BEAT, "sender", self.hung_after);
         loop {
             if seg.u32(H_READER_STATE).load(Ordering::Acquire) != READER_OPEN {
                 return Err(LinkError::Closed);
@@ -853,7 +941,8 @@ impl LinkReader {
             if avail == 0 {
                 match state {
                     WRITER_OPEN => {
-                        seg.wait(H_DATA_SEQ, H_READER_WAITING, seen);
+                        seg.wait(H_DATA_SEQ, H_READER_WAITING, seen, alive.slice());
+                        alive.check(seg)?;
                         continue;
                     }
                     WRITER_FINISHED => return Ok(None),

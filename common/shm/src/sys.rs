@@ -73,16 +73,24 @@ pub(crate) mod test_clock {
 /// Sleeps while `word` holds `expected` (FUTEX_WAIT, shared: the word may
 /// be in memory another process maps). Returns on a wake, a change of the
 /// word, or a signal; the caller checks its condition again.
-pub(crate) fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32) {
+pub(crate) fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `word` is a valid, aligned u32 for the duration of the call;
-    // FUTEX_WAIT only reads it. A null timeout sleeps until woken.
+    // FUTEX_WAIT only reads it; the timeout (relative) is null or points to
+    // a timespec that outlives the call.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
             libc::FUTEX_WAIT,
             expected,
-            std::ptr::null::<libc::timespec>(),
+            ts_ptr,
         );
     }
 }

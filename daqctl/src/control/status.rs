@@ -96,6 +96,9 @@ pub async fn table(system: &mut System) -> String {
             "  {name:<16} {:<22} {:>8}  {:<8} {:>5}  {counters}\n",
             p.addr, s.pid, s.state, s.run
         ));
+        if !s.links.is_empty() {
+            out.push_str(&format!("  {:<16} links: {}\n", "", s.links.join(", ")));
+        }
     }
     for e in errors {
         out.push_str(&format!("  error: {e}\n"));

@@ -11,10 +11,13 @@
 //! and opens a pidfd on the receiver. From then on nothing is in
 //! `/dev/shm`: the ring lives in the two mappings.
 //!
-//! Each side watches the other's pidfd from the runtime: the death of the
-//! other process wakes a sleeping side at once (futex), so a dead receiver
-//! makes the destination lost, and a dead sender ends the source's stream
-//! with an error, as a broken gRPC stream does. Routing, batching, the
+//! Each side watches the other's pidfd from the runtime, and beats once per
+//! keep-alive interval in the segment: the death of the other process wakes
+//! a sleeping side at once (futex), and a process that stops beating (hung,
+//! SIGSTOPped) is given up after the keep-alive timeout, as HTTP/2
+//! keep-alive does. So a dead or hung receiver makes the destination lost,
+//! and a dead or hung sender ends the source's stream with an error, as a
+//! broken gRPC stream does. Routing, batching, the
 //! end-of-data count, the summary check and backpressure are the
 //! transport's, unchanged: a full ring blocks the sender as a full HTTP/2
 //! window does.
@@ -104,23 +107,34 @@ pub(crate) async fn offer<H: Hop>(channel: &Channel, o: Offer<'_>) -> Result<Off
     Ok(Offered { writer, receiver })
 }
 
-/// Wakes `waker`'s side when the process behind `pidfd` exits. Aborted
-/// when the link ends.
+/// This side's part of a link's liveness, on the runtime: beats every
+/// keep-alive interval (a hung process stops beating, and the other side
+/// gives it up after the keep-alive timeout, as HTTP/2 keep-alive does),
+/// and wakes this side at once when the process behind `pidfd` exits.
+/// Aborted when the link ends.
 #[allow(unsafe_code)]
 fn watch(pidfd: OwnedFd, waker: LinkWaker) -> JoinHandle<()> {
     tokio::spawn(async move {
         // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open
         // and the same for the AsyncFd's whole life, and OwnedFd::as_raw_fd
         // always returns it.
-        match unsafe { AsyncFd::register(pidfd) } {
-            Ok(fd) => {
-                if fd.readable().await.is_ok() {
-                    waker.peer_gone();
-                }
-            }
+        let Ok(fd) = (unsafe { AsyncFd::register(pidfd) }) else {
             // Not pollable: the other side cannot be watched, so treat it
             // as gone rather than wait on it forever.
-            Err(_) => waker.peer_gone(),
+            waker.peer_gone();
+            return;
+        };
+        let mut beat = tokio::time::interval(crate::net::KEEPALIVE_INTERVAL);
+        loop {
+            tokio::select! {
+                exited = fd.readable() => {
+                    if exited.is_ok() {
+                        waker.peer_gone();
+                    }
+                    return;
+                }
+                _ = beat.tick() => waker.beat(),
+            }
         }
     })
 }
@@ -143,6 +157,7 @@ pub(crate) fn spawn_sender<H: Hop>(
         mut writer,
         receiver,
     } = offered;
+    writer.set_hung_after(crate::net::KEEPALIVE_TIMEOUT);
     let watcher = watch(receiver, writer.waker());
     let (done, result) = oneshot::channel();
     let thread = std::thread::Builder::new()
@@ -226,6 +241,7 @@ async fn serve_link<R: Receiver>(
     mut reader: LinkReader,
     pidfd: OwnedFd,
 ) {
+    reader.set_hung_after(crate::net::KEEPALIVE_TIMEOUT);
     let watcher = watch(pidfd, reader.waker());
     // Whatever ends this task (the runtime shutting down with it), the
     // sender is told: a link never waits on a receiver that is gone.

@@ -1,5 +1,6 @@
 use super::*;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 fn pair(capacity: usize) -> (tempfile::TempDir, LinkWriter, LinkReader) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -256,4 +257,35 @@ fn abandoned_names_of_dead_creators_are_removed() {
     fs::write(&other_partition, b"").expect("write");
     assert_eq!(remove_abandoned_links(dir.path(), 3), 1);
     assert!(!dead.exists() && live.exists() && other_partition.exists());
+}
+
+#[test]
+fn a_peer_that_stops_beating_is_given_up_and_one_that_beats_is_waited_for() {
+    let (_d, w, mut r) = pair(MIN_CAPACITY);
+    r.set_hung_after(Duration::from_millis(200));
+    let started = Instant::now();
+    let err = r.next().err().expect("a silent sender is hung");
+    assert!(matches!(err, LinkError::PeerHung("sender", _)), "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+
+    // A sender that beats is waited for past hung_after, until it sends.
+    let (_d, mut w2, mut r2) = pair(MIN_CAPACITY);
+    r2.set_hung_after(Duration::from_millis(200));
+    let beats = w2.waker();
+    let (tx, rx) = mpsc::channel::<()>();
+    let beater = std::thread::spawn(move || {
+        // Beat for at least 3 x hung_after (each recv_timeout is one
+        // interval), then send.
+        for _ in 0..12 {
+            beats.beat();
+            let _ = rx.recv_timeout(Duration::from_millis(50));
+        }
+        w2.send(1, 0, &[item(0, 10)], None).expect("send");
+        w2
+    });
+    let record = r2.next().expect("a beating sender is not hung");
+    assert!(record.is_some());
+    drop(tx);
+    drop(beater.join().expect("beater"));
+    drop(w);
 }
