@@ -365,6 +365,10 @@ pub struct LinkWriter {
     /// Bytes written so far (this side's copy of `head`).
     head: u64,
     hung_after: Duration,
+    /// The receiver's beat, checked at every batch as well as in every
+    /// wait: a hung receiver is found while the ring still has room, as
+    /// HTTP/2 keep-alive breaks a stream that is still being written.
+    alive: Liveness,
 }
 
 impl std::fmt::Debug for LinkWriter {
@@ -413,11 +417,13 @@ impl LinkWriter {
         seg.u32(H_VERSION).store(LINK_VERSION, Ordering::Relaxed);
         // Release: a reader that sees the magic sees the rest.
         seg.u64(H_MAGIC).store(LINK_MAGIC, Ordering::Release);
+        let alive = Liveness::new(&seg, H_READER_BEAT, "receiver", DEFAULT_HUNG_AFTER);
         Ok(Self {
             seg: Arc::new(seg),
             path: Some(path.to_path_buf()),
             head: 0,
             hung_after: DEFAULT_HUNG_AFTER,
+            alive,
         })
     }
 
@@ -435,6 +441,7 @@ impl LinkWriter {
     /// How long to wait on a receiver whose beat does not move.
     pub fn set_hung_after(&mut self, d: Duration) {
         self.hung_after = d;
+        self.alive.hung_after = d;
     }
 
     /// The receiver's pid, as it wrote it at attach.
@@ -471,9 +478,9 @@ impl LinkWriter {
     /// (writing a pad record to wrap if needed); returns the position.
     fn reserve(&mut self, need: usize) -> Result<usize, LinkError> {
         let cap = self.seg.capacity;
-        let mut alive = Liveness::new(&self.seg, H_READER_BEAT, "receiver", self.hung_after);
         loop {
             self.check_reader()?;
+            self.alive.check(&self.seg)?;
             let seen = self.seg.u32(H_SPACE_SEQ).load(Ordering::SeqCst);
             let tail = self.seg.u64(H_TAIL).load(Ordering::Acquire);
             let used = self.head.wrapping_sub(tail) as usize;
@@ -497,8 +504,7 @@ impl LinkWriter {
                 return Ok(at);
             }
             self.seg
-                .wait(H_SPACE_SEQ, H_WRITER_WAITING, seen, alive.slice());
-            alive.check(&self.seg)?;
+                .wait(H_SPACE_SEQ, H_WRITER_WAITING, seen, self.alive.slice());
         }
     }
 

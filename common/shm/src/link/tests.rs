@@ -289,3 +289,20 @@ fn a_peer_that_stops_beating_is_given_up_and_one_that_beats_is_waited_for() {
     drop(beater.join().expect("beater"));
     drop(w);
 }
+
+#[test]
+fn a_receiver_that_stops_beating_is_found_while_the_ring_still_has_room() {
+    let started = Instant::now();
+    let (_d, mut w, _r) = pair(MIN_CAPACITY);
+    w.set_hung_after(Duration::from_millis(100));
+    let err = loop {
+        // One small batch at a time: the ring never fills.
+        if let Err(e) = w.send(1, 0, &[item(0, 8)], None) {
+            break e;
+        }
+        let tail = w.seg.u64(H_TAIL).load(Ordering::Acquire);
+        w.seg.u64(H_TAIL).store(w.head.max(tail), Ordering::Release);
+    };
+    assert!(matches!(err, LinkError::PeerHung("receiver", _)), "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(100));
+}
