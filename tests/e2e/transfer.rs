@@ -56,7 +56,10 @@ fn config(mode: TransferMode) -> SystemConfig {
 /// A boardreader and an eventbuilder (1x1); the eventbuilder's /dev/shm is
 /// its own when `private_shm`. Returns the boardreader's start result and,
 /// when it started, its links after the run and what arrived.
-fn pair(mode: TransferMode, private_shm: bool) -> (Result<(), tonic::Status>, Vec<String>, u64, String) {
+fn pair(
+    mode: TransferMode,
+    private_shm: bool,
+) -> (Result<(), tonic::Status>, Vec<String>, u64, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let eb = spawn("eventbuilder", private_shm, &dir.path().join("eb.log"));
     let br = spawn("boardreader", false, &dir.path().join("br.log"));
@@ -77,7 +80,9 @@ fn pair(mode: TransferMode, private_shm: bool) -> (Result<(), tonic::Status>, Ve
             return (started, vec![], 0);
         }
         daq_tests::wait_for_status(&mut ebc, "fragments arriving", |s| {
-            s.counters.as_ref().is_some_and(|c| c.fragments_received >= 20)
+            s.counters
+                .as_ref()
+                .is_some_and(|c| c.fragments_received >= 20)
         })
         .await;
         let links = daq_tests::status(&mut brc).await.links;

@@ -67,8 +67,8 @@
 use std::io;
 use std::path::PathBuf;
 
-pub mod link;
 mod layout;
+pub mod link;
 mod monitor;
 mod reader;
 mod region;

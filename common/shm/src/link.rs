@@ -319,7 +319,13 @@ pub fn link_path_in(dir: &Path, partition: u32, sender: &str, receiver: &str) ->
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let clean = |s: &str| -> String {
         s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect()
     };
     dir.join(format!(
@@ -410,7 +416,8 @@ impl LinkWriter {
                 return Err(err(e));
             }
         };
-        seg.u64(H_CAPACITY).store(capacity as u64, Ordering::Relaxed);
+        seg.u64(H_CAPACITY)
+            .store(capacity as u64, Ordering::Relaxed);
         seg.u32(H_WRITER_PID)
             .store(std::process::id(), Ordering::Relaxed);
         seg.u64(H_NONCE).store(nonce, Ordering::Relaxed);
@@ -850,7 +857,10 @@ impl LinkReader {
             source,
         })?;
         if meta.mode() & 0o077 != 0 {
-            return Err(invalid(format!("mode {:o} is not 0600", meta.mode() & 0o777)));
+            return Err(invalid(format!(
+                "mode {:o} is not 0600",
+                meta.mode() & 0o777
+            )));
         }
         if meta.uid() != sys::euid() {
             return Err(invalid(format!(
@@ -874,7 +884,9 @@ impl LinkReader {
         }
         let version = seg.u32(H_VERSION).load(Ordering::Relaxed);
         if version != LINK_VERSION {
-            return Err(invalid(format!("version {version}, expected {LINK_VERSION}")));
+            return Err(invalid(format!(
+                "version {version}, expected {LINK_VERSION}"
+            )));
         }
         let cap = seg.u64(H_CAPACITY).load(Ordering::Relaxed);
         if cap != capacity as u64 {
@@ -891,7 +903,8 @@ impl LinkReader {
                 "created by pid {pid} with another nonce, not by {writer_pid}"
             )));
         }
-        if seg.u64(H_HEAD).load(Ordering::Acquire) != 0 || seg.u64(H_TAIL).load(Ordering::Acquire) != 0
+        if seg.u64(H_HEAD).load(Ordering::Acquire) != 0
+            || seg.u64(H_TAIL).load(Ordering::Acquire) != 0
         {
             return Err(invalid("already in use".into()));
         }

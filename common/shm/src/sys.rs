@@ -73,7 +73,11 @@ pub(crate) mod test_clock {
 /// Sleeps while `word` holds `expected` (FUTEX_WAIT, shared: the word may
 /// be in memory another process maps). Returns on a wake, a change of the
 /// word, or a signal; the caller checks its condition again.
-pub(crate) fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: Option<Duration>) {
+pub(crate) fn futex_wait(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: Option<Duration>,
+) {
     let ts = timeout.map(|d| libc::timespec {
         tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
         tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),

@@ -261,7 +261,9 @@ impl std::str::FromStr for TransferMode {
             "auto" => Ok(Self::Auto),
             "grpc" => Ok(Self::Grpc),
             "shm" => Ok(Self::Shm),
-            other => Err(format!("transfer mode {other:?}: expected auto, grpc or shm")),
+            other => Err(format!(
+                "transfer mode {other:?}: expected auto, grpc or shm"
+            )),
         }
     }
 }

@@ -63,14 +63,16 @@ fn nonce() -> u64 {
     // RandomState is seeded from the OS once per process and per call
     // advanced: enough to tell one link from another, not a secret (the
     // segment is 0600 and the offer travels on the authenticated channel).
-    std::collections::hash_map::RandomState::new().hash_one((std::process::id(), std::time::Instant::now()))
+    std::collections::hash_map::RandomState::new()
+        .hash_one((std::process::id(), std::time::Instant::now()))
 }
 
 /// Offers a link to the receiver behind `channel`. `Err` says why shared
 /// memory cannot be used between the two (the caller falls back to gRPC
 /// or refuses, by mode).
 pub(crate) async fn offer<H: Hop>(channel: &Channel, o: Offer<'_>) -> Result<Offered, String> {
-    let boot_id = daq_shm::boot_id().map_err(|e| format!("cannot read this host's boot id: {e}"))?;
+    let boot_id =
+        daq_shm::boot_id().map_err(|e| format!("cannot read this host's boot id: {e}"))?;
     let dir = daq_shm::shm_dir();
     let abandoned = daq_shm::link::remove_abandoned_links(&dir, o.partition);
     if abandoned > 0 {
@@ -177,7 +179,9 @@ pub(crate) fn spawn_sender<H: Hop>(
     tokio::spawn(async move {
         if let Err(e) = thread {
             watcher.abort();
-            return Err(Status::internal(format!("cannot start the link thread: {e}")));
+            return Err(Status::internal(format!(
+                "cannot start the link thread: {e}"
+            )));
         }
         let outcome = result.await;
         watcher.abort();
@@ -212,8 +216,9 @@ pub async fn accept<R: Receiver>(
             receiver.run()
         )));
     }
-    let ours = daq_shm::boot_id()
-        .map_err(|e| Status::failed_precondition(format!("cannot read this host's boot id: {e}")))?;
+    let ours = daq_shm::boot_id().map_err(|e| {
+        Status::failed_precondition(format!("cannot read this host's boot id: {e}"))
+    })?;
     if ours != offer.boot_id {
         return Err(Status::failed_precondition(format!(
             "{sender} runs on another host (boot id {}, here {ours})",
@@ -227,7 +232,12 @@ pub async fn accept<R: Receiver>(
     })?;
     links::set(&sender, links::Mechanism::Shm);
     info!(process, %sender, "{} arrive through shared memory", <R::Hop as Hop>::ITEMS);
-    tokio::spawn(serve_link::<R>(process.to_string(), receiver, reader, pidfd));
+    tokio::spawn(serve_link::<R>(
+        process.to_string(),
+        receiver,
+        reader,
+        pidfd,
+    ));
     Ok(proto::LinkAccept {
         pid: std::process::id(),
     })
@@ -268,7 +278,14 @@ async fn serve_link<R: Receiver>(
         watcher.abort();
         return;
     }
-    match serve_stream(&process, &*receiver, ReceiverStream::new(rx), links::Mechanism::Shm).await {
+    match serve_stream(
+        &process,
+        &*receiver,
+        ReceiverStream::new(rx),
+        links::Mechanism::Shm,
+    )
+    .await
+    {
         Ok(summary) => replier.reply(summary.received, summary.announced),
         Err(status) => replier.reject(status.message()),
     }
@@ -297,5 +314,10 @@ fn batch_of<H: Hop>(record: daq_shm::link::Record) -> Result<H::Batch, Status> {
     let view = parse_batch(record.as_ref()).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let all = Bytes::from_owner(record);
     let items = view.items.into_iter().map(|r| all.slice(r)).collect();
-    Ok(H::from_parts(view.source, view.run, items, view.end_of_data))
+    Ok(H::from_parts(
+        view.source,
+        view.run,
+        items,
+        view.end_of_data,
+    ))
 }

@@ -192,9 +192,10 @@ async fn every_item_arrives_routed_by_sequence_id_in_batches_of_the_item_limit(m
     let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
     let counts = Arc::new(Recorded::default());
     // Stride 2: sequence ids 0,1 -> destination 0; 2,3 -> 1; 4,5 -> 0; ...
-    let mut out = Outbound::<Events>::connect(&addrs, 2, config(mode, 2, 3, 1 << 20), counts.clone())
-        .await
-        .expect("connects");
+    let mut out =
+        Outbound::<Events>::connect(&addrs, 2, config(mode, 2, 3, 1 << 20), counts.clone())
+            .await
+            .expect("connects");
     for seq in 0..16 {
         assert_eq!(out.route(seq), ((seq / 2) % 2) as usize);
         out.push(seq, event(seq, 16)).await;
@@ -272,9 +273,10 @@ async fn a_dead_destination_is_counted_as_dropped_and_does_not_hang_the_end(mode
     let dead = server(1);
     let addrs = vec![live.addr.clone(), dead.addr.clone()];
     let counts = Arc::new(Recorded::default());
-    let mut out = Outbound::<Events>::connect(&addrs, 2, config(mode, 1, 1, 1 << 20), counts.clone())
-        .await
-        .expect("connects");
+    let mut out =
+        Outbound::<Events>::connect(&addrs, 2, config(mode, 1, 1, 1 << 20), counts.clone())
+            .await
+            .expect("connects");
     dead.rt.shutdown_background();
     // Odd sequence ids go to the dead destination: push until it is found
     // lost (each push waits while its one-batch queue is full).

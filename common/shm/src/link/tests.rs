@@ -37,11 +37,12 @@ fn batches_arrive_in_order_across_many_wraps() {
         assert_eq!((b.run, b.source), (3, 1));
         assert_eq!(b.items.len() as u64, seen % 5 + 1, "batch {seen}");
         for (i, range) in b.items.iter().enumerate() {
-            let want = item(
-                seen * 10 + i as u64,
-                (seen as usize * 37 + i * 11) % 3000,
+            let want = item(seen * 10 + i as u64, (seen as usize * 37 + i * 11) % 3000);
+            assert_eq!(
+                &rec.as_ref()[range.clone()],
+                &want[..],
+                "batch {seen} item {i}"
             );
-            assert_eq!(&rec.as_ref()[range.clone()], &want[..], "batch {seen} item {i}");
         }
         last_eod = b.end_of_data;
         seen += 1;
@@ -75,7 +76,10 @@ fn a_batch_larger_than_a_record_goes_as_several_and_a_huge_item_is_refused() {
     }
     sender.join().expect("sender");
     assert_eq!(n, 20);
-    assert!(records > 1, "20 x 4000 bytes exceed one record of a 64 KiB ring");
+    assert!(
+        records > 1,
+        "20 x 4000 bytes exceed one record of a 64 KiB ring"
+    );
     assert_eq!(eod, Some(20), "end-of-data rides on the last record");
 }
 
@@ -191,7 +195,9 @@ fn attach_checks_the_creator_the_nonce_the_mode_and_the_size() {
         Err(LinkError::Invalid { .. })
     ));
     fs::set_permissions(&path, Permissions::from_mode(0o644)).expect("chmod");
-    let err = LinkReader::attach(&path, pid, 9).err().expect("mode refused");
+    let err = LinkReader::attach(&path, pid, 9)
+        .err()
+        .expect("mode refused");
     assert!(err.to_string().contains("is not 0600"), "{err}");
     fs::set_permissions(&path, Permissions::from_mode(0o600)).expect("chmod");
     OpenOptions::new()
@@ -199,7 +205,9 @@ fn attach_checks_the_creator_the_nonce_the_mode_and_the_size() {
         .open(&path)
         .and_then(|f| f.set_len((DATA_OFFSET + 1000) as u64))
         .expect("truncate");
-    let err = LinkReader::attach(&path, pid, 9).err().expect("size refused");
+    let err = LinkReader::attach(&path, pid, 9)
+        .err()
+        .expect("size refused");
     assert!(err.to_string().contains("no link size"), "{err}");
     assert!(matches!(
         LinkReader::attach(&dir.path().join("none"), pid, 9),
