@@ -197,14 +197,14 @@ impl Segment {
     }
 
     fn u64(&self, off: usize) -> &AtomicU64 {
-        debug_assert!(off % 8 == 0 && off + 8 <= DATA_OFFSET);
+        debug_assert!(off.is_multiple_of(8) && off + 8 <= DATA_OFFSET);
         // SAFETY: a fixed, 8-aligned header offset inside the mapping of a
         // page-aligned base; atomics are valid for any bits (invariant 2).
         unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU64>() }
     }
 
     fn u32(&self, off: usize) -> &AtomicU32 {
-        debug_assert!(off % 4 == 0 && off + 4 <= DATA_OFFSET);
+        debug_assert!(off.is_multiple_of(4) && off + 4 <= DATA_OFFSET);
         // SAFETY: as for `u64`.
         unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU32>() }
     }
@@ -545,9 +545,9 @@ impl LinkWriter {
                 len += add;
                 n += 1;
             }
-            if n == 0 && !rest.is_empty() {
+            if let (0, Some(first)) = (n, rest.first()) {
                 return Err(LinkError::TooLarge {
-                    len: rest[0].as_ref().len(),
+                    len: first.as_ref().len(),
                     capacity: self.seg.capacity,
                 });
             }
@@ -939,6 +939,7 @@ impl LinkReader {
     /// finished and every record is read; an error when the sender is gone
     /// or abandoned the stream, the link was closed here, or a record is
     /// corrupt.
+    #[allow(clippy::should_implement_trait)] // fallible and blocking: not an Iterator
     pub fn next(&mut self) -> Result<Option<Record>, LinkError> {
         let seg = &self.shared.seg;
         let cap = seg.capacity;
@@ -976,9 +977,11 @@ impl LinkReader {
                     "{avail} bytes at {at} are no record"
                 )));
             }
-            let h = seg.slice(at, RECORD_HEADER);
-            let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-            let kind = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+            let mut h = [0u8; RECORD_HEADER];
+            h.copy_from_slice(seg.slice(at, RECORD_HEADER));
+            let [l0, l1, l2, l3, k0, k1, k2, k3] = h;
+            let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+            let kind = u32::from_le_bytes([k0, k1, k2, k3]);
             let total = RECORD_HEADER + pad8(len);
             if total > avail || total > cap - at {
                 return Err(LinkError::Corrupt(format!(
@@ -1058,11 +1061,13 @@ impl Replier {
     /// summary, fails with `why`.
     pub fn reject(&self, why: &str) {
         let seg = &self.shared.seg;
-        let bytes = why.as_bytes();
-        let len = bytes.len().min(REPLY_MAX);
-        for (w, chunk) in bytes[..len].chunks(8).enumerate() {
+        let bytes = why.as_bytes().get(..REPLY_MAX).unwrap_or(why.as_bytes());
+        let len = bytes.len();
+        for (w, chunk) in bytes.chunks(8).enumerate() {
             let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
+            for (d, s) in word.iter_mut().zip(chunk) {
+                *d = *s;
+            }
             seg.u64(H_REPLY + 8 * w)
                 .store(u64::from_le_bytes(word), Ordering::Relaxed);
         }

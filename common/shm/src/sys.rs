@@ -58,18 +58,6 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
     rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
-#[cfg(test)]
-pub(crate) mod test_clock {
-    thread_local! {
-        pub(super) static SKEW_NS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    }
-
-    /// Moves this thread's clock `d` forward.
-    pub(crate) fn advance(d: std::time::Duration) {
-        SKEW_NS.with(|s| s.set(s.get().saturating_add(super::duration_ns(d))));
-    }
-}
-
 /// Sleeps while `word` holds `expected` (FUTEX_WAIT, shared: the word may
 /// be in memory another process maps). Returns on a wake, a change of the
 /// word, or a signal; the caller checks its condition again.
@@ -137,4 +125,16 @@ pub fn boot_id() -> io::Result<String> {
     Ok(std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?
         .trim()
         .to_string())
+}
+
+#[cfg(test)]
+pub(crate) mod test_clock {
+    thread_local! {
+        pub(super) static SKEW_NS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Moves this thread's clock `d` forward.
+    pub(crate) fn advance(d: std::time::Duration) {
+        SKEW_NS.with(|s| s.set(s.get().saturating_add(super::duration_ns(d))));
+    }
 }
