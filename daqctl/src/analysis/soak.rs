@@ -61,6 +61,9 @@ pub struct Trend {
     pub sites_analysed: usize,
     /// The call sites whose live bytes leak, largest growth first.
     pub leaking_sites: Vec<SiteTrend>,
+    /// The site that grew most among those that do not leak: how close
+    /// the clean sites come to the thresholds.
+    pub largest_stable_site: Option<SiteTrend>,
     /// leak when the total or any site leaks.
     pub verdict: Verdict,
 }
@@ -112,29 +115,47 @@ pub fn site_trend(function: &str, s: &SiteSeries, from_unix_ms: u64) -> SiteTren
     }
 }
 
+/// The per-site trends of one process.
+#[derive(Debug, Default)]
+pub struct Sites {
+    pub profiles: usize,
+    pub seen: usize,
+    /// Largest growth first.
+    pub leaking: Vec<SiteTrend>,
+    pub largest_stable: Option<SiteTrend>,
+}
+
 /// Per-site trends of a process's timed profiles in a record's heap
-/// directory: (profiles analysed, sites seen, leaking sites).
+/// directory.
 pub fn site_trends(
     heap_dir: &Path,
     process: &str,
     from_unix_ms: u64,
     sym: &mut Symbolizer,
-) -> Result<(usize, usize, Vec<SiteTrend>)> {
+) -> Result<Sites> {
     let (profiles, _cut) = profile::load_timed(heap_dir, process)?;
     if profiles.is_empty() {
-        return Ok((0, 0, vec![]));
+        return Ok(Sites::default());
     }
     let series = profile::site_series(&profiles, sym);
-    let mut leaking: Vec<SiteTrend> = series
+    let (mut leaking, stable): (Vec<SiteTrend>, Vec<SiteTrend>) = series
         .iter()
         .map(|(f, s)| site_trend(f, s, from_unix_ms))
-        .filter(|t| t.leak)
-        .collect();
+        .partition(|t| t.leak);
     leaking.sort_by(|a, b| {
         b.growth_over_window_bytes
             .total_cmp(&a.growth_over_window_bytes)
     });
-    Ok((profiles.len(), series.len(), leaking))
+    let largest_stable = stable.into_iter().max_by(|a, b| {
+        a.growth_over_window_bytes
+            .total_cmp(&b.growth_over_window_bytes)
+    });
+    Ok(Sites {
+        profiles: profiles.len(),
+        seen: series.len(),
+        leaking,
+        largest_stable,
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -237,6 +258,7 @@ pub fn trend(samples: &[Sample], warmup_s: f64) -> Trend {
         profiles: 0,
         sites_analysed: 0,
         leaking_sites: vec![],
+        largest_stable_site: None,
         verdict: if leak { Verdict::Leak } else { Verdict::Stable },
     }
 }
@@ -350,13 +372,14 @@ pub fn analyse(root: &Path) -> Result<(SoakReport, String)> {
         let mut t = trend(v, warm);
         t.injected_bytes_per_event = InjectedLeak::bytes_per_event_in(facts.injected_leak, n);
         let from_ms = v.first().map_or(0, |s| s.snapshot.unix_ms) + (warm * 1000.0) as u64;
-        let (profiles, sites, leaking) = site_trends(&root.join("heap"), n, from_ms, &mut sym)?;
-        t.profiles = profiles;
-        t.sites_analysed = sites;
-        if !leaking.is_empty() {
+        let sites = site_trends(&root.join("heap"), n, from_ms, &mut sym)?;
+        t.profiles = sites.profiles;
+        t.sites_analysed = sites.seen;
+        if !sites.leaking.is_empty() {
             t.verdict = Verdict::Leak;
         }
-        t.leaking_sites = leaking;
+        t.leaking_sites = sites.leaking;
+        t.largest_stable_site = sites.largest_stable;
         if heap_stats_failed(summary.as_ref(), n) > 0 {
             t.verdict = Verdict::Unreadable;
         }
@@ -561,6 +584,66 @@ pub(crate) mod tests {
         assert_eq!(report.processes["eventbuilder-0"].verdict, Verdict::Stable);
         assert_eq!(report.verdict(), Verdict::Unreadable);
         assert!(text.contains("unreadable"), "{text}");
+    }
+
+    /// A site's series as the sampled profiles see it: live bytes in
+    /// steps of one sample (~4 KiB unsampled) at `bytes_per_event`, with
+    /// `churn` samples coming and going.
+    fn site(bytes_per_event: f64, churn: u64, step_at: Option<(u64, f64)>) -> SiteSeries {
+        use crate::analysis::heap::profile::SitePoint;
+        let points = (0..80u64)
+            .map(|i| {
+                let events = i * 100;
+                let quanta = (events as f64 * bytes_per_event / 4096.0).floor();
+                let noise = ((i * 7919) % 5).min(churn) as f64;
+                let step = step_at.map_or(0.0, |(at, b)| if events >= at { b } else { 0.0 });
+                SitePoint {
+                    unix_ms: 1_000 * i,
+                    events,
+                    bytes: 200_000.0 + (quanta + noise) * 4096.0 + step,
+                }
+            })
+            .collect();
+        SiteSeries {
+            chain: vec![
+                "daq_runtime::leak::inject_leak".into(),
+                "aggregator::x".into(),
+            ],
+            points,
+        }
+    }
+
+    #[test]
+    fn a_site_growing_per_event_leaks_at_its_size() {
+        let t = site_trend(
+            "daq_runtime::leak::inject_leak",
+            &site(64.0, 2, None),
+            10_000,
+        );
+        assert!(t.leak, "{t:?}");
+        let e = t.slope_bytes_per_event.expect("slope");
+        assert!((e - 64.0).abs() < 8.0, "{e}");
+        assert!(
+            (t.growth_over_window_bytes - 64.0 * 6_900.0).abs() < 60_000.0,
+            "{t:?}"
+        );
+        assert_eq!(t.chain[0], "daq_runtime::leak::inject_leak");
+    }
+
+    #[test]
+    fn a_churning_site_and_a_one_time_step_are_not_leaks() {
+        let churn = site_trend("h2::buf", &site(0.0, 4, None), 10_000);
+        assert!(!churn.leak, "{churn:?}");
+        // A buffer pool doubling once in the middle of the run: 1 MiB.
+        let step = site_trend(
+            "daq_shm::x",
+            &site(0.0, 1, Some((4_000, 1_048_576.0))),
+            10_000,
+        );
+        assert!(!step.leak, "{step:?}");
+        // Too little growth over the window to tell from sampling: 2 B/event.
+        let small = site_trend("x", &site(2.0, 0, None), 10_000);
+        assert!(!small.leak, "{small:?}");
     }
 
     #[test]

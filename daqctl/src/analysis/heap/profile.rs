@@ -281,22 +281,19 @@ impl Symbolizer {
     }
 }
 
-/// Frames of the allocator and the standard library's allocation wrappers:
-/// never the name of a site.
-const ALLOCATOR: [&str; 12] = [
-    "_rjem_",
-    "je_",
-    "prof_",
-    "imalloc",
-    "tikv_jemalloc",
-    "daq_alloc::",
-    "<tikv_jemallocator",
-    "alloc::",
-    "<alloc::",
-    "core::",
-    "<core::",
-    "__rust",
-];
+/// Whether a frame is the allocator or the standard library's allocation
+/// wrappers (never the name of a site): a C function of jemalloc (no `::`),
+/// or Rust's `alloc`, `core` or `std` (also as `<T as alloc::...>`).
+fn allocator_frame(f: &str) -> bool {
+    let path = f.trim_start_matches('<');
+    let path = path
+        .split_once(" as ")
+        .map_or(path, |(_, trait_path)| trait_path);
+    !f.contains("::")
+        || ["alloc::", "core::", "std::", "daq_alloc::", "tikv_jemalloc"]
+            .iter()
+            .any(|p| path.starts_with(p))
+}
 
 /// The call site of a symbolized stack and its chain (this project's
 /// frames from the site outward, at most 6).
@@ -316,7 +313,7 @@ pub fn site_of(frames: &[String]) -> (String, Vec<String>) {
     }
     let name = frames
         .iter()
-        .find(|f| !ALLOCATOR.iter().any(|a| f.starts_with(a)))
+        .find(|f| !allocator_frame(f))
         .or(frames.first())
         .cloned()
         .unwrap_or_else(|| "(unsymbolized)".into());
@@ -519,7 +516,13 @@ mod tests {
                 "daq_runtime::stage::main"
             ])
         );
-        let (site, _) = site_of(&f(&["_rjem_malloc", "alloc::alloc", "tokio::io::Buf::new"]));
+        let (site, _) = site_of(&f(&[
+            "_rjem_malloc",
+            "irallocx_prof",
+            "alloc::alloc",
+            "<T as alloc::slice::<impl [T]>::to_vec_in::ConvertVec>::to_vec",
+            "tokio::io::Buf::new",
+        ]));
         assert_eq!(site, "tokio::io::Buf::new");
     }
 
