@@ -295,21 +295,32 @@ fn allocator_frame(f: &str) -> bool {
             .any(|p| path.starts_with(p))
 }
 
+/// A function's closures fold into it: `f::{{closure}}::{{closure}}` is `f`.
+fn without_closures(f: &str) -> &str {
+    let mut f = f;
+    while let Some(outer) = f.strip_suffix("::{{closure}}") {
+        f = outer;
+    }
+    f
+}
+
 /// The call site of a symbolized stack and its chain (this project's
-/// frames from the site outward, at most 6).
+/// frames from the site outward, closures folded into their functions, at
+/// most 6).
 pub fn site_of(frames: &[String]) -> (String, Vec<String>) {
     let own = |f: &String| OWN_CRATES.iter().any(|c| f.starts_with(c));
-    if let Some(i) = frames.iter().position(own) {
+    if frames.iter().any(own) {
         let mut chain: Vec<String> = Vec::new();
-        for f in frames.iter().skip(i).filter(|f| own(f)) {
-            if chain.last() != Some(f) {
-                chain.push(f.clone());
+        for f in frames.iter().filter(|f| own(f)) {
+            let f = without_closures(f);
+            if chain.last().map(String::as_str) != Some(f) {
+                chain.push(f.to_string());
             }
             if chain.len() == 6 {
                 break;
             }
         }
-        return (frames[i].clone(), chain);
+        return (chain[0].clone(), chain);
     }
     let name = frames
         .iter()
@@ -502,7 +513,7 @@ mod tests {
             "_rjem_je_prof_backtrace",
             "alloc::raw_vec::RawVec<T>::allocate_in",
             "daq_runtime::leak::inject_leak",
-            "aggregator::core::ingest",
+            "aggregator::core::ingest::{{closure}}",
             "aggregator::core::ingest",
             "tokio::runtime::task::harness",
             "daq_runtime::stage::main",
