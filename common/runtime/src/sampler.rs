@@ -158,7 +158,7 @@ impl TimedProfiles {
             return;
         }
         let mut t = self.lock();
-        let due = t.ticks % t.stride == 0;
+        let due = t.ticks.is_multiple_of(t.stride);
         t.ticks += 1;
         if !(due || last) {
             return;

@@ -213,19 +213,22 @@ impl Binary {
     }
 }
 
+/// Maps the path of a binary on a process's host to a local copy.
+pub type Fallback = Box<dyn Fn(&str) -> Option<PathBuf>>;
+
 /// Symbolizes profile addresses from the binaries their mappings name,
 /// each opened once; `fallback` maps the path a process ran (on its own
 /// host) to a local binary when that path does not exist here.
 pub struct Symbolizer {
     binaries: HashMap<String, Option<Binary>>,
     cache: HashMap<(String, u64), Vec<String>>,
-    fallback: Box<dyn Fn(&str) -> Option<PathBuf>>,
+    fallback: Fallback,
     /// Binaries that could not be opened, for the report.
     pub missing: Vec<String>,
 }
 
 impl Symbolizer {
-    pub fn new(fallback: Box<dyn Fn(&str) -> Option<PathBuf>>) -> Self {
+    pub fn new(fallback: Fallback) -> Self {
         Self {
             binaries: HashMap::new(),
             cache: HashMap::new(),
@@ -320,7 +323,8 @@ pub fn site_of(frames: &[String]) -> (String, Vec<String>) {
                 break;
             }
         }
-        return (chain[0].clone(), chain);
+        let site = chain.first().cloned().unwrap_or_default();
+        return (site, chain);
     }
     let name = frames
         .iter()
@@ -387,6 +391,9 @@ pub struct SiteSeries {
     pub points: Vec<SitePoint>,
 }
 
+/// A timed profile: (unix ms, events handled, the profile).
+pub type Timed = (u64, u64, Profile);
+
 /// Live bytes per call site over a run's profiles (in time order).
 pub fn site_series(
     profiles: &[(u64, u64, Profile)],
@@ -441,7 +448,7 @@ pub fn site_series(
 
 /// Reads and parses the timed profiles of `process` (a profile that does
 /// not parse, cut short by a crash, is left out and counted).
-pub fn load_timed(heap_dir: &Path, process: &str) -> Result<(Vec<(u64, u64, Profile)>, usize)> {
+pub fn load_timed(heap_dir: &Path, process: &str) -> Result<(Vec<Timed>, usize)> {
     let mut out = Vec::new();
     let mut bad = 0;
     for f in timed_files(heap_dir, process)? {
