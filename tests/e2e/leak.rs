@@ -106,6 +106,15 @@ fn legacy_input_leaks_in_the_aggregators_and_nowhere_else() {
             (88.0..352.0).contains(&per_event),
             "{a}: {per_event} B/event"
         );
+        // The call site: the legacy deserializer, in the aggregators only.
+        let sites = leaking_sites(&report, a);
+        assert!(
+            !sites.is_empty() && sites.iter().all(|(_, c, _)| c.contains("decode_legacy")),
+            "{a}: {sites:?}"
+        );
+    }
+    for (name, _) in v.iter().filter(|(n, _)| !n.starts_with("aggregator")) {
+        assert!(leaking_sites(&report, name).is_empty(), "{name}");
     }
 }
 
@@ -276,6 +285,85 @@ fn an_injected_leak_is_found_at_its_size_in_each_process_kind() {
                 assert_eq!(t["injected_bytes_per_event"], 0);
             }
         }
+    }
+}
+
+/// The leaking call sites soak.json lists for `process`: (function, its
+/// chain joined by " <- ", B/event).
+fn leaking_sites(report: &Value, process: &str) -> Vec<(String, String, f64)> {
+    let t = &report["processes"][process];
+    t["leaking_sites"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{process}: no leaking_sites: {t}"))
+        .iter()
+        .map(|s| {
+            let chain: Vec<&str> = (s["chain"].as_array().expect("chain").iter())
+                .filter_map(Value::as_str)
+                .collect();
+            (
+                s["function"].as_str().expect("function").to_string(),
+                chain.join(" <- "),
+                s["slope_bytes_per_event"].as_f64().expect("slope"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_short_soak_names_the_injected_leak_at_its_call_site_and_size() {
+    let _one = exclusive();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (root, report) = soak_with(
+        dir.path(),
+        "fixed",
+        "2x2x2",
+        &["--inject-leak", "64", "--inject-leak-in", "aggregator"],
+        EXIT_LEAK,
+    );
+    // The profiles the verdict was computed from are in the record.
+    let timed = root.join("heap/aggregator-0.timed");
+    let dumps = std::fs::read_dir(&timed).expect("timed profiles").count();
+    assert!(dumps >= 10, "{dumps} timed profiles in {}", timed.display());
+    for (name, t) in report["processes"].as_object().expect("processes") {
+        assert!(
+            t["profiles"].as_u64().expect("profiles") >= 10,
+            "{name}: {t}"
+        );
+        assert!(
+            t["sites_analysed"].as_u64().expect("sites") > 5,
+            "{name}: {t}"
+        );
+        let sites = leaking_sites(&report, name);
+        if name.starts_with("aggregator") {
+            assert_eq!(t["verdict"], "leak", "{name}: {t}");
+            let (_, chain, per_event) = sites
+                .iter()
+                .find(|(f, _, _)| f == "daq_runtime::leak::inject_leak")
+                .unwrap_or_else(|| panic!("{name}: inject_leak not named: {sites:?}"));
+            // 64 B orphaned per event, measured at the site within 25%.
+            assert!(
+                (48.0..=80.0).contains(per_event),
+                "{name}: {per_event} B/event at {chain}"
+            );
+            assert_eq!(sites.len(), 1, "{name}: {sites:?}");
+        } else {
+            assert_eq!(t["verdict"], "stable", "{name}: {t}");
+            assert!(sites.is_empty(), "{name}: {sites:?}");
+        }
+    }
+    // `soak analyse` recomputes the same sites from the record alone.
+    let text = daqctl(&["soak", "analyse", root.to_str().expect("utf-8")]).expect("runs");
+    assert_eq!(
+        text.status.code(),
+        Some(EXIT_LEAK),
+        "{}",
+        output_text(&text)
+    );
+    let again: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("soak.json")).expect("soak.json"))
+            .expect("json");
+    for a in ["aggregator-0", "aggregator-1"] {
+        assert_eq!(leaking_sites(&again, a), leaking_sites(&report, a));
     }
 }
 

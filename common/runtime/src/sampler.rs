@@ -11,6 +11,12 @@
 //! A heap-statistics read that fails writes no row (never a row of zeros,
 //! which an analysis would read as a flat, stable heap): it is counted in
 //! the run's [`StatsFailures`], which run control reports.
+//!
+//! With jemalloc profiling on, the sampler also dumps a heap profile on its
+//! timer ([`TimedProfiles`]): live bytes per call site over the run, the
+//! input of the per-site leak verdict. The dumps are files on the process's
+//! host, thinned as they accumulate so that a 15-hour soak keeps at most
+//! [`MAX_TIMED_PROFILES`] of them, evenly spaced.
 
 use daq_alloc::{self as heap, StatsError};
 use proto::HeapSnapshot;
@@ -95,6 +101,121 @@ impl StatsFailures {
     }
 }
 
+/// Most timed profiles a run keeps: past it every other one is removed and
+/// the dump period doubles (so memory and disk stay flat however long the
+/// run; at ~50 KB a dump, a few MB per process).
+pub const MAX_TIMED_PROFILES: usize = 96;
+
+/// One heap profile dumped on the sampler's timer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimedProfile {
+    pub unix_ms: u64,
+    /// Events the process had handled when it was dumped.
+    pub events: u64,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Default)]
+struct Timed {
+    dumps: Vec<TimedProfile>,
+    /// Dump every `stride`-th tick (doubles at each thinning).
+    stride: u64,
+    ticks: u64,
+    seq: u64,
+    failed: bool,
+}
+
+/// The heap profiles a run's sampler dumps on its timer (with jemalloc
+/// profiling on), as files named `<stem>.t<n>.heap` in the temporary
+/// directory, removed when cleared or dropped.
+#[derive(Debug)]
+pub struct TimedProfiles {
+    stem: String,
+    inner: Mutex<Timed>,
+}
+
+impl TimedProfiles {
+    /// `stem` prefixes every dump's file name (the process and its pid).
+    pub fn new(stem: impl Into<String>) -> Self {
+        Self {
+            stem: stem.into(),
+            inner: Mutex::new(Timed {
+                stride: 1,
+                ..Timed::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Timed> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One sampler tick: dumps a profile on every `stride`-th tick, and
+    /// always when `last` (the run's end). Thins past [`MAX_TIMED_PROFILES`].
+    /// Does nothing with profiling off.
+    pub fn tick(&self, unix_ms: u64, events: u64, last: bool) {
+        if !heap::profiling_enabled() {
+            return;
+        }
+        let mut t = self.lock();
+        let due = t.ticks.is_multiple_of(t.stride);
+        t.ticks += 1;
+        if !(due || last) {
+            return;
+        }
+        t.seq += 1;
+        let path = std::env::temp_dir().join(format!("{}.t{}.heap", self.stem, t.seq));
+        match heap::dump_profile(&path) {
+            Ok(()) => t.dumps.push(TimedProfile {
+                unix_ms,
+                events,
+                path,
+            }),
+            Err(e) => {
+                if !std::mem::replace(&mut t.failed, true) {
+                    warn!(error = %e, "timed heap profile not written");
+                }
+                return;
+            }
+        }
+        if t.dumps.len() > MAX_TIMED_PROFILES {
+            let mut i = 0;
+            t.dumps.retain(|d| {
+                let keep = i % 2 == 0;
+                i += 1;
+                if !keep {
+                    let _ = std::fs::remove_file(&d.path);
+                }
+                keep
+            });
+            t.stride *= 2;
+        }
+    }
+
+    /// The dumps kept so far, in time order.
+    pub fn list(&self) -> Vec<TimedProfile> {
+        self.lock().dumps.clone()
+    }
+
+    /// Forgets every dump, removing its file (at the start of a run).
+    pub fn clear(&self) {
+        let mut t = self.lock();
+        for d in t.dumps.drain(..) {
+            let _ = std::fs::remove_file(d.path);
+        }
+        *t = Timed {
+            stride: 1,
+            ..Timed::default()
+        };
+    }
+}
+
+impl Drop for TimedProfiles {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
 pub struct Sampler {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -116,17 +237,19 @@ impl Sampler {
             .create(true)
             .append(true)
             .open(&path)?;
-        Self::start_in(file, path, interval, events, failures)
+        Self::start_in(file, path, interval, events, failures, None)
     }
 
     /// Starts sampling into an open `file` (written at its end); `path`
-    /// names it in logs.
+    /// names it in logs. With `profiles`, each row is followed by a timed
+    /// heap profile when one is due ([`TimedProfiles::tick`]).
     pub fn start_in(
         file: std::fs::File,
         path: PathBuf,
         interval: Duration,
         events: EventCount,
         failures: Arc<StatsFailures>,
+        profiles: Option<Arc<TimedProfiles>>,
     ) -> std::io::Result<Self> {
         // The header only when the file is new (a sampler may append).
         let mut csv = csv::WriterBuilder::new()
@@ -162,6 +285,9 @@ impl Sampler {
                 if let Err(e) = csv.serialize(row).and_then(|()| Ok(csv.flush()?)) {
                     warn!(path = %path.display(), error = %e, "heap sample not written; sampling ends");
                     return;
+                }
+                if let Some(p) = &profiles {
+                    p.tick(row.unix_ms, row.events, last);
                 }
                 if last {
                     return;
@@ -306,6 +432,7 @@ mod tests {
             Duration::from_secs(3600),
             Arc::new(move || n2.fetch_add(1, Ordering::Relaxed) + 1),
             Arc::default(),
+            None,
         )
         .expect("starts");
         // The first row is written at once by the sampler's task.

@@ -5,9 +5,11 @@
 //! soak that ended early: daqctl killed, host rebooted); and the run's
 //! plan (`plan.json`) it is measured against.
 
+use crate::analysis::heap::profile::{self, SiteSeries, Symbolizer};
 use crate::analysis::heap::table::load;
 use crate::analysis::trend::{
-    SOAK_BYTES_PER_EVENT, SOAK_MIN_GROWTH_BYTES, THRESHOLD_WHY, theil_sen,
+    SITE_BYTES_PER_EVENT, SITE_MIN_GROWTH_BYTES, SITE_THRESHOLD_WHY, SOAK_BYTES_PER_EVENT,
+    SOAK_MIN_GROWTH_BYTES, THRESHOLD_WHY, theil_sen,
 };
 use crate::verdict::Verdict;
 use anyhow::{Context, Result, bail};
@@ -50,7 +52,110 @@ pub struct Trend {
     pub rss_anon_slope_bytes_per_hour: f64,
     /// Bytes per event injected into this process on purpose (0: clean).
     pub injected_bytes_per_event: u64,
+    /// The verdict of the process's total heap alone (the trend above).
+    pub total_verdict: Verdict,
+    /// Timed heap profiles analysed (0: the soak ran without profiling,
+    /// and the verdict is the total's).
+    pub profiles: usize,
+    /// Call sites seen in those profiles.
+    pub sites_analysed: usize,
+    /// The call sites whose live bytes leak, largest growth first.
+    pub leaking_sites: Vec<SiteTrend>,
+    /// The site that grew most among those that do not leak: how close
+    /// the clean sites come to the thresholds.
+    pub largest_stable_site: Option<SiteTrend>,
+    /// leak when the total or any site leaks.
     pub verdict: Verdict,
+}
+
+/// The trend of one call site's live bytes against the events handled.
+#[derive(Clone, Debug, Serialize)]
+pub struct SiteTrend {
+    /// The innermost function of this project on the allocating stack.
+    pub function: String,
+    /// That function and this project's callers outward.
+    pub chain: Vec<String>,
+    pub slope_bytes_per_event: Option<f64>,
+    pub slope_bytes_per_event_halves: [Option<f64>; 2],
+    /// slope_bytes_per_event times the events of the window.
+    pub growth_over_window_bytes: f64,
+    /// The site's live bytes in the last profile.
+    pub live_bytes_at_end: f64,
+    pub leak: bool,
+}
+
+/// The trend of one site's series, from the points at or after
+/// `from_unix_ms` (the end of the warm-up).
+pub fn site_trend(function: &str, s: &SiteSeries, from_unix_ms: u64) -> SiteTrend {
+    let pts: Vec<(f64, f64)> = s
+        .points
+        .iter()
+        .filter(|p| p.unix_ms >= from_unix_ms)
+        .map(|p| (p.events as f64, p.bytes))
+        .collect();
+    let slope = theil_sen(&pts);
+    let (a, b) = pts.split_at(pts.len() / 2);
+    let halves = [theil_sen(a), theil_sen(b)];
+    let events = match (pts.first(), pts.last()) {
+        (Some(a), Some(b)) => b.0 - a.0,
+        _ => 0.0,
+    };
+    let growth = slope.unwrap_or(0.0) * events;
+    let per_event = |e: Option<f64>| e.is_some_and(|e| e >= SITE_BYTES_PER_EVENT);
+    SiteTrend {
+        function: function.to_string(),
+        chain: s.chain.clone(),
+        slope_bytes_per_event: slope,
+        slope_bytes_per_event_halves: halves,
+        growth_over_window_bytes: growth,
+        live_bytes_at_end: s.points.last().map_or(0.0, |p| p.bytes),
+        leak: growth >= SITE_MIN_GROWTH_BYTES
+            && per_event(slope)
+            && halves.into_iter().all(per_event),
+    }
+}
+
+/// The per-site trends of one process.
+#[derive(Debug, Default)]
+pub struct Sites {
+    pub profiles: usize,
+    pub seen: usize,
+    /// Largest growth first.
+    pub leaking: Vec<SiteTrend>,
+    pub largest_stable: Option<SiteTrend>,
+}
+
+/// Per-site trends of a process's timed profiles in a record's heap
+/// directory.
+pub fn site_trends(
+    heap_dir: &Path,
+    process: &str,
+    from_unix_ms: u64,
+    sym: &mut Symbolizer,
+) -> Result<Sites> {
+    let (profiles, _cut) = profile::load_timed(heap_dir, process)?;
+    if profiles.is_empty() {
+        return Ok(Sites::default());
+    }
+    let series = profile::site_series(&profiles, sym);
+    let (mut leaking, stable): (Vec<SiteTrend>, Vec<SiteTrend>) = series
+        .iter()
+        .map(|(f, s)| site_trend(f, s, from_unix_ms))
+        .partition(|t| t.leak);
+    leaking.sort_by(|a, b| {
+        b.growth_over_window_bytes
+            .total_cmp(&a.growth_over_window_bytes)
+    });
+    let largest_stable = stable.into_iter().max_by(|a, b| {
+        a.growth_over_window_bytes
+            .total_cmp(&b.growth_over_window_bytes)
+    });
+    Ok(Sites {
+        profiles: profiles.len(),
+        seen: series.len(),
+        leaking,
+        largest_stable,
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -79,6 +184,10 @@ pub struct SoakReport {
     pub finished: bool,
     pub warmup_s: f64,
     pub threshold: Threshold,
+    pub site_threshold: Threshold,
+    /// Binaries the profiles name that could not be opened to symbolize them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unsymbolized: Vec<String>,
     pub processes: BTreeMap<String, Trend>,
 }
 
@@ -145,6 +254,11 @@ pub fn trend(samples: &[Sample], warmup_s: f64) -> Trend {
         growth_over_window_bytes: growth,
         rss_anon_slope_bytes_per_hour: rss_h,
         injected_bytes_per_event: 0,
+        total_verdict: if leak { Verdict::Leak } else { Verdict::Stable },
+        profiles: 0,
+        sites_analysed: 0,
+        leaking_sites: vec![],
+        largest_stable_site: None,
         verdict: if leak { Verdict::Leak } else { Verdict::Stable },
     }
 }
@@ -246,17 +360,31 @@ pub fn analyse(root: &Path) -> Result<(SoakReport, String)> {
     let plan = load_plan(root);
     let planned = plan.as_ref().and_then(|p| p.duration_s);
     let warm = warmup(Duration::from_secs_f64(duration_s.max(0.0))).as_secs_f64();
-    let processes: BTreeMap<String, Trend> = samples
-        .iter()
-        .map(|(n, v)| {
-            let mut t = trend(v, warm);
-            t.injected_bytes_per_event = InjectedLeak::bytes_per_event_in(facts.injected_leak, n);
-            if heap_stats_failed(summary.as_ref(), n) > 0 {
-                t.verdict = Verdict::Unreadable;
-            }
-            (n.clone(), t)
-        })
-        .collect();
+    // Binaries named in the profiles that are not on this host (the process
+    // ran elsewhere) are looked for beside daqctl.
+    let bin_dir = crate::bins::bin_dir().ok();
+    let mut sym = Symbolizer::new(Box::new(move |path: &str| {
+        let name = Path::new(path).file_name()?;
+        bin_dir.as_ref().map(|d| d.join(name))
+    }));
+    let mut processes: BTreeMap<String, Trend> = BTreeMap::new();
+    for (n, v) in &samples {
+        let mut t = trend(v, warm);
+        t.injected_bytes_per_event = InjectedLeak::bytes_per_event_in(facts.injected_leak, n);
+        let from_ms = v.first().map_or(0, |s| s.snapshot.unix_ms) + (warm * 1000.0) as u64;
+        let sites = site_trends(&root.join("heap"), n, from_ms, &mut sym)?;
+        t.profiles = sites.profiles;
+        t.sites_analysed = sites.seen;
+        if !sites.leaking.is_empty() {
+            t.verdict = Verdict::Leak;
+        }
+        t.leaking_sites = sites.leaking;
+        t.largest_stable_site = sites.largest_stable;
+        if heap_stats_failed(summary.as_ref(), n) > 0 {
+            t.verdict = Verdict::Unreadable;
+        }
+        processes.insert(n.clone(), t);
+    }
     let report = SoakReport {
         run: facts.run,
         netmon_input: facts.netmon_input,
@@ -273,6 +401,12 @@ pub fn analyse(root: &Path) -> Result<(SoakReport, String)> {
             min_growth_bytes: SOAK_MIN_GROWTH_BYTES,
             why: THRESHOLD_WHY,
         },
+        site_threshold: Threshold {
+            bytes_per_event: SITE_BYTES_PER_EVENT,
+            min_growth_bytes: SITE_MIN_GROWTH_BYTES,
+            why: SITE_THRESHOLD_WHY,
+        },
+        unsymbolized: std::mem::take(&mut sym.missing),
         processes,
     };
     std::fs::write(
@@ -338,6 +472,24 @@ pub fn render(r: &SoakReport, root: &Path) -> String {
             t.rss_anon_slope_bytes_per_hour / 1024.0,
             t.verdict
         ));
+        for site in &t.leaking_sites {
+            out.push_str(&format!(
+                "    leaking site {:.1} B/event, {:.0} KiB over the window: {}\n",
+                site.slope_bytes_per_event.unwrap_or(0.0),
+                site.growth_over_window_bytes / 1024.0,
+                site.chain.join(" <- ")
+            ));
+        }
+    }
+    let profiled = r.processes.values().filter(|t| t.profiles > 0).count();
+    out.push_str(&match profiled {
+        0 => "  call sites: no timed heap profiles (verdicts from the totals alone)\n".into(),
+        n => format!(
+            "  call sites: {n} processes profiled; verdict leak when the total or any site leaks\n"
+        ),
+    });
+    for u in &r.unsymbolized {
+        out.push_str(&format!("  warning: not symbolized: {u}\n"));
     }
     out.push_str(&format!(
         "  report {}  plot {}\n",
@@ -432,6 +584,66 @@ pub(crate) mod tests {
         assert_eq!(report.processes["eventbuilder-0"].verdict, Verdict::Stable);
         assert_eq!(report.verdict(), Verdict::Unreadable);
         assert!(text.contains("unreadable"), "{text}");
+    }
+
+    /// A site's series as the sampled profiles see it: live bytes in
+    /// steps of one sample (~4 KiB unsampled) at `bytes_per_event`, with
+    /// `churn` samples coming and going.
+    fn site(bytes_per_event: f64, churn: u64, step_at: Option<(u64, f64)>) -> SiteSeries {
+        use crate::analysis::heap::profile::SitePoint;
+        let points = (0..80u64)
+            .map(|i| {
+                let events = i * 100;
+                let quanta = (events as f64 * bytes_per_event / 4096.0).floor();
+                let noise = ((i * 7919) % 5).min(churn) as f64;
+                let step = step_at.map_or(0.0, |(at, b)| if events >= at { b } else { 0.0 });
+                SitePoint {
+                    unix_ms: 1_000 * i,
+                    events,
+                    bytes: 200_000.0 + (quanta + noise) * 4096.0 + step,
+                }
+            })
+            .collect();
+        SiteSeries {
+            chain: vec![
+                "daq_runtime::leak::inject_leak".into(),
+                "aggregator::x".into(),
+            ],
+            points,
+        }
+    }
+
+    #[test]
+    fn a_site_growing_per_event_leaks_at_its_size() {
+        let t = site_trend(
+            "daq_runtime::leak::inject_leak",
+            &site(64.0, 2, None),
+            10_000,
+        );
+        assert!(t.leak, "{t:?}");
+        let e = t.slope_bytes_per_event.expect("slope");
+        assert!((e - 64.0).abs() < 8.0, "{e}");
+        assert!(
+            (t.growth_over_window_bytes - 64.0 * 6_900.0).abs() < 60_000.0,
+            "{t:?}"
+        );
+        assert_eq!(t.chain[0], "daq_runtime::leak::inject_leak");
+    }
+
+    #[test]
+    fn a_churning_site_and_a_one_time_step_are_not_leaks() {
+        let churn = site_trend("h2::buf", &site(0.0, 4, None), 10_000);
+        assert!(!churn.leak, "{churn:?}");
+        // A buffer pool doubling once in the middle of the run: 1 MiB.
+        let step = site_trend(
+            "daq_shm::x",
+            &site(0.0, 1, Some((4_000, 1_048_576.0))),
+            10_000,
+        );
+        assert!(!step.leak, "{step:?}");
+        // Too little growth over the window to tell from sampling: 2 B/event.
+        let small = site_trend("x", &site(2.0, 0, None), 10_000);
+        assert!(!small.leak, "{small:?}");
     }
 
     #[test]

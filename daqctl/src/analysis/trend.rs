@@ -17,6 +17,15 @@ pub const SOAK_MIN_GROWTH_BYTES: f64 = 256.0 * 1024.0;
 /// The thresholds in words (soak.json `threshold.why`).
 pub const THRESHOLD_WHY: &str = "leak = the Theil-Sen trend of jemalloc allocated bytes after the warm-up grows by at least 256 KiB over the window AND by at least 8 bytes per event handled, over the whole window and over each of its halves; the median of pairwise slopes ignores the allocator's sawtooth, the 256 KiB floor is 1.6x the largest growth of a clean process in the 60 s campaign (163 KiB, an aggregator's HDF5 batch filling at 10 Hz), and the halves keep a one-time step (bounded queues filling during backpressure, 375 KiB once) from being called a leak; README 'How sensitive the soak verdict is'";
 
+/// Per call site (soak, from the timed heap profiles): smallest per-event
+/// slope of a site's live bytes called a leak, over the window and each half.
+pub const SITE_BYTES_PER_EVENT: f64 = 8.0;
+/// Per call site: smallest growth of a site's live bytes over the window
+/// called a leak (16 samples at the 4 KiB sampling period).
+pub const SITE_MIN_GROWTH_BYTES: f64 = 64.0 * 1024.0;
+/// The per-site thresholds in words (soak.json `site_threshold.why`).
+pub const SITE_THRESHOLD_WHY: &str = "a call site leaks when the Theil-Sen trend of its live bytes (jemalloc's sampled heap profiles on the sampler's timer, unsampled) against the events handled, after the warm-up, grows by at least 64 KiB over the window AND by at least 8 bytes per event, over the whole window and over each of its halves; a process leaks when any of its sites does; README 'How sensitive the soak verdict is'";
+
 /// Theil-Sen slope: the median of the pairwise slopes, robust to outliers
 /// and to the allocator's sawtooth. `None` with fewer than two distinct x.
 pub fn theil_sen(points: &[(f64, f64)]) -> Option<f64> {

@@ -105,6 +105,20 @@ pub async fn start_wait_stop(
     Ok(replies)
 }
 
+/// How often a soak copies the processes' timed heap profiles into its record.
+const PROFILES_EVERY: Duration = Duration::from_secs(60);
+
+/// Copies every process's timed heap profiles into `heap_dir` now (the
+/// processes that profile; a failure is printed, the soak goes on).
+async fn copy_timed_profiles(system: &mut System, heap_dir: &Path) {
+    let (records, _) = system.run_records().await;
+    for (name, r) in records {
+        if let Err(e) = crate::control::record::write_timed_profiles(heap_dir, &name, &r.profiles) {
+            eprintln!("daqctl: timed heap profiles of {name} not copied: {e:#}");
+        }
+    }
+}
+
 /// Heap readings streamed to `heap/<process>.csv` while a soak runs (a
 /// file per process, one row per reading, flushed at once; nothing held).
 struct LiveSamples {
@@ -166,6 +180,9 @@ async fn wait(
     let sample_every = Duration::from_millis(config.heap.sample_interval_ms.max(200));
     let mut last_sample = Instant::now();
     let mut last_print = Instant::now();
+    // The timed heap profiles, copied into the record as the soak goes
+    // (heap/<process>.timed/), so one cut short keeps what it had.
+    let mut last_profiles = Instant::now();
     let mut bar = match (progress, length) {
         (Progress::Bar, Length::Duration(d)) => Some((
             crate::control::progress::progress_bar(d),
@@ -246,6 +263,10 @@ async fn wait(
                 let (heaps, _) = system.heap().await;
                 live.append(&heaps);
                 provisional.add(started.elapsed(), &heaps);
+            }
+            if last_profiles.elapsed() >= PROFILES_EVERY && !done {
+                last_profiles = Instant::now();
+                copy_timed_profiles(system, heap_dir).await;
             }
             if last_print.elapsed() >= Duration::from_secs(1) || done {
                 last_print = Instant::now();

@@ -87,7 +87,8 @@ pub async fn finish_run(
         if !r.samples.is_empty() {
             write_csv(&heap_dir.join(format!("{name}.csv")), &r.samples)?;
         }
-        for p in r.profiles {
+        write_timed_profiles(&heap_dir, &name, &r.profiles)?;
+        for p in r.profiles.into_iter().filter(|p| p.label != "timed") {
             let path = heap_dir.join(format!("{name}.{}.heap", p.label));
             std::fs::write(&path, &p.data)?;
             profiles
@@ -112,6 +113,48 @@ pub async fn finish_run(
     };
     write_summary(&outcome)?;
     Ok(outcome)
+}
+
+/// Writes a process's timed heap profiles (dumped on its sampler's timer)
+/// into `heap/<process>.timed/<unix_ms>-<events>.heap`, the directory
+/// holding exactly the given ones (dumps the process thinned away since an
+/// earlier call are removed, new ones added, the rest left as they are).
+pub fn write_timed_profiles(
+    heap_dir: &Path,
+    process: &str,
+    profiles: &[proto::HeapProfile],
+) -> Result<()> {
+    let timed: Vec<&proto::HeapProfile> = profiles.iter().filter(|p| p.label == "timed").collect();
+    if timed.is_empty() {
+        return Ok(());
+    }
+    let dir = heap_dir.join(format!(
+        "{process}.{}",
+        crate::analysis::heap::profile::TIMED_DIR
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let names: std::collections::BTreeSet<String> = timed
+        .iter()
+        .map(|p| format!("{}-{}.heap", p.unix_ms, p.events))
+        .collect();
+    for e in std::fs::read_dir(&dir)? {
+        let e = e?;
+        if let Some(n) = e.file_name().to_str()
+            && !names.contains(n)
+        {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    for p in timed {
+        let path = dir.join(format!("{}-{}.heap", p.unix_ms, p.events));
+        if !path.exists() {
+            // Written whole under a temporary name, so a reader never sees half a dump.
+            let tmp = dir.join(format!(".{}-{}.tmp", p.unix_ms, p.events));
+            std::fs::write(&tmp, &p.data)?;
+            std::fs::rename(&tmp, &path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `o`'s summary.json (again, after errors were added).

@@ -27,6 +27,10 @@ pub struct SoakArgs {
     /// How long: seconds (60) or with units (60s, 90m, 15h, 1h30m).
     #[arg(long, value_parser = parse_duration, required = true)]
     pub duration: Option<Duration>,
+    /// No per-call-site verdict: run without jemalloc heap profiling (the
+    /// verdict then rests on each process's total heap alone).
+    #[arg(long)]
+    pub no_site_profiles: bool,
 }
 
 #[derive(Subcommand)]
@@ -69,7 +73,8 @@ pub async fn command(args: SoakArgs) -> Result<Exit> {
         config,
         length: Length::Duration(duration),
         run_dir: args.system.run_dir,
-        heap_profile: args.system.heap_profile,
+        // Timed heap profiles for the per-site verdict, unless told not to.
+        heap_profile: args.system.heap_profile || !args.no_site_profiles,
         progress: Progress::Bar,
         hold: false,
     })

@@ -151,10 +151,11 @@ impl<A: App> Inner<A> {
         _: Request<proto::Empty>,
     ) -> Result<Response<proto::RunRecordReply>, Status> {
         let run = self.run_info().run;
-        let (samples, profiles) = {
+        let (samples, profiles, timed) = {
             let h = self.heap_state();
             let samples = h.samples.as_ref().map(std::fs::File::try_clone).transpose();
-            (samples, h.profiles.clone())
+            let timed = h.timed.as_ref().map(|t| t.list()).unwrap_or_default();
+            (samples, h.profiles.clone(), timed)
         };
         let internal = |what: &str, e: &dyn std::fmt::Display| {
             Status::internal(format!("{}: cannot read {what}: {e}", self.process))
@@ -169,6 +170,19 @@ impl<A: App> Inner<A> {
             out.push(proto::HeapProfile {
                 label,
                 data: data.into(),
+                ..Default::default()
+            });
+        }
+        for t in timed {
+            // A dump thinned away since the list was taken is skipped.
+            let Ok(data) = std::fs::read(&t.path) else {
+                continue;
+            };
+            out.push(proto::HeapProfile {
+                label: "timed".into(),
+                data: data.into(),
+                unix_ms: t.unix_ms,
+                events: t.events,
             });
         }
         Ok(Response::new(proto::RunRecordReply {

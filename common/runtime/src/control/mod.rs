@@ -6,7 +6,7 @@
 //! to [`State::Error`] when a command fails. The process implements [`App`]
 //! and never sees the state machine.
 
-use crate::sampler::{Sampler, StatsFailures};
+use crate::sampler::{Sampler, StatsFailures, TimedProfiles};
 use daq_alloc as heap;
 use daq_format::config::SystemConfig;
 use daq_format::state::{Command, State};
@@ -116,6 +116,8 @@ struct HeapState {
     samples: Option<std::fs::File>,
     /// Profiles of the current or last run: (label, file).
     profiles: Vec<(String, PathBuf)>,
+    /// Profiles the sampler dumped on its timer in the current or last run.
+    timed: Option<Arc<TimedProfiles>>,
 }
 
 impl HeapState {
@@ -123,6 +125,9 @@ impl HeapState {
     fn clear_profiles(&mut self) {
         for (_, path) in self.profiles.drain(..) {
             let _ = std::fs::remove_file(path);
+        }
+        if let Some(t) = &self.timed {
+            t.clear();
         }
     }
 }
@@ -343,6 +348,17 @@ impl<A: App> Inner<A> {
         }
         let app = self.app.clone();
         let name = PathBuf::from(format!("heap samples of {}", self.process));
+        let timed = h
+            .timed
+            .get_or_insert_with(|| {
+                Arc::new(TimedProfiles::new(format!(
+                    "daq-{}-{}",
+                    std::process::id(),
+                    self.process
+                )))
+            })
+            .clone();
+        timed.clear();
         let started = tempfile::tempfile().and_then(|file| {
             let reader = file.try_clone()?;
             let s = Sampler::start_in(
@@ -351,6 +367,7 @@ impl<A: App> Inner<A> {
                 h.sample_interval,
                 Arc::new(move || app.events_handled()),
                 self.stats_failures.clone(),
+                Some(timed),
             )?;
             Ok((s, reader))
         });

@@ -4,6 +4,7 @@
 
 pub mod across;
 pub mod compare;
+pub mod profile;
 pub mod sites;
 pub mod table;
 

@@ -63,7 +63,7 @@ pub struct Site {
 
 /// Crates whose functions count as call sites (the runtime, the allocator
 /// and the standard library are the stack around them, not the cause).
-const OWN_CRATES: [&str; 6] = [
+pub(crate) const OWN_CRATES: [&str; 6] = [
     "daq_format::",
     "daq_runtime::",
     "daq_shm::",

@@ -145,8 +145,15 @@ pub(super) async fn spawn(
         answering: true,
         log: Some(log),
         child: Some(child),
-        client: RunControlClient::new(channel),
+        client: run_control_client(channel),
     })
+}
+
+/// A run-control client that takes replies as large as the transport
+/// allows (a soak's `RunRecord` carries its timed heap profiles, several
+/// MB, over tonic's 4 MiB default).
+fn run_control_client(channel: Channel) -> RunControlClient<Channel> {
+    RunControlClient::new(channel).max_decoding_message_size(proto::MAX_MESSAGE_BYTES)
 }
 
 /// Whether `e` comes from a refused TCP connection: nothing listens on the
@@ -164,7 +171,7 @@ pub(super) fn refused(e: &anyhow::Error) -> bool {
 pub(super) async fn attach(id: ProcessId, addr: &str) -> Result<Proc> {
     let connect = async {
         let channel = daq_runtime::net::connect(addr, ATTACH_TIMEOUT).await?;
-        let mut client = RunControlClient::new(channel);
+        let mut client = run_control_client(channel);
         let status = client.status(proto::Empty {}).await?.into_inner();
         Ok::<_, anyhow::Error>((client, status))
     };
