@@ -83,7 +83,7 @@ fn verdicts(report: &Value) -> Vec<(String, String)> {
 fn legacy_input_leaks_in_the_aggregators_and_nowhere_else() {
     let _one = exclusive();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_, report) = soak(dir.path(), "legacy", "2x2x2", EXIT_LEAK);
+    let (_, report) = soak_with(dir.path(), "legacy", "2x2x2", &["--site-profiles"], EXIT_LEAK);
     assert_eq!(report["netmon_input"], "legacy");
     let v = verdicts(&report);
     assert_eq!(v.len(), 6);
@@ -317,7 +317,13 @@ fn a_short_soak_names_the_injected_leak_at_its_call_site_and_size() {
         dir.path(),
         "fixed",
         "2x2x2",
-        &["--inject-leak", "64", "--inject-leak-in", "aggregator"],
+        &[
+            "--inject-leak",
+            "64",
+            "--inject-leak-in",
+            "aggregator",
+            "--site-profiles",
+        ],
         EXIT_LEAK,
     );
     // The profiles the verdict was computed from are in the record.
