@@ -95,6 +95,20 @@ pub async fn finish_run(
                 .or_default()
                 .push(std::path::absolute(&path)?.display().to_string());
         }
+        for f in r.files {
+            match record_file_path(&paths.root, &f.path) {
+                Some(path) => {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    std::fs::write(&path, &f.data)?;
+                }
+                None => errors.push(format!(
+                    "{name}: refused a record file outside the record: {:?}",
+                    f.path
+                )),
+            }
+        }
     }
     let collected = Collected {
         dead,
@@ -112,6 +126,16 @@ pub async fn finish_run(
     };
     write_summary(&outcome)?;
     Ok(outcome)
+}
+
+/// Where a file a process added to the record goes: under `root`, its
+/// path relative and without `..` (`None`: refused).
+fn record_file_path(root: &std::path::Path, rel: &str) -> Option<std::path::PathBuf> {
+    let rel = std::path::Path::new(rel);
+    let normal = rel
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    (normal && rel.components().next().is_some()).then(|| root.join(rel))
 }
 
 /// Writes `o`'s summary.json (again, after errors were added).
@@ -447,6 +471,18 @@ pub fn render(o: &Outcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_files_stay_inside_the_record() {
+        let root = std::path::Path::new("/r");
+        assert_eq!(
+            record_file_path(root, "monitor/monitor-0.json"),
+            Some(root.join("monitor/monitor-0.json"))
+        );
+        for bad in ["", "/etc/passwd", "../x", "monitor/../../x", "./a"] {
+            assert_eq!(record_file_path(root, bad), None, "{bad}");
+        }
+    }
 
     fn status(process: &str, counters: proto::Counters) -> proto::StatusReply {
         proto::StatusReply {

@@ -142,6 +142,9 @@ pub struct Topology {
     pub eventbuilders: u16,
     /// Disk-writing aggregators; 0 makes the eventbuilders discard built events.
     pub aggregators: u16,
+    /// Online monitors; `monitor-i` reads `aggregator-(i % aggregators)`'s
+    /// shared-memory store read-only, on its host (needs aggregators).
+    pub monitors: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -311,6 +314,7 @@ impl Topology {
             (Kind::BoardReader, self.boardreaders),
             (Kind::EventBuilder, self.eventbuilders),
             (Kind::Aggregator, self.aggregators),
+            (Kind::Monitor, self.monitors),
         ] {
             out.extend((0..n).map(|rank| ProcessId::new(kind, rank)));
         }
@@ -323,6 +327,7 @@ impl Topology {
             Kind::BoardReader => self.boardreaders,
             Kind::EventBuilder => self.eventbuilders,
             Kind::Aggregator => self.aggregators,
+            Kind::Monitor => self.monitors,
         }
     }
 }
@@ -333,6 +338,7 @@ impl Default for Topology {
             boardreaders: 2,
             eventbuilders: 2,
             aggregators: 2,
+            monitors: 0,
         }
     }
 }

@@ -174,6 +174,7 @@ impl<A: App> Inner<A> {
             run,
             samples,
             profiles: out,
+            files: self.app.record_files(),
         }))
     }
 }
