@@ -485,3 +485,133 @@ impl Modules {
 
 // `AdcHistograms::fill` bins a `bits`-bit value by `v >> (bits - 8)`.
 const _: () = assert!(ADC_BINS == 256);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use daq_format::config::{GeneratorConfig, ToyFragmentType};
+    use daq_format::generator::ToySimulator;
+
+    /// Event `seq` of `boards` boards, as an aggregator's store holds it.
+    fn event(seq: u64, boards: u16, cfg: &GeneratorConfig) -> Vec<u8> {
+        let mut out = Vec::new();
+        for b in 0..boards {
+            let f = ToySimulator::new(b, cfg).fragment(seq).expect("fragment");
+            out.extend_from_slice(f.bytes());
+        }
+        out
+    }
+
+    fn view(seq: u64, data: &[u8], fragments: u32) -> EventView<'_> {
+        EventView {
+            sequence_id: seq,
+            fragment_count: fragments,
+            expected: fragments,
+            complete: true,
+            data,
+            at: Duration::from_millis(seq * 10),
+        }
+    }
+
+    fn alternate() -> GeneratorConfig {
+        GeneratorConfig {
+            fragment_type: ToyFragmentType::Alternate,
+            ..GeneratorConfig::default()
+        }
+    }
+
+    #[test]
+    fn clean_events_fill_histograms_by_their_own_adc_width_and_pass() {
+        let cfg = alternate();
+        let mut m = Modules::new(2, 2);
+        for seq in 1..=50 {
+            let data = event(seq, 2, &cfg);
+            m.event(&view(seq, &data, 2));
+        }
+        let h = m.adc.histograms();
+        assert_eq!(h.len(), 2);
+        // Even boards TOY1 (12-bit), odd TOY2 (14-bit): the range is the
+        // fragment's.
+        assert_eq!((h[0].adc_bits, h[0].bin_width), (12, 16));
+        assert_eq!((h[1].adc_bits, h[1].bin_width), (14, 64));
+        for x in &h {
+            assert_eq!(x.entries, 50 * u64::from(cfg.n_adc_counts));
+            assert_eq!(x.bins.iter().sum::<u64>(), x.entries);
+            assert_eq!(x.fragments, 50);
+        }
+        let i = m.integrity.figures();
+        assert_eq!((i.events_checked, i.events_failed), (50, 0), "{i:?}");
+        assert!(i.by_reason.is_empty());
+    }
+
+    #[test]
+    fn bad_data_is_counted_by_reason_named_and_the_monitor_goes_on() {
+        let cfg = GeneratorConfig::default();
+        let mut m = Modules::new(2, 1);
+        let good = |seq| event(seq, 2, &cfg);
+        m.event(&view(1, &good(1), 2));
+        // A corrupt fragment: the second header's word count is garbage.
+        let mut corrupt = good(2);
+        let second = corrupt.len() / 2;
+        corrupt[second..second + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        m.event(&view(2, &corrupt, 2));
+        // A torn event: cut short in the middle of its second fragment.
+        let torn = good(3);
+        m.event(&view(3, &torn[..torn.len() - 24], 2));
+        // A missing board, and the store's count disagreeing.
+        let one = event(4, 1, &cfg);
+        m.event(&view(4, &one, 2));
+        // An ADC value beyond the metadata's 12 bits.
+        let mut wide = good(5);
+        let at = wide.len() - 16;
+        wide[at..at + 2].copy_from_slice(&0xFFFFu16.to_le_bytes());
+        m.event(&view(5, &wide, 2));
+        // Sequence ids going back.
+        m.event(&view(3, &good(3), 2));
+        // And the monitor goes on: a good event after all that passes.
+        m.event(&view(7, &good(7), 2));
+
+        let i = m.integrity.figures();
+        assert_eq!(i.events_checked, 7);
+        assert_eq!(i.events_failed, 5, "{i:?}");
+        let n = |r: &str| i.by_reason.get(r).copied().unwrap_or(0);
+        assert_eq!(n(reason::CORRUPT_FRAGMENT), 2, "{i:?}");
+        assert_eq!(n(reason::MISSING_FRAGMENT), 3, "{i:?}");
+        assert_eq!(n(reason::FRAGMENT_COUNT), 3, "{i:?}");
+        assert_eq!(n(reason::ADC_OUT_OF_RANGE), 1, "{i:?}");
+        assert_eq!(n(reason::SEQUENCE_NOT_INCREASING), 1, "{i:?}");
+        assert!(i.first.len() <= FIRST_FAILURES);
+        assert!(
+            i.first[0].starts_with("event 2: corrupt_fragment"),
+            "{:?}",
+            i.first
+        );
+        // The histograms took the fragments that parse (board 0 in all
+        // seven events, board 1 in four) and never the value out of range.
+        let h = m.adc.histograms();
+        assert!(h.iter().all(|x| x.bins.iter().sum::<u64>() == x.entries));
+        let per = u64::from(cfg.n_adc_counts);
+        assert_eq!((h[0].fragments, h[0].entries), (7, 7 * per));
+        assert_eq!((h[1].fragments, h[1].entries), (4, 4 * per - 1));
+    }
+
+    #[test]
+    fn rate_closes_one_point_per_second_and_never_grows_past_its_capacity() {
+        let mut r = EventRate::default();
+        let cap = r.points.capacity();
+        for s in 0..(SERIES_POINTS as u64 + 50) {
+            r.event(&EventView {
+                at: Duration::from_secs(s),
+                data: &[0; 100],
+                ..EventView::empty()
+            });
+            r.skipped(2, Duration::from_secs(s));
+        }
+        let s = r.series();
+        assert_eq!(s.len(), SERIES_POINTS);
+        assert_eq!(r.points.capacity(), cap, "the series reallocated");
+        let last = s.last().expect("points");
+        assert_eq!((last.events, last.skipped), (1, 2));
+        assert_eq!(last.mean_event_bytes, 100.0);
+    }
+}
