@@ -121,23 +121,21 @@ pub fn series(process: &str, points: &[SeriesPoint]) -> String {
             let x0 = points.first().map_or(0.0, |p| p.t_s - 1.0);
             let ymax = points.iter().map(f).fold(1.0, f64::max);
             let (pw, ph) = (W - L - R, H - T - B);
-            let d: Vec<String> = points
+            // One bar per second (a run of one second still shows its point).
+            let span = (xmax - x0).max(1.0);
+            let bw = pw * 0.8 / span;
+            let bars: String = points
                 .iter()
-                .enumerate()
-                .map(|(i, p)| {
+                .map(|p| {
+                    let h = ph * f(p) / ymax;
                     format!(
-                        "{}{:.1} {:.1}",
-                        if i == 0 { "M" } else { "L" },
-                        L + pw * (p.t_s - x0) / (xmax - x0).max(1.0),
-                        H - B - ph * f(p) / ymax
+                        "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{bw:.1}\" height=\"{h:.1}\" fill=\"{color}\"/>",
+                        L + pw * (p.t_s - 1.0 - x0) / span + bw * 0.125,
+                        H - B - h
                     )
                 })
                 .collect();
-            format!(
-                "<path d=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\"/>{}",
-                d.join(" "),
-                frame(title, xmax, ymax, "seconds of the run")
-            )
+            format!("{bars}{}", frame(title, xmax, ymax, "seconds of the run"))
         })
         .collect();
     sheet(&format!("{process}: event rate and size"), &panels)
