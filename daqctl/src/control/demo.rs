@@ -80,8 +80,12 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
         );
     }
     let t = config.topology;
+    let monitors = match t.monitors {
+        0 => String::new(),
+        n => format!(" with {n} monitor{}", if n == 1 { "" } else { "s" }),
+    };
     eprintln!(
-        "run {run}: booting {}x{}x{} system, record in {}",
+        "run {run}: booting {}x{}x{} system{monitors}, record in {}",
         t.boardreaders,
         t.eventbuilders,
         t.aggregators,

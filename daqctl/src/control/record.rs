@@ -427,6 +427,19 @@ pub fn render(o: &Outcome) -> String {
         line(format!("             {f}"));
     }
     line(format!("  netmon     {}", s.netmon_input));
+    for (name, p) in s
+        .processes
+        .iter()
+        .filter(|(n, _)| kind_of(n) == Some(Kind::Monitor))
+    {
+        let c = &p.counters;
+        line(format!(
+            "  monitor    {name}: read {}  skipped {}  integrity failures {} (monitor/{name}.json)",
+            c.events_monitored,
+            c.events_skipped,
+            c.integrity_failures.values().sum::<u64>()
+        ));
+    }
     if let Some(l) = s.injected_leak {
         line(format!(
             "  leak       {} B/event injected on purpose into every {}",
