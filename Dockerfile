@@ -6,10 +6,10 @@ WORKDIR /src
 COPY . .
 # protoc is vendored (protoc-bin-vendored); jemalloc and ring need only cc/make.
 RUN cargo build --release --locked \
-        -p boardreader -p eventbuilder -p aggregator -p daqctl \
+        -p boardreader -p eventbuilder -p aggregator -p monitor -p daqctl \
     && mkdir /out \
     && cp target/release/boardreader target/release/eventbuilder \
-          target/release/aggregator target/release/daqctl /out/
+          target/release/aggregator target/release/monitor target/release/daqctl /out/
 
 FROM debian:bookworm-slim
 RUN groupadd --system --gid 10001 daq \

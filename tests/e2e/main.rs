@@ -19,6 +19,7 @@ mod leak;
 mod link;
 mod live;
 mod metrics;
+mod monitor;
 mod pipeline;
 mod report;
 mod session;

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod fragment;
 pub mod generator;
+pub mod monitor;
 pub mod netmon;
 pub mod process;
 pub mod record;

@@ -1,12 +1,13 @@
 //! Process identity: the kind of a process and its rank, written
-//! `boardreader-0`, `eventbuilder-1`, `aggregator-0` (one spelling for names
+//! `boardreader-0`, `eventbuilder-1`, `aggregator-0`, `monitor-0` (one spelling for names
 //! in records, logs, address tables and `Status` replies).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// The three kinds of process, in pipeline order (upstream first);
+/// The kinds of process, in pipeline order (upstream first; a monitor
+/// reads an aggregator's store, so it comes after the aggregators);
 /// serialized as their names (`"eventbuilder"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -14,20 +15,28 @@ pub enum Kind {
     BoardReader,
     EventBuilder,
     Aggregator,
+    /// Online monitor: reads an aggregator's shared-memory store, read-only.
+    Monitor,
 }
 
 impl Kind {
     /// Upstream first: the order of pause, stop and shutdown.
-    pub const ALL: [Kind; 3] = [Kind::BoardReader, Kind::EventBuilder, Kind::Aggregator];
+    pub const ALL: [Kind; 4] = [
+        Kind::BoardReader,
+        Kind::EventBuilder,
+        Kind::Aggregator,
+        Kind::Monitor,
+    ];
 
     /// The name of the kind, which is also its binary's name.
     /// The kind a process of this kind sends its data to (`None`: the
-    /// aggregators, the last stage).
+    /// aggregators, the last stage, and the monitors, which receive nothing
+    /// over the network).
     pub fn downstream(self) -> Option<Kind> {
         match self {
             Kind::BoardReader => Some(Kind::EventBuilder),
             Kind::EventBuilder => Some(Kind::Aggregator),
-            Kind::Aggregator => None,
+            Kind::Aggregator | Kind::Monitor => None,
         }
     }
 
@@ -36,6 +45,7 @@ impl Kind {
             Kind::BoardReader => "boardreader",
             Kind::EventBuilder => "eventbuilder",
             Kind::Aggregator => "aggregator",
+            Kind::Monitor => "monitor",
         }
     }
 }
@@ -50,7 +60,7 @@ impl fmt::Display for Kind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProcessIdError {
     #[error(
-        "{name:?} is not a process name: expected boardreader-N, eventbuilder-N or aggregator-N"
+        "{name:?} is not a process name: expected boardreader-N, eventbuilder-N, aggregator-N or monitor-N"
     )]
     UnknownKind { name: String },
     #[error("{name:?} is not a process name: the rank after the kind must be a number 0 to 65535")]
@@ -132,11 +142,13 @@ mod tests {
             ("boardreader-0", ProcessId::new(Kind::BoardReader, 0)),
             ("eventbuilder-12", ProcessId::new(Kind::EventBuilder, 12)),
             ("aggregator-65535", ProcessId::new(Kind::Aggregator, 65535)),
+            ("monitor-1", ProcessId::new(Kind::Monitor, 1)),
         ] {
             assert_eq!(name.parse::<ProcessId>(), Ok(id));
             assert_eq!(id.to_string(), name);
         }
         assert!(ProcessId::new(Kind::BoardReader, 9) < ProcessId::new(Kind::EventBuilder, 0));
+        assert!(ProcessId::new(Kind::Aggregator, 9) < ProcessId::new(Kind::Monitor, 0));
     }
 
     #[test]

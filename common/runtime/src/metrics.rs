@@ -408,19 +408,23 @@ async fn scrape(registry: Arc<Registry>) -> axum::response::Response {
     }
 }
 
-/// Serves `GET /metrics` (any other path: 404) on `listener` until `exit`
-/// turns true.
+/// Serves `GET /metrics` and the routes of `extra` (any other path: 404)
+/// on `listener` until `exit` turns true.
 pub async fn serve(
     listener: TcpListener,
     registry: Registry,
+    extra: Option<axum::Router>,
     mut exit: watch::Receiver<bool>,
 ) -> Result<(), MetricsError> {
     let addr = listener.local_addr().map_err(MetricsError::LocalAddr)?;
     let registry = Arc::new(registry);
-    let app = axum::Router::new().route(
+    let mut app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || scrape(registry.clone())),
     );
+    if let Some(extra) = extra {
+        app = app.merge(extra);
+    }
     info!(%addr, "serving metrics");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

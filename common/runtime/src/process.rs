@@ -178,10 +178,13 @@ pub fn block_on<T>(main: impl Future<Output = T>) -> std::io::Result<T> {
 /// stops the run in order (at most [`TERMINATE_WITHIN`]). Prints the
 /// readiness line on stdout once serving. Metrics are served until the
 /// very end, so the last values of a run can be scraped after stop.
+/// `http`, if any, is served beside `/metrics` (a monitor's page at `/`,
+/// named `page=<url>` in the readiness line).
 pub async fn serve(
     process: &str,
     listeners: Listeners,
     router: Router,
+    http: Option<axum::Router>,
     observed: Arc<dyn crate::metrics::Observed>,
     terminate: Arc<dyn Terminate>,
     mut exit: watch::Receiver<bool>,
@@ -192,7 +195,13 @@ pub async fn serve(
     let (metrics_exit, metrics_exit_rx) = watch::channel(false);
     observed.set_metrics_url(crate::metrics::url(metrics_addr));
     let registry = crate::metrics::registry(process, observed);
-    let metrics_task = tokio::spawn(crate::metrics::serve(metrics, registry, metrics_exit_rx));
+    let page = http.is_some();
+    let metrics_task = tokio::spawn(crate::metrics::serve(
+        metrics,
+        registry,
+        http,
+        metrics_exit_rx,
+    ));
     let (told, told_rx) = tokio::sync::oneshot::channel::<()>();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let signal = async move {
@@ -217,10 +226,11 @@ pub async fn serve(
         let _ = told.send(());
     };
     info!(process, %addr, metrics = %metrics_addr, "serving");
-    println!(
-        "{}",
-        crate::net::ready_line(process, addr, Some(metrics_addr))
-    );
+    let mut ready = crate::net::ready_line(process, addr, Some(metrics_addr));
+    if page {
+        ready.push_str(&format!(" page=http://{metrics_addr}/"));
+    }
+    println!("{ready}");
     let serving = router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc), signal);
     // Connections still open (a peer's stream) may delay the exit by
     // SERVER_DRAIN at most.

@@ -49,6 +49,15 @@ pub trait Stage: Send + Sync + Sized + 'static {
     fn failure(&self) -> Option<String> {
         None
     }
+    /// Files for the run record (see [`App::record_files`]).
+    fn record_files(&self) -> Vec<proto::RecordFile> {
+        Vec::new()
+    }
+    /// HTTP routes served beside `/metrics` on the metrics port (a
+    /// monitor's live page); `None`: only `/metrics`.
+    fn http_routes(&self) -> Option<axum::Router> {
+        None
+    }
 }
 
 /// What [`Stage::start`] is given.
@@ -168,6 +177,10 @@ impl<S: Stage> App for Process<S> {
     fn events_handled(&self) -> u64 {
         self.stage.events_handled()
     }
+
+    fn record_files(&self) -> Vec<proto::RecordFile> {
+        self.stage.record_files()
+    }
 }
 
 /// Why a process binary ended with an error.
@@ -199,7 +212,8 @@ pub async fn run<S: Stage>(rank: u16, listeners: Listeners) -> std::io::Result<(
         .map_err(std::io::Error::other)?
         .add_service(proto::run_control_server::RunControlServer::new(control));
     let router = stage.services(router);
-    crate::process::serve(&name, listeners, router, observed, terminate, exit).await
+    let http = stage.http_routes();
+    crate::process::serve(&name, listeners, router, http, observed, terminate, exit).await
 }
 
 /// The command line every process binary takes.

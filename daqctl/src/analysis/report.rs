@@ -1,13 +1,16 @@
 //! `daqctl report RUN_DIR`: the run report page, `report.html`, one
 //! self-contained file (inline CSS and SVG, no scripts, no network fetches)
 //! with the summary, the heap table, a heap-over-time plot per process from
-//! `heap/<process>.csv` and, for soaks (`soak.json`), the verdicts.
+//! `heap/<process>.csv`, the online monitors' figures and plots
+//! (`monitor/<monitor>.json` and its SVGs) and, for soaks (`soak.json`), the
+//! verdicts.
 
 use crate::analysis::heap::table::{COLUMNS, rows};
 use crate::analysis::plot::{esc, process_svg};
 use crate::units::rate;
 use crate::verdict::Exit;
 use anyhow::{Context, Result};
+use daq_format::monitor::MonitorRecord;
 use daq_format::record::RunSummary;
 use daq_runtime::sampler::read_csv;
 use serde_json::Value;
@@ -151,12 +154,108 @@ pub fn render(run: &Path, s: &RunSummary, soak: Option<&Value>) -> String {
         }
     }
     out.push_str("</div>\n");
+    monitors(&mut out, run);
     let _ = writeln!(
         out,
         "<p><small>run record {}</small></p>\n</body></html>",
         esc(&run.display().to_string())
     );
     out
+}
+
+/// The online monitors' section: counts, integrity, ADC entries per board
+/// and the plots, from `monitor/` (nothing when the run had no monitor).
+fn monitors(out: &mut String, run: &Path) {
+    let dir = run.join("monitor");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return;
+    }
+    out.push_str("<h2 id=\"monitors\">Online monitors</h2>\n");
+    for f in files {
+        let m = match std::fs::read_to_string(&f)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<MonitorRecord>(&t).map_err(|e| e.to_string()))
+        {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "<p class=\"bad\">{}: {}</p>",
+                    esc(&f.display().to_string()),
+                    esc(&e)
+                );
+                continue;
+            }
+        };
+        let name = esc(&m.process);
+        let _ = writeln!(
+            out,
+            "<h3>{name}, reading {}</h3>\n<table class=\"monitor\" data-monitor=\"{name}\">",
+            esc(&m.source)
+        );
+        row(out, "events read", m.events_read);
+        row(out, "events skipped (overwritten first)", m.events_skipped);
+        row(out, "of which torn copies", m.events_torn);
+        row(out, "bytes read", m.bytes_read);
+        row(out, "events checked", m.integrity.events_checked);
+        row(
+            out,
+            "events failing the integrity check",
+            m.integrity.events_failed,
+        );
+        for (why, n) in &m.integrity.by_reason {
+            row(out, &format!("integrity: {why}"), n);
+        }
+        for h in &m.adc {
+            let _ = writeln!(
+                out,
+                "<tr><td>ADC entries, board {} ({}-bit)</td><td class=\"adc-entries\" data-monitor=\"{name}\" data-board=\"{}\">{}</td></tr>",
+                h.board, h.adc_bits, h.board, h.entries
+            );
+        }
+        out.push_str("</table>\n");
+        let class = if m.integrity.events_failed == 0 {
+            "ok"
+        } else {
+            "bad"
+        };
+        let _ = writeln!(
+            out,
+            "<p class=\"{class}\">{} of {} events failed the integrity check</p>",
+            m.integrity.events_failed, m.integrity.events_checked
+        );
+        if !m.integrity.first.is_empty() {
+            out.push_str("<ul>\n");
+            for e in &m.integrity.first {
+                let _ = writeln!(out, "<li>{}</li>", esc(e));
+            }
+            out.push_str("</ul>\n");
+        }
+        out.push_str("<div class=\"plots\">\n");
+        for plot in ["adc", "rate"] {
+            let svg = dir.join(format!("{}-{plot}.svg", m.process));
+            match std::fs::read_to_string(&svg) {
+                Ok(text) => out.push_str(&text),
+                Err(e) => {
+                    let _ = writeln!(
+                        out,
+                        "<p class=\"missing\">{}: {}</p>",
+                        esc(&svg.display().to_string()),
+                        esc(&e.to_string())
+                    );
+                }
+            }
+        }
+        out.push_str("</div>\n");
+    }
 }
 
 /// The heap table (the one `daqctl heap report` prints) as an HTML table.

@@ -73,6 +73,7 @@ fn topologies(counts: &[(u16, u16, u16)]) -> Vec<Topology> {
             boardreaders,
             eventbuilders,
             aggregators,
+            monitors: 0,
         })
         .collect()
 }

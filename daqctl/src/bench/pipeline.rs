@@ -228,6 +228,7 @@ mod tests {
                 boardreaders: 4,
                 eventbuilders: 4,
                 aggregators: 2,
+                monitors: 0,
             },
             fragment_bytes: 1 << 20,
             disk_writing: true,

@@ -80,8 +80,12 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
         );
     }
     let t = config.topology;
+    let monitors = match t.monitors {
+        0 => String::new(),
+        n => format!(" with {n} monitor{}", if n == 1 { "" } else { "s" }),
+    };
     eprintln!(
-        "run {run}: booting {}x{}x{} system, record in {}",
+        "run {run}: booting {}x{}x{} system{monitors}, record in {}",
         t.boardreaders,
         t.eventbuilders,
         t.aggregators,
@@ -90,8 +94,11 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
     let env = session::profile_env(opts.heap_profile);
     let (mut system, owned) = session::boot(&config, &paths.logs(), &env, Lifetime::Owned).await?;
     for p in &system.procs {
+        let page = page_url(p)
+            .map(|u| format!(" page={u}"))
+            .unwrap_or_default();
         eprintln!(
-            "  {:<16} pid {:<8} {:<21} {}",
+            "  {:<16} pid {:<8} {:<21} {}{page}",
             p.id,
             p.pid,
             p.addr,
@@ -126,6 +133,17 @@ pub async fn run(opts: DemoOptions) -> Result<Outcome> {
     Ok(outcome)
 }
 
+/// A monitor's live page: `/` on its metrics port (`None`: not a monitor).
+pub fn page_url(p: &crate::control::system::Proc) -> Option<String> {
+    if p.id.kind != daq_format::process::Kind::Monitor {
+        return None;
+    }
+    p.metrics_url
+        .as_deref()
+        .and_then(|u| u.strip_suffix("metrics"))
+        .map(str::to_string)
+}
+
 /// Prints every process's readiness line and `DAQ-HOLD <record dir>` on
 /// stdout, then waits for a line on stdin, its end, or Ctrl-C.
 async fn hold(system: &System, paths: &RunPaths) {
@@ -137,9 +155,12 @@ async fn hold(system: &System, paths: &RunPaths) {
             .as_deref()
             .map(|u| format!(" metrics={u}"))
             .unwrap_or_default();
+        let page = page_url(p)
+            .map(|u| format!(" page={u}"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{} {} {} {}{metrics}",
+            "{} {} {} {}{metrics}{page}",
             daq_runtime::net::READY_PREFIX,
             p.id,
             p.addr,

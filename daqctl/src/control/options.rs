@@ -27,6 +27,9 @@ pub struct SystemArgs {
     /// Processes: NxMxK (boardreaders x eventbuilders x aggregators); NxM means K = 0 (eventbuilders discard built events).
     #[arg(long, value_parser = parse_topology)]
     pub topology: Option<Topology>,
+    /// Online monitors: monitor-i reads aggregator-(i % K)'s store read-only and serves a live page (`--topology 2x2x1 --monitors 1` is the seed's system).
+    #[arg(long, value_name = "N")]
+    pub monitors: Option<u16>,
     /// Override the generator's throttle (microseconds between events; 0 = as fast as possible).
     #[arg(long)]
     pub throttle_us: Option<u64>,
@@ -108,11 +111,13 @@ pub fn parse_topology(s: &str) -> Result<Topology, String> {
             boardreaders: num(b)?,
             eventbuilders: num(e)?,
             aggregators: 0,
+            monitors: 0,
         }),
         [b, e, a] => Ok(Topology {
             boardreaders: num(b)?,
             eventbuilders: num(e)?,
             aggregators: num(a)?,
+            monitors: 0,
         }),
         _ => Err(format!("{s:?}: expected NxM or NxMxK, e.g. 2x2x2")),
     }
@@ -156,7 +161,14 @@ pub fn resolve(a: &SystemArgs, soak_defaults: bool) -> Result<SystemConfig> {
         c.partition = p;
     }
     if let Some(t) = a.topology {
-        c.topology = t;
+        // The topology names no monitors: those of the file stay.
+        c.topology = Topology {
+            monitors: c.topology.monitors,
+            ..t
+        };
+    }
+    if let Some(m) = a.monitors {
+        c.topology.monitors = m;
     }
     if let Some(t) = a.throttle_us {
         c.generator.throttle_us = t;

@@ -96,6 +96,20 @@ pub async fn finish_run(
                 .or_default()
                 .push(std::path::absolute(&path)?.display().to_string());
         }
+        for f in r.files {
+            match record_file_path(&paths.root, &f.path) {
+                Some(path) => {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    std::fs::write(&path, &f.data)?;
+                }
+                None => errors.push(format!(
+                    "{name}: refused a record file outside the record: {:?}",
+                    f.path
+                )),
+            }
+        }
     }
     let collected = Collected {
         dead,
@@ -155,6 +169,16 @@ pub fn write_timed_profiles(
         }
     }
     Ok(())
+}
+
+/// Where a file a process added to the record goes: under `root`, its
+/// path relative and without `..` (`None`: refused).
+fn record_file_path(root: &std::path::Path, rel: &str) -> Option<std::path::PathBuf> {
+    let rel = std::path::Path::new(rel);
+    let normal = rel
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    (normal && rel.components().next().is_some()).then(|| root.join(rel))
 }
 
 /// Writes `o`'s summary.json (again, after errors were added).
@@ -457,6 +481,19 @@ pub fn render(o: &Outcome) -> String {
             or_none(&tr.events)
         ));
     }
+    for (name, p) in s
+        .processes
+        .iter()
+        .filter(|(n, _)| kind_of(n) == Some(Kind::Monitor))
+    {
+        let c = &p.counters;
+        line(format!(
+            "  monitor    {name}: read {}  skipped {}  integrity failures {} (monitor/{name}.json)",
+            c.events_monitored,
+            c.events_skipped,
+            c.integrity_failures.values().sum::<u64>()
+        ));
+    }
     if let Some(l) = s.injected_leak {
         line(format!(
             "  leak       {} B/event injected on purpose into every {}",
@@ -501,6 +538,18 @@ pub fn render(o: &Outcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_files_stay_inside_the_record() {
+        let root = std::path::Path::new("/r");
+        assert_eq!(
+            record_file_path(root, "monitor/monitor-0.json"),
+            Some(root.join("monitor/monitor-0.json"))
+        );
+        for bad in ["", "/etc/passwd", "../x", "monitor/../../x", "./a"] {
+            assert_eq!(record_file_path(root, bad), None, "{bad}");
+        }
+    }
 
     fn status(process: &str, counters: proto::Counters) -> proto::StatusReply {
         proto::StatusReply {

@@ -91,6 +91,12 @@ pub async fn table(system: &mut System) -> String {
                 "events received {}  written {}  bytes written {}",
                 c.events_received, c.events_written, c.bytes_written
             ),
+            Kind::Monitor => format!(
+                "events read {}  skipped {}  integrity failures {}",
+                c.events_monitored,
+                c.events_skipped,
+                c.integrity_failures.values().sum::<u64>()
+            ),
         };
         out.push_str(&format!(
             "  {name:<16} {:<22} {:>8}  {:<8} {:>5}  {counters}\n",
@@ -112,6 +118,7 @@ fn work(kind: Kind, c: &proto::Counters) -> (u64, u64) {
         Kind::BoardReader => (c.fragments_sent, c.bytes_sent),
         Kind::EventBuilder => (c.events_built, c.bytes_received),
         Kind::Aggregator => (c.events_received, c.bytes_written),
+        Kind::Monitor => (c.events_monitored, c.bytes_received),
     }
 }
 

@@ -54,6 +54,13 @@ impl SystemConfig {
                 "must be at least 1",
             ));
         }
+        if t.monitors > 0 && t.aggregators == 0 {
+            return Err(bad(
+                "topology.monitors",
+                t.monitors,
+                "needs at least one aggregator (a monitor reads an aggregator's store)",
+            ));
+        }
         let g = &self.generator;
         if g.n_adc_counts == 0 || g.n_adc_counts > MAX_ADC_COUNTS {
             return Err(bad(

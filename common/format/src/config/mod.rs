@@ -142,6 +142,9 @@ pub struct Topology {
     pub eventbuilders: u16,
     /// Disk-writing aggregators; 0 makes the eventbuilders discard built events.
     pub aggregators: u16,
+    /// Online monitors; `monitor-i` reads `aggregator-(i % aggregators)`'s
+    /// shared-memory store read-only, on its host (needs aggregators).
+    pub monitors: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -370,6 +373,7 @@ impl Topology {
             (Kind::BoardReader, self.boardreaders),
             (Kind::EventBuilder, self.eventbuilders),
             (Kind::Aggregator, self.aggregators),
+            (Kind::Monitor, self.monitors),
         ] {
             out.extend((0..n).map(|rank| ProcessId::new(kind, rank)));
         }
@@ -382,6 +386,7 @@ impl Topology {
             Kind::BoardReader => self.boardreaders,
             Kind::EventBuilder => self.eventbuilders,
             Kind::Aggregator => self.aggregators,
+            Kind::Monitor => self.monitors,
         }
     }
 }
@@ -392,6 +397,7 @@ impl Default for Topology {
             boardreaders: 2,
             eventbuilders: 2,
             aggregators: 2,
+            monitors: 0,
         }
     }
 }

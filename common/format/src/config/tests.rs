@@ -12,7 +12,8 @@ fn empty_file_is_the_2x2x2_demo_on_loopback() {
         Topology {
             boardreaders: 2,
             eventbuilders: 2,
-            aggregators: 2
+            aggregators: 2,
+            monitors: 0
         }
     );
     assert_eq!(c.generator.throttle_us, 100_000);
@@ -43,6 +44,10 @@ fn impossible_values_are_rejected_with_the_field() {
     for (text, field) in [
         ("[topology]\nboardreaders = 0", "topology.boardreaders"),
         ("[topology]\neventbuilders = 0", "topology.eventbuilders"),
+        (
+            "[topology]\naggregators = 0\nmonitors = 1",
+            "topology.monitors",
+        ),
         ("[generator]\nn_adc_counts = 0", "generator.n_adc_counts"),
         (
             "[generator]\ninitial_sequence_id = 0",

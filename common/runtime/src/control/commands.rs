@@ -189,6 +189,7 @@ impl<A: App> Inner<A> {
             run,
             samples,
             profiles: out,
+            files: self.app.record_files(),
         }))
     }
 }

@@ -97,8 +97,14 @@ pub trait App: Send + Sync + 'static {
     }
     /// Events handled in the current or last run (fragments sent by a
     /// boardreader, events built by an eventbuilder, events received by an
-    /// aggregator): the x axis of the heap-growth analysis.
+    /// aggregator, events read by a monitor): the x axis of the heap-growth
+    /// analysis.
     fn events_handled(&self) -> u64;
+    /// Files this process adds to the run record of the current or last run
+    /// (path relative to the record's root, bytes); most add none.
+    fn record_files(&self) -> Vec<proto::RecordFile> {
+        Vec::new()
+    }
 }
 
 /// Heap instrumentation state kept by run control. Samples and profiles of

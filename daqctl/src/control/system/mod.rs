@@ -32,7 +32,8 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A whole system.
 pub struct System {
-    /// Ordered upstream first: boardreaders, eventbuilders, aggregators.
+    /// Ordered upstream first: boardreaders, eventbuilders, aggregators,
+    /// monitors.
     pub procs: Vec<Proc>,
     /// Processes of the address book found dead when attaching (their
     /// port refused the connection): reported like dead children.
@@ -274,6 +275,7 @@ impl System {
         let eb = self.addrs(Kind::EventBuilder);
         for (kind, dest) in [
             (Kind::Aggregator, vec![]),
+            (Kind::Monitor, vec![]),
             (Kind::EventBuilder, ag),
             (Kind::BoardReader, eb),
         ] {
@@ -290,11 +292,17 @@ impl System {
         Ok(())
     }
 
-    /// Start, downstream first.
+    /// Start, downstream first; a monitor after the aggregators (whose
+    /// stores it attaches to) and before any event is sent.
     pub async fn start(&mut self, run: u32, data_dir: &Path, record_dir: &Path) -> Result<()> {
         let data_dir = data_dir.display().to_string();
         let record_dir = record_dir.display().to_string();
-        for kind in [Kind::Aggregator, Kind::EventBuilder, Kind::BoardReader] {
+        for kind in [
+            Kind::Aggregator,
+            Kind::Monitor,
+            Kind::EventBuilder,
+            Kind::BoardReader,
+        ] {
             let data_dir = data_dir.clone();
             let record_dir = record_dir.clone();
             self.on_tier_all(kind, "start", move |mut c| {
@@ -335,7 +343,9 @@ impl System {
             })
             .await;
         errors.extend(e);
-        for kind in [Kind::EventBuilder, Kind::Aggregator] {
+        // The monitors last: their final read sees every event the
+        // aggregators published.
+        for kind in [Kind::EventBuilder, Kind::Aggregator, Kind::Monitor] {
             let (r, e) = self
                 .on_tier(kind, "stop", |mut c| async move {
                     c.stop(proto::StopRequest::default()).await
@@ -440,7 +450,7 @@ impl System {
         for p in &mut self.procs {
             p.answering = true;
         }
-        for kind in [Kind::BoardReader, Kind::EventBuilder, Kind::Aggregator] {
+        for kind in Kind::ALL {
             let (_, e) = self
                 .on_tier(kind, "shutdown", |mut c| async move {
                     // A process that was hung may, once it runs again, be
