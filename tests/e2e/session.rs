@@ -543,6 +543,90 @@ fn session_stop_names_a_killed_eventbuilder_with_what_was_lost_and_shutdown_fini
 }
 
 #[test]
+fn a_run_whose_eventbuilder_was_restarted_is_stopped_and_recorded_and_init_works_again() {
+    let (dir, runs, _, book) = running_session("restarted");
+    let config = dir.join("restarted.toml");
+    let (_, addr, old) = book
+        .iter()
+        .find(|p| p.0 == "eventbuilder-1")
+        .cloned()
+        .expect("eventbuilder-1");
+    signal("-KILL", old);
+    assert!(
+        wait_gone(old, Duration::from_secs(20)).is_some(),
+        "eventbuilder-1 still alive"
+    );
+    // Its supervisor starts a fresh one on the same address: Booted, with
+    // no configuration and nothing of the run.
+    let mut cmd = Command::new(bin_dir().join("eventbuilder"));
+    cmd.args(["--rank", "1", "--listen", &addr])
+        .stderr(Stdio::null());
+    let mut fresh = daq_tests::spawn_cmd(cmd, "restarted eventbuilder-1").expect("restarts");
+    let st = statuses(&book);
+    assert!(
+        st.iter()
+            .any(|s| s.process == "eventbuilder-1" && s.state == "booted"),
+        "{st:?}"
+    );
+
+    // The run stops and is recorded: the restarted process is named with
+    // what was lost with its old self, and daqctl exits 1.
+    let (took, s) = stop_without(&runs, "eventbuilder-1", "was restarted");
+    eprintln!("FAULT eventbuilder-1 restarted mid-run: daqctl stop took {took:.1?}");
+    let errors = s["errors"].to_string();
+    assert!(
+        errors.contains("eventbuilder-1 was restarted during run 1"),
+        "{s}"
+    );
+    let lost = s["lost"].as_array().expect("lost");
+    assert_eq!(lost.len(), 1, "{s}");
+    assert_eq!(lost[0]["process"], "eventbuilder-1", "{s}");
+    assert!(lost[0]["events"].as_u64().is_some_and(|n| n > 0), "{s}");
+    let procs = s["processes"].as_object().expect("processes");
+    assert_eq!(procs.len(), 5, "{s}");
+    assert!(!procs.contains_key("eventbuilder-1"), "{s}");
+
+    // One process Booted, the others Ready: start refuses and says how to
+    // recover; nothing is started.
+    let out = run("start", &runs, None, &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("eventbuilder-1 is booted") && said.contains("run `daqctl init` first"),
+        "{said}"
+    );
+    // `init` on the whole system works again, without restarting anything,
+    // and the next run loses nothing.
+    ok("init", &runs, Some(&config), &[]);
+    ok("start", &runs, None, &[]);
+    wait_for_fragments(&book, 20);
+    let out = run("stop", &runs, None, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let s = summary(&daq_tests::latest_run(&runs)).expect("summary.json");
+    assert_eq!(s["processes"].as_object().map(|p| p.len()), Some(6), "{s}");
+    daq_tests::assert_nothing_lost(&s);
+
+    ok("shutdown", &runs, None, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if fresh.child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restarted eventbuilder-1 did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (name, _, pid) in &book {
+        assert!(
+            wait_gone(*pid, deadline.saturating_duration_since(Instant::now())).is_some(),
+            "{name} still running after shutdown"
+        );
+    }
+}
+
+#[test]
 fn status_stop_and_monitor_find_the_system_a_demo_runs_from_the_run_dir() {
     let dir = fresh_dir("found");
     let runs = dir.join("runs");
