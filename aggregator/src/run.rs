@@ -200,8 +200,7 @@ impl Run {
     ) -> Result<Self, String> {
         *shared.failure_slot() = None;
         let writer = if config.aggregator.write_data {
-            std::fs::create_dir_all(data_dir)
-                .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
+            writable_data_dir(data_dir)?;
             Some(
                 Output::create(config, run, &shared.process, data_dir)
                     .map_err(|e| e.to_string())?,
@@ -535,6 +534,72 @@ impl proto::event_sink_server::EventSink for EventSink {
             .await
             .map(Response::new)
     }
+}
+
+/// Creates the run's data directory on this host, as this process's user,
+/// and checks that this process can create files in it. An error names the
+/// path, the user and the fix: the data directory belongs to the process
+/// that writes into it, and nobody else creates it.
+pub fn writable_data_dir(dir: &Path) -> Result<(), String> {
+    let probe = dir.join(format!(".aggregator-write-check-{}", std::process::id()));
+    let made = std::fs::create_dir_all(dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+            .map(drop)
+    });
+    match made {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(permission_message(dir, &e)),
+    }
+}
+
+/// "cannot create ... : why; who I am, which directory refuses me, and
+/// what to do".
+fn permission_message(dir: &Path, e: &std::io::Error) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mut msg = format!("cannot create data dir {}: {e}", dir.display());
+    if e.kind() != std::io::ErrorKind::PermissionDenied {
+        return msg;
+    }
+    // The owner of /proc/self is this process's effective user.
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let user = uid.map_or_else(|| "this process's user".to_string(), user_name);
+    // The deepest directory that exists is the one that refused.
+    let refusing = dir
+        .ancestors()
+        .find(|a| a.is_dir())
+        .unwrap_or_else(|| Path::new("/"));
+    let owner = std::fs::metadata(refusing)
+        .map(|m| format!("owner {}, mode {:o}", user_name(m.uid()), m.mode() & 0o7777))
+        .unwrap_or_default();
+    msg.push_str(&format!(
+        "; the aggregator runs as user {user}, and {} ({owner}) does not let it write: \
+         make it writable by {user} (e.g. `chown {user} {}`), or give daqctl a --run-dir \
+         that {user} can write (under /var/lib/daq for the systemd units); \
+         this aggregator stays Ready, so `daqctl start` can be retried",
+        refusing.display(),
+        refusing.display()
+    ));
+    msg
+}
+
+/// The name of user `uid` from /etc/passwd, or `uid N`.
+fn user_name(uid: u32) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let id: u32 = f.nth(1)?.parse().ok()?;
+            (id == uid).then(|| name.to_string())
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 /// The data directory of a run, as run control passes it.

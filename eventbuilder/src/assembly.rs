@@ -4,6 +4,13 @@
 //! one fragment of every boardreader, or released incomplete when its
 //! buffer has been untouched for the stale timeout.
 //!
+//! A boardreader whose stream has ended (lost, cut off, or ended at stop)
+//! sends nothing more: [`Assembly::source_gone`] releases at once, as
+//! incomplete, every open event that misses only the fragments of gone
+//! sources, and from then on an event is released (incomplete) as soon as
+//! it holds one fragment of every source still expected, without waiting
+//! for the stale timeout.
+//!
 //! Late fragments (for an event already released) are dropped and counted,
 //! never written into a buffer that was reused; duplicates too; fragments
 //! larger than `max_fragment_bytes` are rejected before anything is written.
@@ -41,6 +48,10 @@ pub enum Placed {
     /// A fragment id outside the topology's boardreaders: rejected, nothing
     /// written.
     UnknownFragmentId,
+    /// Written, and its event holds every fragment still expected but
+    /// misses those of a gone source ([`Assembly::source_gone`]): released
+    /// incomplete at once.
+    Incomplete,
     /// Its event could not be written or published in shared memory: the
     /// event and its fragments are lost (see [`Assembly::take_unpublished`]).
     Unpublished,
@@ -76,6 +87,9 @@ pub struct Released {
 pub struct Assembly {
     store: ShmStore,
     expected: u32,
+    /// `gone[id]`: source `id`'s stream ended; its fragments are no longer
+    /// waited for.
+    gone: Vec<bool>,
     max_fragment_bytes: usize,
     open: HashMap<u64, Open>,
     /// `released[seq % RELEASED_MEMORY] == seq` once `seq` left the store.
@@ -92,6 +106,7 @@ impl Assembly {
         Self {
             store,
             expected,
+            gone: vec![false; expected as usize],
             max_fragment_bytes: usize::try_from(max_fragment_bytes).unwrap_or(usize::MAX),
             open: HashMap::new(),
             released: vec![u64::MAX; RELEASED_MEMORY],
@@ -195,7 +210,13 @@ impl Assembly {
         *have = true;
         open.count += 1;
         if open.count < self.expected {
-            return Placed::Pending;
+            if !Self::waits_for_none(&open.have, &self.gone) {
+                return Placed::Pending;
+            }
+            return match self.release(seq) {
+                Some(_) => Placed::Incomplete,
+                None => Placed::Unpublished,
+            };
         }
         let (idx, count) = (open.idx, open.count);
         self.build_latencies.push(open.opened.elapsed());
@@ -208,6 +229,40 @@ impl Assembly {
                 Placed::Unpublished
             }
         }
+    }
+
+    /// True when an event holding `have` misses no fragment of a source
+    /// still expected (some are missing: those of gone sources).
+    fn waits_for_none(have: &[bool], gone: &[bool]) -> bool {
+        gone.iter().any(|&g| g) && have.iter().zip(gone).all(|(&h, &g)| h || g)
+    }
+
+    /// Source `id`'s stream has ended: its fragments are no longer waited
+    /// for. Releases, incomplete and in sequence-id order, every open event
+    /// that now misses only fragments of gone sources (one that cannot be
+    /// published goes to `take_unpublished`). Idempotent.
+    pub fn source_gone(&mut self, id: u16) -> Vec<Released> {
+        match self.gone.get_mut(usize::from(id)) {
+            Some(g) if !*g => *g = true,
+            _ => return Vec::new(),
+        }
+        let mut seqs: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|(_, o)| Self::waits_for_none(&o.have, &self.gone))
+            .map(|(&s, _)| s)
+            .collect();
+        seqs.sort_unstable();
+        seqs.into_iter().filter_map(|s| self.release(s)).collect()
+    }
+
+    /// The sources whose fragments are no longer waited for.
+    pub fn gone_sources(&self) -> impl Iterator<Item = u16> + '_ {
+        self.gone
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| **g)
+            .map(|(i, _)| i as u16)
     }
 
     fn release(&mut self, seq: u64) -> Option<Released> {
@@ -382,6 +437,53 @@ mod tests {
         // Late fragments of a lost event are recognised as late.
         assert_eq!(a.place(&frag(7, 1, 16)), Placed::Late);
         assert!(a.take_unpublished().is_empty());
+    }
+
+    #[test]
+    fn a_gone_source_releases_at_once_what_waits_only_for_it_and_is_not_waited_for_again() {
+        let (_d, mut a) = assembly("t-gone", 8);
+        let reader = a.store().reader();
+        // Events 1 and 2 wait for source 1; event 3 waits for source 0.
+        assert_eq!(a.place(&frag(1, 0, 8)), Placed::Pending);
+        assert_eq!(a.place(&frag(2, 0, 8)), Placed::Pending);
+        assert_eq!(a.place(&frag(3, 1, 8)), Placed::Pending);
+        let r = a.source_gone(1);
+        assert_eq!(
+            r,
+            vec![
+                Released {
+                    sequence_id: 1,
+                    missing: vec![1]
+                },
+                Released {
+                    sequence_id: 2,
+                    missing: vec![1]
+                }
+            ]
+        );
+        for seq in [1, 2] {
+            let g = reader.take().expect("released at once");
+            assert_eq!((g.sequence_id(), g.complete()), (seq, false));
+        }
+        // Event 3 still waits for source 0, which is still expected.
+        assert_eq!(a.open_events(), 1);
+        assert!(reader.take().is_none());
+        // Saying it again changes nothing.
+        assert!(a.source_gone(1).is_empty());
+        assert_eq!(a.gone_sources().collect::<Vec<_>>(), [1]);
+        // A later event goes out as soon as source 0's fragment is in.
+        assert_eq!(a.place(&frag(4, 0, 8)), Placed::Incomplete);
+        let g = reader.take().expect("event 4");
+        assert_eq!(
+            (g.sequence_id(), g.fragment_count(), g.complete()),
+            (4, 1, false)
+        );
+        drop(g);
+        // A fragment that still arrives from the gone source completes
+        // its event as usual.
+        assert_eq!(a.place(&frag(3, 0, 8)), Placed::Complete);
+        assert!(reader.take().expect("event 3").complete());
+        assert_eq!(a.open_events(), 0);
     }
 
     #[test]

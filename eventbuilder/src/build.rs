@@ -6,9 +6,10 @@
 
 use crate::assembly::{Assembly, Placed, Released, Unpublished};
 use daq_format::fragment::Fragment;
+use daq_format::process::{Kind, ProcessId};
 use tokio::sync::Notify;
 
-use crate::receive::{BuilderInput, Shared};
+use crate::receive::{BuilderInput, Ingress, Shared};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +38,8 @@ pub(crate) struct Tally {
     pub(crate) duplicate: u64,
     pub(crate) late: u64,
     pub(crate) oversize: u64,
+    /// Released incomplete at once: they miss only gone sources' fragments.
+    pub(crate) incomplete: u64,
 }
 
 /// Events lost in shared memory during the run (their buffer could not be
@@ -55,6 +58,10 @@ pub(crate) struct Builder {
     pub(crate) signals: Arc<Signals>,
     pub(crate) parked: Vec<VecDeque<Parked>>,
     pub(crate) stale_timeout: Duration,
+    /// The run's receiving side: whose streams have ended, and whether
+    /// their batches are all placed (every permit of the source is back).
+    pub(crate) ingress: Arc<Ingress>,
+    pub(crate) queue_batches: usize,
     pub(crate) sender: Option<(JoinHandle<Vec<String>>, oneshot::Sender<()>)>,
     /// Bytes orphaned per event released, complete or not (the injected leak; 0 = none).
     pub(crate) leak_bytes_per_event: u64,
@@ -77,6 +84,7 @@ impl Builder {
                         }
                         Placed::Pending => {}
                         Placed::Complete => tally.built += 1,
+                        Placed::Incomplete => tally.incomplete += 1,
                         Placed::Duplicate => tally.duplicate += 1,
                         Placed::Late => tally.late += 1,
                         // Both are counted `oversize_fragments` (the record's name).
@@ -91,14 +99,15 @@ impl Builder {
         }
         self.assembly.observe_build_latencies();
         self.count_unpublished();
-        daq_runtime::leak::inject_leak(self.leak_bytes_per_event, tally.built);
+        daq_runtime::leak::inject_leak(self.leak_bytes_per_event, tally.built + tally.incomplete);
         self.shared.counters.update(|c| {
             c.events_built += tally.built;
+            c.events_incomplete += tally.incomplete;
             c.dropped += tally.duplicate;
             c.late_fragments += tally.late;
             c.oversize_fragments += tally.oversize;
         });
-        if tally.built > 0 {
+        if tally.built + tally.incomplete > 0 {
             self.signals.published.notify_one();
         }
         let process = &self.shared.process;
@@ -194,10 +203,36 @@ impl Builder {
                 },
                 _ = self.signals.freed.notified(), if blocked => {}
                 _ = tick.tick() => {
+                    self.forget_gone_sources();
                     let stale = self.assembly.release_stale(self.stale_timeout);
                     self.released_incomplete(stale, "stale");
                 }
             }
+        }
+    }
+
+    /// Stops waiting for the sources whose stream has ended (broken, cut
+    /// off by the keep-alive, rejected, or ended at stop) once every batch
+    /// they sent is placed: the events that miss only their fragments are
+    /// released incomplete at once, and later events no longer wait for
+    /// them (see `Assembly::source_gone`).
+    fn forget_gone_sources(&mut self) {
+        let states = self.ingress.intake.sources.snapshot();
+        for (id, st) in states.iter().enumerate() {
+            let placed = self
+                .ingress
+                .permits
+                .get(id)
+                .is_some_and(|p| p.available_permits() >= self.queue_batches);
+            let Ok(source) = u16::try_from(id) else {
+                continue;
+            };
+            if !st.ended || !placed || self.assembly.gone_sources().any(|g| g == source) {
+                continue;
+            }
+            let released = self.assembly.source_gone(source);
+            warn!(process = %self.shared.process, source = %ProcessId::new(Kind::BoardReader, source), error = ?st.error, events = released.len(), "stream ended: its fragments are no longer waited for; events that miss only them are released incomplete");
+            self.released_incomplete(released, "source gone");
         }
     }
 
@@ -213,6 +248,7 @@ impl Builder {
     /// then let the sender drain and end its streams.
     pub(crate) async fn finish(&mut self) -> Vec<String> {
         let mut problems = Vec::new();
+        self.forget_gone_sources();
         while self.place_parked() {
             let freed =
                 tokio::time::timeout(Duration::from_millis(200), self.signals.freed.notified())

@@ -127,6 +127,8 @@ impl Run {
             signals,
             parked: (0..n_br).map(|_| VecDeque::new()).collect(),
             stale_timeout: Duration::from_millis(e.stale_timeout_ms),
+            ingress: ingress.clone(),
+            queue_batches: q,
             sender: Some((sender, finish_tx)),
             leak_bytes_per_event: config.leak.bytes_per_event_in(Kind::EventBuilder),
             lost: Lost::default(),

@@ -238,7 +238,7 @@ fn a_full_disk_puts_the_artdaq_binary_aggregator_in_error_and_counts_every_event
 }
 
 #[test]
-fn a_read_only_data_dir_fails_start_naming_the_dir_and_errno_and_stop_clears_it() {
+fn a_read_only_data_dir_fails_start_naming_the_dir_and_errno_and_start_can_be_retried() {
     let Some(disk) = Tmpfs::mount("1m", true) else {
         return;
     };
@@ -261,13 +261,17 @@ fn a_read_only_data_dir_fails_start_naming_the_dir_and_errno_and_stop_clears_it(
                     data.display()
                 )
             );
-            let st = wait_for_status(&mut c, "error state", |s| s.state == "error").await;
-            assert!(st.error.contains("Read-only file system (os error 30)"), "{}", st.error);
+            // A start that fails started nothing: the process stays Ready
+            // and the same start is retried once the directory is fixed.
+            let st = daq_tests::status(&mut c).await;
+            assert_eq!((st.state.as_str(), st.error.as_str()), ("ready", ""));
+            let other = tempfile::tempdir().expect("tempdir");
+            c.start(start_request(1, other.path()))
+                .await
+                .expect("start is retried");
             let reply = stop(&mut c, &what).await;
             let k = reply.counters.expect("counters");
             assert_eq!((k.events_received, k.events_written), (0, 0));
-            let st = daq_tests::status(&mut c).await;
-            assert_eq!((st.state.as_str(), st.error.as_str()), ("ready", ""));
         });
     }
 }
@@ -453,4 +457,76 @@ fn a_run_dir_removed_mid_run_is_recorded_again_with_every_event_not_written() {
             "{errors:?}"
         );
     }
+}
+
+/// The aggregator as another user (`nobody`) under a run dir that root
+/// made (0755): the failing start names the directory, the user and the
+/// fix, leaves the process Ready, and once the fix is applied the same
+/// start works in the same process (no restart). Needs root to switch
+/// user; skipped elsewhere.
+#[test]
+fn a_data_dir_the_aggregator_user_cannot_write_names_path_user_and_fix_and_start_is_retried() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let is_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !is_root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but this test does not run as root"
+        );
+        eprintln!("skipped: needs root to run the aggregator as another user");
+        return;
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    // The binary must be reachable by `nobody`; the runs dir is root's.
+    let runs = root.path().join("runs");
+    std::fs::create_dir(&runs).expect("mkdir");
+    for d in [root.path(), runs.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let data = runs.join("run_000001").join("data");
+    let mut cmd = Command::new(daq_tests::bin_dir().join("aggregator"));
+    cmd.args(["--rank", "0", "--listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::null())
+        .uid(65534)
+        .gid(65534);
+    let p = daq_tests::spawn_cmd(cmd, "aggregator as nobody").expect("spawns");
+    runtime().block_on(async {
+        let mut c = control(&p.addr).await;
+        daq_tests::init(&mut c, &config(DataFormat::Hdf5)).await;
+        let err = c
+            .start(start_request(1, &data))
+            .await
+            .expect_err("start fails");
+        let msg = err.message();
+        eprintln!("permission: start refused: {msg}");
+        for says in [
+            format!("cannot create data dir {}", data.display()),
+            "Permission denied".to_string(),
+            "runs as user nobody".to_string(),
+            format!("`chown nobody {}`", runs.display()),
+            "stays Ready".to_string(),
+        ] {
+            assert!(msg.contains(&says), "{says:?} not in {msg}");
+        }
+        let st = daq_tests::status(&mut c).await;
+        assert_eq!((st.state.as_str(), st.error.as_str()), ("ready", ""));
+        // The fix the message names, then the same start in the same process.
+        std::os::unix::fs::chown(&runs, Some(65534), Some(65534)).expect("chown");
+        c.start(start_request(1, &data))
+            .await
+            .expect("start works once the dir is writable");
+        let s = send(&p.addr, 1, 1, 5, Some(5)).await;
+        assert_eq!(s.received, 5);
+        let k = stop(&mut c, "permission fixed")
+            .await
+            .counters
+            .expect("counters");
+        assert_eq!((k.events_written, k.events_unwritten), (5, 0));
+        let owner = std::fs::metadata(runs.join("run_000001"))
+            .expect("made")
+            .uid();
+        assert_eq!(owner, 65534, "the run dir is the aggregator's");
+    });
 }

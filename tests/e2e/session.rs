@@ -493,7 +493,13 @@ fn session_stop_and_shutdown_go_on_without_a_hung_boardreader() {
     signal("-STOP", hung);
     let (took, s) = stop_without(&runs, "boardreader-1", "does not answer");
     eprintln!("FAULT boardreader-1 SIGSTOPped: daqctl stop took {took:.1?}");
-    assert!(took < Duration::from_secs(60), "stop took {took:?}");
+    // The events that wait for its fragments are released as soon as its
+    // stream is found dead, not each after its own stale timeout.
+    let stale = Duration::from_millis(SystemConfig::default().eventbuilder.stale_timeout_ms);
+    assert!(
+        took < stale + Duration::from_secs(5),
+        "stop took {took:?}, over stale_timeout_ms + 5 s"
+    );
     let errors = s["errors"].to_string();
     assert!(errors.contains("boardreader-1 never answered"), "{s}");
     let others: Vec<_> = book.iter().filter(|p| p.2 != hung).cloned().collect();
@@ -534,6 +540,90 @@ fn session_stop_names_a_killed_eventbuilder_with_what_was_lost_and_shutdown_fini
 
     // Shutdown of the others succeeds: a process already gone is no error.
     shut_down(&runs, &book);
+}
+
+#[test]
+fn a_run_whose_eventbuilder_was_restarted_is_stopped_and_recorded_and_init_works_again() {
+    let (dir, runs, _, book) = running_session("restarted");
+    let config = dir.join("restarted.toml");
+    let (_, addr, old) = book
+        .iter()
+        .find(|p| p.0 == "eventbuilder-1")
+        .cloned()
+        .expect("eventbuilder-1");
+    signal("-KILL", old);
+    assert!(
+        wait_gone(old, Duration::from_secs(20)).is_some(),
+        "eventbuilder-1 still alive"
+    );
+    // Its supervisor starts a fresh one on the same address: Booted, with
+    // no configuration and nothing of the run.
+    let mut cmd = Command::new(bin_dir().join("eventbuilder"));
+    cmd.args(["--rank", "1", "--listen", &addr])
+        .stderr(Stdio::null());
+    let mut fresh = daq_tests::spawn_cmd(cmd, "restarted eventbuilder-1").expect("restarts");
+    let st = statuses(&book);
+    assert!(
+        st.iter()
+            .any(|s| s.process == "eventbuilder-1" && s.state == "booted"),
+        "{st:?}"
+    );
+
+    // The run stops and is recorded: the restarted process is named with
+    // what was lost with its old self, and daqctl exits 1.
+    let (took, s) = stop_without(&runs, "eventbuilder-1", "was restarted");
+    eprintln!("FAULT eventbuilder-1 restarted mid-run: daqctl stop took {took:.1?}");
+    let errors = s["errors"].to_string();
+    assert!(
+        errors.contains("eventbuilder-1 was restarted during run 1"),
+        "{s}"
+    );
+    let lost = s["lost"].as_array().expect("lost");
+    assert_eq!(lost.len(), 1, "{s}");
+    assert_eq!(lost[0]["process"], "eventbuilder-1", "{s}");
+    assert!(lost[0]["events"].as_u64().is_some_and(|n| n > 0), "{s}");
+    let procs = s["processes"].as_object().expect("processes");
+    assert_eq!(procs.len(), 5, "{s}");
+    assert!(!procs.contains_key("eventbuilder-1"), "{s}");
+
+    // One process Booted, the others Ready: start refuses and says how to
+    // recover; nothing is started.
+    let out = run("start", &runs, None, &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("eventbuilder-1 is booted") && said.contains("run `daqctl init` first"),
+        "{said}"
+    );
+    // `init` on the whole system works again, without restarting anything,
+    // and the next run loses nothing.
+    ok("init", &runs, Some(&config), &[]);
+    ok("start", &runs, None, &[]);
+    wait_for_fragments(&book, 20);
+    let out = run("stop", &runs, None, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let s = summary(&daq_tests::latest_run(&runs)).expect("summary.json");
+    assert_eq!(s["processes"].as_object().map(|p| p.len()), Some(6), "{s}");
+    daq_tests::assert_nothing_lost(&s);
+
+    ok("shutdown", &runs, None, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if fresh.child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restarted eventbuilder-1 did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (name, _, pid) in &book {
+        assert!(
+            wait_gone(*pid, deadline.saturating_duration_since(Instant::now())).is_some(),
+            "{name} still running after shutdown"
+        );
+    }
 }
 
 #[test]

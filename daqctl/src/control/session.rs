@@ -114,20 +114,49 @@ pub fn next_run(run_dir: &Path, statuses: &[proto::StatusReply]) -> Result<u32> 
     Ok(from_dir.max(from_procs))
 }
 
-/// Start run `run`, downstream first, with its record in `paths` (created,
-/// with the effective config.toml).
+/// Start run `run`, downstream first, with its record in `paths` (created
+/// once the processes started, with the effective config.toml).
+///
+/// daqctl creates no directory for another process: each aggregator
+/// creates the run's `data/` on its own host, as its own user (so a daqctl
+/// run as root never leaves a root-owned directory the aggregators cannot
+/// write). If a process refuses to start, the ones that had started are
+/// stopped again, so that every process is Ready and `daqctl start` can be
+/// retried once the cause is fixed.
 pub async fn start(
     system: &mut System,
     config: &SystemConfig,
     run: u32,
     paths: &RunPaths,
 ) -> Result<()> {
-    std::fs::create_dir_all(paths.data())
-        .with_context(|| format!("cannot create {}", paths.data().display()))?;
-    std::fs::write(paths.config(), config.to_toml())?;
     let data_dir = std::path::absolute(paths.data())?;
     let record_dir = std::path::absolute(&paths.root)?;
-    system.start(run, &data_dir, &record_dir).await
+    if let Err(e) = system.start(run, &data_dir, &record_dir).await {
+        let (_, errors) = system.stop().await;
+        let undone: Vec<&String> = errors
+            .iter()
+            .filter(|e| !e.contains("illegal in state ready"))
+            .collect();
+        if undone.is_empty() {
+            bail!(
+                "{e:#}; the processes that had started were stopped: every process is Ready, \
+                 fix the cause and run `daqctl start` again"
+            );
+        }
+        bail!(
+            "{e:#}; stopping the processes that had started failed too: {}",
+            undone
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    std::fs::create_dir_all(&paths.root)
+        .with_context(|| format!("cannot create {}", paths.root.display()))?;
+    std::fs::write(paths.config(), config.to_toml())
+        .with_context(|| format!("cannot write {}", paths.config().display()))?;
+    Ok(())
 }
 
 /// `daqctl boot`: spawns the system detached (no `[addresses]`) and writes
@@ -276,7 +305,31 @@ pub async fn stop_cmd(config: &SystemConfig, run_dir: &Path) -> Result<Outcome> 
         );
     }
     let run = first.run;
-    let in_force = config_in_force(&statuses)?;
+    // One that answers as Booted while the others are in a run was
+    // restarted by its supervisor (systemd's Restart=, a pod's restart):
+    // the run it held is gone with its old process. It is named with what
+    // was lost, like a dead one, and left out of the stop and the record;
+    // `daqctl init` configures it again with the others.
+    let restarted: Vec<ProcessId> = statuses
+        .iter()
+        .filter(|s| is(s, State::Booted))
+        .filter_map(|s| s.process.parse().ok())
+        .collect();
+    for id in &restarted {
+        eprintln!(
+            "daqctl: {id} was restarted during run {run}: it answers as Booted, with nothing of the run"
+        );
+        system.set_aside(*id);
+        silent.push(format!(
+            "{id} was restarted during run {run} (it answers as Booted): what it held of the run is lost (see `lost`); `daqctl init` configures it again"
+        ));
+    }
+    let configured: Vec<proto::StatusReply> = statuses
+        .iter()
+        .filter(|s| !is(s, State::Booted))
+        .cloned()
+        .collect();
+    let in_force = config_in_force(&configured)?;
     let paths = match first.record_dir.as_str() {
         "" => RunPaths::new(run_dir, run),
         dir => RunPaths { root: dir.into() },

@@ -435,9 +435,11 @@ impl<A: App> Inner<A> {
                 }))
             }
             Err(e) => {
-                // A failed init leaves the process as it was; anything else
-                // is an internal failure that only stop or shutdown clears.
-                let after = if command == Command::Init {
+                // A failed init or start leaves the process as it was (a
+                // start that fails has started nothing: no run is kept), so
+                // it can be retried; anything else is an internal failure
+                // that only stop or shutdown clears.
+                let after = if matches!(command, Command::Init | Command::Start) {
                     from
                 } else {
                     State::Error

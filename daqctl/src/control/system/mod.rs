@@ -420,6 +420,16 @@ impl System {
         errors
     }
 
+    /// Leaves `id` out of every later command and query of this system, as
+    /// if it were gone (its old segment is removed, `lost` names it): a
+    /// process restarted mid-run by its supervisor holds nothing of the run.
+    pub fn set_aside(&mut self, id: ProcessId) {
+        self.procs.retain(|p| p.id != id);
+        if !self.gone.contains(&id) {
+            self.gone.push(id);
+        }
+    }
+
     /// Processes this daqctl spawned that have died (their shared-memory
     /// segments, on this host, may be left behind).
     pub fn dead_children(&self) -> Vec<ProcessId> {
