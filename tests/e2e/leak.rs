@@ -83,7 +83,13 @@ fn verdicts(report: &Value) -> Vec<(String, String)> {
 fn legacy_input_leaks_in_the_aggregators_and_nowhere_else() {
     let _one = exclusive();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_, report) = soak_with(dir.path(), "legacy", "2x2x2", &["--site-profiles"], EXIT_LEAK);
+    let (_, report) = soak_with(
+        dir.path(),
+        "legacy",
+        "2x2x2",
+        &["--site-profiles"],
+        EXIT_LEAK,
+    );
     assert_eq!(report["netmon_input"], "legacy");
     let v = verdicts(&report);
     assert_eq!(v.len(), 6);
