@@ -35,7 +35,13 @@ fn build() -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "--quiet", "--bins"]);
-    for p in ["boardreader", "eventbuilder", "aggregator", "monitor", "daqctl"] {
+    for p in [
+        "boardreader",
+        "eventbuilder",
+        "aggregator",
+        "monitor",
+        "daqctl",
+    ] {
         cmd.args(["-p", p]);
     }
     if profile == "release" {
