@@ -77,10 +77,10 @@
 //!    later truncation would fault (SIGBUS); both sides run as the same user.
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -397,15 +397,8 @@ impl LinkWriter {
             path: path.to_path_buf(),
             source,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(err)?;
+        let file = sys::create_private(path).map_err(err)?;
         let writer = (|| {
-            file.set_permissions(Permissions::from_mode(0o600))?;
             file.set_len((DATA_OFFSET + capacity) as u64)?;
             Segment::map(&file, capacity)
         })();

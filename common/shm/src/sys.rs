@@ -101,6 +101,20 @@ pub(crate) fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Creates `path`, which must not exist, read-write and exactly mode 0600
+/// whatever the umask: how every segment file starts.
+pub(crate) fn create_private(path: &std::path::Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
 /// A pidfd for `pid` (pidfd_open(2)): readable once the process exits.
 /// Fails when there is no such process in this pid namespace.
 pub fn pidfd_open(pid: u32) -> io::Result<std::os::fd::OwnedFd> {

@@ -4,9 +4,9 @@
 //! append, publish, stale buffers).
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions, Permissions, TryLockError};
+use std::fs::{self, File, TryLockError};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
@@ -162,16 +162,7 @@ impl ShmStore {
             path: path.to_path_buf(),
             source,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(tmp)
-            .map_err(create_err)?;
-        // Exactly 0600 whatever the umask.
-        file.set_permissions(Permissions::from_mode(0o600))
-            .map_err(create_err)?;
+        let file = crate::sys::create_private(tmp).map_err(create_err)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
