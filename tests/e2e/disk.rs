@@ -400,9 +400,17 @@ fn a_run_dir_removed_mid_run_is_recorded_again_with_every_event_not_written() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("daqctl starts");
-    // Once both aggregators write, the whole run directory goes.
+    // Once both aggregators write, the whole run directory goes. Both
+    // must have opened a file: two files of one aggregator are not
+    // enough, the other's start would then fail and no run begin.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_dir(&data).map_or(0, |d| d.count()) < 2 {
+    let writing = |a: &str| {
+        std::fs::read_dir(&data).is_ok_and(|d| {
+            d.filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().contains(&format!("_{a}_")))
+        })
+    };
+    while !(writing("aggregator-0") && writing("aggregator-1")) {
         assert!(
             Instant::now() < deadline,
             "no data files in {}",
@@ -429,7 +437,7 @@ fn a_run_dir_removed_mid_run_is_recorded_again_with_every_event_not_written() {
         u("events_written"),
         u("events_unwritten")
     );
-    assert!(u("events_unwritten") > 0, "{s}");
+    assert!(u("events_unwritten") > 0, "{s}\n{stdout}");
     assert_eq!(
         u("events_written") + u("events_unwritten"),
         u("events_built") + u("events_incomplete"),
