@@ -34,18 +34,21 @@ pub struct InitArgs {
 pub struct StopArgs {
     /// Boardreaders: generate up to this sequence id before end-of-data.
     pub end_sequence_id: Option<u64>,
-    /// Receivers: wait at most this long for the sources' end-of-data
-    /// (less than `transfer.end_of_data_timeout_ms`); set by a stop on a
-    /// signal, whose whole stop must fit in a few seconds.
+    /// Receivers: wait at most this long in all for the sources'
+    /// end-of-data, even while they are still sending (set by a stop on a
+    /// signal, whose whole stop must fit in a second).
     pub source_wait_limit: Option<Duration>,
 }
 
 impl StopArgs {
-    /// How long a receiver waits for its sources' end-of-data: `configured`,
-    /// or less when this stop has a limit.
-    pub fn source_wait(&self, configured: Duration) -> Duration {
-        self.source_wait_limit
-            .map_or(configured, |l| l.min(configured))
+    /// How long a receiver waits for its sources' end-of-data: until they
+    /// are idle for `configured` (`transfer.end_of_data_timeout_ms`), and
+    /// at most the limit in all when this stop has one.
+    pub fn source_wait(&self, configured: Duration) -> crate::sources::Wait {
+        crate::sources::Wait {
+            idle: configured,
+            within: self.source_wait_limit,
+        }
     }
 }
 
@@ -208,8 +211,11 @@ impl<A: App> Control<A> {
     }
 }
 
-/// How long a stop on a signal waits for the sources' end-of-data.
-const TERMINATE_SOURCE_WAIT: Duration = Duration::from_millis(1_000);
+/// How long a stop on a signal waits in all for the sources' end-of-data;
+/// the streams still open then are cut (a source that goes on sending is
+/// alive and counts what it could not deliver). Sources stopped before
+/// this process (SIGTERM in data order) have ended already.
+const TERMINATE_SOURCE_WAIT: Duration = Duration::from_millis(250);
 
 #[tonic::async_trait]
 impl<A: App> Terminate for Inner<A> {

@@ -122,6 +122,7 @@ where
     S: futures::Stream<Item = Result<<R::Hop as Hop>::Batch, Status>> + Unpin,
 {
     let items_name = <R::Hop as Hop>::ITEMS;
+    let _open = r.sources().open_stream();
     let mut inbound = Inbound::new(process, r.sources(), r.run(), r.counters());
     while let Some(batch) = inbound.next(&mut stream).await? {
         let (run, source) = (R::Hop::run(&batch), R::Hop::source(&batch));
@@ -251,7 +252,19 @@ impl<'a> Inbound<'a> {
         S: futures::Stream<Item = Result<T, Status>> + Unpin,
     {
         use futures::StreamExt;
-        stream.next().await.transpose().inspect_err(|status| {
+        // The cut first: a sender that always has a batch ready must not
+        // keep the stream open past it.
+        let next = tokio::select! {
+            biased;
+            () = self.sources.cut_signal() => {
+                if let Some(s) = self.source {
+                    self.sources.ended(s, Some(crate::sources::CUT.to_string()));
+                }
+                return Err(Status::aborted(format!("{}: {}", self.process, crate::sources::CUT)));
+            }
+            next = stream.next() => next,
+        };
+        next.transpose().inspect_err(|status| {
             if let Some(s) = self.source {
                 self.sources.ended(s, Some(status.message().to_string()));
             }
@@ -286,23 +299,39 @@ impl<'a> Inbound<'a> {
     }
 }
 
+/// How long the streams cut at stop get to end (each ends at its next
+/// batch boundary, or at once when it waits for one).
+const CLOSE_AFTER_CUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How a receiving run ends, the same for every receiver: stop reporting
 /// the run's store in the metrics (it goes with the run), wait for every
 /// source's end-of-data (at most `wait`), refuse new streams for the run,
-/// then send the run's task `finish(ack)` and wait for its answer. Returns
+/// cut the streams still open and let them end, then send the run's task
+/// `finish(ack)` and wait for its answer. Returns
 /// the problems found with the answer; `None` when the task had already
 /// ended, which the problems then say (`<task> ended before/during stop`).
 pub async fn end_run<R: Receiver, M, T>(
     slot: &RunSlot<R>,
     ingress: &R,
-    wait: std::time::Duration,
+    wait: crate::sources::Wait,
     tx: &tokio::sync::mpsc::Sender<M>,
     finish: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> M,
     task: &str,
 ) -> (Vec<String>, Option<T>) {
     crate::metrics::data_path().set_buffers(None);
-    let mut problems = ingress.sources().wait_all(wait).await;
+    let sources = ingress.sources();
+    let mut problems = sources.wait_all(wait).await;
     slot.set(None);
+    // Streams still open now (a source that goes on sending, or hangs)
+    // are cut, so that nothing arrives once the task is told to finish.
+    sources.cut();
+    let open = sources.wait_closed(CLOSE_AFTER_CUT).await;
+    if open > 0 {
+        problems.push(format!(
+            "{open} inbound streams did not end within {} ms of the cut",
+            CLOSE_AFTER_CUT.as_millis()
+        ));
+    }
     let (ack, done) = tokio::sync::oneshot::channel();
     if tx.send(finish(ack)).await.is_err() {
         problems.push(format!("{task} ended before stop"));
