@@ -286,7 +286,11 @@ impl ToySimulator {
         if last_lanes > 0
             && let Some(c) = chunks.next()
         {
-            let keep = (1u64 << (16 * last_lanes)) - 1;
+            // 1..=3 lanes here (a whole tail word exists only when the
+            // buffer holds every sample); checked all the same.
+            let keep = 1u64
+                .checked_shl(16 * last_lanes as u32)
+                .map_or(u64::MAX, |v| v - 1);
             word_of(last & keep, c);
         }
         for c in chunks.by_ref() {

@@ -256,3 +256,45 @@ fn made_at_stamps_the_access_time_and_changes_nothing_else() {
     assert_eq!(made[..24], pure[..24]);
     assert_eq!(made[32..], pure[32..]);
 }
+
+/// `write_payload` into a buffer shorter (or longer) than the fragment's
+/// payload: never a panic (debug builds check every shift and index), the
+/// bytes it writes are the full payload's prefix in whole words, and the
+/// rest of the buffer is zero.
+#[test]
+fn write_payload_into_any_buffer_length_writes_a_prefix_and_never_panics() {
+    for d in [
+        Distribution::Uniform,
+        Distribution::Gaussian,
+        Distribution::Monotonic,
+    ] {
+        for n_adc_counts in [0, 1, 2, 3, 4, 5, 7, 8, 9, 41] {
+            let c = GeneratorConfig {
+                distribution: d,
+                n_adc_counts,
+                ..GeneratorConfig::default()
+            };
+            let sim = ToySimulator::new(0, &c);
+            let full_len = toy::HEADER_BYTES + (n_adc_counts as usize).div_ceil(4) * WORD_BYTES;
+            let mut full = vec![0xAAu8; full_len];
+            sim.write_payload(9, &mut full);
+            for len in 0..full_len + 2 * WORD_BYTES {
+                let mut out = vec![0xAAu8; len];
+                sim.write_payload(9, &mut out);
+                let common = len.min(full_len);
+                // A whole word is written or none of it: compare whole words.
+                let words = common.saturating_sub(toy::HEADER_BYTES) / WORD_BYTES;
+                let same = toy::HEADER_BYTES.min(common) + words * WORD_BYTES;
+                assert_eq!(
+                    out[..same],
+                    full[..same],
+                    "{d:?} n {n_adc_counts} len {len}"
+                );
+                assert!(
+                    out[same..].iter().all(|&b| b == 0),
+                    "{d:?} n {n_adc_counts} len {len}: {out:?}"
+                );
+            }
+        }
+    }
+}
