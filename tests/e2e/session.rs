@@ -5,8 +5,8 @@
 
 use daq_format::config::SystemConfig;
 use daq_tests::{
-    Held, Pipe, assert_generated_payload, assert_nothing_lost, bin_dir, control, daqctl,
-    output_text as text, runtime, signal, spawn, spawn_lines, summary, u, unique_partition,
+    Held, Pipe, SessionDir, assert_generated_payload, assert_nothing_lost, bin_dir, control,
+    daqctl, output_text as text, runtime, signal, spawn, spawn_lines, summary, u, unique_partition,
     wait_gone,
 };
 use serde_json::Value;
@@ -47,11 +47,10 @@ fn run(verb: &str, run_dir: &Path, config: Option<&Path>, args: &[&str]) -> Outp
     daqctl(&all).expect("daqctl runs")
 }
 
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("daq-session-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    dir
+/// A session test's directory: a failing test's processes and segments
+/// are cleaned up with it ([`SessionDir`]).
+fn fresh_dir(name: &str) -> SessionDir {
+    SessionDir::new(name)
 }
 
 fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -113,10 +112,11 @@ fn wait_for_fragments(book: &[(String, String, u32)], n: u64) {
 /// A session booted with a 2x2x2 config of its own, initialized and
 /// started, data flowing: its directory, run directory, partition and
 /// address book.
-fn running_session(name: &str) -> (PathBuf, PathBuf, u32, Vec<(String, String, u32)>) {
+fn running_session(name: &str) -> (SessionDir, PathBuf, u32, Vec<(String, String, u32)>) {
     let dir = fresh_dir(name);
     let runs = dir.join("runs");
     let partition = unique_partition();
+    dir.set_partition(partition);
     let config = write_config(
         &dir,
         &format!("{name}.toml"),
@@ -173,6 +173,7 @@ fn local_session_runs_three_times_reconfigures_and_never_restarts_a_process() {
     let dir = fresh_dir("local");
     let runs = dir.join("runs");
     let partition = unique_partition();
+    dir.set_partition(partition);
     let base = format!("partition = {partition}\n[generator]\nthrottle_us = 2000\n");
     let first = write_config(&dir, "first.toml", &base);
     let second = write_config(&dir, "second.toml", &format!("{base}n_adc_counts = 100\n"));
@@ -672,4 +673,51 @@ fn status_stop_and_monitor_find_the_system_a_demo_runs_from_the_run_dir() {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The guard of the tests above: a session test that fails (panics) with
+/// its system booted, one process SIGSTOPped, leaves no process and no
+/// segment of its partition behind.
+#[test]
+fn a_failing_session_test_leaves_no_process_and_no_segment_behind() {
+    let partition = unique_partition();
+    let (pids, runs) = {
+        let dir = fresh_dir("guard");
+        dir.set_partition(partition);
+        let runs = dir.join("runs");
+        let config = write_config(
+            &dir,
+            "guard.toml",
+            &format!(
+                "partition = {partition}\n[topology]\nboardreaders = 1\neventbuilders = 1\naggregators = 1\n"
+            ),
+        );
+        ok("boot", &runs, Some(&config), &[]);
+        ok("init", &runs, Some(&config), &[]);
+        ok("start", &runs, None, &[]);
+        let book = address_book(&runs);
+        wait_for_fragments(&book, 1);
+        let pids: Vec<u32> = book.iter().map(|(_, _, p)| *p).collect();
+        signal("-STOP", pid_of(&book, "eventbuilder-0"));
+        let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _dir = dir;
+            panic!("a session test fails here");
+        }));
+        assert!(failed.is_err());
+        (pids, runs)
+    };
+    for pid in &pids {
+        assert!(!daq_tests::alive(*pid), "pid {pid} left running");
+    }
+    let prefix = format!("daq-p{partition}-");
+    let left: Vec<String> = std::fs::read_dir(daq_shm::shm_dir())
+        .expect("shm dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // The failed test's files stay for a look.
+    assert!(runs.join("processes.json").exists());
+    let _ = std::fs::remove_dir_all(runs.parent().expect("session dir"));
 }

@@ -844,3 +844,118 @@ impl Drop for Held {
         let _ = self.child.wait();
     }
 }
+
+/// The directory of a test that boots a system with `daqctl boot` (whose
+/// processes outlive daqctl). Dropped while the test panics (it failed),
+/// it SIGKILLs every process of the address books in it (`processes.json`
+/// and `runs/processes.json`, SIGCONT first for a stopped one), then
+/// removes the shared memory of its partition that no live process holds,
+/// and keeps the directory for a look (its path is printed). Dropped at
+/// the end of a passing test, it removes the directory.
+pub struct SessionDir {
+    path: PathBuf,
+    partition: std::cell::Cell<Option<u32>>,
+}
+
+impl SessionDir {
+    /// A fresh directory `daq-session-<name>-<pid>` under the temp dir.
+    pub fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("daq-session-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("mkdir");
+        Self {
+            path,
+            partition: std::cell::Cell::new(None),
+        }
+    }
+
+    /// The partition the session's processes use: its segments go too.
+    pub fn set_partition(&self, partition: u32) {
+        self.partition.set(Some(partition));
+    }
+
+    /// Kills what the address books name and removes the partition's
+    /// abandoned segments; returns (pids killed, segments removed).
+    pub fn clean_up(&self) -> (Vec<u32>, usize) {
+        let mut pids = Vec::new();
+        for book in [
+            self.path.join("processes.json"),
+            self.path.join("runs/processes.json"),
+        ] {
+            let Ok(text) = std::fs::read_to_string(&book) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            for p in v["processes"].as_array().into_iter().flatten() {
+                if let Some(pid) = p["pid"].as_u64().and_then(|p| u32::try_from(p).ok()) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids.retain(|&p| alive(p));
+        for sig in ["-CONT", "-KILL"] {
+            for pid in &pids {
+                // Never an assert here: this may run while a test unwinds.
+                let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+            }
+        }
+        for pid in &pids {
+            let _ = wait_gone(*pid, Duration::from_secs(5));
+        }
+        let mut removed = 0;
+        let Some(p) = self.partition.get() else {
+            return (pids, removed);
+        };
+        let dir = daq_shm::shm_dir();
+        let prefix = format!("daq-p{p}-");
+        // A killed process's main thread may show as a zombie while its
+        // other threads still hold the segment's lock: retry a while.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut left = 0;
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&prefix) && !name.contains("-link-") {
+                    match daq_shm::remove_abandoned(&entry.path()) {
+                        Ok(true) => removed += 1,
+                        _ => left += 1,
+                    }
+                }
+            }
+            removed += daq_shm::link::remove_abandoned_links(&dir, p);
+            if left == 0 || Instant::now() > deadline {
+                return (pids, removed);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl std::ops::Deref for SessionDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for SessionDir {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SessionDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let (pids, segments) = self.clean_up();
+            eprintln!(
+                "failed session test: killed {pids:?}, removed {segments} segments; its files stay in {}",
+                self.path.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
