@@ -128,13 +128,42 @@ impl Output {
         }
     }
 
-    /// Flushes and closes the files.
-    pub fn close(self) -> Result<RunFiles, OutputError> {
-        Ok(match self {
-            Self::Hdf5(w) => w.close()?,
-            Self::ArtdaqBinary { writer, .. } => writer.close()?,
-        })
+    /// Flushes and closes the files. A failure says how many events are
+    /// in the files all the same: a close that fails after its last flush
+    /// (the end-of-run attributes, say) leaves every event readable, and
+    /// those are written, not lost.
+    pub fn close(self) -> Result<RunFiles, CloseFailed> {
+        match self {
+            Self::Hdf5(mut w) => {
+                let failed = |w: &RunWriter, e: DataFileError| CloseFailed {
+                    error: e.into(),
+                    events_in_files: w.events_in_files(),
+                };
+                if let Err(e) = w.flush() {
+                    return Err(failed(&w, e));
+                }
+                let in_files = w.events_in_files();
+                w.close().map_err(|e| CloseFailed {
+                    error: e.into(),
+                    events_in_files: in_files,
+                })
+            }
+            Self::ArtdaqBinary { writer, .. } => {
+                let in_files = writer.events_written();
+                writer.close().map_err(|e| CloseFailed {
+                    error: e.into(),
+                    events_in_files: in_files,
+                })
+            }
+        }
     }
+}
+
+/// A close that failed, and the events that are in the files regardless.
+#[derive(Debug)]
+pub struct CloseFailed {
+    pub error: OutputError,
+    pub events_in_files: u64,
 }
 
 /// Every batch that reaches a file is timed in the data-path metrics.

@@ -481,7 +481,7 @@ impl WriterThread {
         if failed.is_some() {
             return Written::on_disk(w.files(), failed);
         }
-        let (pending, files) = (w.events_pending(), w.files().to_vec());
+        let files = w.files().to_vec();
         match w.close() {
             Ok(f) => {
                 // Every event accepted is in a file now.
@@ -492,9 +492,11 @@ impl WriterThread {
                     error: None,
                 }
             }
-            Err(e) => {
-                let msg = format!("closing data files failed: {e}");
-                self.fail(msg.clone(), pending, accepted - pending);
+            Err(failed) => {
+                // Exactly what did not reach a file is unwritten.
+                let msg = format!("closing data files failed: {}", failed.error);
+                let written = failed.events_in_files.min(accepted);
+                self.fail(msg.clone(), accepted - written, written);
                 Written::on_disk(&files, Some(msg))
             }
         }

@@ -341,6 +341,57 @@ fn a_data_dir_removed_mid_run_puts_the_artdaq_binary_aggregator_in_error_and_sto
     vanishing_dir(DataFormat::ArtdaqBinary);
 }
 
+/// A close that fails only at its last step counts exactly: the data dir
+/// goes while the last 5 events wait in the HDF5 writer's buffer; at stop
+/// they are flushed into the (unlinked) open file, then measuring the
+/// files fails. Those 5 are in a file: written, not unwritten (they were
+/// counted unwritten before), and the stop names the file as gone.
+#[test]
+fn a_close_that_fails_after_its_last_flush_counts_every_flushed_event_written() {
+    let what = "close fails after the last flush";
+    let p = spawn("aggregator", 0).expect("spawns");
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("run_000001");
+    runtime().block_on(async {
+        let mut c = control(&p.addr).await;
+        init_and_start(&mut c, &config(DataFormat::Hdf5), 1, &data).await;
+        let s = send(&p.addr, 1, 1, 20, None).await;
+        assert_eq!(s.received, 20);
+        wait_for_status(&mut c, "20 events written", |s| {
+            s.counters.as_ref().is_some_and(|k| k.events_written == 20)
+        })
+        .await;
+        std::fs::remove_dir_all(&data).expect("removes the data dir");
+        // Fewer than a batch (10): they stay buffered until stop.
+        let s = send(&p.addr, 1, 21, 5, Some(25)).await;
+        assert_eq!(s.received, 5);
+        let reply = stop(&mut c, what).await;
+        let k = reply.counters.expect("counters");
+        eprintln!(
+            "{what}: received {} written {} unwritten {} problems {:?}",
+            k.events_received, k.events_written, k.events_unwritten, reply.problems
+        );
+        assert_eq!(k.events_received, 25);
+        assert_eq!((k.events_written, k.events_unwritten), (25, 0), "{k:?}");
+        assert!(
+            reply
+                .problems
+                .iter()
+                .any(|p| p.starts_with("closing data files failed")),
+            "{:?}",
+            reply.problems
+        );
+        let first = k.data_files.first().expect("a file");
+        assert!(
+            reply.problems.contains(&format!(
+                "data file {first} is gone: removed during the run, its events with it"
+            )),
+            "{:?}",
+            reply.problems
+        );
+    });
+}
+
 #[test]
 fn daqctl_refuses_a_read_only_run_dir_before_starting_anything() {
     let Some(disk) = Tmpfs::mount("1m", true) else {
