@@ -103,7 +103,7 @@ impl Builder {
         self.shared.counters.update(|c| {
             c.events_built += tally.built;
             c.events_incomplete += tally.incomplete;
-            c.dropped += tally.duplicate;
+            c.duplicate_fragments += tally.duplicate;
             c.late_fragments += tally.late;
             c.oversize_fragments += tally.oversize;
         });
@@ -279,7 +279,9 @@ impl Builder {
                 .flatten()
                 .map(|b| b.fragments.len() - b.next)
                 .sum();
-            self.shared.counters.update(|c| c.dropped += n as u64);
+            self.shared
+                .counters
+                .update(|c| c.fragments_unplaced += n as u64);
             problems.push(format!(
                 "{n} fragments could not be placed: the sender stage is gone"
             ));

@@ -157,7 +157,7 @@ impl Sender {
 
     /// An event that could not be sent: counted, and the first few named.
     fn lost(&mut self, why: String) {
-        self.shared.counters.update(|c| c.dropped += 1);
+        self.shared.counters.update(|c| c.events_unsendable += 1);
         self.dropped += 1;
         if self.problems.len() < 10 {
             warn!(process = %self.process, error = %why, "event dropped");

@@ -160,3 +160,37 @@ fn eventbuilder_counts_the_fragments_of_an_event_it_could_not_publish() {
         );
     });
 }
+
+/// A source that sends one fragment twice: the second is dropped under its
+/// own reason, `duplicate_fragments` (it was counted under the generic
+/// `dropped` before), and the event is built once.
+#[test]
+fn eventbuilder_counts_a_duplicate_fragment_under_its_own_reason() {
+    let p = spawn("eventbuilder", 0).expect("spawns");
+    let config = config(1, 0);
+    runtime().block_on(async {
+        let mut c = control(&p.addr).await;
+        init_and_start(&mut c, &config, 3, std::path::Path::new("")).await;
+        let ch = connect(&p.addr).await;
+        let eod = |n| Fragment::end_of_data(0, 100, n).expect("eod").into_bytes();
+        // Boardreader 0 sends its fragment of event 1 twice, boardreader 1 once.
+        let fragments = vec![data_fragment(1, 0, 16), data_fragment(1, 0, 16), eod(2)];
+        let summary = send_fragments(&ch, vec![fragment_batch(0, 3, fragments)])
+            .await
+            .expect("accepted");
+        assert_eq!((summary.received, summary.announced), (2, Some(2)));
+        let fragments = vec![data_fragment(1, 1, 16), eod(1)];
+        let summary = send_fragments(&ch, vec![fragment_batch(1, 3, fragments)])
+            .await
+            .expect("accepted");
+        assert_eq!((summary.received, summary.announced), (1, Some(1)));
+        let stop = stop(&mut c).await;
+        let k = stop.counters.expect("counters");
+        assert_eq!(k.fragments_received, 3);
+        assert_eq!(
+            (k.events_built, k.duplicate_fragments, k.dropped),
+            (1, 1, 0),
+            "{k:?}"
+        );
+    });
+}

@@ -121,8 +121,9 @@ pub struct RunSummary {
     /// over the processes; only reasons that occurred): `fragments_rejected`
     /// (malformed), `fragments_discarded` (well-formed, in a rejected
     /// batch), `fragments_unpublished`, `late_fragments`,
-    /// `oversize_fragments`, `dropped`, `events_rejected`,
-    /// `events_discarded`, `events_unwritten`.
+    /// `oversize_fragments`, `duplicate_fragments`, `fragments_unplaced`,
+    /// `dropped` (for a lost destination), `events_unsendable`,
+    /// `events_rejected`, `events_discarded`, `events_unwritten`.
     #[serde(default)]
     pub drops: BTreeMap<String, u64>,
     pub bytes_written: u64,
@@ -249,6 +250,8 @@ impl RunSummary {
                 "fragments_unpublished",
                 "late_fragments",
                 "oversize_fragments",
+                "duplicate_fragments",
+                "fragments_unplaced",
                 "dropped",
             ]
             .map(|k| format!("{k} {}", drop(k)))
@@ -266,13 +269,15 @@ impl RunSummary {
         let released = self.events_built + self.events_incomplete;
         if writing && self.events_written != released {
             e.push(format!(
-                "events_written {} != events_built {} + events_incomplete {} (not written {}, rejected {}, discarded with their batch {})",
+                "events_written {} != events_built {} + events_incomplete {} (not written {}, rejected {}, discarded with their batch {}, unsendable {}, dropped {})",
                 self.events_written,
                 self.events_built,
                 self.events_incomplete,
                 self.events_unwritten,
                 drop("events_rejected"),
                 drop("events_discarded"),
+                drop("events_unsendable"),
+                drop("dropped"),
             ));
         }
         e
@@ -334,14 +339,17 @@ impl RunPaths {
 
 /// The drop counters of `Counters`, by name: the keys of
 /// [`RunSummary::drops`].
-pub fn drops_of(c: &Counters) -> [(&'static str, u64); 9] {
+pub fn drops_of(c: &Counters) -> [(&'static str, u64); 12] {
     [
         ("fragments_rejected", c.fragments_rejected),
         ("fragments_discarded", c.fragments_discarded),
         ("fragments_unpublished", c.fragments_unpublished),
         ("late_fragments", c.late_fragments),
         ("oversize_fragments", c.oversize_fragments),
+        ("duplicate_fragments", c.duplicate_fragments),
+        ("fragments_unplaced", c.fragments_unplaced),
         ("dropped", c.dropped),
+        ("events_unsendable", c.events_unsendable),
         ("events_rejected", c.events_rejected),
         ("events_discarded", c.events_discarded),
         ("events_unwritten", c.events_unwritten),

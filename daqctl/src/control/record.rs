@@ -625,8 +625,8 @@ mod tests {
             s.errors,
             [
                 "fragments_received 97 != fragments_sent 100 (rejected 1, discarded with their batch 2, unaccounted 0)",
-                "fragments_sent 100 != 1 x events_built 97 (events_incomplete 0, fragments_unpublished 0, late_fragments 0, oversize_fragments 0, dropped 0)",
-                "events_written 67 != events_built 97 + events_incomplete 0 (not written 30, rejected 0, discarded with their batch 0)",
+                "fragments_sent 100 != 1 x events_built 97 (events_incomplete 0, fragments_unpublished 0, late_fragments 0, oversize_fragments 0, duplicate_fragments 0, fragments_unplaced 0, dropped 0)",
+                "events_written 67 != events_built 97 + events_incomplete 0 (not written 30, rejected 0, discarded with their batch 0, unsendable 0, dropped 0)",
             ]
         );
     }
