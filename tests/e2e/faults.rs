@@ -322,7 +322,24 @@ fn start_system(
     ags: &[daq_tests::Spawned],
     data_dir: &Path,
 ) {
-    let mut config = daq_format::config::SystemConfig::default();
+    start_system_with(
+        brs,
+        ebs,
+        ags,
+        data_dir,
+        daq_format::config::SystemConfig::default(),
+    );
+}
+
+/// [`start_system`] with `config` (its topology, throttle and transfer
+/// mode set here).
+fn start_system_with(
+    brs: &[daq_tests::Spawned],
+    ebs: &[daq_tests::Spawned],
+    ags: &[daq_tests::Spawned],
+    data_dir: &Path,
+    mut config: daq_format::config::SystemConfig,
+) {
     config.topology.boardreaders = brs.len() as u16;
     config.topology.eventbuilders = ebs.len() as u16;
     config.topology.aggregators = ags.len() as u16;
@@ -487,4 +504,43 @@ fn sigterm_in_order_ends_every_kind_fast_with_files_closed_and_segments_removed(
         }
     }
     assert!(events > 0, "no event in the files");
+}
+
+/// `[transfer] keepalive_*` is what finds a hung receiver: with 200 ms /
+/// 800 ms, an eventbuilder whose aggregator is SIGSTOPped counts the
+/// aggregator lost (its events undelivered) well before the built-in 4 s
+/// timeout could, over either mechanism (gRPC: the channel's HTTP/2 ping;
+/// shared memory: the link's heartbeat).
+#[test]
+fn a_configured_keepalive_finds_a_hung_aggregator_in_its_own_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shm = dir.path().join("shm");
+    std::fs::create_dir_all(&shm).expect("shm");
+    let br = vec![spawn_in("boardreader", 0, &shm)];
+    let eb = vec![spawn_in("eventbuilder", 0, &shm)];
+    let ag = vec![spawn_in("aggregator", 0, &shm)];
+    let mut config = daq_format::config::SystemConfig::default();
+    config.transfer.keepalive_interval_ms = 200;
+    config.transfer.keepalive_timeout_ms = 800;
+    start_system_with(&br, &eb, &ag, &dir.path().join("data"), config);
+    signal("-STOP", ag[0].child.id());
+    let hung = Instant::now();
+    let found = daq_tests::runtime().block_on(async {
+        let mut c = daq_tests::control(&eb[0].addr).await;
+        daq_tests::wait_for_status(&mut c, "aggregator-0 lost", |st| {
+            st.counters.as_ref().is_some_and(|k| k.undelivered > 0)
+        })
+        .await;
+        hung.elapsed()
+    });
+    signal("-CONT", ag[0].child.id());
+    println!(
+        "keep-alive 200/800 ms ({}): hung aggregator found after {:.2} s",
+        daq_tests::local_mechanism(),
+        found.as_secs_f64()
+    );
+    assert!(
+        found < Duration::from_millis(3500),
+        "found after {found:?}: the configured 800 ms keep-alive was not used"
+    );
 }

@@ -23,10 +23,30 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Endpoint, Server};
 use tower_layer::{Identity, Stack};
 
-/// How often each end of a connection pings the other.
+/// How often each end of a connection pings the other, until a
+/// configuration says otherwise (`transfer.keepalive_interval_ms`).
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
-/// How long a ping may go unanswered before the connection is closed.
+/// How long a ping may go unanswered before the connection is closed, until
+/// a configuration says otherwise (`transfer.keepalive_timeout_ms`).
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// The keep-alive in force: (interval, timeout).
+static KEEPALIVE: std::sync::RwLock<(Duration, Duration)> =
+    std::sync::RwLock::new((KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT));
+
+/// Sets the keep-alive of the channels and shared-memory links made from
+/// now on (every `init` does, from `[transfer]`). The gRPC server's own
+/// pings keep the built-in values: it is built before any configuration
+/// arrives, and the senders' pings and the links' heartbeats are what find
+/// a hung or cut-off peer of a data stream.
+pub fn set_keepalive(interval: Duration, timeout: Duration) {
+    *KEEPALIVE.write().unwrap_or_else(|p| p.into_inner()) = (interval, timeout.max(interval));
+}
+
+/// The keep-alive in force: (interval, timeout).
+pub fn keepalive() -> (Duration, Duration) {
+    *KEEPALIVE.read().unwrap_or_else(|p| p.into_inner())
+}
 
 /// A channel to a DAQ process: tuned, TLS when configured, and sending the
 /// token (if any) on every request.
@@ -74,8 +94,8 @@ fn endpoint(addr: &str, credentials: &Credentials) -> Result<Endpoint, tonic::tr
         .initial_connection_window_size(proto::WINDOW_BYTES)
         .max_frame_size(proto::MAX_FRAME_BYTES)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .http2_keep_alive_interval(keepalive().0)
+        .keep_alive_timeout(keepalive().1)
         .connect_timeout(Duration::from_secs(2));
     if let Some(tls) = credentials.client_tls() {
         ep = ep.tls_config(tls.clone())?;

@@ -114,6 +114,20 @@ impl SystemConfig {
                 "must be at least 1",
             ));
         }
+        if x.keepalive_interval_ms == 0 {
+            return Err(bad(
+                "transfer.keepalive_interval_ms",
+                x.keepalive_interval_ms,
+                "must be at least 1",
+            ));
+        }
+        if x.keepalive_timeout_ms < 2 * x.keepalive_interval_ms {
+            return Err(bad(
+                "transfer.keepalive_timeout_ms",
+                x.keepalive_timeout_ms,
+                "must be at least twice transfer.keepalive_interval_ms (a beat may come late by up to an interval)",
+            ));
+        }
         if x.end_of_data_timeout_ms == 0 {
             return Err(bad(
                 "transfer.end_of_data_timeout_ms",

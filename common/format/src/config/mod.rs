@@ -232,6 +232,12 @@ pub struct TransferConfig {
     /// Bytes of each shared-memory link's ring (a power of two); 0 = twice
     /// queue_batches x batch_max_bytes, rounded up.
     pub link_bytes: u64,
+    /// How often a data stream's sender pings its receiver (HTTP/2 ping on
+    /// a gRPC channel, a heartbeat on a shared-memory link).
+    pub keepalive_interval_ms: u64,
+    /// How long a ping (or the other end's heartbeat) may be missing
+    /// before the peer is taken as hung or cut off and its stream breaks.
+    pub keepalive_timeout_ms: u64,
 }
 
 /// How data moves between two processes.
@@ -426,6 +432,8 @@ impl Default for TransferConfig {
             queue_batches: 16,
             end_of_data_timeout_ms: 5_000,
             connect_timeout_ms: 5_000,
+            keepalive_interval_ms: 1_000,
+            keepalive_timeout_ms: 4_000,
             mode: TransferMode::Auto,
             link_bytes: 0,
         }

@@ -191,3 +191,28 @@ mod leak_tests {
         assert_eq!(SystemConfig::default().leak.inject_in, Kind::EventBuilder);
     }
 }
+
+#[test]
+fn keepalive_is_configurable_and_a_timeout_under_two_intervals_is_refused() {
+    let c = SystemConfig::from_toml(
+        "[transfer]\nkeepalive_interval_ms = 200\nkeepalive_timeout_ms = 800\n",
+        "x",
+    )
+    .expect("valid");
+    assert_eq!(
+        (
+            c.transfer.keepalive_interval_ms,
+            c.transfer.keepalive_timeout_ms
+        ),
+        (200, 800)
+    );
+    for bad in [
+        "[transfer]\nkeepalive_interval_ms = 0\n",
+        "[transfer]\nkeepalive_interval_ms = 500\nkeepalive_timeout_ms = 900\n",
+    ] {
+        let err = SystemConfig::from_toml(bad, "t.toml")
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("transfer.keepalive_"), "{err}");
+    }
+}

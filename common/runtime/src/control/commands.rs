@@ -21,6 +21,10 @@ impl<A: App> Inner<A> {
         let config = SystemConfig::from_toml(&req.config_toml, "init request")
             .map_err(|e| Status::invalid_argument(format!("{}: {e}", self.process)))?;
         let interval = Duration::from_millis(config.heap.sample_interval_ms);
+        crate::net::set_keepalive(
+            Duration::from_millis(config.transfer.keepalive_interval_ms),
+            Duration::from_millis(config.transfer.keepalive_timeout_ms),
+        );
         let args = InitArgs {
             config,
             destinations: req.destinations,

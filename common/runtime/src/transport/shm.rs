@@ -126,7 +126,7 @@ fn watch(pidfd: OwnedFd, waker: LinkWaker) -> JoinHandle<()> {
             waker.peer_gone();
             return;
         };
-        let mut beat = tokio::time::interval(crate::net::KEEPALIVE_INTERVAL);
+        let mut beat = tokio::time::interval(crate::net::keepalive().0);
         loop {
             tokio::select! {
                 exited = fd.readable() => {
@@ -159,7 +159,7 @@ pub(crate) fn spawn_sender<H: Hop>(
         mut writer,
         receiver,
     } = offered;
-    writer.set_hung_after(crate::net::KEEPALIVE_TIMEOUT);
+    writer.set_hung_after(crate::net::keepalive().1);
     let watcher = watch(receiver, writer.waker());
     let (done, result) = oneshot::channel();
     let thread = std::thread::Builder::new()
@@ -251,7 +251,7 @@ async fn serve_link<R: Receiver>(
     mut reader: LinkReader,
     pidfd: OwnedFd,
 ) {
-    reader.set_hung_after(crate::net::KEEPALIVE_TIMEOUT);
+    reader.set_hung_after(crate::net::keepalive().1);
     let watcher = watch(pidfd, reader.waker());
     // Whatever ends this task (the runtime shutting down with it), the
     // sender is told: a link never waits on a receiver that is gone.
