@@ -197,6 +197,9 @@ impl Sender {
         }
         let finished = self.out.finish(0).await;
         problems.extend(finished.problems);
+        self.shared
+            .counters
+            .update(|c| c.undelivered_ranges = finished.undelivered);
         info!(process = %self.process, run = self.run, sent = ?finished.sent, "sender finished");
         problems
     }

@@ -268,6 +268,44 @@ fn killed_aggregator_leaves_its_closed_files_intact_and_its_eventbuilders_count_
             .sum();
         assert_eq!(total, ag0_events, "h5py and the Rust reader disagree");
     }
+    // Itemised: `lost` names aggregator-0 with the sequence ids routed to
+    // it after it died (2 eventbuilders x 2 aggregators: s / 2 % 2 == 0),
+    // as many as the eventbuilders counted undelivered, none of them in a
+    // data file of either aggregator.
+    let lost = s["lost"]
+        .as_array()
+        .expect("lost")
+        .iter()
+        .find(|l| l["process"] == "aggregator-0")
+        .unwrap_or_else(|| panic!("aggregator-0 not in lost: {}", s["lost"]));
+    assert_eq!(lost["events"].as_u64(), Some(undelivered), "{lost}");
+    let mut ids = BTreeSet::new();
+    for r in lost["sequence_ids"].as_array().expect("sequence_ids") {
+        let (first, last, step) = (
+            r["first"].as_u64().expect("first"),
+            r["last"].as_u64().expect("last"),
+            r["step"].as_u64().expect("step"),
+        );
+        assert_eq!(step, 4, "{r}");
+        ids.extend((first..=last).step_by(4));
+    }
+    assert_eq!(ids.len() as u64, undelivered);
+    assert!(ids.iter().all(|s| s / 2 % 2 == 0), "{ids:?}");
+    for f in ag0_files.iter().chain(&ag1_files) {
+        let file = daq_datafile::hdf5::read_file(f).expect("reads");
+        assert!(
+            file.events.iter().all(|e| !ids.contains(&e.sequence_id)),
+            "{} holds an event said lost",
+            f.display()
+        );
+    }
+    let errors = s["errors"].to_string();
+    assert!(
+        errors.contains(&format!(
+            "aggregator-0 died: {undelivered} events routed to it after that never left their eventbuilders"
+        )),
+        "{errors}"
+    );
     println!(
         "lost with aggregator-0: {undelivered} events undelivered by the eventbuilders; \
          {ag0_events} events in its {} files ({} closed); aggregator-1 wrote {ag1_received}",

@@ -180,8 +180,11 @@ impl From<&RunSummary> for RunCounts {
 pub struct LostWith {
     /// `eventbuilder-1`.
     pub process: String,
-    /// Events lost with it: its sequence ids that reached no aggregator
-    /// (eventbuilders only, and only when every aggregator answered).
+    /// Events lost with it. An eventbuilder: its sequence ids that reached
+    /// no aggregator (known when every aggregator answered). An
+    /// aggregator: the sequence ids routed to it after its stream broke,
+    /// which never left their eventbuilders (those it held unwritten when
+    /// it died are known to nobody and not counted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<u64>,
     /// Those sequence ids, as ranges.

@@ -338,15 +338,22 @@ fn summarize(
     for l in &summary.lost {
         if let Some(n) = l.events {
             let ids: Vec<String> = l.sequence_ids.iter().map(seqranges::display).collect();
-            errors.push(format!(
-                "{} died: {n} events lost with it (sequence ids {})",
-                l.process,
-                if ids.is_empty() {
-                    "none".into()
-                } else {
-                    ids.join(", ")
-                }
-            ));
+            let ids = if ids.is_empty() {
+                "none".into()
+            } else {
+                ids.join(", ")
+            };
+            if kind_of(&l.process) == Some(Kind::Aggregator) {
+                errors.push(format!(
+                    "{} died: {n} events routed to it after that never left their eventbuilders (sequence ids {ids}), besides those it held unwritten",
+                    l.process
+                ));
+            } else {
+                errors.push(format!(
+                    "{} died: {n} events lost with it (sequence ids {ids})",
+                    l.process
+                ));
+            }
         }
     }
     summary.errors = errors;
@@ -372,6 +379,9 @@ fn lost_with(
     };
     let t = config.topology;
     let (n_eb, n_ag) = (u64::from(t.eventbuilders), u64::from(t.aggregators));
+    if id.kind == Kind::Aggregator {
+        return lost_with_aggregator(lost, processes);
+    }
     if id.kind != Kind::EventBuilder || n_ag == 0 || n_eb == 0 {
         return lost;
     }
@@ -420,6 +430,36 @@ fn lost_with(
     }
     lost.events = Some(shares.iter().map(seqranges::count).sum());
     lost.sequence_ids = seqranges::merge(shares, n_eb, MERGE_LIMIT);
+    lost
+}
+
+/// What died with an aggregator, as far as anyone knows: the sequence ids
+/// its eventbuilders routed to it once its stream had broken (they never
+/// left them: `undelivered_ranges`). What it had received and not yet
+/// written when it died is known to nobody and not counted here (its
+/// closed files are whole, its open one reads up to its last flush).
+/// Unknown when an eventbuilder did not answer.
+fn lost_with_aggregator(
+    mut lost: LostWith,
+    processes: &BTreeMap<String, ProcessRecord>,
+) -> LostWith {
+    let ebs: Vec<&ProcessRecord> = processes
+        .iter()
+        .filter(|(n, _)| kind_of(n) == Some(Kind::EventBuilder))
+        .map(|(_, p)| p)
+        .collect();
+    if ebs.is_empty() {
+        return lost;
+    }
+    let mut shares: Vec<seqranges::SequenceRange> = ebs
+        .iter()
+        .flat_map(|p| &p.counters.undelivered_ranges)
+        .filter(|r| r.source == lost.process)
+        .flat_map(|r| r.ranges.iter().copied())
+        .collect();
+    shares.sort_by_key(|r| (r.first, r.step));
+    lost.events = Some(shares.iter().map(seqranges::count).sum());
+    lost.sequence_ids = shares;
     lost
 }
 

@@ -148,11 +148,15 @@ struct Destination<H: Hop> {
     lost: bool,
     reply: Reply,
     pending: Vec<Bytes>,
+    /// The sequence ids of `pending`, in order.
+    pending_ids: Vec<u64>,
     pending_bytes: usize,
     /// When the oldest pending item was added.
     since: Instant,
     sent: u64,
     dropped: u64,
+    /// The sequence ids dropped for this destination once it was lost.
+    undelivered: Vec<daq_format::seqranges::SequenceRange>,
 }
 
 /// What the end of the streams found.
@@ -162,6 +166,11 @@ pub struct Finished {
     pub sent: Vec<u64>,
     /// One line per destination that is not accounted for.
     pub problems: Vec<String>,
+    /// Per lost destination (`aggregator-1`), the sequence ids routed to it
+    /// after its stream broke, which never left this process. Batches it
+    /// had queued when the stream broke are not among them (they were
+    /// sent, and are in the destination's shortfall).
+    pub undelivered: Vec<proto::SourceRanges>,
 }
 
 /// The sending side of one run on hop `H`.
@@ -246,10 +255,12 @@ impl<H: Hop> Outbound<H> {
                 lost: false,
                 reply,
                 pending: Vec::with_capacity(config.batching.max_items),
+                pending_ids: Vec::with_capacity(config.batching.max_items),
                 pending_bytes: 0,
                 since: Instant::now(),
                 sent: 0,
                 dropped: 0,
+                undelivered: Vec::new(),
             });
         }
         Ok(Self {
@@ -283,6 +294,7 @@ impl<H: Hop> Outbound<H> {
         }
         dest.pending_bytes += item.len();
         dest.pending.push(item);
+        dest.pending_ids.push(sequence_id);
         (dest.pending.len() >= b.max_items || dest.pending_bytes >= b.max_bytes).then_some(d)
     }
 
@@ -344,6 +356,7 @@ impl<H: Hop> Outbound<H> {
             return;
         }
         let items = std::mem::replace(&mut dest.pending, Vec::with_capacity(max_items));
+        let ids = std::mem::replace(&mut dest.pending_ids, Vec::with_capacity(max_items));
         let n = items.len() as u64;
         let bytes = std::mem::take(&mut dest.pending_bytes) as u64;
         if let Some(tx) = &dest.tx {
@@ -363,6 +376,13 @@ impl<H: Hop> Outbound<H> {
             );
         }
         dest.dropped += n;
+        // One residue per destination: the step is the routing's period.
+        let step = self.config.stride * self.destinations.len() as u64;
+        if let Some(dest) = self.destinations.get_mut(d) {
+            for id in ids {
+                daq_format::seqranges::insert(&mut dest.undelivered, id, step);
+            }
+        }
         self.counts.dropped(n);
     }
 
@@ -392,9 +412,16 @@ impl<H: Hop> Outbound<H> {
             }
         }
         let mut sent = Vec::with_capacity(self.destinations.len());
-        for (d, dest) in self.destinations.into_iter().enumerate() {
+        let mut undelivered = Vec::new();
+        for (d, mut dest) in self.destinations.into_iter().enumerate() {
             let (kind, items, n) = (H::RECEIVER, H::ITEMS, dest.sent);
             sent.push(n);
+            if !dest.undelivered.is_empty() {
+                undelivered.push(proto::SourceRanges {
+                    source: format!("{kind}-{d}"),
+                    ranges: std::mem::take(&mut dest.undelivered),
+                });
+            }
             if dest.lost {
                 problems.push(format!(
                     "{kind}-{d}: stream closed during the run; {} {items} dropped",
@@ -421,7 +448,11 @@ impl<H: Hop> Outbound<H> {
             sent = ?sent,
             "streams ended"
         );
-        Finished { sent, problems }
+        Finished {
+            sent,
+            problems,
+            undelivered,
+        }
     }
 
     /// The same side, driven from a plain thread that may block.
