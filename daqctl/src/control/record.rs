@@ -343,7 +343,9 @@ fn summarize(
             } else {
                 ids.join(", ")
             };
-            if kind_of(&l.process) == Some(Kind::Aggregator) {
+            if kind_of(&l.process) == Some(Kind::Monitor) {
+                // Its death is named already; it held no data.
+            } else if kind_of(&l.process) == Some(Kind::Aggregator) {
                 errors.push(format!(
                     "{} died: {n} events routed to it after that never left their eventbuilders (sequence ids {ids}), besides those it held unwritten",
                     l.process
@@ -381,6 +383,11 @@ fn lost_with(
     let (n_eb, n_ag) = (u64::from(t.eventbuilders), u64::from(t.aggregators));
     if id.kind == Kind::Aggregator {
         return lost_with_aggregator(lost, processes);
+    }
+    if id.kind == Kind::Monitor {
+        // A monitor only reads an aggregator's store: nothing is lost with it.
+        lost.events = Some(0);
+        return lost;
     }
     if id.kind != Kind::EventBuilder || n_ag == 0 || n_eb == 0 {
         return lost;
@@ -669,5 +676,47 @@ mod tests {
                 "events_written 67 != events_built 97 + events_incomplete 0 (not written 30, rejected 0, discarded with their batch 0, unsendable 0, dropped 0)",
             ]
         );
+    }
+
+    #[test]
+    fn a_dead_monitor_lost_nothing_and_a_dead_aggregator_lists_what_never_left() {
+        let config = SystemConfig::default();
+        let mut processes = BTreeMap::new();
+        let monitor = lost_with(&config, ProcessId::new(Kind::Monitor, 0), &processes);
+        assert_eq!((monitor.events, monitor.sequence_ids.len()), (Some(0), 0));
+        // No eventbuilder answered: what the aggregator lost is unknown.
+        let ag = ProcessId::new(Kind::Aggregator, 1);
+        assert_eq!(lost_with(&config, ag, &processes).events, None);
+        let range = |first, last| seqranges::SequenceRange {
+            first,
+            last,
+            step: 4,
+        };
+        for (eb, first) in [(0u16, 6u64), (1, 3)] {
+            let counters = proto::Counters {
+                undelivered_ranges: vec![
+                    proto::SourceRanges {
+                        source: "aggregator-1".into(),
+                        ranges: vec![range(first, first + 8)],
+                    },
+                    proto::SourceRanges {
+                        source: "aggregator-0".into(),
+                        ranges: vec![range(100, 200)],
+                    },
+                ],
+                ..Default::default()
+            };
+            let name = ProcessId::new(Kind::EventBuilder, eb).to_string();
+            processes.insert(
+                name,
+                ProcessRecord {
+                    counters,
+                    ..Default::default()
+                },
+            );
+        }
+        let lost = lost_with(&config, ag, &processes);
+        assert_eq!(lost.events, Some(6));
+        assert_eq!(lost.sequence_ids, vec![range(3, 11), range(6, 14)]);
     }
 }
