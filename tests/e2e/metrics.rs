@@ -144,25 +144,49 @@ impl Prometheus {
         }
         let file = dir.join("prometheus.yml");
         std::fs::write(&file, config).expect("writes config");
-        let (child, mut lines) = spawn_lines(
+        // Prometheus 2.42 has once stalled at start-up (nothing logged after
+        // its build context for 60 s, under a loaded CI): the launch of the
+        // external server gets one retry, saying so.
+        let mut attempt = 0;
+        let (child, addr) = loop {
+            attempt += 1;
+            match Self::launch(&file, &dir.join(format!("data{attempt}"))) {
+                Ok(started) => break started,
+                Err(printed) if attempt < 2 => eprintln!(
+                    "prometheus did not become ready within 30 s; starting it again. It printed:\n{printed}"
+                ),
+                Err(printed) => panic!(
+                    "prometheus did not become ready within 30 s, twice; it printed:\n{printed}"
+                ),
+            }
+        };
+        Self {
+            child,
+            api: format!("http://{addr}/api/v1/query"),
+        }
+    }
+
+    /// Starts one Prometheus; its child and API address once it serves,
+    /// or what it printed if it did not within 30 s (it is killed then).
+    fn launch(config: &Path, data: &Path) -> Result<(Child, String), String> {
+        let (mut child, mut lines) = spawn_lines(
             Command::new("prometheus")
-                .arg(format!("--config.file={}", file.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.join("data").display()
-                ))
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.tsdb.path={}", data.display()))
                 .arg("--web.listen-address=127.0.0.1:0")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null()),
             Pipe::Stderr,
         )
         .expect("prometheus starts");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(30);
         let mut listening = None;
-        let addr = loop {
-            let line = lines
-                .next_before(deadline)
-                .expect("prometheus became ready");
+        loop {
+            let Some(line) = lines.next_before(deadline) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(lines.text());
+            };
             if line.contains("msg=\"Listening on\"") {
                 listening = line
                     .split_whitespace()
@@ -172,12 +196,8 @@ impl Prometheus {
             if line.contains("Server is ready to receive web requests")
                 && let Some(a) = listening.take()
             {
-                break a;
+                return Ok((child, a));
             }
-        };
-        Self {
-            child,
-            api: format!("http://{addr}/api/v1/query"),
         }
     }
 
