@@ -543,6 +543,35 @@ fn session_stop_names_a_killed_eventbuilder_with_what_was_lost_and_shutdown_fini
     shut_down(&runs, &book);
 }
 
+/// Starts `eventbuilder --rank 1` on `addr` as a supervisor restarts a
+/// failed unit (systemd's `Restart=on-failure`): again while it fails to
+/// bind. The test system's ports are ephemeral ones (port 0 at boot), so in
+/// the moment between the kill and the restart another socket of this busy
+/// host may take the freed port for a while; a deployment's fixed ports lie
+/// outside that range. Any other failure fails the test with the process's
+/// stderr.
+fn restart_on(addr: &str, log: &Path) -> daq_tests::Spawned {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stderr = std::fs::File::create(log).expect("stderr log");
+        let mut cmd = Command::new(bin_dir().join("eventbuilder"));
+        cmd.args(["--rank", "1", "--listen", addr]).stderr(stderr);
+        match daq_tests::spawn_cmd(cmd, "restarted eventbuilder-1") {
+            Ok(fresh) => return fresh,
+            Err(e) => {
+                let said = std::fs::read_to_string(log).unwrap_or_default();
+                assert!(
+                    said.contains("cannot bind the run-control address")
+                        && Instant::now() < deadline,
+                    "{e:#}; its stderr:\n{said}"
+                );
+                eprintln!("restart on {addr} failed to bind, again in 0.5 s: {said}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
 #[test]
 fn a_run_whose_eventbuilder_was_restarted_is_stopped_and_recorded_and_init_works_again() {
     let (dir, runs, _, book) = running_session("restarted");
@@ -559,10 +588,7 @@ fn a_run_whose_eventbuilder_was_restarted_is_stopped_and_recorded_and_init_works
     );
     // Its supervisor starts a fresh one on the same address: Booted, with
     // no configuration and nothing of the run.
-    let mut cmd = Command::new(bin_dir().join("eventbuilder"));
-    cmd.args(["--rank", "1", "--listen", &addr])
-        .stderr(Stdio::null());
-    let mut fresh = daq_tests::spawn_cmd(cmd, "restarted eventbuilder-1").expect("restarts");
+    let mut fresh = restart_on(&addr, &dir.join("restarted-eventbuilder-1.log"));
     let st = statuses(&book);
     assert!(
         st.iter()
