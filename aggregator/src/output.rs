@@ -65,7 +65,14 @@ impl Output {
                 Self::Hdf5(Box::new(w))
             }
             DataFormat::ArtdaqBinary => {
-                let mut writer = BinaryWriter::create(dir, run, process, a.max_file_bytes)?;
+                let mut writer =
+                    BinaryWriter::create_with(dir, run, process, a.max_file_bytes, a.direct_io)?;
+                if a.direct_io && !writer.direct_io() {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        "aggregator.direct_io: the file system does not take O_DIRECT; writing through the page cache"
+                    );
+                }
                 writer.observe(batch_metrics());
                 Self::ArtdaqBinary {
                     writer,

@@ -69,7 +69,7 @@ fn quick_bench_measures_every_case_without_loss() {
     }
 
     let stages = r["stages"].as_array().expect("stages");
-    assert_eq!(stages.len(), 9 * 2, "9 stages x 2 sizes");
+    assert_eq!(stages.len(), 10 * 2, "10 stages x 2 sizes");
     for s in stages {
         let name = format!("stage {} {}", s["stage"], s["fragment_bytes"]);
         positive(&s["mb_s_per_core"], &name);

@@ -43,10 +43,12 @@ pub enum Stage {
     WriterHdf5,
     /// The aggregator's artdaq-binary writer, batches of 256 events, closed (fsync) at the end.
     WriterArtdaqBinary,
+    /// The same with `aggregator.direct_io` (O_DIRECT from an aligned buffer).
+    WriterArtdaqBinaryDirect,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 9] = [
+    pub const ALL: [Stage; 10] = [
         Stage::Generator(Distribution::Uniform),
         Stage::Generator(Distribution::Gaussian),
         Stage::Generator(Distribution::Monotonic),
@@ -56,6 +58,7 @@ impl Stage {
         Stage::EventDecode,
         Stage::WriterHdf5,
         Stage::WriterArtdaqBinary,
+        Stage::WriterArtdaqBinaryDirect,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,6 +72,7 @@ impl Stage {
             Stage::EventDecode => "event deserialize",
             Stage::WriterHdf5 => "writer hdf5",
             Stage::WriterArtdaqBinary => "writer artdaq-binary",
+            Stage::WriterArtdaqBinaryDirect => "writer artdaq-binary direct",
         }
     }
 
@@ -91,7 +95,8 @@ impl Stage {
             Stage::EventEncode => event_encode(n_adc_counts, duration),
             Stage::EventDecode => event_decode(n_adc_counts, duration),
             Stage::WriterHdf5 => writer_hdf5(n_adc_counts, duration, dir),
-            Stage::WriterArtdaqBinary => writer_binary(n_adc_counts, duration, dir),
+            Stage::WriterArtdaqBinary => writer_binary(n_adc_counts, duration, dir, false),
+            Stage::WriterArtdaqBinaryDirect => writer_binary(n_adc_counts, duration, dir, true),
         }
     }
 }
@@ -335,13 +340,18 @@ fn writer_hdf5(n_adc_counts: u32, duration: Duration, dir: &Path) -> Result<Meas
     Ok(m)
 }
 
-fn writer_binary(n_adc_counts: u32, duration: Duration, dir: &Path) -> Result<Measured> {
+fn writer_binary(
+    n_adc_counts: u32,
+    duration: Duration,
+    dir: &Path,
+    direct_io: bool,
+) -> Result<Measured> {
     const BATCH: usize = 256;
     let events = packed_pool(n_adc_counts)?;
     let dir = scratch(dir, "writer-binary")?;
     let clock = Clock::start();
-    let mut w =
-        BinaryWriter::create(&dir, 1, "bench", 1 << 30).context("creating the binary writer")?;
+    let mut w = BinaryWriter::create_with(&dir, 1, "bench", 1 << 30, direct_io)
+        .context("creating the binary writer")?;
     let (mut bytes, mut items) = (0u64, 0u64);
     let mut batches = events.chunks(BATCH).cycle();
     while items == 0 || clock.elapsed() < duration {

@@ -86,15 +86,64 @@ struct OpenBinary {
     path: PathBuf,
     file: File,
     bytes: u64,
+    /// `O_DIRECT` writes through an aligned buffer (artdaq's `directIO`);
+    /// `None` writes through the page cache.
+    direct: Option<Box<direct::DirectBuffer>>,
 }
 
 impl OpenBinary {
-    fn create(path: &Path) -> Result<Self, BinaryFileError> {
+    /// Creates `path`; with `direct_io`, opens it again with `O_DIRECT`
+    /// where its file system takes it.
+    fn create(path: &Path, direct_io: bool) -> Result<Self, BinaryFileError> {
+        let mut file = create_new(path)?;
+        let mut direct = None;
+        if direct_io {
+            let reopened = direct::reopen_direct(path).map_err(|cause| BinaryFileError::Open {
+                path: path.to_owned(),
+                cause,
+            })?;
+            if let Some(f) = reopened {
+                file = f;
+                direct = Some(Box::new(direct::DirectBuffer::new()));
+            }
+        }
         Ok(Self {
             path: path.to_owned(),
-            file: create_new(path)?,
+            file,
             bytes: 0,
+            direct,
         })
+    }
+
+    /// Appends one batch: with `O_DIRECT` through the aligned buffer,
+    /// otherwise with `writev`. A failed batch leaves no part of itself.
+    fn write_batch(&mut self, slices: &mut [IoSlice<'_>]) -> Result<(), BinaryFileError> {
+        let Some(buffer) = self.direct.as_mut() else {
+            return self.write_slices(slices);
+        };
+        let start = self.bytes;
+        let written = (|| {
+            for s in slices.iter() {
+                buffer.append(&self.file, s)?;
+            }
+            buffer.end_batch(&self.file)
+        })();
+        match written {
+            Ok(end) => {
+                self.bytes = end;
+                Ok(())
+            }
+            Err(cause) => {
+                // The writer is refused work from here on (`Rolling`), so
+                // the buffer's state no longer matters; the file ends with
+                // the last whole batch.
+                let _ = self.file.set_len(start);
+                Err(BinaryFileError::Write {
+                    path: self.path.clone(),
+                    cause,
+                })
+            }
+        }
     }
 
     /// Appends one batch with as few `writev` calls as the kernel allows.
@@ -153,6 +202,7 @@ impl Segment for OpenBinary {
 /// limit of 1024 buffers per call, or a short write, forces it).
 pub struct BinaryWriter {
     files: Rolling<OpenBinary>,
+    direct_io: bool,
 }
 
 impl BinaryWriter {
@@ -163,10 +213,30 @@ impl BinaryWriter {
         process: &str,
         max_file_bytes: u64,
     ) -> Result<Self, BinaryFileError> {
+        Self::create_with(dir, run, process, max_file_bytes, false)
+    }
+
+    /// [`create`](Self::create), with artdaq's `directIO` option: with
+    /// `direct_io` every file is written with `O_DIRECT` through one aligned
+    /// buffer (one copy, and none into the page cache) where its file system
+    /// takes it ([`direct_io`](Self::direct_io) tells).
+    pub fn create_with(
+        dir: &Path,
+        run: u32,
+        process: &str,
+        max_file_bytes: u64,
+        direct_io: bool,
+    ) -> Result<Self, BinaryFileError> {
         let files = Rolling::create(dir, run, process, EXTENSION, max_file_bytes, |path, _| {
-            OpenBinary::create(path)
+            OpenBinary::create(path, direct_io)
         })?;
-        Ok(Self { files })
+        Ok(Self { files, direct_io })
+    }
+
+    /// Whether the file being written is written with `O_DIRECT` (asked for,
+    /// and taken by its file system).
+    pub fn direct_io(&self) -> bool {
+        self.files.current().is_some_and(|f| f.direct.is_some())
     }
 
     /// Appends a batch of events (each its fragments back to back) to the
@@ -187,10 +257,11 @@ impl BinaryWriter {
         if count == 0 {
             return Ok(());
         }
+        let direct_io = self.direct_io;
         self.files.write_batch(
             count,
-            |path, _| OpenBinary::create(path),
-            |open| open.write_slices(&mut slices),
+            |path, _| OpenBinary::create(path, direct_io),
+            |open| open.write_batch(&mut slices),
         )
     }
 
@@ -221,6 +292,7 @@ impl BinaryWriter {
     }
 }
 
+mod direct;
 mod reader;
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@
 use super::*;
 use crate::FileError;
 use daq_format::fragment::{Fragment, FragmentError, FragmentSpec, FragmentType};
+use std::path::Path;
 
 fn fragment(seq: u64, id: u16, payload: usize) -> Fragment {
     Fragment::build(
@@ -182,4 +183,64 @@ fn bytes_written_is_the_files_size_after_every_batch_across_roll_over() {
     assert!(w.files().len() > 1, "rolled over");
     let files = w.close().expect("close");
     assert_eq!(files.bytes_on_disk, 7 * 128);
+}
+
+/// Whether `dir`'s file system takes `O_DIRECT` (tmpfs before Linux 6.6,
+/// for one, does not).
+fn takes_o_direct(dir: &Path) -> bool {
+    let probe = dir.join("probe");
+    std::fs::write(&probe, b"").expect("probe");
+    let ok = direct::reopen_direct(&probe).expect("reopen").is_some();
+    std::fs::remove_file(&probe).expect("remove probe");
+    ok
+}
+
+#[test]
+fn direct_io_writes_the_same_bytes_and_the_file_is_its_count_after_every_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let expect_direct = takes_o_direct(dir.path());
+    // Events of 4 boards: 160 B up to a few MiB, so that batches end inside
+    // a block, on a block, and cross the 4 MiB buffer several times.
+    let sizes = [2, 20, 500, 16_000, 300_000, 1_100_000, 7, 1];
+    let mut w = BinaryWriter::create_with(dir.path(), 3, "ag", 20 << 20, true).expect("create");
+    assert_eq!(
+        w.direct_io(),
+        expect_direct,
+        "O_DIRECT taken where the fs takes it"
+    );
+    let mut all: Vec<Vec<Vec<u8>>> = vec![Vec::new()];
+    let mut seq = 0;
+    for round in 0..6 {
+        for (i, &payload) in sizes.iter().enumerate() {
+            seq += 1;
+            let batch: Vec<Vec<u8>> = (0..=((i + round) % 3) as u64)
+                .map(|k| event(seq * 10 + k, 4, payload))
+                .collect();
+            let files_before = w.files().len();
+            w.write_batch(batch.iter().map(Vec::as_slice))
+                .expect("write");
+            if w.files().len() > files_before {
+                all.push(Vec::new());
+            }
+            all.last_mut().expect("a file").extend(batch);
+            // The files hold exactly what was counted, batch after batch.
+            let on_disk: u64 = w
+                .files()
+                .iter()
+                .map(|p| std::fs::metadata(p).expect("exists").len())
+                .sum();
+            assert_eq!(on_disk, w.bytes_written());
+        }
+    }
+    let files = w.close().expect("close");
+    assert!(files.files.len() > 1, "rolled over: {:?}", files.files);
+    assert_eq!(files.files.len(), all.len());
+    for (path, events) in files.files.iter().zip(&all) {
+        let raw = std::fs::read(path).expect("read");
+        assert_eq!(raw.len(), events.iter().map(Vec::len).sum::<usize>());
+        assert!(raw == events.concat(), "{} differs", path.display());
+        let f = read_file(path).expect("reads");
+        assert_eq!(f.stop, None);
+        assert_eq!(f.events().count(), events.len());
+    }
 }

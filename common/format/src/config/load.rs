@@ -187,6 +187,13 @@ impl SystemConfig {
                 "applies to hdf5 only: artdaq-binary files are uncompressed",
             ));
         }
+        if a.direct_io && a.format != DataFormat::ArtdaqBinary {
+            return Err(bad(
+                "aggregator.direct_io",
+                a.direct_io,
+                "applies to artdaq-binary only: the hdf5 writer writes through the page cache",
+            ));
+        }
         if a.batch_events == 0 {
             return Err(bad(
                 "aggregator.batch_events",

@@ -352,6 +352,9 @@ pub struct AggregatorConfig {
     pub batch_events: usize,
     /// Start a new file when one exceeds this many bytes; 0 = one file per run.
     pub max_file_bytes: u64,
+    /// artdaq's `directIO`: write artdaq-binary files with O_DIRECT from an
+    /// aligned buffer, past the page cache (where the file system allows).
+    pub direct_io: bool,
 }
 
 impl Default for SystemConfig {
@@ -452,6 +455,7 @@ impl Default for AggregatorConfig {
             deflate_level: 0,
             batch_events: 1_000,
             max_file_bytes: 1 << 30,
+            direct_io: false,
         }
     }
 }

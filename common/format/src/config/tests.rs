@@ -65,6 +65,7 @@ fn impossible_values_are_rejected_with_the_field() {
             "[aggregator]\nformat = \"artdaq-binary\"\ndeflate_level = 1",
             "aggregator.deflate_level",
         ),
+        ("[aggregator]\ndirect_io = true", "aggregator.direct_io"),
         ("host = \"localhost:5\"", "host"),
         (
             "[eventbuilder]\nbuffer_bytes = 100",
