@@ -18,7 +18,7 @@
 //! of `s` bytes with probability `1 - exp(-s / period)`, so a stack's
 //! sampled bytes are scaled by `1 / (1 - exp(-(bytes/objects) / period))`.
 
-use crate::analysis::heap::sites::OWN_CRATES;
+use crate::analysis::heap::sites::{OWN_CRATES, OWN_SOURCES};
 use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -200,7 +200,8 @@ impl Binary {
         if let Ok(mut frames) = self.loader.find_frames(svma) {
             while let Ok(Some(f)) = frames.next() {
                 if let Some(name) = f.function.as_ref().and_then(|n| n.demangle().ok()) {
-                    out.push(name.into_owned());
+                    let file = f.location.as_ref().and_then(|l| l.file);
+                    out.push(qualified(&name, file));
                 }
             }
         }
@@ -211,6 +212,40 @@ impl Binary {
         }
         out
     }
+}
+
+/// A function's name, qualified from its source `file` when DWARF gave only
+/// its bare name and the file is one of this project's: a release build's
+/// line tables name an inlined function by its bare name (`inject_leak`),
+/// which is `daq_runtime::leak::inject_leak` from
+/// `.../common/runtime/src/leak.rs`. (A method keeps no type: `Type::f`
+/// reads `module::f`.) Other names are returned as they are.
+fn qualified(name: &str, file: Option<&str>) -> String {
+    let path = name.split('<').next().unwrap_or(name);
+    // A bare closure (`{closure#0}`) folds into the function that holds
+    // it, the next frame out: it is left unqualified, so it is not a site.
+    let bare = !path.contains("::") && !path.starts_with('{');
+    let Some(file) = file.filter(|_| bare) else {
+        return name.to_string();
+    };
+    let Some((rest, krate)) = OWN_SOURCES
+        .iter()
+        .find_map(|(dir, krate)| Some((file.rsplit_once(dir)?.1, *krate)))
+    else {
+        return name.to_string();
+    };
+    let module = rest.strip_suffix(".rs").unwrap_or(rest);
+    let module = module.strip_suffix("/mod").unwrap_or(module);
+    let mut q = krate.to_string();
+    if !matches!(module, "lib" | "main") {
+        for part in module.split('/') {
+            q.push_str("::");
+            q.push_str(part);
+        }
+    }
+    q.push_str("::");
+    q.push_str(name);
+    q
 }
 
 /// Maps the path of a binary on a process's host to a local copy.
@@ -298,13 +333,25 @@ fn allocator_frame(f: &str) -> bool {
             .any(|p| path.starts_with(p))
 }
 
-/// A function's closures fold into it: `f::{{closure}}::{{closure}}` is `f`.
+/// A function's closures fold into it: `f::{{closure}}::{{closure}}` (the
+/// symbol table's form) and `f::{closure#0}` (DWARF's) are `f`.
 fn without_closures(f: &str) -> &str {
     let mut f = f;
-    while let Some(outer) = f.strip_suffix("::{{closure}}") {
-        f = outer;
+    loop {
+        if let Some(outer) = f.strip_suffix("::{{closure}}") {
+            f = outer;
+        } else if let Some((outer, last)) = f.rsplit_once("::{closure#")
+            && last.ends_with('}')
+            && last
+                .trim_end_matches('}')
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        {
+            f = outer;
+        } else {
+            return f;
+        }
     }
-    f
 }
 
 /// The call site of a symbolized stack and its chain (this project's
@@ -511,6 +558,50 @@ mod tests {
             bytes: 1 << 20,
         };
         assert!((big.live_bytes(4096) - (1u64 << 20) as f64).abs() < 1.0);
+    }
+
+    #[test]
+    fn a_bare_inlined_name_is_qualified_from_its_source_file() {
+        let q = |n, f| qualified(n, Some(f));
+        assert_eq!(
+            q("inject_leak", "/work/main/common/runtime/src/leak.rs"),
+            "daq_runtime::leak::inject_leak"
+        );
+        assert_eq!(
+            q("decode_legacy", "common/format/src/netmon.rs"),
+            "daq_format::netmon::decode_legacy"
+        );
+        assert_eq!(
+            q("serve<R>", "/x/common/runtime/src/transport/inbound.rs"),
+            "daq_runtime::transport::inbound::serve<R>"
+        );
+        assert_eq!(
+            q("send", "/x/common/runtime/src/transport/mod.rs"),
+            "daq_runtime::transport::send"
+        );
+        assert_eq!(q("main", "/x/aggregator/src/main.rs"), "aggregator::main");
+        // Qualified already, or not ours: as it is.
+        assert_eq!(
+            q("daq_shm::link::f", "/x/common/shm/src/link.rs"),
+            "daq_shm::link::f"
+        );
+        assert_eq!(
+            q(
+                "try_allocate_in<alloc::alloc::Global>",
+                "/rustc/abc/library/alloc/src/raw_vec/mod.rs"
+            ),
+            "try_allocate_in<alloc::alloc::Global>"
+        );
+        assert_eq!(qualified("f", None), "f");
+        assert_eq!(
+            q("{closure#0}", "/x/common/format/src/netmon.rs"),
+            "{closure#0}"
+        );
+        assert_eq!(
+            without_closures("daq_format::netmon::decode_history::{closure#0}::{closure#12}"),
+            "daq_format::netmon::decode_history"
+        );
+        assert_eq!(without_closures("a::f::{{closure}}"), "a::f");
     }
 
     #[test]

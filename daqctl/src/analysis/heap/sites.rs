@@ -63,13 +63,29 @@ pub struct Site {
 
 /// Crates whose functions count as call sites (the runtime, the allocator
 /// and the standard library are the stack around them, not the cause).
-pub(crate) const OWN_CRATES: [&str; 6] = [
+pub(crate) const OWN_CRATES: [&str; 8] = [
     "daq_format::",
     "daq_runtime::",
     "daq_shm::",
+    "daq_datafile::",
     "aggregator::",
     "eventbuilder::",
     "boardreader::",
+    "monitor::",
+];
+
+/// Where each of those crates' sources are in the workspace: a frame whose
+/// DWARF gives only a bare name (an inlined function in a release build's
+/// line tables: `inject_leak`) is qualified from its source file.
+pub(crate) const OWN_SOURCES: [(&str, &str); 8] = [
+    ("common/format/src/", "daq_format"),
+    ("common/runtime/src/", "daq_runtime"),
+    ("common/shm/src/", "daq_shm"),
+    ("common/datafile/src/", "daq_datafile"),
+    ("aggregator/src/", "aggregator"),
+    ("eventbuilder/src/", "eventbuilder"),
+    ("boardreader/src/", "boardreader"),
+    ("monitor/src/", "monitor"),
 ];
 
 /// Parses `jeprof --text --cum` output into this project's functions,
