@@ -254,13 +254,13 @@ pub fn table(r: &BenchReport) -> String {
     );
     let _ = writeln!(
         out,
-        "  {:<22} {:>9} {:>10} {:>10} {:>10}",
+        "  {:<27} {:>9} {:>10} {:>10} {:>10}",
         "stage", "fragment", "MB/s/core", "items/s", "MB/s wall"
     );
     for s in &r.stages {
         let _ = writeln!(
             out,
-            "  {:<22} {:>9} {:>10} {:>10} {:>10}",
+            "  {:<27} {:>9} {:>10} {:>10} {:>10}",
             s.stage,
             bytes_name(s.fragment_bytes),
             rate(s.mb_s_per_core.median),
