@@ -15,6 +15,14 @@
 //! again, completed, with the next batch. So `bytes` is the file's size after
 //! every batch, a batch's events are whole in the file, and a crash leaves
 //! what the crash contract of the buffered writer leaves.
+//!
+//! A batch under [`SMALL_BATCH`] goes through the page cache instead (the
+//! same file, a second descriptor without `O_DIRECT`), and into the buffer
+//! too, which keeps the file's last partial block: with small events a
+//! synchronous block write and a cut per batch cost more than the copy
+//! they save (2x2x2 at 128 B: 394k events/s to disk with every batch
+//! direct, 498k through the page cache). The kernel writes back and drops
+//! the cached block before a later direct write covers it.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -24,6 +32,8 @@ use std::os::unix::fs::FileExt;
 pub(crate) const BLOCK: usize = 4096;
 /// Bytes handed to the kernel per write, at most.
 const CHUNK: usize = 4 << 20;
+/// Batches of fewer bytes are written through the page cache.
+pub(crate) const SMALL_BATCH: usize = 256 << 10;
 
 /// The aligned buffer and where it sits in the file.
 ///
@@ -74,6 +84,17 @@ impl DirectBuffer {
             }
         }
         Ok(())
+    }
+
+    /// Ends a batch written elsewhere (through the page cache): keeps only
+    /// the window's last partial block, which the file now holds too.
+    pub(crate) fn keep_partial_block(&mut self) {
+        let fill = self.fill;
+        let keep = fill % BLOCK;
+        let whole = fill - keep;
+        self.window().copy_within(whole..fill, 0);
+        self.base += whole as u64;
+        self.fill = keep;
     }
 
     /// Ends a batch: writes what the window holds (its last block padded

@@ -34,7 +34,7 @@
 //! fragment that does not fit, and says where).
 
 use std::fs::File;
-use std::io::{IoSlice, Write};
+use std::io::{IoSlice, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::RunFiles;
@@ -84,28 +84,37 @@ pub fn file_name(run: u32, process: &str, index: u32) -> String {
 /// A file of the run open for appending.
 struct OpenBinary {
     path: PathBuf,
+    /// The file through the page cache: every batch without `direct_io`,
+    /// the small ones with it.
     file: File,
     bytes: u64,
-    /// `O_DIRECT` writes through an aligned buffer (artdaq's `directIO`);
-    /// `None` writes through the page cache.
-    direct: Option<Box<direct::DirectBuffer>>,
+    /// artdaq's `directIO`: the same file opened with `O_DIRECT`, and its
+    /// aligned buffer; `None` writes everything through the page cache.
+    direct: Option<Box<Direct>>,
+}
+
+struct Direct {
+    file: File,
+    buffer: direct::DirectBuffer,
 }
 
 impl OpenBinary {
     /// Creates `path`; with `direct_io`, opens it again with `O_DIRECT`
     /// where its file system takes it.
     fn create(path: &Path, direct_io: bool) -> Result<Self, BinaryFileError> {
-        let mut file = create_new(path)?;
+        let file = create_new(path)?;
         let mut direct = None;
         if direct_io {
             let reopened = direct::reopen_direct(path).map_err(|cause| BinaryFileError::Open {
                 path: path.to_owned(),
                 cause,
             })?;
-            if let Some(f) = reopened {
-                file = f;
-                direct = Some(Box::new(direct::DirectBuffer::new()));
-            }
+            direct = reopened.map(|file| {
+                Box::new(Direct {
+                    file,
+                    buffer: direct::DirectBuffer::new(),
+                })
+            });
         }
         Ok(Self {
             path: path.to_owned(),
@@ -115,18 +124,39 @@ impl OpenBinary {
         })
     }
 
-    /// Appends one batch: with `O_DIRECT` through the aligned buffer,
-    /// otherwise with `writev`. A failed batch leaves no part of itself.
+    /// Appends one batch: with `O_DIRECT` through the aligned buffer when
+    /// it is large, otherwise with `writev` through the page cache (see
+    /// `direct`'s docs for why small batches are). A failed batch leaves no
+    /// part of itself.
     fn write_batch(&mut self, slices: &mut [IoSlice<'_>]) -> Result<(), BinaryFileError> {
-        let Some(buffer) = self.direct.as_mut() else {
+        let Some(d) = self.direct.as_mut() else {
             return self.write_slices(slices);
         };
         let start = self.bytes;
+        let len: usize = slices.iter().map(|s| s.len()).sum();
+        if len < direct::SMALL_BATCH {
+            // Into the buffer too (it never fills here), so that it holds
+            // the file's last partial block for the next large batch.
+            let kept = (|| {
+                for s in slices.iter() {
+                    d.buffer.append(&d.file, s)?;
+                }
+                d.buffer.keep_partial_block();
+                (&self.file).seek(SeekFrom::Start(start)).map(|_| ())
+            })();
+            if let Err(cause) = kept {
+                return Err(BinaryFileError::Write {
+                    path: self.path.clone(),
+                    cause,
+                });
+            }
+            return self.write_slices(slices);
+        }
         let written = (|| {
             for s in slices.iter() {
-                buffer.append(&self.file, s)?;
+                d.buffer.append(&d.file, s)?;
             }
-            buffer.end_batch(&self.file)
+            d.buffer.end_batch(&d.file)
         })();
         match written {
             Ok(end) => {
