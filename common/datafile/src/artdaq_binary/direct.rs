@@ -86,8 +86,9 @@ impl DirectBuffer {
         Ok(())
     }
 
-    /// Ends a batch written elsewhere (through the page cache): keeps only
-    /// the window's last partial block, which the file now holds too.
+    /// Ends a batch once the file holds it (written by `end_batch`, or
+    /// elsewhere through the page cache): keeps only the window's last
+    /// partial block.
     pub(crate) fn keep_partial_block(&mut self) {
         let fill = self.fill;
         let keep = fill % BLOCK;
@@ -113,11 +114,7 @@ impl DirectBuffer {
             if padded != fill {
                 file.set_len(end)?;
             }
-            let keep = fill % BLOCK;
-            let whole = fill - keep;
-            window.copy_within(whole..fill, 0);
-            self.base += whole as u64;
-            self.fill = keep;
+            self.keep_partial_block();
         }
         Ok(end)
     }
