@@ -116,7 +116,6 @@ impl Run {
                 missing: Vec::new(),
             },
             out,
-            batch_max_delay: Duration::from_millis(config.transfer.batch_max_delay_ms),
             dropped: 0,
             problems: Vec::new(),
         };

@@ -327,6 +327,16 @@ impl<H: Hop> Outbound<H> {
         self.destinations.iter().any(|d| !d.pending.is_empty())
     }
 
+    /// When the oldest pending batch falls due (`None`: nothing pending),
+    /// so that a sender sleeps until then instead of ticking.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.destinations
+            .iter()
+            .filter(|d| !d.pending.is_empty())
+            .map(|d| d.since + self.config.batching.max_delay)
+            .min()
+    }
+
     /// Sends every batch older than the batch delay.
     pub async fn flush_due(&mut self) {
         let now = Instant::now();
