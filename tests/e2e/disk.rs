@@ -439,21 +439,23 @@ fn a_run_dir_removed_mid_run_is_recorded_again_with_every_event_not_written() {
     let data = runs.join("run_000001").join("data");
     let daqctl = daq_tests::bin_dir().join("daqctl");
     let started = Instant::now();
-    let child = Command::new(daqctl)
-        .args(["demo", "--config"])
+    let mut cmd = Command::new(daqctl);
+    cmd.args(["demo", "--config"])
         .arg(&config)
         .arg("--run-dir")
         .arg(&runs)
         .args(["--duration", "4", "--throttle-us", "0"])
         .arg(format!("--partition={}", daq_tests::unique_partition()))
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("daqctl starts");
-    // Once both aggregators write, the whole run directory goes. Both
-    // must have opened a file: two files of one aggregator are not
-    // enough, the other's start would then fail and no run begin.
+        .stdout(std::process::Stdio::piped());
+    let (child, mut lines) =
+        daq_tests::spawn_lines(&mut cmd, daq_tests::Pipe::Stderr).expect("daqctl starts");
+    // Once the run is running (daqctl says so on stderr: every process
+    // has started, both aggregators have their first file open) and both
+    // write, the whole run directory goes. A file that exists is not yet an open one: the
+    // HDF5 writer creates its file, then opens it again for appending, and
+    // a directory removed in between failed that aggregator's start.
+    lines.wait_for("run 1: running", Duration::from_secs(60));
     let deadline = Instant::now() + Duration::from_secs(60);
     let writing = |a: &str| {
         std::fs::read_dir(&data).is_ok_and(|d| {
