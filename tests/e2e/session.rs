@@ -360,10 +360,8 @@ fn attached_processes_are_checked_then_driven_and_bad_tables_change_nothing() {
     assert!(err.contains("boardreader-0"), "{err}");
 
     // An address where nobody answers is named with its process.
-    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .to_string();
+    let closed = daq_tests::ClosedPort::new().expect("a port nobody listens on");
+    let nobody = closed.addr.clone();
     let silent = sys.config(
         &dir,
         "silent",

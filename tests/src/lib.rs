@@ -959,3 +959,30 @@ impl Drop for SessionDir {
         }
     }
 }
+
+/// An address on loopback where nothing listens, held for as long as this
+/// lives: the port is the local end of a connection of ours, so a
+/// connection to it is refused, and no other socket of this host (another
+/// test's process binding port 0) can be given it meanwhile, as it could a
+/// port that was bound and let go.
+pub struct ClosedPort {
+    _listener: std::net::TcpListener,
+    _client: std::net::TcpStream,
+    _server: std::net::TcpStream,
+    pub addr: String,
+}
+
+impl ClosedPort {
+    pub fn new() -> Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let client = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let (server, _) = listener.accept()?;
+        let addr = client.local_addr()?.to_string();
+        Ok(Self {
+            _listener: listener,
+            _client: client,
+            _server: server,
+            addr,
+        })
+    }
+}
