@@ -133,33 +133,25 @@ impl OpenBinary {
             return self.write_slices(slices);
         };
         let start = self.bytes;
-        let len: usize = slices.iter().map(|s| s.len()).sum();
-        if len < direct::SMALL_BATCH {
-            // Into the buffer too (it never fills here), so that it holds
-            // the file's last partial block for the next large batch.
-            let kept = (|| {
-                for s in slices.iter() {
-                    d.buffer.append(&d.file, s)?;
-                }
-                d.buffer.keep_partial_block();
-                (&self.file).seek(SeekFrom::Start(start)).map(|_| ())
-            })();
-            if let Err(cause) = kept {
-                return Err(BinaryFileError::Write {
-                    path: self.path.clone(),
-                    cause,
-                });
-            }
-            return self.write_slices(slices);
-        }
+        let small = slices.iter().map(|s| s.len()).sum::<usize>() < direct::SMALL_BATCH;
+        let mut file = &self.file;
+        // Every batch goes into the buffer (a small one never fills it), so
+        // that it holds the file's last partial block for the next large
+        // batch; a small one is then written through the page cache.
         let written = (|| {
             for s in slices.iter() {
                 d.buffer.append(&d.file, s)?;
             }
-            d.buffer.end_batch(&d.file)
+            if small {
+                d.buffer.keep_partial_block();
+                file.seek(SeekFrom::Start(start))?;
+                return Ok(None);
+            }
+            d.buffer.end_batch(&d.file).map(Some)
         })();
         match written {
-            Ok(end) => {
+            Ok(None) => self.write_slices(slices),
+            Ok(Some(end)) => {
                 self.bytes = end;
                 Ok(())
             }
