@@ -18,7 +18,7 @@
 //! of `s` bytes with probability `1 - exp(-s / period)`, so a stack's
 //! sampled bytes are scaled by `1 / (1 - exp(-(bytes/objects) / period))`.
 
-use crate::analysis::heap::sites::{OWN_CRATES, OWN_SOURCES};
+use crate::analysis::heap::sites::{OWN_SOURCES, is_own};
 use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -358,7 +358,7 @@ fn without_closures(f: &str) -> &str {
 /// frames from the site outward, closures folded into their functions, at
 /// most 6).
 pub fn site_of(frames: &[String]) -> (String, Vec<String>) {
-    let own = |f: &String| OWN_CRATES.iter().any(|c| f.starts_with(c));
+    let own = |f: &String| is_own(f);
     if frames.iter().any(own) {
         let mut chain: Vec<String> = Vec::new();
         for f in frames.iter().filter(|f| own(f)) {

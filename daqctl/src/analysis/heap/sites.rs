@@ -61,20 +61,9 @@ pub struct Site {
     pub percent: f64,
 }
 
-/// Crates whose functions count as call sites (the runtime, the allocator
-/// and the standard library are the stack around them, not the cause).
-pub(crate) const OWN_CRATES: [&str; 8] = [
-    "daq_format::",
-    "daq_runtime::",
-    "daq_shm::",
-    "daq_datafile::",
-    "aggregator::",
-    "eventbuilder::",
-    "boardreader::",
-    "monitor::",
-];
-
-/// Where each of those crates' sources are in the workspace: a frame whose
+/// This project's crates, whose functions count as call sites (the
+/// runtime, the allocator and the standard library are the stack around
+/// them, not the cause), with where each one's sources are: a frame whose
 /// DWARF gives only a bare name (an inlined function in a release build's
 /// line tables: `inject_leak`) is qualified from its source file.
 pub(crate) const OWN_SOURCES: [(&str, &str); 8] = [
@@ -87,6 +76,14 @@ pub(crate) const OWN_SOURCES: [(&str, &str); 8] = [
     ("boardreader/src/", "boardreader"),
     ("monitor/src/", "monitor"),
 ];
+
+/// Whether `f` is a function of one of this project's crates.
+pub(crate) fn is_own(f: &str) -> bool {
+    OWN_SOURCES.iter().any(|(_, krate)| {
+        f.strip_prefix(krate)
+            .is_some_and(|rest| rest.starts_with("::"))
+    })
+}
 
 /// Parses `jeprof --text --cum` output into this project's functions,
 /// largest cumulative growth first. jeprof sometimes names a real
@@ -108,10 +105,9 @@ pub fn parse_sites(jeprof_text: &str) -> Vec<Site> {
             Some((cum_mb, pct, cols.get(5..end)?.join(" "), inline))
         })
         .collect();
-    let own = |f: &str| OWN_CRATES.iter().any(|c| f.starts_with(c));
     let qualified: std::collections::HashMap<&str, &str> = rows
         .iter()
-        .filter(|(_, _, f, inline)| *inline && own(f))
+        .filter(|(_, _, f, inline)| *inline && is_own(f))
         .filter_map(|(_, _, f, _)| Some((f.rsplit_once("::")?.1, f.as_str())))
         .collect();
     let mut sites: Vec<Site> = rows
@@ -122,7 +118,7 @@ pub fn parse_sites(jeprof_text: &str) -> Vec<Site> {
                 Some(q) if !f.contains("::") => q.to_string(),
                 _ => f.clone(),
             };
-            own(&function).then_some(Site {
+            is_own(&function).then_some(Site {
                 function,
                 bytes: cum_mb * 1024.0 * 1024.0,
                 percent: *pct,
