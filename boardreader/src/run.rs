@@ -14,7 +14,9 @@ use daq_format::process::Kind;
 use daq_format::record::Counters;
 use daq_runtime::counters::LiveCounters;
 use daq_runtime::transport::outbound::OutboundError;
-use daq_runtime::transport::{BlockingOutbound, CountSent, Fragments, Outbound, OutboundConfig};
+use daq_runtime::transport::{
+    BlockingOutbound, CountSent, Fragments, Item, Outbound, OutboundConfig,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -77,7 +79,7 @@ impl Run {
         counters: Arc<SendCounters>,
     ) -> Result<Self, OutboundError> {
         let n = usize::from(config.topology.eventbuilders);
-        let out = Outbound::<Fragments>::connect(
+        let out = Outbound::<Fragments, Outgoing>::connect(
             destinations,
             n,
             OutboundConfig::new(u32::from(rank), run, 1, config),
@@ -87,7 +89,7 @@ impl Run {
         counters.reset();
         let (command, rx) = watch::channel((0, RunCommand::Run));
         let (ack_tx, idle_ack) = watch::channel(0);
-        let generator = ToySimulator::new(rank, &config.generator);
+        let generator = Arc::new(ToySimulator::new(rank, &config.generator));
         let loop_cfg = LoopConfig {
             rank,
             run,
@@ -147,6 +149,64 @@ impl Run {
     }
 }
 
+/// A fragment on its way out: made already (for a gRPC stream, carved out
+/// of the generator's arena), or to be made by the shared-memory link's
+/// thread straight into the eventbuilder's ring, where it is generated
+/// once and never copied in this process.
+pub enum Outgoing {
+    Made(bytes::Bytes),
+    InPlace {
+        generator: Arc<ToySimulator>,
+        sequence_id: u64,
+    },
+}
+
+impl Item for Outgoing {
+    fn len(&self) -> usize {
+        match self {
+            Outgoing::Made(b) => b.len(),
+            Outgoing::InPlace { generator, .. } => generator.fragment_bytes(),
+        }
+    }
+
+    /// Stamped when it is written: that is when it is made.
+    fn write_to(&self, dst: &mut [u8]) {
+        match self {
+            Outgoing::Made(b) => dst.copy_from_slice(b),
+            Outgoing::InPlace {
+                generator,
+                sequence_id,
+            } => {
+                // The sequence id was checked when the item was made (the
+                // generator loop) and the length is the generator's own, so
+                // this cannot fail; if it did, the slice is zeroed and the
+                // eventbuilder rejects the fragment and counts it.
+                if generator
+                    .write_fragment_into(*sequence_id, dst, Some(SystemTime::now()))
+                    .is_err()
+                {
+                    dst.fill(0);
+                }
+            }
+        }
+    }
+
+    fn into_bytes(self) -> bytes::Bytes {
+        match self {
+            Outgoing::Made(b) => b,
+            Outgoing::InPlace {
+                generator,
+                sequence_id,
+            } => {
+                let mut buf = bytes::BytesMut::zeroed(generator.fragment_bytes());
+                let _ =
+                    generator.write_fragment_into(sequence_id, &mut buf, Some(SystemTime::now()));
+                buf.freeze()
+            }
+        }
+    }
+}
+
 struct LoopConfig {
     rank: u16,
     run: u32,
@@ -163,10 +223,10 @@ struct LoopConfig {
 /// Returns the problems of the run.
 fn generate(
     cfg: LoopConfig,
-    generator: ToySimulator,
+    generator: Arc<ToySimulator>,
     mut command: watch::Receiver<(u64, RunCommand)>,
     idle_ack: watch::Sender<u64>,
-    mut out: BlockingOutbound<Fragments>,
+    mut out: BlockingOutbound<Fragments, Outgoing>,
     counters: Arc<SendCounters>,
     rt: tokio::runtime::Handle,
 ) -> Vec<String> {
@@ -220,11 +280,26 @@ fn generate(
                 }
                 next_due = next_due.max(now) + cfg.throttle;
             }
-            // Generated straight into the bytes that are sent: no copy
-            // before the gRPC encoder's; stamped with the time it was made.
-            let fragment = generator
-                .fragment_bytes_made_at(seq, &mut arena, ARENA_BYTES, SystemTime::now())
-                .map_err(|e| format!("generator failed at sequence id {seq}: {e}"))?;
+            // Over shared memory the link's thread generates the fragment
+            // into the ring. Over gRPC it is generated here, straight into
+            // the bytes that are sent (no copy before the encoder's),
+            // stamped with the time it was made.
+            let fragment = if out.writes_in_place(seq) {
+                if seq > daq_format::fragment::MAX_SEQUENCE_ID {
+                    return Err(format!(
+                        "generator failed at sequence id {seq}: it exceeds 48 bits"
+                    ));
+                }
+                Outgoing::InPlace {
+                    generator: generator.clone(),
+                    sequence_id: seq,
+                }
+            } else {
+                generator
+                    .fragment_bytes_made_at(seq, &mut arena, ARENA_BYTES, SystemTime::now())
+                    .map(Outgoing::Made)
+                    .map_err(|e| format!("generator failed at sequence id {seq}: {e}"))?
+            };
             out.push(seq, fragment);
             daq_runtime::leak::inject_leak(cfg.leak_bytes_per_event, 1);
             counters.last_sequence_id.store(seq, Ordering::Relaxed);

@@ -63,7 +63,7 @@ impl Run {
     ) -> Result<Self, RunError> {
         let n_ag = usize::from(config.topology.aggregators);
         let n_eb = u64::from(config.topology.eventbuilders);
-        let out = Outbound::<Events>::connect(
+        let mut out = Outbound::<Events, crate::send::Outgoing>::connect(
             destinations,
             n_ag,
             OutboundConfig::new(u32::from(rank), run, n_eb, config),
@@ -71,6 +71,10 @@ impl Run {
         )
         .await?;
         let e = &config.eventbuilder;
+        // Events for a shared-memory link keep their store buffer until the
+        // link's thread has written them: the partial batches together
+        // hold at most a quarter of the store.
+        out.limit_in_place_batches(e.buffer_count as usize / (4 * n_ag.max(1)));
         let store = ShmStore::create(
             &segment_path(config.partition, &shared.process),
             StoreSpec {

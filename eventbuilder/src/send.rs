@@ -6,8 +6,9 @@ use crate::build::Signals;
 use crate::receive::Shared;
 use daq_format::fragment::{Fragment, FragmentRef};
 use daq_format::netmon::{self, EventAux, History};
-use daq_runtime::transport::{Events, Outbound};
-use daq_shm::ShmReader;
+use daq_runtime::transport::{Events, Item, Outbound};
+use daq_shm::{ReadGuard, ShmReader};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
@@ -23,7 +24,7 @@ pub(crate) struct Sender {
     pub(crate) run: u32,
     pub(crate) serializer: Serializer,
     /// The streams to the aggregators.
-    pub(crate) out: Outbound<Events>,
+    pub(crate) out: Outbound<Events, Outgoing>,
     /// Events dropped before sending (unreadable or not serializable), and
     /// why (the first few).
     pub(crate) dropped: u64,
@@ -43,13 +44,109 @@ pub(crate) struct Serializer {
     pub(crate) missing: Vec<u16>,
 }
 
+/// An event on its way out: serialized already (for a gRPC stream), or
+/// still in its shared-memory buffer, which the link's thread gathers
+/// straight into the aggregator's ring. The buffer is released once the
+/// event is there (when the item drops), so an event is copied once in
+/// this process, from the store to the next one's memory.
+pub(crate) enum Outgoing {
+    Encoded(bytes::Bytes),
+    InStore(InStore),
+}
+
+/// A serialized event but for its fragments, which are still in the store.
+pub(crate) struct InStore {
+    /// The taken buffer; `None` once released.
+    guard: Option<ReadGuard<'static>>,
+    /// The NetMonOutput bytes before the fragments.
+    head: bytes::Bytes,
+    /// Each fragment's place in the buffer, in fragment-id order.
+    fragments: Vec<Range<usize>>,
+    len: usize,
+    /// Told when the buffer is released (the builder may wait for one).
+    signals: Arc<Signals>,
+}
+
+impl InStore {
+    /// Writes the serialized event into `dst` (`self.len` bytes): the head,
+    /// then each fragment straight from the buffer.
+    fn gather(&self, dst: &mut [u8]) {
+        /// Copies what fits of `src` to the front of `dst` and moves past it.
+        fn put(dst: &mut &mut [u8], src: &[u8]) {
+            let n = src.len().min(dst.len());
+            let (to, after) = std::mem::take(dst).split_at_mut(n);
+            if let Some(src) = src.get(..n) {
+                to.copy_from_slice(src);
+            }
+            *dst = after;
+        }
+        let data = self.guard.as_ref().map(ReadGuard::data).unwrap_or_default();
+        let mut rest = dst;
+        put(&mut rest, &self.head);
+        for r in &self.fragments {
+            // The ranges were read from this buffer (`Serializer::plan`).
+            put(&mut rest, data.get(r.clone()).unwrap_or_default());
+        }
+        rest.fill(0);
+    }
+}
+
+impl Drop for InStore {
+    fn drop(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            drop(guard);
+            self.signals.freed.notify_one();
+        }
+    }
+}
+
+impl Item for Outgoing {
+    fn len(&self) -> usize {
+        match self {
+            Outgoing::Encoded(b) => b.len(),
+            Outgoing::InStore(e) => e.len,
+        }
+    }
+
+    fn write_to(&self, dst: &mut [u8]) {
+        match self {
+            Outgoing::Encoded(b) => dst.copy_from_slice(b),
+            Outgoing::InStore(e) => e.gather(dst),
+        }
+    }
+
+    fn into_bytes(self) -> bytes::Bytes {
+        match self {
+            Outgoing::Encoded(b) => b,
+            Outgoing::InStore(e) => {
+                let mut buf = vec![0; e.len];
+                e.gather(&mut buf);
+                buf.into()
+            }
+        }
+    }
+}
+
 impl Serializer {
+    /// `data` (one event's buffer) serialized: NetMonOutput, fragments in
+    /// fragment-id order.
     pub(crate) fn serialize(
         &mut self,
         seq: u64,
         complete: bool,
         data: &[u8],
     ) -> Result<bytes::Bytes, String> {
+        let mut b = self.plan(seq, complete, data)?;
+        for &(_, _, start, end) in &self.index {
+            b.extend_from_slice(data.get(start..end).unwrap_or_default());
+        }
+        Ok(b.freeze())
+    }
+
+    /// The serialized event up to its fragments, with room for them; the
+    /// fragments' places in `data` are left in `self.index`, in the order
+    /// they follow.
+    fn plan(&mut self, seq: u64, complete: bool, data: &[u8]) -> Result<bytes::BytesMut, String> {
         // Where each fragment lies in the buffer: (fragment id, start, end).
         let index = &mut self.index;
         index.clear();
@@ -87,15 +184,8 @@ impl Serializer {
         if let Some(h) = self.history.entries.first_mut() {
             h.time_ns = now_ns();
         }
-        netmon::encode_gathered(
-            &aux,
-            &self.history,
-            &self.missing,
-            index
-                .iter()
-                .map(|&(_, _, start, end)| data.get(start..end).unwrap_or_default()),
-        )
-        .map_err(|e| e.to_string())
+        netmon::encode_head(&aux, &self.history, &self.missing, index.len(), data.len())
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -153,7 +243,6 @@ impl Sender {
     /// (`dropped`) and named in the stop reply.
     async fn drain(&mut self) {
         while let Some(event) = self.take_one() {
-            self.signals.freed.notify_one();
             match event {
                 Ok(Some((seq, bytes))) => self.out.push(seq, bytes).await,
                 Ok(None) => {}
@@ -172,24 +261,59 @@ impl Sender {
         }
     }
 
-    /// One published event, serialized (NetMonOutput) straight out of
-    /// shared memory: the header, then each fragment copied once from the
-    /// mapping into the serialized buffer, in fragment-id order. The buffer
-    /// is released before the event is sent on. `None` when nothing is
-    /// published; `Some(Ok(None))` when there is no aggregator (the event
-    /// is discarded).
-    fn take_one(&mut self) -> Option<Result<Option<(u64, bytes::Bytes)>, String>> {
-        let guard = self.reader.take()?;
-        if self.out.is_empty() {
-            return Some(Ok(None)); // No aggregators: built events are discarded.
-        }
+    /// One published event out of shared memory. For an aggregator
+    /// behind a shared-memory link it stays in its buffer (the link's
+    /// thread serializes it from there into the ring, then releases the
+    /// buffer); for one behind a gRPC stream it is serialized
+    /// (NetMonOutput) at once, each fragment copied once from the mapping,
+    /// in fragment-id order, and the buffer released before the event is
+    /// sent on. `None` when nothing is published; `Some(Ok(None))` when
+    /// there is no aggregator (the event is discarded).
+    fn take_one(&mut self) -> Option<Result<Option<(u64, Outgoing)>, String>> {
+        let guard = self.reader.take_owned()?;
         let seq = guard.sequence_id();
         let complete = guard.complete();
-        Some(
+        if !self.out.is_empty() && self.out.writes_in_place(seq) {
+            let head = match self.serializer.plan(seq, complete, guard.data()) {
+                Ok(head) => head,
+                Err(e) => {
+                    self.release(guard);
+                    return Some(Err(e));
+                }
+            };
+            let fragments: Vec<Range<usize>> = self
+                .serializer
+                .index
+                .iter()
+                .map(|&(_, _, s, e)| s..e)
+                .collect();
+            let len = head.len() + fragments.iter().map(Range::len).sum::<usize>();
+            return Some(Ok(Some((
+                seq,
+                Outgoing::InStore(InStore {
+                    guard: Some(guard),
+                    head: head.freeze(),
+                    fragments,
+                    len,
+                    signals: self.signals.clone(),
+                }),
+            ))));
+        }
+        let outgoing = if self.out.is_empty() {
+            Ok(None) // No aggregators: built events are discarded.
+        } else {
             self.serializer
                 .serialize(seq, complete, guard.data())
-                .map(|b| Some((seq, b))),
-        )
+                .map(|b| Some((seq, Outgoing::Encoded(b))))
+        };
+        self.release(guard);
+        Some(outgoing)
+    }
+
+    /// Releases a buffer here and tells the builder.
+    fn release(&self, guard: ReadGuard<'_>) {
+        drop(guard);
+        self.signals.freed.notify_one();
     }
 
     /// End of run: flush, send end-of-data with the count to every

@@ -116,12 +116,31 @@ pub fn encode_gathered<'a, I>(
 where
     I: Iterator<Item = &'a [u8]> + Clone,
 {
-    fn count16(what: &'static str, n: usize) -> Result<u16, NetMonError> {
-        u16::try_from(n).map_err(|_| NetMonError::TooMany { what, count: n })
-    }
     let (n, fragment_bytes) = fragments
         .clone()
         .fold((0usize, 0usize), |(n, b), f| (n + 1, b + f.len()));
+    let mut b = encode_head(aux, history, missing, n, fragment_bytes)?;
+    for f in fragments {
+        b.put_slice(f);
+    }
+    Ok(b.freeze())
+}
+
+/// The serialized event up to its fragments, for `n` fragments: what
+/// [`encode_gathered`] writes before them. The serialized event is this,
+/// then the fragments back to back, so a sender can gather those wherever
+/// it writes the event (a shared-memory link's ring). The buffer has room
+/// for `fragment_bytes` more.
+pub fn encode_head(
+    aux: &EventAux,
+    history: &History,
+    missing: &[u16],
+    n: usize,
+    fragment_bytes: usize,
+) -> Result<BytesMut, NetMonError> {
+    fn count16(what: &'static str, n: usize) -> Result<u16, NetMonError> {
+        u16::try_from(n).map_err(|_| NetMonError::TooMany { what, count: n })
+    }
     let mut b = BytesMut::with_capacity(head_len(history, missing) + fragment_bytes);
     b.put_slice(MAGIC);
     b.put_u16_le(FORMAT_VERSION);
@@ -148,10 +167,7 @@ where
         count: n,
     })?;
     b.put_u32_le(n);
-    for f in fragments {
-        b.put_slice(f);
-    }
-    Ok(b.freeze())
+    Ok(b)
 }
 
 /// Serialized bytes before the fragments.

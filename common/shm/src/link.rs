@@ -223,6 +223,18 @@ impl Segment {
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) }
     }
 
+    /// The free bytes `[at, at + len)` for the sender to fill in place.
+    #[allow(clippy::mut_from_ref)]
+    fn slice_mut(&self, at: usize, len: usize) -> &mut [u8] {
+        let dst = self.data(at, len);
+        // SAFETY: inside the data area (checked by `data`); free space the
+        // sender owns until it publishes it, and only the sender's one
+        // `LinkWriter` (behind `&mut self` in every caller) hands it out,
+        // one record at a time (invariant 3). The borrow ends before
+        // `publish`.
+        unsafe { std::slice::from_raw_parts_mut(dst, len) }
+    }
+
     fn slice(&self, at: usize, len: usize) -> &[u8] {
         let src = self.data(at, len);
         // SAFETY: inside the data area (checked by `data`), published and
@@ -524,29 +536,55 @@ impl LinkWriter {
         items: &[B],
         end_of_data: Option<u64>,
     ) -> Result<(), LinkError> {
+        self.send_with(
+            run,
+            source,
+            items,
+            |b| b.as_ref().len(),
+            |b, dst| dst.copy_from_slice(b.as_ref()),
+            end_of_data,
+        )
+    }
+
+    /// [`send`](Self::send) for items that write themselves: each item's
+    /// `len` bytes are reserved in the ring and `write` fills them in
+    /// place, so an item made there (generated, or gathered from a store)
+    /// is never copied into a buffer of its own first. `write` gets a slice
+    /// of exactly `len(item)` bytes and must fill all of it (what it leaves
+    /// holds older data of the ring).
+    pub fn send_with<T>(
+        &mut self,
+        run: u32,
+        source: u32,
+        items: &[T],
+        len: impl Fn(&T) -> usize,
+        mut write: impl FnMut(&T, &mut [u8]),
+        end_of_data: Option<u64>,
+    ) -> Result<(), LinkError> {
         let max = max_payload(self.seg.capacity);
         let mut rest = items;
         loop {
             // As many items as fit one record.
             let mut n = 0;
-            let mut len = BATCH_HEADER;
+            let mut bytes = BATCH_HEADER;
             for item in rest {
-                let add = 4 + 8 + pad8(item.as_ref().len());
-                if len + add > max {
+                let add = 4 + 8 + pad8(len(item));
+                if bytes + add > max {
                     break;
                 }
-                len += add;
+                bytes += add;
                 n += 1;
             }
             if let (0, Some(first)) = (n, rest.first()) {
                 return Err(LinkError::TooLarge {
-                    len: first.as_ref().len(),
+                    len: len(first),
                     capacity: self.seg.capacity,
                 });
             }
             let (chunk, after) = rest.split_at(n);
             let last = after.is_empty();
-            self.write_batch(run, source, chunk, if last { end_of_data } else { None })?;
+            let eod = if last { end_of_data } else { None };
+            self.write_batch(run, source, chunk, &len, &mut write, eod)?;
             if last {
                 return Ok(());
             }
@@ -554,14 +592,16 @@ impl LinkWriter {
         }
     }
 
-    fn write_batch<B: AsRef<[u8]>>(
+    fn write_batch<T>(
         &mut self,
         run: u32,
         source: u32,
-        items: &[B],
+        items: &[T],
+        len: &impl Fn(&T) -> usize,
+        write: &mut impl FnMut(&T, &mut [u8]),
         end_of_data: Option<u64>,
     ) -> Result<(), LinkError> {
-        let payload = batch_payload_len(items.iter().map(|i| i.as_ref().len()));
+        let payload = batch_payload_len(items.iter().map(len));
         let at = self.reserve(RECORD_HEADER + payload)?;
         let mut head = [0u8; RECORD_HEADER + BATCH_HEADER];
         head[0..4].copy_from_slice(&(payload as u32).to_le_bytes());
@@ -579,15 +619,14 @@ impl LinkWriter {
         self.seg.write(at, &head);
         let mut pos = at + head.len();
         for item in items {
-            self.seg
-                .write(pos, &(item.as_ref().len() as u32).to_le_bytes());
+            self.seg.write(pos, &(len(item) as u32).to_le_bytes());
             pos += 4;
         }
         pos = at + RECORD_HEADER + BATCH_HEADER + pad8(4 * items.len());
         for item in items {
-            let b = item.as_ref();
-            self.seg.write(pos, b);
-            pos += pad8(b.len());
+            let n = len(item);
+            write(item, self.seg.slice_mut(pos, n));
+            pos += pad8(n);
         }
         self.publish(RECORD_HEADER + payload);
         Ok(())

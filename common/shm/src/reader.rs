@@ -102,6 +102,15 @@ impl ShmReader {
     /// 100 ms: a descriptor that stays ahead of the header (a
     /// corrupt or foreign segment) makes `take` return `None`, never spin.
     pub fn take(&self) -> Option<ReadGuard<'_>> {
+        self.take_owned()
+    }
+
+    /// [`take`](Self::take), with a guard that may be kept past this
+    /// reader's borrow and sent to another thread (it holds the mapping):
+    /// the event is then read, and its buffer released, where the guard
+    /// goes, such as a link's writing thread that copies it straight into
+    /// the next process's memory.
+    pub fn take_owned(&self) -> Option<ReadGuard<'static>> {
         let region = &*self.region;
         if let Some((idx, lease)) = self.take_found() {
             return Some(self.guard(idx, lease));
@@ -160,7 +169,7 @@ impl ShmReader {
     }
 
     /// The guard of buffer `idx`, just leased.
-    fn guard(&self, idx: usize, lease: u32) -> ReadGuard<'_> {
+    fn guard<'a>(&self, idx: usize, lease: u32) -> ReadGuard<'a> {
         let region = &*self.region;
         let d = region.desc(idx);
         {
@@ -169,7 +178,8 @@ impl ShmReader {
                 .unwrap_or(usize::MAX)
                 .min(region.geo.buffer_bytes);
             ReadGuard {
-                region,
+                region: self.region.clone(),
+                _kept: std::marker::PhantomData,
                 idx,
                 lease,
                 sequence_id: d.sequence_id.load(Ordering::Relaxed),
@@ -253,8 +263,13 @@ impl ShmReader {
 /// A taken buffer. Its data stays valid and unchanged while the guard
 /// lives. Dropping it releases the buffer to Empty, except while the thread
 /// is panicking: then it goes back to Full so the event is not lost.
+///
+/// `'a` is how long the guard may be kept: the reader's borrow for
+/// [`ShmReader::take`], any time for [`ShmReader::take_owned`]. Either way
+/// the guard holds the mapping (an `Arc`), so its data never outlives it.
 pub struct ReadGuard<'a> {
-    region: &'a Region,
+    region: Arc<Region>,
+    _kept: std::marker::PhantomData<&'a Region>,
     idx: usize,
     lease: u32,
     sequence_id: u64,

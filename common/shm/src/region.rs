@@ -6,7 +6,7 @@
 //!
 //! 1. The mapping (a `memmap2` map or, in tests, a heap block) lives in a
 //!    `Region` behind an `Arc`; every handle ([`ShmStore`], [`ShmReader`],
-//!    [`ShmMonitor`], [`ReadGuard`] through its borrow) keeps it alive, so a
+//!    [`ShmMonitor`], [`ReadGuard`], each holding the `Arc`) keeps it alive, so a
 //!    reader may outlive the store: the file name is unlinked when the store
 //!    drops, the memory when the last handle drops.
 //! 2. Header, descriptors and data words are only accessed through

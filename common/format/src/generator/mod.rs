@@ -300,8 +300,8 @@ impl ToySimulator {
     }
 
     /// Appends `sequence_id`'s whole fragment to `buf`: header, metadata
-    /// and payload are written once, in place (the payload by
-    /// [`Self::write_payload`]). `buf.split().freeze()` then gives the
+    /// and payload are written once, in place (by
+    /// [`Self::write_fragment_into`]). `buf.split().freeze()` then gives the
     /// fragment's bytes with no copy; successive fragments appended to one
     /// buffer share its allocation.
     pub fn write_fragment(
@@ -310,9 +310,35 @@ impl ToySimulator {
         buf: &mut BytesMut,
     ) -> Result<(), FragmentError> {
         let len = self.fragment_bytes();
+        let start = buf.len();
+        buf.resize(start + len, 0);
+        let out = buf.get_mut(start..).unwrap_or_default();
+        self.write_fragment_into(sequence_id, out, None)
+    }
+
+    /// Writes `sequence_id`'s whole fragment into `out`, which must be
+    /// [`Self::fragment_bytes`] long, every byte of it: the header (its
+    /// access time stamped `made_at` if given, see
+    /// [`fragment_bytes_made_at`](Self::fragment_bytes_made_at)), the
+    /// metadata word and the payload. This is how a fragment is made
+    /// straight in the memory it is sent in (a shared-memory link's ring).
+    pub fn write_fragment_into(
+        &self,
+        sequence_id: u64,
+        out: &mut [u8],
+        made_at: Option<std::time::SystemTime>,
+    ) -> Result<(), FragmentError> {
+        let len = self.fragment_bytes();
         let words = len / WORD_BYTES;
+        let word_count = u32::try_from(words).map_err(|_| FragmentError::TooLong { words })?;
+        if out.len() != len {
+            return Err(FragmentError::WordCountMismatch {
+                word_count,
+                buffer_words: out.len() / WORD_BYTES,
+            });
+        }
         let header = FragmentHeader {
-            word_count: u32::try_from(words).map_err(|_| FragmentError::TooLong { words })?,
+            word_count,
             version: HEADER_VERSION,
             fragment_type: FragmentType::User(self.type_code()).as_u8(),
             metadata_word_count: 1,
@@ -325,15 +351,16 @@ impl ToySimulator {
             atime_s: 0,
         }
         .encode()?;
-        let start = buf.len();
-        buf.reserve(len);
-        for w in header {
-            buf.extend_from_slice(&w.to_le_bytes());
+        let (head, rest) = out.split_at_mut(fragment::HEADER_BYTES);
+        for (d, w) in head.chunks_exact_mut(WORD_BYTES).zip(header) {
+            d.copy_from_slice(&w.to_le_bytes());
         }
-        buf.extend_from_slice(&self.metadata());
-        buf.resize(start + len, 0);
-        let (_, payload) = buf.split_at_mut(start + len - self.payload_bytes());
+        let (metadata, payload) = rest.split_at_mut(WORD_BYTES);
+        metadata.copy_from_slice(&self.metadata());
         self.write_payload(sequence_id, payload);
+        if let Some(at) = made_at {
+            fragment::touch(out, at);
+        }
         Ok(())
     }
 

@@ -298,3 +298,26 @@ fn write_payload_into_any_buffer_length_writes_a_prefix_and_never_panics() {
         }
     }
 }
+
+#[test]
+fn a_fragment_written_in_place_is_the_fragment_carved_from_the_arena() {
+    let made = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 123_456_789);
+    for d in [
+        Distribution::Uniform,
+        Distribution::Gaussian,
+        Distribution::Monotonic,
+    ] {
+        let g = ToySimulator::new(1, &cfg(d, ToyFragmentType::Alternate));
+        let mut arena = BytesMut::new();
+        let carved = g
+            .fragment_bytes_made_at(77, &mut arena, ARENA_BYTES, made)
+            .expect("carves");
+        // In place, over bytes that held something else (a used ring).
+        let mut ring = vec![0xA5u8; g.fragment_bytes()];
+        g.write_fragment_into(77, &mut ring, Some(made))
+            .expect("writes");
+        assert_eq!(ring, carved.as_ref(), "{d:?}");
+        let mut short = vec![0u8; g.fragment_bytes() - 8];
+        assert!(g.write_fragment_into(77, &mut short, None).is_err());
+    }
+}

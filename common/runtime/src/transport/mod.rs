@@ -21,7 +21,9 @@ pub mod shm;
 
 pub use hop::{Events, Fragments, Hop};
 pub use inbound::{Decoded, Intake, Receiver, RunEnded};
-pub use outbound::{BlockingOutbound, CountSent, Finished, Outbound, OutboundConfig, SendCounts};
+pub use outbound::{
+    BlockingOutbound, CountSent, Finished, Item, Outbound, OutboundConfig, SendCounts,
+};
 
 #[cfg(test)]
 mod tests;

@@ -116,6 +116,40 @@ impl<H: Hop> SendCounts for CountSent<H> {
     }
 }
 
+/// What the outbound side carries: an item's bytes, made already or made
+/// where they go. Over a gRPC stream every item travels as its bytes
+/// ([`Item::into_bytes`]); over a shared-memory link an item writes itself
+/// straight into the receiver's ring ([`Item::write_to`]), so one that is
+/// made there (a generated fragment, an event gathered from a store) is
+/// never copied into a buffer of its own first.
+pub trait Item: Send + 'static {
+    /// Bytes of the item.
+    fn len(&self) -> usize;
+    /// True for an item of no bytes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Writes the item into `dst`, exactly [`Item::len`] bytes, all of
+    /// which it must fill.
+    fn write_to(&self, dst: &mut [u8]);
+    /// The item as bytes of its own.
+    fn into_bytes(self) -> Bytes;
+}
+
+impl Item for Bytes {
+    fn len(&self) -> usize {
+        Bytes::len(self)
+    }
+
+    fn write_to(&self, dst: &mut [u8]) {
+        dst.copy_from_slice(self);
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
     #[error("init gave {got} destinations for {expected} {kind}s")]
@@ -142,12 +176,19 @@ pub enum OutboundError {
 
 type Reply = JoinHandle<Result<proto::TransferSummary, tonic::Status>>;
 
-struct Destination<H: Hop> {
+/// A destination's queue: batches for its gRPC stream, or items for its
+/// link's thread, which writes them into the ring.
+enum Tx<H: Hop, I> {
+    Grpc(mpsc::Sender<H::Batch>),
+    Shm(mpsc::Sender<shm::Queued<H, I>>),
+}
+
+struct Destination<H: Hop, I> {
     /// `None` once the destination is lost (or its stream ended).
-    tx: Option<mpsc::Sender<H::Batch>>,
+    tx: Option<Tx<H, I>>,
     lost: bool,
     reply: Reply,
-    pending: Vec<Bytes>,
+    pending: Vec<I>,
     /// The sequence ids of `pending`, in order.
     pending_ids: Vec<u64>,
     pending_bytes: usize,
@@ -173,14 +214,16 @@ pub struct Finished {
     pub undelivered: Vec<proto::SourceRanges>,
 }
 
-/// The sending side of one run on hop `H`.
-pub struct Outbound<H: Hop> {
+/// The sending side of one run on hop `H`, carrying items of type `I`.
+pub struct Outbound<H: Hop, I: Item = Bytes> {
     config: OutboundConfig,
-    destinations: Vec<Destination<H>>,
+    /// A shared-memory destination's batch is sent at this many items.
+    in_place_max_items: usize,
+    destinations: Vec<Destination<H, I>>,
     counts: Arc<dyn SendCounts>,
 }
 
-impl<H: Hop> Outbound<H> {
+impl<H: Hop, I: Item> Outbound<H, I> {
     /// Connects to every destination (`addrs[rank]`; `expected` of them)
     /// and opens one stream to each.
     pub async fn connect(
@@ -206,7 +249,7 @@ impl<H: Hop> Outbound<H> {
                     addr: addr.clone(),
                     source,
                 })?;
-            let (tx, rx) = mpsc::channel(config.batching.queue_batches);
+            let queue = config.batching.queue_batches;
             let receiver = format!("{}-{rank}", H::RECEIVER);
             let link = match config.mode {
                 TransferMode::Grpc => Err(String::new()),
@@ -222,8 +265,12 @@ impl<H: Hop> Outbound<H> {
                     shm::offer::<H>(&channel, offer).await
                 }
             };
-            let (reply, mechanism) = match link {
-                Ok(offered) => (shm::spawn_sender::<H>(offered, rx), Mechanism::Shm),
+            let (tx, reply, mechanism) = match link {
+                Ok(offered) => {
+                    let (tx, rx) = mpsc::channel(queue);
+                    let reply = shm::spawn_sender::<H, I>(offered, rx, config.run, config.source);
+                    (Tx::Shm(tx), reply, Mechanism::Shm)
+                }
                 Err(why) if config.mode == TransferMode::Shm => {
                     return Err(OutboundError::Shm {
                         kind: H::RECEIVER,
@@ -245,8 +292,10 @@ impl<H: Hop> Outbound<H> {
                             );
                         }
                     }
+                    let (tx, rx) = mpsc::channel(queue);
                     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-                    (tokio::spawn(H::open(channel, stream)), Mechanism::Grpc)
+                    let reply = tokio::spawn(H::open(channel, stream));
+                    (Tx::Grpc(tx), reply, Mechanism::Grpc)
                 }
             };
             links::set(&receiver, mechanism);
@@ -265,6 +314,7 @@ impl<H: Hop> Outbound<H> {
         }
         Ok(Self {
             config,
+            in_place_max_items: config.batching.max_items,
             destinations,
             counts,
         })
@@ -280,27 +330,50 @@ impl<H: Hop> Outbound<H> {
         ((sequence_id / self.config.stride) % self.destinations.len().max(1) as u64) as usize
     }
 
+    /// Whether the item of `sequence_id` goes into a shared-memory ring,
+    /// where an [`Item`] that writes itself is made in place: a sender
+    /// pushes such an item for it, and bytes made at once for a gRPC
+    /// stream (which would only copy it out again).
+    pub fn writes_in_place(&self, sequence_id: u64) -> bool {
+        self.destinations
+            .get(self.route(sequence_id))
+            .is_some_and(|d| matches!(d.tx, Some(Tx::Shm(_))))
+    }
+
+    /// Sends a shared-memory destination's batch once it holds `max_items`
+    /// items (if that is fewer than the batching's): for items that hold
+    /// something until they are written, such as an event's store buffer,
+    /// so that partial batches never hold the whole store while the
+    /// process that fills it waits for a free buffer.
+    pub fn limit_in_place_batches(&mut self, max_items: usize) {
+        self.in_place_max_items = max_items.clamp(1, self.config.batching.max_items);
+    }
+
     /// Adds an item to its destination's batch; returns the destination if
     /// that batch is now full and must be flushed.
-    fn add(&mut self, sequence_id: u64, item: Bytes) -> Option<usize> {
+    fn add(&mut self, sequence_id: u64, item: I) -> Option<usize> {
         if self.destinations.is_empty() {
             return None;
         }
         let d = self.route(sequence_id);
         let b = &self.config.batching;
         let dest = self.destinations.get_mut(d)?;
+        let max_items = match dest.tx {
+            Some(Tx::Shm(_)) => self.in_place_max_items,
+            _ => b.max_items,
+        };
         if dest.pending.is_empty() {
             dest.since = Instant::now();
         }
         dest.pending_bytes += item.len();
         dest.pending.push(item);
         dest.pending_ids.push(sequence_id);
-        (dest.pending.len() >= b.max_items || dest.pending_bytes >= b.max_bytes).then_some(d)
+        (dest.pending.len() >= max_items || dest.pending_bytes >= b.max_bytes).then_some(d)
     }
 
     /// Adds an item for the destination of `sequence_id`, sending the
     /// batch when it is full (waiting while that destination's queue is).
-    pub async fn push(&mut self, sequence_id: u64, item: Bytes) {
+    pub async fn push(&mut self, sequence_id: u64, item: I) {
         if let Some(d) = self.add(sequence_id, item) {
             self.flush(d).await;
         }
@@ -370,8 +443,15 @@ impl<H: Hop> Outbound<H> {
         let n = items.len() as u64;
         let bytes = std::mem::take(&mut dest.pending_bytes) as u64;
         if let Some(tx) = &dest.tx {
-            let batch = H::batch(self.config.source, self.config.run, items);
-            if tx.send(batch).await.is_ok() {
+            let queued = match tx {
+                Tx::Grpc(tx) => {
+                    let items = items.into_iter().map(Item::into_bytes).collect();
+                    let batch = H::batch(self.config.source, self.config.run, items);
+                    tx.send(batch).await.is_ok()
+                }
+                Tx::Shm(tx) => tx.send(shm::Queued::Items(items)).await.is_ok(),
+            };
+            if queued {
                 dest.sent += n;
                 // Once per batch: counters, and the place for batch metrics.
                 self.counts.sent(n, bytes);
@@ -411,7 +491,11 @@ impl<H: Hop> Outbound<H> {
             };
             match H::end_of_data(c.source, c.run, dest.sent, sequence_id) {
                 Ok(eod) => {
-                    if tx.send(eod).await.is_err() {
+                    let queued = match tx {
+                        Tx::Grpc(tx) => tx.send(eod).await.is_ok(),
+                        Tx::Shm(tx) => tx.send(shm::Queued::Batch(eod)).await.is_ok(),
+                    };
+                    if !queued {
                         problems.push(format!(
                             "{}-{d}: stream closed before end-of-data",
                             H::RECEIVER
@@ -466,7 +550,7 @@ impl<H: Hop> Outbound<H> {
     }
 
     /// The same side, driven from a plain thread that may block.
-    pub fn into_blocking(self, rt: tokio::runtime::Handle) -> BlockingOutbound<H> {
+    pub fn into_blocking(self, rt: tokio::runtime::Handle) -> BlockingOutbound<H, I> {
         BlockingOutbound { inner: self, rt }
     }
 }
@@ -474,14 +558,19 @@ impl<H: Hop> Outbound<H> {
 /// The outbound side driven from a plain (non-async) thread, such as the
 /// boardreader's generator thread: a full queue blocks the thread. The
 /// runtime is entered only to send a batch, never per item.
-pub struct BlockingOutbound<H: Hop> {
-    inner: Outbound<H>,
+pub struct BlockingOutbound<H: Hop, I: Item = Bytes> {
+    inner: Outbound<H, I>,
     rt: tokio::runtime::Handle,
 }
 
-impl<H: Hop> BlockingOutbound<H> {
+impl<H: Hop, I: Item> BlockingOutbound<H, I> {
+    /// See [`Outbound::writes_in_place`].
+    pub fn writes_in_place(&self, sequence_id: u64) -> bool {
+        self.inner.writes_in_place(sequence_id)
+    }
+
     /// See [`Outbound::push`].
-    pub fn push(&mut self, sequence_id: u64, item: Bytes) {
+    pub fn push(&mut self, sequence_id: u64, item: I) {
         if let Some(d) = self.inner.add(sequence_id, item) {
             self.rt.block_on(self.inner.flush(d));
         }

@@ -28,6 +28,7 @@
 use super::hop::Hop;
 use super::inbound::{Receiver, serve_stream};
 use super::links;
+use super::outbound::Item;
 use crate::net::Channel;
 use crate::sources::RunSlot;
 use bytes::Bytes;
@@ -148,12 +149,24 @@ fn status(e: LinkError) -> Status {
     }
 }
 
+/// What the outbound side queues for a link: the items of a batch, which
+/// the link's thread writes into the ring in place, or a whole batch (the
+/// end-of-data one).
+pub(crate) enum Queued<H: Hop, I> {
+    Items(Vec<I>),
+    Batch(H::Batch),
+}
+
 /// The task that carries one destination's batches over its link; resolves
 /// to the receiver's summary, as the gRPC stream's reply does. Runs on its
-/// own thread (it sleeps in futex waits), never on the runtime's.
-pub(crate) fn spawn_sender<H: Hop>(
+/// own thread (it sleeps in futex waits), never on the runtime's. Each
+/// item is written into the ring by [`Item::write_to`] and dropped once it
+/// is there.
+pub(crate) fn spawn_sender<H: Hop, I: Item>(
     offered: Offered,
-    mut batches: mpsc::Receiver<H::Batch>,
+    mut batches: mpsc::Receiver<Queued<H, I>>,
+    run: u32,
+    source: u32,
 ) -> JoinHandle<Result<proto::TransferSummary, Status>> {
     let Offered {
         mut writer,
@@ -166,10 +179,22 @@ pub(crate) fn spawn_sender<H: Hop>(
         .name(format!("link-to-{}", H::RECEIVER))
         .spawn(move || {
             let outcome = (|| {
-                while let Some(batch) = batches.blocking_recv() {
-                    let (run, source) = (H::run(&batch), H::source(&batch));
-                    let (items, end_of_data) = H::into_items(batch);
-                    writer.send(run, source, &items, end_of_data)?;
+                while let Some(queued) = batches.blocking_recv() {
+                    match queued {
+                        Queued::Items(items) => writer.send_with(
+                            run,
+                            source,
+                            &items,
+                            I::len,
+                            |item, dst| item.write_to(dst),
+                            None,
+                        )?,
+                        Queued::Batch(batch) => {
+                            let (run, source) = (H::run(&batch), H::source(&batch));
+                            let (items, end_of_data) = H::into_items(batch);
+                            writer.send(run, source, &items, end_of_data)?;
+                        }
+                    }
                 }
                 writer.finish();
                 writer.wait_reply()

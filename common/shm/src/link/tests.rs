@@ -59,6 +59,57 @@ fn batches_arrive_in_order_across_many_wraps() {
 }
 
 #[test]
+fn items_that_write_themselves_are_made_in_the_ring_and_split_like_bytes() {
+    // Items known only by (seed, length): each is made straight into the
+    // ring by the callback, over bytes that held earlier records.
+    let (_d, mut w, mut r) = pair(MIN_CAPACITY);
+    let sender = std::thread::spawn(move || {
+        for b in 0..500u64 {
+            let items: Vec<(u64, usize)> = (0..(b % 7 + 1))
+                .map(|i| (b * 10 + i, (b as usize * 53 + i as usize * 7) % 9000))
+                .collect();
+            w.send_with(
+                2,
+                5,
+                &items,
+                |&(_, len)| len,
+                |&(seed, len), dst| {
+                    assert_eq!(dst.len(), len);
+                    dst.copy_from_slice(&item(seed, len));
+                },
+                (b == 499).then_some(99),
+            )
+            .expect("send");
+        }
+        w.finish();
+        w.wait_reply()
+    });
+    let (mut items, mut records, mut eod) = (0u64, 0u64, None);
+    let mut want = (0..500u64).flat_map(|b| {
+        (0..(b % 7 + 1)).map(move |i| (b * 10 + i, (b as usize * 53 + i as usize * 7) % 9000))
+    });
+    while let Some(rec) = r.next().expect("next") {
+        let b = parse_batch(rec.as_ref()).expect("parse");
+        assert_eq!((b.run, b.source), (2, 5));
+        for range in &b.items {
+            let (seed, len) = want.next().expect("no more items than sent");
+            assert_eq!(&rec.as_ref()[range.clone()], &item(seed, len)[..]);
+            items += 1;
+        }
+        eod = b.end_of_data.or(eod);
+        records += 1;
+    }
+    assert!(want.next().is_none(), "every item arrived");
+    assert!(
+        records >= 500,
+        "a batch too big for a record went as several"
+    );
+    assert_eq!(eod, Some(99));
+    r.reply(items, eod);
+    assert_eq!(sender.join().expect("sender").expect("reply").0, items);
+}
+
+#[test]
 fn a_batch_larger_than_a_record_goes_as_several_and_a_huge_item_is_refused() {
     let (_d, mut w, mut r) = pair(MIN_CAPACITY);
     let items: Vec<Vec<u8>> = (0..20).map(|i| item(i, 4000)).collect();
