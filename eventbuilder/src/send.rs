@@ -136,17 +136,23 @@ impl Serializer {
         complete: bool,
         data: &[u8],
     ) -> Result<bytes::Bytes, String> {
-        let mut b = self.plan(seq, complete, data)?;
+        let mut b = self.plan(seq, complete, data, data.len())?;
         for &(_, _, start, end) in &self.index {
             b.extend_from_slice(data.get(start..end).unwrap_or_default());
         }
         Ok(b.freeze())
     }
 
-    /// The serialized event up to its fragments, with room for them; the
-    /// fragments' places in `data` are left in `self.index`, in the order
-    /// they follow.
-    fn plan(&mut self, seq: u64, complete: bool, data: &[u8]) -> Result<bytes::BytesMut, String> {
+    /// The serialized event up to its fragments, with room for `room`
+    /// bytes more; the fragments' places in `data` are left in
+    /// `self.index`, in the order they follow.
+    fn plan(
+        &mut self,
+        seq: u64,
+        complete: bool,
+        data: &[u8],
+        room: usize,
+    ) -> Result<bytes::BytesMut, String> {
         // Where each fragment lies in the buffer: (fragment id, start, end).
         let index = &mut self.index;
         index.clear();
@@ -184,7 +190,7 @@ impl Serializer {
         if let Some(h) = self.history.entries.first_mut() {
             h.time_ns = now_ns();
         }
-        netmon::encode_head(&aux, &self.history, &self.missing, index.len(), data.len())
+        netmon::encode_head(&aux, &self.history, &self.missing, index.len(), room)
             .map_err(|e| e.to_string())
     }
 }
@@ -274,7 +280,7 @@ impl Sender {
         let seq = guard.sequence_id();
         let complete = guard.complete();
         if !self.out.is_empty() && self.out.writes_in_place(seq) {
-            let head = match self.serializer.plan(seq, complete, guard.data()) {
+            let head = match self.serializer.plan(seq, complete, guard.data(), 0) {
                 Ok(head) => head,
                 Err(e) => {
                     self.release(guard);
