@@ -22,6 +22,9 @@ use tracing::{error, warn};
 pub(crate) struct Signals {
     pub(crate) published: Notify,
     pub(crate) freed: Notify,
+    /// Events that hold their store buffer on their way into a link's ring
+    /// (`send::InStore`): queued, batched or being written.
+    pub(crate) in_store: std::sync::atomic::AtomicUsize,
 }
 
 /// A batch of one source waiting for room in shared memory.

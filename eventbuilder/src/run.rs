@@ -120,6 +120,10 @@ impl Run {
                 missing: Vec::new(),
             },
             out,
+            // At most half the store waits for a link's thread: the rest
+            // is serialized at once and released, so the store stays the
+            // builder's and a slow aggregator cannot pin all of it.
+            max_in_store: (e.buffer_count as usize / 2).max(1),
             dropped: 0,
             problems: Vec::new(),
         };

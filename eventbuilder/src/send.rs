@@ -10,6 +10,7 @@ use daq_runtime::transport::{Events, Item, Outbound};
 use daq_shm::{ReadGuard, ShmReader};
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -25,6 +26,10 @@ pub(crate) struct Sender {
     pub(crate) serializer: Serializer,
     /// The streams to the aggregators.
     pub(crate) out: Outbound<Events, Outgoing>,
+    /// Events that may hold their buffer until a link's thread has
+    /// gathered them (`Signals::in_store`); past it, events are serialized
+    /// at once.
+    pub(crate) max_in_store: usize,
     /// Events dropped before sending (unreadable or not serializable), and
     /// why (the first few).
     pub(crate) dropped: u64,
@@ -95,6 +100,7 @@ impl Drop for InStore {
     fn drop(&mut self) {
         if let Some(guard) = self.guard.take() {
             drop(guard);
+            self.signals.in_store.fetch_sub(1, Ordering::Relaxed);
             self.signals.freed.notify_one();
         }
     }
@@ -270,7 +276,8 @@ impl Sender {
     /// One published event out of shared memory. For an aggregator
     /// behind a shared-memory link it stays in its buffer (the link's
     /// thread serializes it from there into the ring, then releases the
-    /// buffer); for one behind a gRPC stream it is serialized
+    /// buffer) while fewer than `max_in_store` do; for one behind a gRPC
+    /// stream, or past that bound, it is serialized
     /// (NetMonOutput) at once, each fragment copied once from the mapping,
     /// in fragment-id order, and the buffer released before the event is
     /// sent on. `None` when nothing is published; `Some(Ok(None))` when
@@ -279,7 +286,8 @@ impl Sender {
         let guard = self.reader.take_owned()?;
         let seq = guard.sequence_id();
         let complete = guard.complete();
-        if !self.out.is_empty() && self.out.writes_in_place(seq) {
+        let room = self.signals.in_store.load(Ordering::Relaxed) < self.max_in_store;
+        if room && !self.out.is_empty() && self.out.writes_in_place(seq) {
             let head = match self.serializer.plan(seq, complete, guard.data(), 0) {
                 Ok(head) => head,
                 Err(e) => {
@@ -294,6 +302,7 @@ impl Sender {
                 .map(|&(_, _, s, e)| s..e)
                 .collect();
             let len = head.len() + fragments.iter().map(Range::len).sum::<usize>();
+            self.signals.in_store.fetch_add(1, Ordering::Relaxed);
             return Some(Ok(Some((
                 seq,
                 Outgoing::InStore(InStore {

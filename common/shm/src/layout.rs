@@ -34,7 +34,7 @@
 //!  16  fragment_count   u32
 //!  20  expected_count   u32
 //!  24  data_len         u64  bytes used in the buffer
-//!  32  last_touch_ns    u64  CLOCK_MONOTONIC ns (system wide, so comparable between processes)
+//!  32  last_touch_ns    u64  CLOCK_MONOTONIC_COARSE ns (system wide, so comparable between processes; 1-4 ms steps)
 //!  40  generation       u64  seqlock: odd while the writer owns the buffer
 //!  48  publish_seq      u64  publication order, 1-based; 0 while being written
 //!  56  reserved

@@ -224,14 +224,16 @@ impl Segment {
     }
 
     /// The free bytes `[at, at + len)` for the sender to fill in place.
+    ///
+    /// # Safety
+    /// Only the sender may call this, on space it reserved and has not
+    /// published (invariant 3), and no two slices it holds at once may
+    /// overlap; the slice must be dropped before `publish`.
     #[allow(clippy::mut_from_ref)]
-    fn slice_mut(&self, at: usize, len: usize) -> &mut [u8] {
+    unsafe fn slice_mut(&self, at: usize, len: usize) -> &mut [u8] {
         let dst = self.data(at, len);
-        // SAFETY: inside the data area (checked by `data`); free space the
-        // sender owns until it publishes it, and only the sender's one
-        // `LinkWriter` (behind `&mut self` in every caller) hands it out,
-        // one record at a time (invariant 3). The borrow ends before
-        // `publish`.
+        // SAFETY: inside the data area (checked by `data`); exclusive by
+        // the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(dst, len) }
     }
 
@@ -625,7 +627,11 @@ impl LinkWriter {
         pos = at + RECORD_HEADER + BATCH_HEADER + pad8(4 * items.len());
         for item in items {
             let n = len(item);
-            write(item, self.seg.slice_mut(pos, n));
+            // SAFETY: the sender (`&mut self`), inside the space `reserve`
+            // gave and not yet published; `pos` moves past each item, so
+            // no two slices overlap, and each is gone before `publish`.
+            let dst = unsafe { self.seg.slice_mut(pos, n) };
+            write(item, dst);
             pos += pad8(n);
         }
         self.publish(RECORD_HEADER + payload);

@@ -13,7 +13,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = std::mem::MaybeUninit::<libc::timespec>::uninit();
     // SAFETY: `ts` is valid for writes of one timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, ts.as_mut_ptr()) };
+    let mut rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, ts.as_mut_ptr()) };
+    if rc != 0 {
+        // A kernel without the coarse clock: the fine one, never a clock
+        // stuck at 0 (which would never age a buffer).
+        // SAFETY: as above.
+        rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, ts.as_mut_ptr()) };
+    }
     if rc != 0 {
         return 0;
     }
@@ -24,7 +30,7 @@ pub(crate) fn monotonic_ns() -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
-/// The clock of last-touch times: CLOCK_MONOTONIC, plus (in tests) a
+/// The clock of last-touch times: CLOCK_MONOTONIC_COARSE, plus (in tests) a
 /// per-thread offset that lets tests age buffers without sleeping.
 pub(crate) fn now_ns() -> u64 {
     #[cfg(test)]

@@ -379,16 +379,18 @@ impl ShmStore {
     pub fn stale_writing(&self, age: Duration) -> Vec<(usize, u64)> {
         let now = now_ns();
         let age = duration_ns(age);
-        let mut stale: Vec<(u64, usize, u64)> = self
+        let mut stale: Vec<(u64, u64, usize)> = self
             .open
             .iter()
             .filter_map(|(&seq, &idx)| {
                 let touched = self.region.desc(idx).last_touch_ns.load(Ordering::Relaxed);
-                (now.saturating_sub(touched) >= age).then_some((touched, idx, seq))
+                (now.saturating_sub(touched) >= age).then_some((touched, seq, idx))
             })
             .collect();
+        // Oldest first; on the coarse clock many share a tick, and those go
+        // in sequence order.
         stale.sort_unstable();
-        stale.into_iter().map(|(_, idx, seq)| (idx, seq)).collect()
+        stale.into_iter().map(|(_, seq, idx)| (idx, seq)).collect()
     }
 
     /// Buffers per state.

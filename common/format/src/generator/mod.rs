@@ -313,7 +313,12 @@ impl ToySimulator {
         let start = buf.len();
         buf.resize(start + len, 0);
         let out = buf.get_mut(start..).unwrap_or_default();
-        self.write_fragment_into(sequence_id, out, None)
+        let written = self.write_fragment_into(sequence_id, out, None);
+        if written.is_err() {
+            // Nothing of a fragment that failed stays in the buffer.
+            buf.truncate(start);
+        }
+        written
     }
 
     /// Writes `sequence_id`'s whole fragment into `out`, which must be
