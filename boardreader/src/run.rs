@@ -194,13 +194,9 @@ impl Item for Outgoing {
     fn into_bytes(self) -> bytes::Bytes {
         match self {
             Outgoing::Made(b) => b,
-            Outgoing::InPlace {
-                generator,
-                sequence_id,
-            } => {
-                let mut buf = bytes::BytesMut::zeroed(generator.fragment_bytes());
-                let _ =
-                    generator.write_fragment_into(sequence_id, &mut buf, Some(SystemTime::now()));
+            unmade @ Outgoing::InPlace { .. } => {
+                let mut buf = bytes::BytesMut::zeroed(unmade.len());
+                unmade.write_to(&mut buf);
                 buf.freeze()
             }
         }
@@ -317,4 +313,32 @@ fn generate(
     problems.extend(result.err());
     info!(rank = cfg.rank, run = cfg.run, last_sequence_id = seq.saturating_sub(1), sent = ?finished.sent, "generator finished");
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use daq_format::config::GeneratorConfig;
+
+    /// An unmade fragment, written in place or as bytes of its own, is the
+    /// generator's fragment (all but the access time, stamped when made).
+    #[test]
+    fn an_unmade_fragment_is_made_the_same_in_a_ring_or_as_bytes() {
+        let generator = Arc::new(ToySimulator::new(1, &GeneratorConfig::default()));
+        let want = generator.fragment(42).expect("generates");
+        let want = want.bytes();
+        let unmade = || Outgoing::InPlace {
+            generator: generator.clone(),
+            sequence_id: 42,
+        };
+        let mut ring = vec![0xA5u8; unmade().len()];
+        unmade().write_to(&mut ring);
+        let own = unmade().into_bytes();
+        for got in [&ring[..], &own[..]] {
+            assert_eq!(got.len(), want.len());
+            // Header word 3 holds the access time.
+            assert_eq!(got[..24], want[..24]);
+            assert_eq!(got[32..], want[32..]);
+        }
+    }
 }
